@@ -1,0 +1,189 @@
+"""The `prep` command line: flags override the pipeline file; errors are one clear line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prep.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Turn raw text corpora into tokenized, feature-annotated, sharded Parquet.",
+)
+
+
+def _say_error(message: str) -> None:
+    typer.echo(f"prep: error: {message}", err=True)
+
+
+def friendly(fn):
+    """User errors: one line, exit 2. A run that cannot go on: one line, exit 1. Bugs: a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from prep.engine import Interrupted, RunFailed
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            _say_error(str(exc))
+            raise typer.Exit(2) from None
+        except RunFailed as exc:
+            _say_error(str(exc))
+            raise typer.Exit(1) from None
+        except (Interrupted, KeyboardInterrupt) as exc:
+            signum = getattr(exc, "signum", 2)
+            name = "SIGTERM" if signum == 15 else "SIGINT"
+            _say_error(f"interrupted ({name}); committed shards are kept. Continue with the same command "
+                       "and --resume")
+            raise typer.Exit(128 + signum) from None
+
+    return wrapper
+
+
+def _parse_slow(values: list[str] | None) -> dict[int, float]:
+    slow = {}
+    for value in values or []:
+        try:
+            worker, factor = value.split(":")
+            slow[int(worker)] = float(factor)
+        except ValueError:
+            raise UserError(f"bad --debug-slow-worker {value!r}: use J:FACTOR, e.g. 1:3") from None
+    return slow
+
+
+@app.command()
+@friendly
+def run(
+    pipeline: Annotated[Path | None, typer.Argument(help="pipeline file (TOML); default: built-in pre-training")] = None,
+    input: Annotated[list[str], typer.Option("--input", "-i", help="files, directories or globs")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="output directory")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: CPU count)")] = None,
+    router: Annotated[str | None, typer.Option(help="random | p2c | weighted | round-robin")] = None,
+    seed: Annotated[int | None, typer.Option(help="routing seed")] = None,
+    chunk_bytes: Annotated[str | None, typer.Option(help="text per chunk, e.g. 1MiB")] = None,
+    shard_bytes: Annotated[str | None, typer.Option(help="input text per shard, e.g. 256MiB")] = None,
+    text_field: Annotated[str | None, typer.Option(help="field holding the text")] = None,
+    id_field: Annotated[str | None, typer.Option(help="field holding the document id")] = None,
+    keep_text: Annotated[bool | None, typer.Option("--keep-text/--no-keep-text", help="write the text")] = None,
+    keep_column: Annotated[list[str] | None, typer.Option("--keep-column", help="input column to carry")] = None,
+    features: Annotated[str | None, typer.Option(help="comma-separated features, or 'all'")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tiktoken")] = None,
+    append_eos: Annotated[bool | None, typer.Option("--append-eos/--no-append-eos")] = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="first bad record is an error")] = None,
+    chunk_timeout: Annotated[float | None, typer.Option(help="seconds before a chunk counts as hung")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    report: Annotated[bool, typer.Option(help="write OUT/report.html at the end")] = False,
+    debug_slow_worker: Annotated[list[str] | None, typer.Option(help="J:FACTOR, make worker J slower")] = None,
+) -> None:
+    """Tokenize and annotate a corpus into sharded Parquet."""
+    from tqdm import tqdm
+
+    from prep.config import apply_overrides, load_pipeline
+    from prep.run import RunRequest, run_pipeline
+    from prep.summary import format_summary
+
+    if not input:
+        raise UserError("no input: pass --input PATH (files, directories or globs)")
+    if output is None:
+        raise UserError("no output: pass --output DIR")
+    config = apply_overrides(
+        load_pipeline(pipeline), tokenizer=tokenizer, workers=workers, router=router, seed=seed,
+        chunk_bytes=chunk_bytes, shard_bytes=shard_bytes, text_field=text_field, id_field=id_field,
+        keep_text=keep_text, keep_columns=keep_column, backend=backend, append_eos=append_eos, strict=strict,
+        chunk_timeout_s=chunk_timeout,
+        features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
+    )
+    if config.workers < 0:
+        raise UserError("--workers must be at least 1")
+    bar = None
+    started = time.perf_counter()
+    docs = [0]
+
+    def on_start(info: dict) -> None:
+        nonlocal bar
+        tok = info["tokenizer"]
+        for note in tok.notes:
+            typer.echo(f"note: {note}", err=True)
+        typer.echo(f"prep: {info['files']} input file(s), {info['workers']} workers, router {config.router}, "
+                   f"backend {tok.backend}" + (f" ({tok.backend_reason})" if tok.backend_reason else "")
+                   + (f", resuming after {info['resumed_shards']} committed shard(s)" if resume else ""), err=True)
+        bar = tqdm(total=info["total_bytes"], unit="B", unit_scale=True, desc="prep", disable=not progress,
+                   dynamic_ncols=True, smoothing=0.1)
+
+    def on_progress(nbytes: int, ndocs: int) -> None:
+        docs[0] += ndocs
+        if bar is not None:
+            bar.update(nbytes)
+            bar.set_postfix_str(f"{docs[0] / max(1e-9, time.perf_counter() - started):,.0f} docs/s", refresh=False)
+
+    try:
+        result = run_pipeline(RunRequest(input, output, config, overwrite, resume, progress,
+                                         _parse_slow(debug_slow_worker)), on_start, on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(format_summary(result.manifest))
+    if result.faults:
+        typer.echo(f"\nfaults survived: {len(result.faults)} (first: {result.faults[0]})")
+    if report:
+        from prep.report import write_report
+
+        typer.echo(f"report         {write_report(output)}")
+
+
+@app.command()
+@friendly
+def inspect(
+    out: Annotated[Path, typer.Argument(help="an output directory of prep run")],
+    json_out: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+) -> None:
+    """Show what a run wrote: counts, shards, schema, routing, timings."""
+    from prep.summary import format_schema, format_summary
+    from prep.writer import JOURNAL, MANIFEST, read_journal
+
+    path = out / MANIFEST
+    if not path.exists():
+        if (out / JOURNAL).exists():
+            _, entries = read_journal(out)
+            raise UserError(f"{out} is an unfinished run ({len(entries)} shard(s) committed, no {MANIFEST}); "
+                            "finish it with prep run ... --resume")
+        raise UserError(f"no {MANIFEST} in {out}: not an output directory of prep run")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if json_out:
+        typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False))
+        return
+    typer.echo(format_summary(manifest))
+    typer.echo(format_schema(out, manifest))
+
+
+def _register() -> None:
+    from prep.simulate import simulate_command
+    from prep.train_tokenizer import train_tokenizer_command
+
+    app.command("train-tokenizer", help="Train a byte-level BPE tokenizer.json on a corpus.")(
+        friendly(train_tokenizer_command))
+    app.command("simulate", help="Simulate routers without tokenizing.")(friendly(simulate_command))
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="prep")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The effective pipeline: built-in defaults, then a pipeline file (TOML), then flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prep.errors import UserError
+
+_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 2**10, "m": 2**20, "g": 2**30,
+}
+
+
+def parse_size(value: str | int, what: str = "size") -> int:
+    """`262144`, `256KiB`, `1MiB`, `64MB` -> bytes (KB = 1000, KiB = 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise UserError(f"bad {what} {value!r}: use a number of bytes or e.g. 256KiB, 1MiB, 64MB")
+        number, unit = float(m.group(1)), m.group(2).lower()
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise UserError(f"bad {what} {value!r}: must be positive")
+    return size
+
+
+@dataclass
+class PipelineConfig:
+    """Everything that decides what is written (and, for `run`, how it is computed)."""
+
+    name: str = "default"
+    # input
+    text_field: str = "text"
+    id_field: str = "id"
+    keep_columns: list[str] = field(default_factory=list)
+    # tokenizer
+    tokenizer: str | None = None
+    backend: str = "auto"
+    append_eos: bool = False
+    eos_token: str | None = None
+    # features and filters
+    features: list[str] = field(default_factory=lambda: ["all"])
+    drop_empty: bool = True
+    # output
+    keep_text: bool = False
+    shard_bytes: int = 256 * 2**20
+    compression: str = "zstd"
+    # run (these decide where work runs, never what is written)
+    workers: int = 0
+    router: str = "random"
+    seed: int = 0
+    chunk_bytes: int = 2**20
+    strict: bool = False
+    chunk_timeout_s: float = 300.0
+
+    def output_fingerprint(self) -> dict[str, Any]:
+        """The fields that decide the output bytes (what `--resume` must match)."""
+        ignored = {"workers", "router", "seed", "chunk_timeout_s", "name"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {
+    "input": {"text_field", "id_field", "keep_columns"},
+    "tokenizer": {"path", "backend", "append_eos", "eos_token"},
+    "features": {"compute"},
+    "filter": {"drop_empty"},
+    "output": {"keep_text", "shard_bytes", "compression"},
+    "run": {"workers", "router", "seed", "chunk_bytes", "strict", "chunk_timeout_s"},
+}
+_RENAMES = {("tokenizer", "path"): "tokenizer", ("features", "compute"): "features"}
+_SIZES = {"shard_bytes", "chunk_bytes"}
+
+
+def load_pipeline(path: str | Path | None) -> PipelineConfig:
+    """Read a pipeline file; relative tokenizer paths are relative to the file."""
+    config = PipelineConfig()
+    if path is None:
+        return config
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"pipeline file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"bad pipeline file {path}: {exc}") from None
+    config.name = str(data.pop("name", path.stem))
+    for section, values in data.items():
+        if section not in _SECTIONS or not isinstance(values, dict):
+            raise UserError(f"bad pipeline file {path}: unknown section [{section}]")
+        for key, value in values.items():
+            if key not in _SECTIONS[section]:
+                raise UserError(f"bad pipeline file {path}: unknown key {key!r} in [{section}]")
+            name = _RENAMES.get((section, key), key)
+            if name in _SIZES:
+                value = parse_size(value, name)
+            setattr(config, name, value)
+    if config.tokenizer and not Path(config.tokenizer).is_absolute():
+        config.tokenizer = str((path.parent / config.tokenizer).resolve())
+    return config
+
+
+def apply_overrides(config: PipelineConfig, **overrides: Any) -> PipelineConfig:
+    """Flags win over the file; a None flag means 'not given'."""
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if not hasattr(config, key):
+            raise KeyError(key)
+        if key in _SIZES:
+            value = parse_size(value, key.replace("_", "-"))
+        setattr(config, key, value)
+    return config

@@ -1,0 +1,147 @@
+"""Shared-memory transport for Arrow batches.
+
+A pool is one shared-memory segment cut into fixed-size slots. A batch is written
+as an Arrow IPC stream straight into a slot and read back zero-copy; only a small
+`Location` crosses a pipe. A batch too large for a slot gets a segment of its own,
+which the reader unlinks once it is done. Every segment name starts with the run's
+prefix so that leftovers of a killed run can be found and removed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
+
+import pyarrow as pa
+
+SHM_DIR = Path("/dev/shm")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a serialized batch lies: a slot of the pool, or a segment of its own."""
+
+    slot: int  # -1 when the batch has its own segment
+    nbytes: int
+    segment: str | None = None
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """Attach without letting this process's resource tracker unlink the segment at exit."""
+    shm = shared_memory.SharedMemory(name=name)
+    try:
+        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001 - Python < 3.13 has no track=False
+    except Exception:  # the tracker may not know it; nothing to undo then
+        pass
+    return shm
+
+
+def _create(name: str, size: int) -> shared_memory.SharedMemory:
+    shm = shared_memory.SharedMemory(name=name, create=True, size=max(size, 1))
+    try:
+        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001 - we unlink ourselves
+    except Exception:
+        pass
+    return shm
+
+
+def serialized_size(batch: pa.RecordBatch) -> int:
+    sink = pa.MockOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.size()
+
+
+def _write_ipc(buf: memoryview, batch: pa.RecordBatch) -> None:
+    with pa.ipc.new_stream(pa.FixedSizeBufferWriter(pa.py_buffer(buf)), batch.schema) as writer:
+        writer.write_batch(batch)
+
+
+def _read_ipc(buf: memoryview) -> pa.RecordBatch:
+    return pa.ipc.open_stream(pa.py_buffer(buf)).read_next_batch()
+
+
+class SlotPool:
+    """A bounded pool of equal slots in one shared-memory segment."""
+
+    def __init__(self, name: str, slots: int, slot_size: int, create: bool = False) -> None:
+        self.name, self.slots, self.slot_size = name, slots, slot_size
+        self.prefix = name.rsplit("_", 1)[0] + "_"
+        self._shm = _create(name, slots * slot_size) if create else _attach(name)
+        self._owner = create
+
+    def spec(self) -> tuple[str, int, int]:
+        """What another process needs to attach to this pool."""
+        return self.name, self.slots, self.slot_size
+
+    @classmethod
+    def attach(cls, spec: tuple[str, int, int]) -> SlotPool:
+        return cls(*spec, create=False)
+
+    def write(self, slot: int, batch: pa.RecordBatch) -> Location:
+        """Serialize `batch` into `slot`, or into its own segment when it does not fit."""
+        size = serialized_size(batch)
+        if size <= self.slot_size:
+            start = slot * self.slot_size
+            _write_ipc(self._shm.buf[start : start + size], batch)
+            return Location(slot, size)
+        segment = f"{self.prefix}x{uuid.uuid4().hex[:12]}"
+        shm = _create(segment, size)
+        try:
+            _write_ipc(shm.buf[:size], batch)
+        finally:
+            shm.close()
+        return Location(-1, size, segment)
+
+    def read(self, loc: Location) -> pa.RecordBatch:
+        """Zero-copy for a slot: the batch is valid until the slot is reused."""
+        if loc.segment is None:
+            start = loc.slot * self.slot_size
+            return _read_ipc(self._shm.buf[start : start + loc.nbytes])
+        shm = _attach(loc.segment)
+        try:
+            data = bytes(shm.buf[: loc.nbytes])  # own segment: copy out, so it can go at once
+        finally:
+            shm.close()
+        return _read_ipc(memoryview(data))
+
+    def read_copy(self, loc: Location) -> pa.RecordBatch:
+        """A batch that owns its memory, so the slot can be freed at once."""
+        if loc.segment is not None:
+            return self.read(loc)
+        start = loc.slot * self.slot_size
+        return _read_ipc(memoryview(bytes(self._shm.buf[start : start + loc.nbytes])))
+
+    def close(self) -> None:
+        try:
+            self._shm.close()
+        except BufferError:  # a zero-copy batch still points into the segment; the OS frees it at exit
+            pass
+        if self._owner:
+            unlink_segment(self.name)
+
+
+def release(loc: Location) -> None:
+    """The reader is done with `loc`: unlink its own segment if it had one."""
+    if loc.segment is not None:
+        unlink_segment(loc.segment)
+
+
+def unlink_segment(name: str) -> None:
+    try:
+        os.unlink(SHM_DIR / name)
+    except FileNotFoundError:
+        pass
+
+
+def remove_leftovers(prefix: str) -> list[str]:
+    """Remove every segment of a previous run with this prefix (e.g. after a SIGKILL)."""
+    removed = []
+    if SHM_DIR.is_dir():
+        for path in SHM_DIR.glob(prefix + "*"):
+            unlink_segment(path.name)
+            removed.append(path.name)
+    return removed

@@ -1,0 +1,266 @@
+"""The writer: re-order outputs by chunk seq and write shards atomically.
+
+Shard boundaries depend only on the chunks' input text bytes and their seq, so the
+files are the same whatever worker computed what. Every committed shard is
+appended to `_journal.jsonl` (which `--resume` reads); `_manifest.json` is written
+last, so its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prep.transport import Location, SlotPool, release
+
+JOURNAL = "_journal.jsonl"
+MANIFEST = "_manifest.json"
+QUARANTINE = "_quarantine.jsonl"
+ROUTING = "_routing.parquet"
+ROW_GROUP_BYTES = 32 * 2**20
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp name, fsync, rename: a reader never sees a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_journal(out: Path) -> tuple[dict | None, list[dict]]:
+    """(header, committed shard entries); a torn last line (killed mid-append) is ignored."""
+    path = out / JOURNAL
+    if not path.exists():
+        return None, []
+    header, entries = None, []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if "fingerprint" in record:
+            header = record
+        else:
+            entries.append(record)
+    return header, entries
+
+
+@dataclass
+class _Pending:
+    """A chunk seen by the writer: its input facts and the output parts received so far."""
+
+    info: dict | None = None
+    parts: list = field(default_factory=list)  # (start, stop, table | None, stats)
+    covered: int = 0
+
+
+class ShardWriter:
+    """In-process core of the writer (the process loop below feeds it)."""
+
+    def __init__(self, out: Path, shard_bytes: int, compression: str, start_seq: int, entries: list[dict]):
+        self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
+        self.entries = list(entries)
+        self.next_seq = start_seq
+        self.shard_index = len(entries)
+        self.pending: dict[int, _Pending] = {}
+        self._reset_shard()
+
+    def _reset_shard(self) -> None:
+        self.writer: pq.ParquetWriter | None = None
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.current = {
+            "rows": 0, "tokens": 0, "text_bytes": 0, "documents_in": 0, "quarantined": 0,
+            "filtered": 0, "first_seq": self.next_seq, "last_seq": None, "quarantine": [],
+        }
+
+    def add_chunk(self, seq: int, info: dict) -> list[dict]:
+        self._pending(seq).info = info
+        return self._drain()
+
+    def add_part(self, seq: int, start: int, stop: int, table: pa.Table | None, stats: dict) -> list[dict]:
+        pending = self._pending(seq)
+        if any(p[0] == start for p in pending.parts):
+            return []  # a duplicate (a worker died after its result arrived): ignore it
+        pending.parts.append((start, stop, table, stats))
+        pending.covered += stop - start
+        return self._drain()
+
+    def _pending(self, seq: int) -> _Pending:
+        if seq < self.next_seq:
+            raise RuntimeError(f"writer got seq {seq} after it was written")
+        return self.pending.setdefault(seq, _Pending())
+
+    def _drain(self) -> list[dict]:
+        """Write every chunk that is complete and next in order; return the shards committed."""
+        committed = []
+        while True:
+            pending = self.pending.get(self.next_seq)
+            if pending is None or pending.info is None or pending.covered < pending.info["rows"]:
+                return committed
+            del self.pending[self.next_seq]
+            self._append(self.next_seq, pending)
+            self.next_seq += 1
+            if self.current["text_bytes"] >= self.shard_bytes:
+                committed.append(self.commit())
+
+    def _append(self, seq: int, pending: _Pending) -> None:
+        cur, info = self.current, pending.info
+        cur["last_seq"] = seq
+        cur["text_bytes"] += info["text_bytes"]
+        cur["documents_in"] += info["documents_in"]
+        cur["quarantine"].extend(info["quarantine"])
+        for _start, _stop, table, stats in sorted(pending.parts, key=lambda p: p[0]):
+            cur["filtered"] += stats.get("filtered", 0)
+            cur["quarantine"].extend(stats.get("quarantine", []))
+            if table is not None and table.num_rows:
+                cur["rows"] += table.num_rows
+                cur["tokens"] += stats.get("tokens", 0)
+                self.buffer.append(table)
+                self.buffered += table.nbytes
+        cur["quarantined"] = len(cur["quarantine"])
+        if self.buffered >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        table = pa.concat_tables(self.buffer)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(
+                self._tmp_path(), table.schema, compression=self.compression, write_statistics=True
+            )
+        elif table.schema != self.writer.schema_arrow:
+            table = table.cast(self.writer.schema_arrow)
+        self.writer.write_table(table, row_group_size=table.num_rows)
+        self.buffer, self.buffered = [], 0
+
+    def _tmp_path(self) -> Path:
+        return self.out / f".{shard_name(self.shard_index)}.tmp"
+
+    def commit(self) -> dict:
+        """Close the current shard: temp file, fsync, rename, then one journal line."""
+        self._flush()
+        entry = dict(self.current, shard=self.shard_index, file=None, sha256=None, bytes=0)
+        if self.writer is not None:
+            self.writer.close()
+            tmp, final = self._tmp_path(), self.out / shard_name(self.shard_index)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+                f.seek(0)
+                entry["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+            os.replace(tmp, final)
+            fsync_dir(self.out)
+            entry.update(file=final.name, bytes=final.stat().st_size)
+        with open(self.out / JOURNAL, "a", encoding="utf-8") as journal:
+            journal.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+        self.entries.append(entry)
+        self.shard_index += 1
+        self._reset_shard()
+        return entry
+
+    def finish(self, extra: dict, routing_rows: dict | None) -> dict:
+        """Commit the last shard, then quarantine, routing table and, last, the manifest."""
+        if self.pending:
+            raise RuntimeError(f"writer finished with chunks missing: seqs {sorted(self.pending)[:5]} ...")
+        if self.current["last_seq"] is not None:
+            self.commit()
+        entries = self.entries
+        counts = {
+            "documents_in": sum(e["documents_in"] for e in entries),
+            "documents_out": sum(e["rows"] for e in entries),
+            "quarantined": sum(e["quarantined"] for e in entries),
+            "filtered": sum(e["filtered"] for e in entries),
+            "tokens": sum(e["tokens"] for e in entries),
+            "bytes_in": sum(e["text_bytes"] for e in entries),
+        }
+        quarantine = [q for e in entries for q in e["quarantine"]]
+        qpath = self.out / QUARANTINE
+        if quarantine:
+            lines = "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine)
+            write_atomic(qpath, lines.encode("utf-8"))
+        elif qpath.exists():
+            qpath.unlink()
+        if routing_rows is not None:
+            tmp = self.out / f".{ROUTING}.tmp"
+            pq.write_table(pa.table(routing_rows), tmp, compression="zstd")
+            os.replace(tmp, self.out / ROUTING)
+        shards = [
+            {k: e[k] for k in ("file", "rows", "tokens", "sha256", "bytes", "first_seq", "last_seq")}
+            for e in entries
+            if e["file"]
+        ]
+        manifest = {"version": 1, **extra, "counts": counts, "shards": shards}
+        manifest["timings"] = dict(manifest.get("timings", {}))
+        write_atomic(self.out / MANIFEST, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+        return manifest
+
+
+def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, compression: str,
+                start_seq: int, entries: list[dict]) -> None:
+    """The writer process: messages in from the coordinator, shards out to disk."""
+    pool = SlotPool.attach(out_spec)
+    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries)
+    try:
+        while True:
+            message = conn.recv()
+            kind = message[0]
+            if kind == "chunk":
+                _, seq, info = message
+                committed = core.add_chunk(seq, info)
+            elif kind == "part":
+                _, seq, start, stop, loc, stats = message
+                table = None
+                if isinstance(loc, Location):
+                    table = pa.Table.from_batches([pool.read_copy(loc)])
+                    release(loc)
+                    conn.send(("received", seq, loc.slot))
+                committed = core.add_part(seq, start, stop, table, stats)
+            elif kind == "finish":
+                t0 = time.perf_counter()
+                _, extra, routing_rows = message
+                extra.setdefault("timings", {})
+                manifest = core.finish(extra, routing_rows)
+                conn.send(("finished", manifest, time.perf_counter() - t0))
+                return
+            else:
+                raise RuntimeError(f"writer: unknown message {kind!r}")
+            for entry in committed:
+                conn.send(("shard", entry["shard"], entry["rows"], entry["last_seq"]))
+            conn.send(("written", core.next_seq))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    except Exception:
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except OSError:
+            pass
+    finally:
+        pool.close()

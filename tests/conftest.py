@@ -1,0 +1,64 @@
+"""Shared fixtures: real corpus slices, the shared tokenizers, and a `prep` runner."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CORPUS = SHARED / "corpus"
+GPT2 = SHARED / "tokenizers" / "gpt2.tokenizer.json"
+BERT_ZH = SHARED / "tokenizers" / "bert-base-chinese.tokenizer.json"
+QWEN2 = SHARED / "tokenizers" / "qwen2.tokenizer.reconstructed.json"
+SAMPLE = ROOT / "sample_data"
+SAMPLE_TOKENIZER = SAMPLE / "tokenizer.json"
+
+
+def corpus_docs(name: str, limit: int) -> list[dict]:
+    """The first `limit` documents of one shared corpus file."""
+    with gzip.open(CORPUS / f"{name}.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in itertools.islice(f, limit)]
+
+
+def write_jsonl(path: Path, docs: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for doc in docs:
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    return path
+
+
+def prep_cmd(*args: str, timeout: float = 300, check: bool = False, env: dict | None = None,
+             ) -> subprocess.CompletedProcess:
+    """Run the real command line in a child process, as a user would."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "prep", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"prep {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def shard_bytes_of(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))}
+
+
+def shm_segments() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("prep_*")}
+
+
+@pytest.fixture
+def mixed_corpus(tmp_path: Path) -> Path:
+    """About 400 KB of real English, Chinese and code documents in two files."""
+    docs_dir = tmp_path / "in"
+    write_jsonl(docs_dir / "a.jsonl", corpus_docs("en_fortunes", 400) + corpus_docs("zh_poetry", 400))
+    write_jsonl(docs_dir / "b.jsonl", corpus_docs("code_js_npm", 40) + corpus_docs("en_foldoc", 300))
+    return docs_dir

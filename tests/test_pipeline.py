@@ -1,0 +1,180 @@
+"""`prep run` end to end: exact ids, byte-identical shards, accounting, clean exits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import (
+    BERT_ZH,
+    GPT2,
+    SAMPLE,
+    SAMPLE_TOKENIZER,
+    corpus_docs,
+    prep_cmd,
+    shard_bytes_of,
+    shm_segments,
+    write_jsonl,
+)
+from scipy.stats import chisquare
+from tokenizers import Tokenizer
+
+
+def run_ok(*args) -> dict:
+    prep_cmd("run", *args, "--no-progress", check=True)
+    out = Path(args[args.index("--output") + 1])
+    return json.loads((out / "_manifest.json").read_text())
+
+
+def read_rows(out: Path) -> list[dict]:
+    return pq.read_table(out).to_pylist() if list(out.glob("part-*.parquet")) else []
+
+
+@pytest.mark.parametrize("tokenizer", [GPT2, BERT_ZH], ids=["gpt2", "bert-base-chinese"])
+def test_token_ids_equal_direct_encode(tmp_path, tokenizer):
+    docs = corpus_docs("en_devils_dictionary", 150) + corpus_docs("zh_wiki_cmrc2018", 60) + corpus_docs(
+        "code_python_stdlib", 5)
+    write_jsonl(tmp_path / "in.jsonl", docs)
+    out = tmp_path / "out"
+    manifest = run_ok("--input", tmp_path / "in.jsonl", "--output", out, "--tokenizer", tokenizer,
+                      "--workers", "2", "--chunk-bytes", "64KiB", "--backend", "tokenizers")
+    reference = Tokenizer.from_file(str(tokenizer))
+    rows = {r["id"]: r for r in pq.read_table(out).to_pylist()}
+    expected = {d["id"]: d for d in docs if d["text"].strip()}
+    assert set(rows) == set(expected)
+    for doc_id, doc in expected.items():
+        ids = reference.encode(doc["text"]).ids
+        assert rows[doc_id]["input_ids"] == ids, doc_id
+        assert rows[doc_id]["num_tokens"] == len(ids)
+    assert manifest["tokenizer"]["vocab_size"] == reference.get_vocab_size()
+    assert pq.read_schema(next(out.glob("part-*.parquet"))).field("input_ids").type.value_type == "uint32"
+
+
+def test_shards_byte_identical_across_workers_seeds_routers(tmp_path, mixed_corpus):
+    outputs = {}
+    for workers, seed, router in [(1, 0, "random"), (2, 0, "random"), (3, 7, "random"), (2, 3, "round-robin")]:
+        out = tmp_path / f"out-{workers}-{seed}-{router}"
+        run_ok("--input", mixed_corpus, "--output", out, "--tokenizer", GPT2, "--workers", str(workers),
+               "--seed", str(seed), "--router", router, "--chunk-bytes", "32KiB", "--shard-bytes", "100KiB")
+        outputs[(workers, seed, router)] = shard_bytes_of(out)
+    first = next(iter(outputs.values()))
+    assert len(first) >= 3, "the test needs several shards"
+    for key, shards in outputs.items():
+        assert shards == first, key
+
+
+def test_sample_data_accounting_and_datasets_load(tmp_path):
+    out = tmp_path / "out"
+    manifest = run_ok("--input", SAMPLE / "corpus", "--output", out, "--tokenizer", SAMPLE_TOKENIZER,
+                      "--workers", "2")
+    counts = manifest["counts"]
+    assert counts["quarantined"] > 0 and counts["filtered"] > 0
+    assert counts["documents_in"] == counts["documents_out"] + counts["quarantined"] + counts["filtered"]
+    quarantine = [json.loads(line) for line in (out / "_quarantine.jsonl").read_text().splitlines()]
+    assert len(quarantine) == counts["quarantined"]
+    assert all({"source", "position", "reason", "raw"} <= set(q) for q in quarantine)
+    assert sum(s["rows"] for s in manifest["shards"]) == counts["documents_out"]
+
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_dir=str(out), split="train")
+    assert len(ds) == counts["documents_out"]
+    assert sum(ds["num_tokens"]) == counts["tokens"]
+
+
+def test_broken_records_accounting(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    lines = [
+        b'{"id": "ok1", "text": "fine"}',
+        b'{"id": "bad-json", "text": "unterminated',
+        b'{"id": "num", "text": 42}',
+        b'{"id": "null", "text": null}',
+        b'{"id": "missing"}',
+        b'{"id": "utf8", "text": "\xff\xfe broken"}',
+        b'{"id": "surrogate", "text": "\\ud800 lone"}',
+        b'[1, 2, 3]',
+        b'{"id": "empty", "text": ""}',
+        b'{"id": "blank", "text": "   \\n\\t "}',
+        b'{"id": "ok2", "text": "also fine"}',
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    manifest = run_ok("--input", path, "--output", out, "--tokenizer", GPT2, "--workers", "2")
+    counts = manifest["counts"]
+    assert counts == counts | {"documents_in": 11, "documents_out": 2, "quarantined": 7, "filtered": 2}
+    assert sorted(r["id"] for r in read_rows(out)) == ["ok1", "ok2"]
+    positions = sorted(json.loads(q)["position"] for q in (out / "_quarantine.jsonl").read_text().splitlines())
+    assert positions == [2, 3, 4, 5, 6, 7, 8]
+
+
+def test_uniform_routing_is_uniform_and_seeded(tmp_path):
+    docs = [{"id": str(i), "text": f"document {i} " * 20} for i in range(3000)]
+    write_jsonl(tmp_path / "in.jsonl", docs)
+    tables = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        run_ok("--input", tmp_path / "in.jsonl", "--output", out, "--tokenizer", GPT2, "--workers", "3",
+               "--chunk-bytes", "1KiB", "--seed", "11", "--features", "num_chars")
+        tables.append(pq.read_table(out / "_routing.parquet").sort_by("seq"))
+    workers = tables[0].column("worker").to_numpy()
+    assert len(workers) >= 500
+    counts = np.bincount(workers, minlength=3)
+    assert chisquare(counts).pvalue > 0.001, counts
+    assert tables[0].column("worker").equals(tables[1].column("worker"))
+
+
+def test_no_segment_or_child_left(tmp_path, mixed_corpus):
+    import psutil
+
+    before = shm_segments()
+    run_ok("--input", mixed_corpus, "--output", tmp_path / "out", "--tokenizer", GPT2, "--workers", "2")
+    failed = prep_cmd("run", "--input", mixed_corpus, "--output", tmp_path / "out2", "--tokenizer", GPT2,
+                      "--features", "no_such_feature")
+    assert failed.returncode == 2
+    assert shm_segments() <= before
+    assert psutil.Process().children(recursive=True) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "/no/such/file.jsonl"], "input not found"),
+        (["--features", "nope"], "unknown feature"),
+        (["--tokenizer", "/no/tokenizer.json"], "tokenizer file not found"),
+        (["--text-field", "body"], "no field 'body'"),
+        (["--chunk-bytes", "lots"], "bad chunk-bytes"),
+        (["--router", "magic"], "unknown router"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path, mixed_corpus, args, message):
+    base = {"--input": str(mixed_corpus), "--output": str(tmp_path / "out"), "--tokenizer": str(GPT2)}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    proc = prep_cmd("run", *[x for kv in base.items() for x in kv], "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_existing_output_needs_overwrite(tmp_path, mixed_corpus):
+    out = tmp_path / "out"
+    args = ["--input", mixed_corpus, "--output", out, "--tokenizer", GPT2, "--workers", "1"]
+    run_ok(*args)
+    again = prep_cmd("run", *args, "--no-progress")
+    assert again.returncode == 2 and "already holds data" in again.stderr
+    run_ok(*args, "--overwrite")
+
+
+def test_inspect(tmp_path, mixed_corpus):
+    out = tmp_path / "out"
+    manifest = run_ok("--input", mixed_corpus, "--output", out, "--tokenizer", GPT2, "--workers", "2")
+    text = prep_cmd("inspect", out, check=True).stdout
+    assert f"{manifest['counts']['documents_in']:,}" in text and "input_ids: list<element: uint32>" in text
+    as_json = json.loads(prep_cmd("inspect", out, "--json", check=True).stdout)
+    assert as_json == manifest
+    missing = prep_cmd("inspect", tmp_path)
+    assert missing.returncode == 2 and "no _manifest.json" in missing.stderr
