@@ -170,12 +170,14 @@ def inspect(
 
 
 def _register() -> None:
+    from prep.report import report_command
     from prep.simulate import simulate_command
     from prep.train_tokenizer import train_tokenizer_command
 
     app.command("train-tokenizer", help="Train a byte-level BPE tokenizer.json on a corpus.")(
         friendly(train_tokenizer_command))
     app.command("simulate", help="Simulate routers without tokenizing.")(friendly(simulate_command))
+    app.command("report", help="Write OUT/report.html about a finished run.")(friendly(report_command))
 
 
 _register()
