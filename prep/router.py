@@ -28,6 +28,7 @@ class Router:
         self._uniforms = np.empty(0)
         self._next = 0
         self.decisions: list[tuple[int, int]] = []
+        self._everyone = list(range(workers))
 
     def _uniform(self) -> float:
         """One U[0,1) draw, taken from a block to keep the per-call cost small."""
@@ -53,7 +54,7 @@ class Router:
         `outstanding[j]` is the work (bytes) queued at or in progress on worker j;
         `alive[j]` False excludes a worker (dead, being replaced).
         """
-        candidates = list(range(self.workers)) if alive is None else [j for j, a in enumerate(alive) if a]
+        candidates = self._everyone if alive is None or all(alive) else [j for j, a in enumerate(alive) if a]
         if not candidates:
             raise RuntimeError("no live worker to route to")
         worker = self._pick(nbytes, outstanding, candidates)
@@ -123,6 +124,7 @@ class WeightedRouter(Router):
         super().__init__(workers, seed)
         self.speed = np.ones(workers)
         self._measured = np.zeros(workers, dtype=bool)
+        self._cumulative: dict[tuple[int, ...], np.ndarray] = {}
 
     def observe(self, worker: int, nbytes: int, busy_s: float) -> None:
         if busy_s <= 0 or nbytes <= 0:
@@ -135,10 +137,13 @@ class WeightedRouter(Router):
             self.speed[~self._measured] = self.speed[self._measured].mean()
         else:
             self.speed[worker] += self.smoothing * (rate - self.speed[worker])
+        self._cumulative.clear()
 
     def _pick(self, nbytes, outstanding, candidates):
-        weights = self.speed[candidates]
-        cumulative = np.cumsum(weights)
+        key = tuple(candidates)
+        cumulative = self._cumulative.get(key)
+        if cumulative is None:
+            cumulative = self._cumulative[key] = np.cumsum(self.speed[candidates])
         u = self._uniform() * cumulative[-1]
         i = int(np.searchsorted(cumulative, u, side="right"))
         return candidates[min(i, len(candidates) - 1)]
