@@ -1,0 +1,251 @@
+"""prep.features against straightforward pure-Python definitions, document by document."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import itertools
+import json
+import sys
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from prep import features
+from prep.errors import UserError
+from prep.features import FEATURE_TYPES, FEATURES, check_feature_names, compute_features
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+ALL = list(FEATURES)
+
+HAND_MADE = [
+    "The quick brown fox jumps over the lazy dog. 1, 2, 3!",
+    "Hello World  hello world\tHELLO",
+    "中文测试，一二三。 數據： ＡＢＣ　１２３ 𠀀𪚥 豈",  # CJK, full-width, ideographic space, ext B, compat.
+    'def f(x):\n    return {"a": x ** 2}  # $ + < = > ^ ` | ~\n\n\tpass\n',
+    "family: 👨\u200d👩\u200d👧 flag: 🇯🇵 heart: ❤\ufe0f",  # ZWJ sequence, regional indicators, VS16
+    "e\u0301 A\u030a cafe\u0301 ǅ Ⅻ ² 𝟎𝟗 𝐀𝐳 𐌰",  # combining marks, Lt, Nl, No, 4-byte Nd/Lu/Ll/Lo
+    "nul\x00in\x00 the\x00middle\x00",
+    "",
+    None,
+    "   \t\n  \n",
+    "\n",
+    "\n\n",
+    "a",
+    "a\n",
+    "a\n\nb",
+    "line one\r\nline two\r\nline one\r\n\r\n\r\n",
+    "a\r\r\nb\ra\r\n",
+    "x\ny\nx\nx\n\n\n y\n",
+    "same\nsame\nsame\nsame",
+    "the cat sat on the cat sat on the cat sat on the mat",
+    "a a a a a a",
+    "aaa b aaa b c d c d",
+    "c d c d aaa b aaa b",
+    "to be or not to be to be or not to be that is",
+    "x\x1cy\x1dz\x1e\x1fw\x0bv\x0cu\x85t\xa0s\u1680r\u2000q\u2028p\u2029o\u202fn\u205fm\u3000l\u200bk",
+    "¿Qué? ¡Sí! «quotes» — dash… ‘single’ “double” 《书名》 【括号】",
+    "unassigned \u0378 \U000e0080 private \ue000 \U0010fffd",
+    "tab\tseparated\tvalues\t1\t2\t3\nand\tmore",
+    "🙂" * 5 + " " + "🙂" * 5,
+]
+
+
+def reference(text: str | None, ids: list[int] | None) -> dict[str, object]:
+    """Every feature of one document, computed the obvious way."""
+    text, ids = text or "", ids or []
+    words = text.split()
+    pieces = text.split("\n")
+    lines = pieces[:-1] if pieces[-1] == "" else pieces
+    seen: set[str] = set()
+    non_empty = duplicates = 0
+    for line in (piece.rstrip("\r") for piece in lines):
+        if line:
+            non_empty += 1
+            duplicates += line in seen
+            seen.add(line)
+    word_chars = sum(len(word) for word in words)
+
+    def ratio(num: float, den: float) -> float:
+        return num / den if den else 0.0
+
+    def frac(predicate) -> float:
+        return ratio(sum(1 for c in text if predicate(c)), len(text))
+
+    def cjk(c: str) -> bool:
+        return unicodedata.name(c, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
+
+    def top_ngram(n: int) -> float:
+        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+        if not grams:
+            return 0.0
+        gram, count = grams.most_common(1)[0]  # ties: the first inserted, i.e. the first to occur
+        return 0.0 if count == 1 else count * sum(len(w) for w in gram) / word_chars
+
+    normalised = " ".join(text.split()).encode()
+    return {
+        "num_bytes": len(text.encode()),
+        "num_chars": len(text),
+        "num_words": len(words),
+        "num_lines": len(lines),
+        "num_tokens": len(ids),
+        "chars_per_token": ratio(len(text), len(ids)),
+        "mean_word_length": ratio(word_chars, len(words)),
+        "frac_alpha": frac(str.isalpha),
+        "frac_digit": frac(str.isdecimal),
+        "frac_upper": frac(lambda c: unicodedata.category(c) == "Lu"),
+        "frac_whitespace": frac(str.isspace),
+        "frac_punct": frac(lambda c: unicodedata.category(c).startswith("P")),
+        "frac_non_ascii": frac(lambda c: ord(c) > 127),
+        "frac_cjk": frac(cjk),
+        "frac_dup_lines": ratio(duplicates, non_empty),
+        "top_2gram_frac": top_ngram(2),
+        "top_3gram_frac": top_ngram(3),
+        "top_4gram_frac": top_ngram(4),
+        "unique_token_ratio": ratio(len(set(ids)), len(ids)),
+        "content_hash": int.from_bytes(hashlib.blake2b(normalised, digest_size=8).digest(), "little"),
+    }
+
+
+def code_point_ids(texts: list[str | None]) -> list[list[int] | None]:
+    """Stand-in token ids: the code points (null stays null), so unique_token_ratio has a reference."""
+    return [None if t is None else [ord(c) for c in t] for t in texts]
+
+
+def arrays(texts, ids, large: bool = False) -> tuple[pa.Array, pa.Array]:
+    string, lists = (pa.large_string(), pa.large_list) if large else (pa.string(), pa.list_)
+    return pa.array(texts, string), pa.array(ids, lists(pa.uint32()))
+
+
+def assert_matches_reference(texts: list[str | None], ids: list[list[int] | None], got: dict) -> None:
+    assert list(got) == ALL
+    expected = [reference(t, i) for t, i in zip(texts, ids, strict=True)]
+    for name, column in got.items():
+        assert column.type == FEATURE_TYPES[name] and len(column) == len(texts) and column.null_count == 0
+        want = np.array([e[name] for e in expected], FEATURE_TYPES[name].to_pandas_dtype())
+        bad = np.flatnonzero(column.to_numpy() != want)
+        assert not len(bad), (
+            f"{name} of document {bad[0]} {texts[bad[0]]!r:.80}: got {column[bad[0]]}, want {want[bad[0]]}"
+        )
+
+
+def test_hand_made_texts_match_reference():
+    ids = code_point_ids(HAND_MADE)
+    assert_matches_reference(HAND_MADE, ids, compute_features(*arrays(HAND_MADE, ids), ALL))
+
+
+@pytest.fixture(scope="module")
+def corpus_documents() -> list[str]:
+    """About 200 real documents: the first 34 of six files (English, Chinese, code), cut to 6000 chars."""
+    texts = []
+    files = ("en_fortunes", "en_jargon_file", "zh_poetry", "zh_fortunes", "zh_wiki_cmrc2018", "code_js_npm")
+    for name in files:
+        with gzip.open(CORPUS / f"{name}.jsonl.gz", "rt", encoding="utf-8") as f:
+            texts += [json.loads(line)["text"][:6000] for line in itertools.islice(f, 34)]
+    return texts
+
+
+def test_corpus_documents_match_reference(corpus_documents):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(CORPUS.parent / "tokenizers" / "gpt2.tokenizer.json"))
+    ids = [e.ids for e in tokenizer.encode_batch(corpus_documents)]
+    got = compute_features(*arrays(corpus_documents, ids), ALL)
+    assert_matches_reference(corpus_documents, ids, got)
+    assert 0 < np.mean(got["frac_cjk"].to_numpy()) < 0.5  # the sample really mixes scripts
+
+
+def test_every_assigned_code_point_matches_reference():
+    """Decoding and classes of every assigned code point (1-4 UTF-8 bytes), cut into texts of 997."""
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) not in ("Cn", "Cs")]
+    texts = ["".join(chars[i : i + 997]) for i in range(0, len(chars), 997)]
+    ids = code_point_ids(texts)
+    assert_matches_reference(texts, ids, compute_features(*arrays(texts, ids), ALL))
+
+
+@pytest.mark.parametrize("large", [False, True])
+@pytest.mark.parametrize(
+    ("start", "stop"), [(3, 11), (0, 1), (7, 9), (len(HAND_MADE) - 4, len(HAND_MADE)), (5, 5)]
+)
+def test_sliced_and_large_arrays(large, start, stop):
+    ids = code_point_ids(HAND_MADE)
+    texts_array, ids_array = arrays(HAND_MADE, ids, large)
+    got = compute_features(texts_array.slice(start, stop - start), ids_array.slice(start, stop - start), ALL)
+    assert_matches_reference(HAND_MADE[start:stop], ids[start:stop], got)
+
+
+def test_a_document_features_do_not_depend_on_the_batch(corpus_documents):
+    texts = HAND_MADE + corpus_documents[::5]
+    ids = code_point_ids(texts)
+    whole = compute_features(*arrays(texts, ids), ALL)
+    assert compute_features(*arrays(texts, ids), ALL) == whole  # deterministic, bit for bit
+    alone = [compute_features(*arrays([t], [i]), ALL) for t, i in zip(texts, ids, strict=True)]
+    for name in ALL:
+        assert pa.concat_arrays([one[name] for one in alone]).equals(whole[name]), name
+
+
+def test_key_overflow_fallbacks_give_the_same_results(monkeypatch, corpus_documents):
+    texts = HAND_MADE + corpus_documents
+    ids = code_point_ids(texts)
+    names = ["top_2gram_frac", "top_3gram_frac", "top_4gram_frac"]
+    normal = compute_features(*arrays(texts, ids), names)
+    monkeypatch.setattr(features, "_KEY_LIMIT", 1 << 24)  # forces argsort and per-text word ids
+    assert compute_features(*arrays(texts, ids), names) == normal
+    assert sum(np.count_nonzero(a.to_numpy()) for a in normal.values()) > 50
+
+
+def test_huge_token_ids():
+    ids = [[2**32 - 1, 0, 2**32 - 1], [7, 7], [2**32 - 2]]
+    got = compute_features(*arrays(["a", "b", "c"], ids), ["unique_token_ratio", "num_tokens"])
+    assert got["unique_token_ratio"].to_pylist() == pytest.approx([2 / 3, 1 / 2, 1.0])
+    assert got["num_tokens"].to_pylist() == [3, 2, 1]
+
+
+def test_definitions_on_small_examples():
+    lines = ["", "a", "a\n", "\n", "a\n\nb", "a\r\nb"]
+    ngrams = ["aaa b aaa b c d c d", "c d c d aaa b aaa b", "b a a b"]
+    cjk = ["\U00031350\U0002ebf0ab"]  # extensions H and I count by block, whatever Python's Unicode version
+    texts = lines + ngrams + cjk
+    names = ["num_lines", "top_2gram_frac", "frac_cjk", "num_tokens"]
+    got = {
+        name: a.to_pylist() for name, a in compute_features(*arrays(texts, [[]] * len(texts)), names).items()
+    }
+    assert got["num_lines"][: len(lines)] == [0, 1, 1, 1, 3, 2]
+    # ties between equally frequent 2-grams go to the first to occur; all-distinct 2-grams give 0
+    assert got["top_2gram_frac"][len(lines) : -1] == pytest.approx([8 / 12, 4 / 12, 0.0])
+    assert got["frac_cjk"][-1] == 0.5
+    assert got["num_tokens"] == [0] * len(texts)
+
+
+def test_content_hash():
+    same = ["hello world", " hello \t\n world ", "hello\u3000world\xa0", "hello  world"]
+    texts = [*same, "helloworld", "Hello world"]
+    hashes = compute_features(*arrays(texts, [[]] * len(texts)), ["content_hash"])["content_hash"].to_pylist()
+    assert hashes[0] == 5814608031911216775  # blake2b(b"hello world", digest_size=8), little-endian
+    assert hashes[: len(same)] == [hashes[0]] * len(same)
+    assert len(set(hashes[3:])) == 3
+
+
+def test_names_order_types_and_empty_batch():
+    names = ["content_hash", "num_words", "frac_cjk", "num_words"]
+    got = compute_features(*arrays(["a b"], [[1]]), names)
+    assert list(got) == ["content_hash", "num_words", "frac_cjk"]
+    empty = compute_features(*arrays([], []), ALL)
+    assert [(name, len(a), a.type) for name, a in empty.items()] == [(n, 0, FEATURE_TYPES[n]) for n in ALL]
+
+
+def test_unknown_feature_is_a_user_error():
+    assert check_feature_names(["num_bytes", "frac_cjk", "num_bytes"]) == ["num_bytes", "frac_cjk"]
+    with pytest.raises(UserError, match=r"unknown feature 'num_byte'; known: num_bytes, num_chars"):
+        check_feature_names(["num_bytes", "num_byte"])
+    with pytest.raises(UserError, match="unknown feature 'nope'"):
+        compute_features(*arrays(["a"], [[1]]), ["nope"])
+
+
+def test_every_feature_has_a_one_line_definition():
+    assert list(FEATURE_TYPES) == ALL and len(ALL) == 20
+    assert all(d and "\n" not in d and "|" not in d for d in FEATURES.values())
