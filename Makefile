@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,ray]'
 	touch $@
 
 setup: $(STAMP)

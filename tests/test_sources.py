@@ -1,0 +1,423 @@
+"""Source: every format gives the same documents, chunks are sized and numbered right, bad input is
+quarantined with its position, and nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prep.errors import UserError
+from prep.sources import InputFile, expand_inputs, iter_chunks, total_input_bytes
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+DOCS = [
+    {"id": "d0", "text": "Hello world"},
+    {"id": "d1", "text": "line one\nline two\n"},
+    {"id": "d2", "text": "中文文本，含标点。"},
+    {"id": "d3", "text": 'emoji 😀 and "quotes", commas'},
+    {"id": "d4", "text": ""},
+    {"id": "d5", "text": "   \t "},
+    {"id": "d6", "text": "tab\tsep, backslash \\ and a NUL \x00 inside"},
+    {"id": "d7", "text": "x" * 3000},
+]
+
+
+def jsonl_bytes(records: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+
+
+def read(paths, **kwargs) -> list:
+    return list(iter_chunks(expand_inputs([str(p) for p in paths]), **kwargs))
+
+
+def rows(chunks) -> list[tuple[str, str]]:
+    return [(r["id"], r["text"]) for c in chunks for r in c.batch.to_pylist()]
+
+
+def quarantined(chunks) -> list[dict]:
+    return [q for c in chunks for q in c.quarantine]
+
+
+def write_all_formats(tmp_path: Path, docs: list[dict]) -> dict[str, Path]:
+    """The same documents in every supported format, each written by an independent writer."""
+    import datasets
+
+    paths = {name: tmp_path / name for name in ("d.jsonl", "d.jsonl.gz", "d.jsonl.zst", "d.parquet", "d.csv")}
+    paths["d.jsonl"].write_bytes(jsonl_bytes(docs))
+    paths["d.jsonl.gz"].write_bytes(gzip.compress(jsonl_bytes(docs)))
+    with pa.CompressedOutputStream(str(paths["d.jsonl.zst"]), "zstd") as out:
+        out.write(jsonl_bytes(docs))
+    pq.write_table(pa.Table.from_pylist(docs), paths["d.parquet"])
+    with open(paths["d.csv"], "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "text"])
+        writer.writeheader()
+        writer.writerows(docs)
+    datasets.Dataset.from_list(docs).save_to_disk(str(tmp_path / "saved"))
+    paths["saved"] = tmp_path / "saved"
+    (tmp_path / "txt").mkdir()
+    for d in docs:
+        (tmp_path / "txt" / f"{d['id']}.txt").write_text(d["text"], encoding="utf-8", newline="")
+    paths["txt"] = tmp_path / "txt"
+    return paths
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 40])
+def test_every_format_gives_the_same_documents(tmp_path, chunk_bytes):
+    paths = write_all_formats(tmp_path, DOCS)
+    expected = [(d["id"], d["text"]) for d in DOCS]
+    for name, path in paths.items():
+        chunks = read([path], chunk_bytes=chunk_bytes)
+        assert not quarantined(chunks), name
+        if name == "txt":  # ids are file names by design; an empty file is no document
+            assert rows(chunks) == [(f"{i}.txt", t) for i, t in expected if t]
+        else:
+            assert rows(chunks) == expected, name
+        for c in chunks:
+            assert c.batch.schema.names == ["id", "text"]
+            assert c.batch.schema.field("text").type == pa.string()
+            assert c.batch.schema.field("id").type == pa.string()
+
+
+def test_expand_inputs_formats_and_display_names(tmp_path):
+    paths = write_all_formats(tmp_path, DOCS[:2])
+    (tmp_path / "_manifest.json").write_text("{}")
+    (tmp_path / ".hidden.jsonl").write_text("{}")
+    (tmp_path / "notes.md").write_text("skip me")
+    files = expand_inputs([str(tmp_path)])
+    assert [(f.display, f.format, f.compression) for f in files] == [
+        ("d.csv", "csv", None),
+        ("d.jsonl", "jsonl", None),
+        ("d.jsonl.gz", "jsonl", "gzip"),
+        ("d.jsonl.zst", "jsonl", "zstd"),
+        ("d.parquet", "parquet", None),
+        ("saved", "hf_dataset", None),
+        ("txt/d0.txt", "txt", None),
+        ("txt/d1.txt", "txt", None),
+    ]
+    for f in files:
+        on_disk = Path(f.path).glob("data-*.arrow") if f.format == "hf_dataset" else [Path(f.path)]
+        assert f.size == sum(p.stat().st_size for p in on_disk)
+    assert total_input_bytes(files) == sum(f.size for f in files)
+    # Argument order is kept, each expansion is sorted, a file named twice is read once.
+    again = expand_inputs([str(paths["d.parquet"]), str(tmp_path / "d.json*"), str(paths["d.parquet"])])
+    assert [f.display for f in again] == ["d.parquet", "d.jsonl", "d.jsonl.gz", "d.jsonl.zst"]
+
+
+def test_display_names_are_relative_and_never_clash(tmp_path):
+    for d in ("x/sub", "y/sub"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "a.jsonl").write_text('{"text": "t"}\n')
+    assert [f.display for f in expand_inputs([str(tmp_path / "x")])] == ["sub/a.jsonl"]
+    assert [f.display for f in expand_inputs([str(tmp_path / "x/**/*.jsonl")])] == ["sub/a.jsonl"]
+    both = expand_inputs([str(tmp_path / "x"), str(tmp_path / "y")])
+    assert [f.display for f in both] == [str(tmp_path / "x/sub/a.jsonl"), str(tmp_path / "y/sub/a.jsonl")]
+
+
+def test_dataset_dict_splits_in_sorted_order(tmp_path):
+    import datasets
+
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(DOCS[:3]),
+                               "test": datasets.Dataset.from_list(DOCS[3:4])})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    files = expand_inputs([str(tmp_path / "dd")])
+    assert [f.display for f in files] == ["dd/test", "dd/train"]
+    assert rows(iter_chunks(files)) == [(d["id"], d["text"]) for d in DOCS[3:4] + DOCS[:3]]
+
+
+def test_user_errors_for_paths(tmp_path):
+    with pytest.raises(UserError, match="input not found: .*nope.jsonl"):
+        expand_inputs([str(tmp_path / "nope.jsonl")])
+    with pytest.raises(UserError, match="input not found"):
+        expand_inputs([str(tmp_path / "*.jsonl")])
+    (tmp_path / "data.xlsx").write_text("x")
+    with pytest.raises(UserError, match=r"unsupported input .*data.xlsx.*\.jsonl"):
+        expand_inputs([str(tmp_path / "data.xlsx")])
+    with pytest.raises(UserError, match="no input files"):
+        expand_inputs([str(tmp_path)])
+
+
+def greedy_chunks(sizes: list[int], limit: int) -> list[list[int]]:
+    """Reference packing: add documents while the chunk's text stays within limit (at least one each)."""
+    chunks: list[list[int]] = []
+    for i, size in enumerate(sizes):
+        if chunks and sum(sizes[j] for j in chunks[-1]) + size <= limit:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks
+
+
+def test_chunking_follows_chunk_bytes_huge_docs_and_is_deterministic(tmp_path):
+    docs = [{"id": f"n{i}", "text": "é" * (i % 17) * 7} for i in range(300)]
+    docs.insert(120, {"id": "huge", "text": "z" * 2_000_000})
+    a, b, cs = tmp_path / "a.jsonl.gz", tmp_path / "b.parquet", tmp_path / "c.csv"
+    a.write_bytes(gzip.compress(jsonl_bytes(docs)))
+    pq.write_table(pa.Table.from_pylist(docs), b, row_group_size=50)
+    with open(cs, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([["id", "text"]] + [[d["id"], d["text"]] for d in docs])
+    limit = 500
+    chunks = read([a, b, cs], chunk_bytes=limit)
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    sizes = [len(d["text"].encode()) for d in docs]
+    expected = [[docs[i]["id"] for i in chunk] for chunk in greedy_chunks(sizes, limit)]
+    for source in ("a.jsonl.gz", "b.parquet", "c.csv"):
+        got = [[r["id"] for r in c.batch.to_pylist()] for c in chunks if c.source == source]
+        assert got == expected, source
+    assert ["huge"] in expected
+    for c in chunks:
+        assert c.text_bytes == sum(len(t.encode()) for t in c.batch.column("text").to_pylist())
+        assert c.text_bytes <= limit or c.batch.num_rows == 1
+    again = read([a, b, cs], chunk_bytes=limit)
+    assert [(c.seq, c.source, c.batch.to_pylist(), c.input_bytes) for c in again] == \
+        [(c.seq, c.source, c.batch.to_pylist(), c.input_bytes) for c in chunks]
+
+
+def test_a_100mb_line_is_read(tmp_path):
+    path = tmp_path / "big.jsonl"
+    with open(path, "wb") as fh:
+        fh.write(b'{"id": "small", "text": "a"}\n{"id": "big", "text": "')
+        fh.write(b"y" * 100_000_000)
+        fh.write(b'"}\n{"id": "after", "text": "b"}\n')
+    chunks = read([path], chunk_bytes=1 << 20)
+    assert [[r for r in c.batch.column("id").to_pylist()] for c in chunks] == [["small"], ["big"], ["after"]]
+    assert chunks[1].text_bytes == 100_000_000
+    assert sum(c.input_bytes for c in chunks) == path.stat().st_size
+
+
+def test_input_bytes_add_up_to_file_sizes(tmp_path):
+    docs = [{"id": str(i), "text": f"document {i} " * (i % 50)} for i in range(2000)]
+    paths = write_all_formats(tmp_path, docs)
+    files = expand_inputs([str(p) for p in paths.values()])
+    chunks = list(iter_chunks(files, chunk_bytes=4096))
+    for f in files:
+        if f.format != "txt":
+            mine = [c for c in chunks if c.source == f.display]
+            assert len(mine) > 1, f.display
+            assert sum(c.input_bytes for c in mine) == f.size, f.display
+            assert all(c.input_bytes >= 0 for c in mine)
+    assert sum(c.input_bytes for c in chunks) == total_input_bytes(files)
+
+
+BAD_JSONL = b"".join([
+    b'\xef\xbb\xbf{"id": "a", "text": "first"}\r\n',  # 1: BOM and CRLF
+    b"\r\n",  # 2: blank
+    b'{"text": "no id"}\r\n',  # 3
+    b"{bad json\n",  # 4
+    b'{"id": "u", "text": "a\xffb"}\n',  # 5: invalid UTF-8
+    b'{"id": "m"}\n',  # 6: text missing
+    b'{"id": "n", "text": null}\n',  # 7
+    b'{"id": "num", "text": 12}\n',  # 8
+    b'{"id": "s", "text": "x\\ud800y"}\n',  # 9: lone surrogate
+    b"[1, 2]\n",  # 10
+    b'"just a string"\n',  # 11
+    b"   \n",  # 12: blank
+    b'{"id": 10, "text": "  "}\n',  # 13: whitespace text is kept
+    b'{"id": null, "text": "nul\\u0000here"}\n',  # 14
+    b'{"id": "e", "text": ""}\n',  # 15
+    b'{"text": "last line, no newline"}',  # 16
+])
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 8])
+def test_bad_records_are_quarantined_with_their_line(tmp_path, chunk_bytes):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(BAD_JSONL)
+    chunks = read([path], chunk_bytes=chunk_bytes)
+    assert rows(chunks) == [("a", "first"), ("bad.jsonl:3", "no id"), ("10", "  "),
+                            ("bad.jsonl:14", "nul\x00here"), ("e", ""),
+                            ("bad.jsonl:16", "last line, no newline")]
+    bad = quarantined(chunks)
+    assert [(q["position"], q["source"]) for q in bad] == [(p, "bad.jsonl") for p in range(4, 12)]
+    reasons = [q["reason"] for q in bad]
+    for got, want in zip(reasons, ["malformed JSON", "invalid UTF-8", "no field 'text'", "null 'text'",
+                                   "'text' is a number", "lone surrogate", "not a JSON object",
+                                   "not a JSON object"], strict=True):
+        assert want in got
+    assert bad[0]["raw"] == "{bad json"
+    assert bad[3]["raw"] == '{"id": "n", "text": null}'
+    assert all(isinstance(q["raw"], str) for q in bad)
+    assert sum(c.documents_in for c in chunks) == 6 + 8
+    assert sum(c.input_bytes for c in chunks) == len(BAD_JSONL)
+
+
+def test_long_bad_record_raw_is_truncated(tmp_path):
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"text": ' + "9" * 5000 + "}\n")
+    (bad,) = quarantined(read([path]))
+    assert bad["raw"] == '{"text": ' + "9" * 991 and bad["position"] == 1
+
+
+def test_strict_mode_raises_on_the_first_bad_record(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(BAD_JSONL)
+    with pytest.raises(UserError, match=r"bad\.jsonl, line 4: malformed JSON"):
+        read([path], strict=True)
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(jsonl_bytes(DOCS))
+    assert len(rows(read([good], strict=True))) == len(DOCS)
+
+
+def test_generated_ids_use_line_row_and_index(tmp_path):
+    (tmp_path / "j.jsonl").write_text('{"text": "a"}\n\n{"id": null, "text": "b"}\n')
+    (tmp_path / "c.csv").write_text('text,id\n"a",\n"b\nc",x\nd,\n')
+    pq.write_table(pa.table({"text": ["a", "b", None], "id": pa.array([None, 7, 8])}), tmp_path / "p.parquet")
+    got = rows(read([tmp_path / "j.jsonl", tmp_path / "c.csv", tmp_path / "p.parquet"]))
+    assert got == [("j.jsonl:1", "a"), ("j.jsonl:3", "b"), ("c.csv:1", "a"), ("x", "b\nc"), ("c.csv:3", "d"),
+                   ("p.parquet:0", "a"), ("7", "b")]
+    (bad,) = quarantined(read([tmp_path / "p.parquet"]))
+    assert (bad["position"], bad["reason"]) == (2, "null 'text'")
+    assert json.loads(bad["raw"]) == {"text": None, "id": 8}
+
+
+def test_csv_bad_rows_and_bom_crlf(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b'\xef\xbb\xbfid,text,lang\r\n1,"one\r\ntwo",en\r\n2,too,many,fields\r\n'
+                     b'3,"bad \xff utf8",en\r\n\r\n4,four,fr\r\n')
+    chunks = read([path], keep_columns=["lang"])
+    assert [c.batch.to_pylist() for c in chunks] == [[
+        {"id": "1", "text": "one\r\ntwo", "lang": "en"}, {"id": "4", "text": "four", "lang": "fr"}]]
+    bad = quarantined(chunks)
+    assert [(q["position"], q["reason"]) for q in bad] == [
+        (2, "expected 3 fields, found 4"), (3, "invalid UTF-8 in 'text'")]
+    assert bad[0]["raw"] == "2,too,many,fields"
+    assert chunks[0].documents_in == 4
+
+
+def test_kept_columns_keep_their_order_and_types(tmp_path):
+    records = [{"id": i, "text": f"t{i}", "score": i / 2, "n": i, "meta": {"a": i}} for i in range(5)]
+    (tmp_path / "k.jsonl").write_bytes(jsonl_bytes(records))
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "k.parquet")
+    for name in ("k.jsonl", "k.parquet"):
+        (chunk,) = read([tmp_path / name], keep_columns=["n", "score"])
+        assert chunk.batch.schema.names == ["id", "text", "n", "score"]
+        assert chunk.batch.schema.field("n").type == pa.int64()
+        assert chunk.batch.schema.field("score").type == pa.float64()
+        assert chunk.batch.column("score").to_pylist() == [i / 2 for i in range(5)]
+        assert chunk.batch.column("id").to_pylist() == [str(i) for i in range(5)]
+
+
+def test_kept_column_type_is_fixed_by_the_first_block(tmp_path):
+    """One schema per file: a column null throughout the first block becomes a string column, later
+    values are kept as JSON text, and a value that does not fit a typed column is quarantined."""
+    records = [{"text": f"t{i}", "tag": None, "n": i} for i in range(5000)]
+    records += [{"text": "late", "tag": 5, "n": 1}, {"text": "bad n", "tag": "x", "n": "many"}]
+    (tmp_path / "k.jsonl").write_bytes(jsonl_bytes(records))
+    chunks = read([tmp_path / "k.jsonl"], keep_columns=["tag", "n"], chunk_bytes=1000)
+    assert {(c.batch.schema.field("tag").type, c.batch.schema.field("n").type) for c in chunks} == \
+        {(pa.string(), pa.int64())}
+    got = [r for c in chunks for r in c.batch.to_pylist()]
+    assert got[-1] == {"id": "k.jsonl:5001", "text": "late", "tag": "5", "n": 1}
+    assert len(got) == 5001
+    (bad,) = quarantined(chunks)
+    assert (bad["position"], bad["reason"]) == (5002, "'n' does not fit the column type int64")
+
+
+def test_missing_text_field_or_kept_column_is_a_user_error(tmp_path):
+    (tmp_path / "j.jsonl").write_text('{"id": 1, "content": "x", "lang": "en"}\n')
+    (tmp_path / "c.csv").write_text("id,content\n1,x\n")
+    pq.write_table(pa.table({"content": ["x"]}), tmp_path / "p.parquet")
+    msg = r"no field 'text' in j.jsonl: fields are id, content, lang; choose one with --text-field"
+    with pytest.raises(UserError, match=msg):
+        read([tmp_path / "j.jsonl"])
+    for name in ("c.csv", "p.parquet"):
+        with pytest.raises(UserError, match=f"no field 'text' in {name}"):
+            read([tmp_path / name])
+    assert rows(read([tmp_path / "j.jsonl"], text_field="content")) == [("1", "x")]
+    with pytest.raises(UserError, match="no field 'source' in j.jsonl"):
+        read([tmp_path / "j.jsonl"], text_field="content", keep_columns=["source"])
+    with pytest.raises(UserError, match="no field 'source' in p.parquet"):
+        read([tmp_path / "p.parquet"], text_field="content", keep_columns=["source"])
+
+
+def test_empty_files_give_no_chunk(tmp_path):
+    for name in ("e.jsonl", "e.csv", "e.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    assert read([tmp_path / n for n in ("e.jsonl", "e.csv", "e.txt", "blank.jsonl")]) == []
+
+
+def test_truncated_gzip_keeps_what_was_read_and_quarantines_the_rest(tmp_path):
+    docs = [{"id": str(i), "text": f"document number {i} " * 20} for i in range(20000)]
+    full = gzip.compress(jsonl_bytes(docs))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(full[: len(full) // 2])
+    chunks = read([path], chunk_bytes=1 << 16)
+    got = rows(chunks)
+    assert 1000 < len(got) < len(docs)
+    assert got == [(d["id"], d["text"]) for d in docs[: len(got)]]
+    (fault,) = quarantined(chunks)
+    assert fault["position"] == len(got) + 1
+    assert fault["reason"].startswith("unreadable input:")
+    assert sum(c.documents_in for c in chunks) == len(got) + 1
+    assert sum(c.input_bytes for c in chunks) == path.stat().st_size
+    with pytest.raises(UserError, match="unreadable input"):
+        read([path], strict=True)
+
+
+def test_a_file_that_cannot_be_opened_is_quarantined(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(jsonl_bytes(DOCS[:2]))
+    (tmp_path / "gone.jsonl").write_bytes(jsonl_bytes(DOCS[2:3]))
+    (tmp_path / "gone.txt").write_text("x")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    files = expand_inputs([str(tmp_path)])
+    (tmp_path / "gone.jsonl").unlink()
+    (tmp_path / "gone.txt").unlink()
+    chunks = list(iter_chunks(files))
+    assert rows(chunks) == [("d0", DOCS[0]["text"]), ("d1", DOCS[1]["text"])]
+    bad = quarantined(chunks)
+    assert [(q["source"], q["position"]) for q in bad] == [
+        ("gone.jsonl", 1), ("gone.txt", 0), ("junk.parquet", 0)]
+    assert all("unreadable input" in q["reason"] for q in bad)
+    assert [c.seq for c in chunks] == [0, 1, 2, 3]
+    assert [c.documents_in for c in chunks] == [2, 1, 1, 1]
+
+
+def test_txt_files_are_packed_and_checked(tmp_path):
+    for i in range(10):
+        (tmp_path / f"{i}.txt").write_text(f"doc {i} " * 10)
+    (tmp_path / "bad.txt").write_bytes(b"\xef\xbb\xbfnot \xff utf8")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfwith bom\r\n")
+    chunks = read([tmp_path], chunk_bytes=200)
+    assert [c.batch.num_rows for c in chunks] == [3, 3, 3, 2]  # 9.txt, bad.txt (quarantined), bom.txt
+    assert rows(chunks)[-2:] == [("9.txt", "doc 9 " * 10), ("bom.txt", "with bom\r\n")]
+    assert [(q["source"], q["reason"]) for q in quarantined(chunks)] == [("bad.txt", "invalid UTF-8")]
+    assert sum(c.documents_in for c in chunks) == 12
+    assert sum(c.input_bytes for c in chunks) == sum(p.stat().st_size for p in tmp_path.iterdir())
+
+
+def test_seq_is_gapless_across_formats(tmp_path):
+    paths = write_all_formats(tmp_path, DOCS)
+    chunks = read(list(paths.values()), chunk_bytes=50)
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert all(isinstance(f, InputFile) for f in expand_inputs([str(tmp_path)]))
+
+
+def corpus_reference(path: Path) -> list[tuple[str, str]]:
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [(d["id"], d["text"]) for d in map(json.loads, fh)]
+
+
+@pytest.mark.parametrize("name", ["en_common_licenses", "zh_fortunes"])
+def test_real_corpus_files_read_exactly(name):
+    path = CORPUS / f"{name}.jsonl.gz"
+    if not path.exists():
+        pytest.skip("shared corpus not present")
+    chunks = read([path])
+    assert rows(chunks) == corpus_reference(path)
+    assert not quarantined(chunks)
+    assert sum(c.input_bytes for c in chunks) == path.stat().st_size
+
+
+@pytest.mark.slow
+def test_whole_corpus_reads_exactly():
+    if not CORPUS.exists():
+        pytest.skip("shared corpus not present")
+    for path in sorted(CORPUS.glob("*.jsonl.gz")):
+        assert rows(read([path])) == corpus_reference(path), path.name
