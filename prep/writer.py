@@ -30,7 +30,7 @@ ROW_GROUP_BYTES = 32 * 2**20
 
 
 def shard_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+    return f"part-{index:05d}-train.parquet"  # "train" lets datasets.load_dataset(data_dir=OUT) skip side files
 
 
 def fsync_dir(path: Path) -> None:
