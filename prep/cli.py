@@ -64,9 +64,10 @@ def _parse_slow(values: list[str] | None) -> dict[int, float]:
 @app.command()
 @friendly
 def run(
-    pipeline: Annotated[Path | None, typer.Argument(help="pipeline file (TOML); default: built-in pre-training")] = None,
+    pipeline: Annotated[Path | None, typer.Argument(help="pipeline file (TOML); default: built-in pretraining")] = None,
     input: Annotated[list[str], typer.Option("--input", "-i", help="files, directories or globs")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="output directory")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="output directory (--engine ray: also a URI, "
+                                                            "s3://, gs://, hdfs://)")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json")] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes (default: CPU count)")] = None,
     router: Annotated[str | None, typer.Option(help="random | p2c | weighted | round-robin")] = None,
@@ -81,12 +82,15 @@ def run(
     backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tiktoken")] = None,
     append_eos: Annotated[bool | None, typer.Option("--append-eos/--no-append-eos")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="first bad record is an error")] = None,
-    chunk_timeout: Annotated[float | None, typer.Option(help="seconds before a chunk counts as hung")] = None,
+    chunk_timeout: Annotated[float | None, typer.Option(help="seconds per chunk_bytes of text: a hang")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     report: Annotated[bool, typer.Option(help="write OUT/report.html at the end")] = False,
     debug_slow_worker: Annotated[list[str] | None, typer.Option(help="J:FACTOR, make worker J slower")] = None,
+    engine: Annotated[str, typer.Option(help="local (processes) | ray (actors on a Ray cluster)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="--engine ray: the cluster (default: RAY_ADDRESS, else "
+                                                         "a local Ray instance)")] = None,
 ) -> None:
     """Tokenize and annotate a corpus into sharded Parquet."""
     from tqdm import tqdm
@@ -130,18 +134,21 @@ def run(
             bar.set_postfix_str(f"{docs[0] / max(1e-9, time.perf_counter() - started):,.0f} docs/s", refresh=False)
 
     try:
-        result = run_pipeline(RunRequest(input, output, config, overwrite, resume, progress,
-                                         _parse_slow(debug_slow_worker)), on_start, on_progress)
+        result = run_pipeline(RunRequest(input, output if "://" in output else Path(output), config, overwrite,
+                                         resume, progress, _parse_slow(debug_slow_worker), engine, ray_address),
+                              on_start, on_progress)
     finally:
         if bar is not None:
             bar.close()
     typer.echo(format_summary(result.manifest))
     if result.faults:
         typer.echo(f"\nfaults survived: {len(result.faults)} (first: {result.faults[0]})")
-    if report:
+    if report and "://" in output:
+        typer.echo("report         not written: --report needs a local output directory")
+    elif report:
         from prep.report import write_report
 
-        typer.echo(f"report         {write_report(output)}")
+        typer.echo(f"report         {write_report(Path(output))}")
 
 
 @app.command()

@@ -6,22 +6,31 @@ output slot pool, and the Writer re-orders and writes shards. The coordinator is
 only process that talks to everyone, over one private pipe per process; it keeps
 each chunk's input in its slot until every row is accounted for, so a dead worker's
 tasks can be routed again, retried, bisected and, for a poison document, quarantined.
+
+A worker's death is seen at once (its process sentinel); a hung task is killed after
+`chunk_timeout_s` per `chunk_bytes` of its text. The children die with the coordinator,
+however it ends, and the next run in the same output directory removes what a killed
+one left in /dev/shm.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing as mp
+import os
 import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing import forkserver
 from multiprocessing.connection import wait
 from pathlib import Path
 
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
+from prep.errors import UserError
 from prep.router import Router
 from prep.theory import expected_imbalance_uniform
 from prep.tokenizer import TokenizerInfo
@@ -29,7 +38,14 @@ from prep.transport import Location, SlotPool, release, remove_leftovers
 from prep.worker import Task, single_thread_env, worker_main
 from prep.writer import writer_main
 
-MAX_ATTEMPTS = 2  # tries of one task before it is split (or, for one row, quarantined)
+# Tries of a task before it is split (or, for one document, quarantined). A whole chunk gets two and a single
+# document three, so that workers killed from outside (OOM killer, an operator) do not cost a document; the
+# halves of a failed chunk get one, since the chunk already failed twice: a poison document among n is found in
+# about log2(n) + 5 failures, not 2 log2(n) + 2.
+MAX_ATTEMPTS = 2
+DOCUMENT_ATTEMPTS = 3
+GIVE_UP_QUARANTINED = 10  # documents quarantined by faults, with none written yet: the stage is broken
+RAW_CHARS = 1000  # of a quarantined document's text kept in its record
 
 
 class RunFailed(Exception):
@@ -66,6 +82,7 @@ class _TaskState:
     task: Task
     nbytes: int
     attempts: int = 0
+    max_attempts: int = MAX_ATTEMPTS
     worker: int = -1
     queued_at: float = 0.0
 
@@ -74,6 +91,7 @@ class _TaskState:
 class _ChunkState:
     chunk: Chunk
     loc: Location
+    slot: int  # the input slot it holds (also when the batch went to a segment of its own)
     open_tasks: int = 0
 
 
@@ -135,53 +153,88 @@ class LocalEngine:
         }
 
     # ----------------------------------------------------------------- set-up
+    def _spawn(self, target: Callable, args: tuple, name: str) -> mp.Process:
+        """Start a child. SIGINT or SIGTERM arriving meanwhile waits until it is registered: clean-up must know
+        every process there is (one it missed would outlive the run)."""
+        process = self.ctx.Process(target=target, args=args, name=name, daemon=True)
+        self._deferring = True
+        try:
+            process.start()
+            self.children.append(process)
+        finally:
+            self._deferring = False
+        if self._pending_signal is not None:
+            raise Interrupted(self._pending_signal)
+        return process
+
     def _start_worker(self, index: int) -> _Worker:
         parent, child = self.ctx.Pipe()
-        process = self.ctx.Process(
-            target=worker_main,
-            args=(index, child, self.config.to_dict(), self.tokenizer.backend, self.in_pool.spec(),
-                  self.out_pool.spec(), self.slow_workers.get(index, 1.0)),
-            name=f"prep-worker-{index}",
-            daemon=True,
-        )
-        process.start()
+        process = self._spawn(worker_main, (index, child, self.config.to_dict(), self.tokenizer.backend,
+                                            self.in_pool.spec(), self.out_pool.spec(),
+                                            self.slow_workers.get(index, 1.0), os.getpid()), f"prep-worker-{index}")
         child.close()
         return _Worker(index, process, parent, time.perf_counter())
 
     def run(self, chunks: Iterator[Chunk]) -> EngineResult:
         single_thread_env()
-        remove_leftovers(self.prefix)
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(["prep.stage", "prep.worker"])
-        chunk_bytes = self.config.chunk_bytes
-        self.in_pool = SlotPool(self.prefix + "in", self.window, 2 * chunk_bytes + 2**18, create=True)
-        self.out_pool = SlotPool(self.prefix + "out", self.window, 6 * chunk_bytes + 2**20, create=True)
         self.workers: list[_Worker] = []
         self.writer = None
+        self.children: list[mp.Process] = []
+        self.pools: list[SlotPool] = []
+        self._deferring, self._pending_signal = False, None
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def interrupt(signum, _frame):
+            if self._deferring:
+                self._pending_signal = signum
+                return
             raise Interrupted(signum)
 
         for s in previous:
             signal.signal(s, interrupt)
         try:
+            remove_leftovers(self.prefix)  # of a killed run in this output directory
+            chunk_bytes = self.config.chunk_bytes
+            self.in_pool = self._create_pool("in", 2 * chunk_bytes + 2**18)
+            self.out_pool = self._create_pool("out", 6 * chunk_bytes + 2**20)
+            self._start_forkserver()
             return self._run(chunks)
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            self._shutdown()
+            for s in previous:  # a second Ctrl-C must not cut the clean-up short
+                signal.signal(s, signal.SIG_IGN)
+            try:
+                self._shutdown()
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+    def _start_forkserver(self) -> None:
+        """Start the forkserver while SIGINT is ignored: the disposition passes through its exec to every worker
+        and writer from birth, so a Ctrl-C to the process group (a terminal's) reaches only the coordinator, even
+        while a child is still starting."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _create_pool(self, kind: str, slot_size: int) -> SlotPool:
+        try:
+            pool = SlotPool(self.prefix + kind, self.window, slot_size, create=True)
+        except OSError as exc:
+            raise RunFailed(f"cannot reserve {self.window * slot_size / 2**20:.0f} MiB of shared memory in "
+                            f"/dev/shm ({exc.strerror or exc}); use fewer --workers or a smaller --chunk-bytes"
+                            ) from None
+        self.pools.append(pool)
+        return pool
 
     def _run(self, chunks: Iterator[Chunk]) -> EngineResult:
         writer_conn, child = self.ctx.Pipe()
-        self.writer = self.ctx.Process(
-            target=writer_main,
-            args=(child, str(self.out), self.out_pool.spec(), self.config.shard_bytes, self.config.compression,
-                  self.start_seq, self.journal_entries),
-            name="prep-writer",
-            daemon=True,
-        )
-        self.writer.start()
+        self.writer = self._spawn(writer_main, (child, str(self.out), self.out_pool.spec(), self.config.shard_bytes,
+                                                self.config.compression, self.start_seq, self.journal_entries,
+                                                os.getpid()), "prep-writer")
         child.close()
         self.writer_conn = writer_conn
         self.t0 = time.perf_counter()
@@ -195,6 +248,8 @@ class LocalEngine:
         self.outstanding = [0] * self.workers_n
         self.written_upto = self.start_seq
         self.next_task_id = 0
+        self.tasks_done = 0
+        self.quarantined = 0
         self.deaths = 0
         self.startup_failures = 0
         source_done = False
@@ -236,12 +291,18 @@ class LocalEngine:
         if chunk.batch.num_rows == 0:  # only bad records: nothing to compute, the writer has it all
             self.on_progress(chunk.input_bytes, chunk.documents_in)
             return
-        loc = self.in_pool.write(self.free_in.pop(), chunk.batch)
-        state = _ChunkState(chunk, loc)
+        slot = self.free_in.pop()
+        try:
+            loc = self.in_pool.write(slot, chunk.batch)
+        except OSError as exc:  # a huge document needs a segment of its own and /dev/shm is full
+            raise RunFailed(f"cannot put chunk {chunk.seq} ({chunk.text_bytes / 2**20:.0f} MiB of text, from "
+                            f"{chunk.source}) in shared memory: {exc.strerror or exc}") from None
+        state = _ChunkState(chunk, loc, slot)
         self.chunks[chunk.seq] = state
-        self._new_task(state, 0, chunk.batch.num_rows, attempts=0)
+        rows = chunk.batch.num_rows
+        self._new_task(state, 0, rows, DOCUMENT_ATTEMPTS if rows == 1 else MAX_ATTEMPTS)
 
-    def _new_task(self, state: _ChunkState, start: int, stop: int, attempts: int) -> None:
+    def _new_task(self, state: _ChunkState, start: int, stop: int, max_attempts: int) -> None:
         task_id = self.next_task_id
         self.next_task_id += 1
         chunk = state.chunk
@@ -249,7 +310,7 @@ class LocalEngine:
             1, chunk.text_bytes * (stop - start) // max(1, chunk.batch.num_rows)
         )
         task = Task(task_id, chunk.seq, start, stop, state.loc, -1)
-        self.tasks[task_id] = _TaskState(task, nbytes, attempts)
+        self.tasks[task_id] = _TaskState(task, nbytes, max_attempts=max_attempts)
         state.open_tasks += 1
         self.ready_tasks.append(task_id)
 
@@ -267,10 +328,8 @@ class LocalEngine:
                 worker.head_since = ts.queued_at
             worker.queue.append(task_id)
             self.outstanding[j] += ts.nbytes
-            try:
+            with contextlib.suppress(OSError):  # dead: its sentinel fires next and the task is re-routed
                 worker.conn.send(ts.task)
-            except (BrokenPipeError, ConnectionResetError, OSError):
-                pass  # its sentinel fires next; the task is re-routed from its queue then
 
     def _wait_and_handle(self) -> None:
         objects = [self.writer_conn, self.writer.sentinel]
@@ -281,51 +340,70 @@ class LocalEngine:
             if ready is self.writer_conn:
                 self._on_writer()
             elif ready is self.writer.sentinel:
-                if self.writer_conn.poll():
+                while self.writer_conn.poll():
                     self._on_writer()
-                raise RuntimeError(f"the writer process died (exit code {self.writer.exitcode})")
+                self._writer_died()
             else:
                 for w in list(self.workers):
-                    if ready is w.conn:
-                        self._on_worker_message(w)
-                    elif ready is w.process.sentinel and self.workers[w.index] is w:
+                    if ready is w.conn and not w.conn.closed:
+                        self._drain(w, at_most=1)
+                    elif ready is w.process.sentinel:
                         self._on_worker_death(w)
 
     def _check_timeouts(self) -> float:
-        """Kill a worker whose current task ran past the chunk timeout; return the wait timeout."""
-        now = time.perf_counter()
-        limit = self.config.chunk_timeout_s
-        for w in self.workers:
-            if w.queue and w.ready and w.kill_reason is None and now - w.head_since > limit:
-                w.kill_reason = f"timeout: no result after {limit:g} s"
-                w.process.kill()
-        return 0.5
+        """Kill a worker whose current task ran past its timeout; return how long to wait for the next one.
 
-    def _on_worker_message(self, w: _Worker) -> None:
-        try:
-            message = w.conn.recv()
-        except (EOFError, OSError):
-            return  # dying; the sentinel handles it
+        The chunk timeout is for a task of `chunk_bytes`; a larger task (one huge document)
+        gets proportionally longer, so that size alone never looks like a hang.
+        """
+        now = time.perf_counter()
+        wait_s = 0.5
+        for w in self.workers:
+            if w.queue and w.ready and w.kill_reason is None:
+                nbytes = self.tasks[w.queue[0]].nbytes
+                limit = self.config.chunk_timeout_s * max(1.0, nbytes / self.config.chunk_bytes)
+                if now - w.head_since > limit:
+                    w.kill_reason = f"timeout: no result after {limit:g} s"
+                    w.process.kill()
+                else:
+                    wait_s = min(wait_s, w.head_since + limit - now)
+        return max(wait_s, 0.01)
+
+    def _drain(self, w: _Worker, at_most: int | None = None) -> None:
+        """Handle the messages waiting in a worker's pipe (all of them, before its death is handled)."""
+        handled = 0
+        while at_most is None or handled < at_most:
+            try:
+                if not w.conn.poll():
+                    return
+                message = w.conn.recv()
+            except (EOFError, OSError):
+                return  # dying; the sentinel handles it
+            self._on_worker_message(w, message)
+            handled += 1
+
+    def _on_worker_message(self, w: _Worker, message: tuple) -> None:
         kind = message[0]
+        now = time.perf_counter()
         if kind == "ready":
             w.ready = True
+            w.head_since = now  # tasks sent during start-up begin now
             self.startup_failures = 0
             return
         task_id = message[1]
         ts = self.tasks.get(task_id)
         if ts is None or not w.queue or w.queue[0] != task_id:
             return
-        now = time.perf_counter()
         w.queue.popleft()
         self.outstanding[w.index] -= ts.nbytes
+        w.head_since = now
         if kind == "failed":
             self.free_out.append(ts.task.out_slot)
-            w.head_since = now
             self._task_fault(ts, "exception: " + message[2].strip().splitlines()[-1])
             return
         _, _, loc, stats, timing = message
-        w.head_since = now
         del self.tasks[task_id]
+        self.tasks_done += 1
         self.router.observe(w.index, ts.nbytes, timing["busy_s"])
         account = self.accounts[w.index]
         account.chunks += 1
@@ -354,10 +432,8 @@ class LocalEngine:
         state.open_tasks -= 1
         if state.open_tasks == 0:
             del self.chunks[seq]
-            if state.loc.segment is None:
-                self.free_in.append(state.loc.slot)
-            else:
-                release(state.loc)
+            self.free_in.append(state.slot)
+            release(state.loc)
             self.on_progress(state.chunk.input_bytes, state.chunk.documents_in)
 
     def _task_fault(self, ts: _TaskState, reason: str) -> None:
@@ -365,56 +441,76 @@ class LocalEngine:
         ts.attempts += 1
         task = ts.task
         self.faults.append(f"chunk {task.seq} rows {task.start}-{task.stop}: {reason}")
-        if ts.attempts < MAX_ATTEMPTS:
+        if ts.attempts < ts.max_attempts:
             self.ready_tasks.appendleft(task.task_id)
             return
         del self.tasks[task.task_id]
         state = self.chunks[task.seq]
         if task.stop - task.start > 1:
             mid = (task.start + task.stop) // 2
-            self._new_task(state, task.start, mid, attempts=0)
-            self._new_task(state, mid, task.stop, attempts=0)
+            for start, stop in ((task.start, mid), (mid, task.stop)):
+                self._new_task(state, start, stop, DOCUMENT_ATTEMPTS if stop - start == 1 else 1)
         else:
-            batch = state.chunk.batch
-            row = batch.slice(task.start, 1).to_pylist()[0]
-            record = {
-                "source": state.chunk.source,
-                "position": row["id"],
-                "reason": reason,
-                "raw": row["text"][:1000],
-            }
+            row = state.chunk.batch.slice(task.start, 1).to_pylist()[0]
+            if self.config.strict:
+                raise UserError(f"{state.chunk.source}, document {row['id']}: {reason} (strict mode)")
+            self.quarantined += 1
+            if self.quarantined >= GIVE_UP_QUARANTINED and self.tasks_done == 0:
+                raise RunFailed(f"no document gets through the stage ({self.quarantined} quarantined, none "
+                                f"written; last: {reason})")
+            record = {"source": state.chunk.source, "position": row["id"], "reason": reason,
+                      "raw": row["text"][:RAW_CHARS]}
             stats = {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]}
             self._send_writer(("part", task.seq, task.start, task.stop, None, stats))
         self._task_closed(task.seq)
 
     def _on_worker_death(self, w: _Worker) -> None:
-        code = w.process.exitcode
-        reason = w.kill_reason or (
-            f"worker killed by signal {signal.Signals(-code).name}" if code and code < 0 else f"worker exit code {code}"
-        )
+        """Re-route a dead worker's tasks: the one it was computing is charged a fault, the rest are not."""
+        self._drain(w)  # results it sent before it died still count
+        reason = w.kill_reason or "worker " + _exit_reason(w.process.exitcode)
         w.conn.close()
         self.deaths += 1
         self.accounts[w.index].restarts += 1
         if not w.ready:
             self.startup_failures += 1
             if self.startup_failures >= 3 * self.workers_n:
-                raise RunFailed(f"workers keep dying at start ({self.startup_failures} times; last: {reason})")
+                raise RunFailed(f"workers keep dying at start ({self.startup_failures} times in a row; last: "
+                                f"{reason})")
         if self.deaths > 20 + 3 * self.next_task_id:
             raise RunFailed(f"workers keep dying ({self.deaths} times; last: {reason})")
         queue = list(w.queue)
         w.queue.clear()
         self.workers[w.index] = self._start_worker(w.index)
-        for position, task_id in enumerate(queue):
+        for task_id in reversed(queue[1:] if w.ready else queue):  # never started: route again, uncharged
             ts = self.tasks[task_id]
             self.outstanding[w.index] -= ts.nbytes
             self.free_out.append(ts.task.out_slot)
-            if position == 0 and w.ready:
-                self._task_fault(ts, reason)
-            else:  # never started: route again without charging it
-                self.ready_tasks.appendleft(task_id)
+            self.ready_tasks.appendleft(task_id)
+        if queue and w.ready:
+            ts = self.tasks[queue[0]]
+            self.outstanding[w.index] -= ts.nbytes
+            self.free_out.append(ts.task.out_slot)
+            self._task_fault(ts, reason)
+
+    def _writer_died(self, when: str = "") -> None:
+        """The writer is gone: say why in one line (its own error message first, if it sent one)."""
+        with contextlib.suppress(EOFError, OSError):
+            while self.writer_conn.poll():
+                message = self.writer_conn.recv()
+                if message[0] == "error":
+                    self._on_writer_message(message)
+        self.writer.join(5)
+        raise RunFailed(f"the writer process died ({_exit_reason(self.writer.exitcode)}){when}; committed shards "
+                        "are kept: continue with --resume")
 
     def _on_writer(self) -> None:
-        message = self.writer_conn.recv()
+        try:
+            message = self.writer_conn.recv()
+        except (EOFError, OSError):
+            self._writer_died()
+        self._on_writer_message(message)
+
+    def _on_writer_message(self, message: tuple) -> None:
         kind = message[0]
         if kind == "received":
             if message[2] >= 0:
@@ -422,12 +518,19 @@ class LocalEngine:
         elif kind == "written":
             self.written_upto = message[1]
         elif kind == "error":
-            raise RuntimeError("the writer failed:\n" + message[1])
+            _, text, is_os_error = message
+            if is_os_error:  # disk full, permission denied, ...: the machine's problem, not a bug
+                raise RunFailed(f"cannot write the output: {text}; committed shards are kept: fix it and "
+                                "continue with --resume")
+            raise RuntimeError("the writer failed:\n" + text)
         elif kind == "finished":
             self.finished = message
 
     def _send_writer(self, message: tuple) -> None:
-        self.writer_conn.send(message)
+        try:
+            self.writer_conn.send(message)
+        except OSError:
+            self._writer_died()
 
     # ---------------------------------------------------------------- the end
     def _finish(self) -> EngineResult:
@@ -446,35 +549,41 @@ class LocalEngine:
             if self.writer_conn.poll(0.5):
                 self._on_writer()
             elif not self.writer.is_alive():
-                raise RuntimeError(f"the writer process died (exit code {self.writer.exitcode})")
+                self._writer_died(" while writing the manifest")
         manifest = self.finished[1]
         self.writer.join()
         return EngineResult(manifest, self.accounts, self.faults)
 
     def _stop_workers(self) -> None:
+        """Ask the workers to end once their queue is empty (the normal end of a run)."""
         for w in self.workers:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 w.conn.send(None)
-            except (OSError, ValueError):
-                pass
         deadline = time.perf_counter() + 5
         for w in self.workers:
             w.process.join(max(0.0, deadline - time.perf_counter()))
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join()
 
     def _shutdown(self) -> None:
-        """Every exit path: no process, no segment, no temp file outlives the run."""
-        self._stop_workers()
-        if self.writer is not None and self.writer.is_alive():
-            self.writer.kill()
-            self.writer.join()
-        self.in_pool.close()
-        self.out_pool.close()
+        """Every exit path: no process, no segment, no temp file outlives the run.
+
+        On an interruption or error, in-flight results are not wanted: the children are
+        killed at once (they hold nothing that needs a clean end; the journal has what counts).
+        """
+        for child in self.children:
+            if child.is_alive():
+                child.kill()
+        for child in self.children:
+            child.join()
+        for pool in self.pools:
+            pool.close()
         remove_leftovers(self.prefix)
-        for tmp in self.out.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. the directory became read-only: the next run removes them
+            for tmp in self.out.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+def _exit_reason(code: int | None) -> str:
+    return f"killed by signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
 
 
 def routing_summary(router: Router, accounts: list[WorkerAccount], tasks: int) -> dict:

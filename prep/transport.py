@@ -9,7 +9,10 @@ prefix so that leftovers of a killed run can be found and removed.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import sys
 import uuid
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
@@ -29,22 +32,35 @@ class Location:
     segment: str | None = None
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
-    """Attach without letting this process's resource tracker unlink the segment at exit."""
-    shm = shared_memory.SharedMemory(name=name)
+def _untracked(name: str, create: bool = False, size: int = 0) -> shared_memory.SharedMemory:
+    """A segment the multiprocessing resource tracker never hears of: we unlink our segments ourselves, and on
+    Python < 3.13 (no `track=False`) every attach registers the name with the one tracker that all processes
+    share, whose set of names then loses count when two processes attach at once (a KeyError traceback)."""
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, create=create, size=size, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = lambda *_args: None
     try:
-        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001 - Python < 3.13 has no track=False
-    except Exception:  # the tracker may not know it; nothing to undo then
-        pass
-    return shm
+        return shared_memory.SharedMemory(name=name, create=create, size=size)
+    finally:
+        resource_tracker.register = register
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    return _untracked(name)
 
 
 def _create(name: str, size: int) -> shared_memory.SharedMemory:
-    shm = shared_memory.SharedMemory(name=name, create=True, size=max(size, 1))
+    """A new segment whose memory is reserved now: a full /dev/shm is an OSError here, not a SIGBUS later."""
+    shm = _untracked(name, create=True, size=max(size, 1))
     try:
-        resource_tracker.unregister(shm._name, "shared_memory")  # noqa: SLF001 - we unlink ourselves
-    except Exception:
-        pass
+        os.posix_fallocate(shm._fd, 0, max(size, 1))  # noqa: SLF001 - SharedMemory has no public fd
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # no fallocate here: go on without the reservation
+            return shm
+        shm.close()
+        unlink_segment(name)
+        raise
     return shm
 
 
@@ -118,8 +134,8 @@ class SlotPool:
     def close(self) -> None:
         try:
             self._shm.close()
-        except BufferError:  # a zero-copy batch still points into the segment; the OS frees it at exit
-            pass
+        except BufferError:  # a zero-copy batch still points into the segment: it is unmapped when that goes
+            self._shm._mmap = None  # noqa: SLF001 - else SharedMemory.__del__ retries and prints the error
         if self._owner:
             unlink_segment(self.name)
 
@@ -131,10 +147,8 @@ def release(loc: Location) -> None:
 
 
 def unlink_segment(name: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(SHM_DIR / name)
-    except FileNotFoundError:
-        pass
 
 
 def remove_leftovers(prefix: str) -> list[str]:

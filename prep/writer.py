@@ -1,18 +1,24 @@
 """The writer: re-order outputs by chunk seq and write shards atomically.
 
 Shard boundaries depend only on the chunks' input text bytes and their seq, so the
-files are the same whatever worker computed what. Every committed shard is
-appended to `_journal.jsonl` (which `--resume` reads); `_manifest.json` is written
+files are the same whatever worker computed what (or in how many pieces: a shard's
+rows are laid out afresh before they are written). Every committed shard is
+appended to `_journal.jsonl` (which `--resume` reads), after its quarantined records
+were appended to `_quarantine.jsonl.partial`; the journal line records that file's
+length, so a resumed run cuts off what was not committed. `_manifest.json` is written
 last, so its presence means the run finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -25,6 +31,7 @@ from prep.transport import Location, SlotPool, release
 JOURNAL = "_journal.jsonl"
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.jsonl"
+QUARANTINE_PARTIAL = QUARANTINE + ".partial"  # committed shards' records, while the run goes on
 ROUTING = "_routing.parquet"
 ROW_GROUP_BYTES = 32 * 2**20
 
@@ -50,6 +57,14 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def append_journal(out: Path, entry: dict) -> None:
+    """One line, flushed to disk before anything relies on it."""
+    with open(out / JOURNAL, "a", encoding="utf-8") as journal:
+        journal.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        journal.flush()
+        os.fsync(journal.fileno())
 
 
 def read_journal(out: Path) -> tuple[dict | None, list[dict]]:
@@ -82,12 +97,15 @@ class _Pending:
 class ShardWriter:
     """In-process core of the writer (the process loop below feeds it)."""
 
-    def __init__(self, out: Path, shard_bytes: int, compression: str, start_seq: int, entries: list[dict]):
+    def __init__(self, out: Path, shard_bytes: int, compression: str, start_seq: int, entries: list[dict],
+                 before_commit: Callable[[], None] | None = None):
         self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
         self.entries = list(entries)
         self.next_seq = start_seq
         self.shard_index = len(entries)
         self.pending: dict[int, _Pending] = {}
+        self.before_commit = before_commit or (lambda: None)
+        self.quarantine_bytes = entries[-1].get("quarantine_bytes", 0) if entries else 0
         self._reset_shard()
 
     def _reset_shard(self) -> None:
@@ -150,13 +168,15 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self.buffer:
             return
-        table = pa.concat_tables(self.buffer)
+        # One contiguous piece per column: Parquet pages depend on how a table is cut, and a chunk
+        # retried in parts after a fault must give the same bytes as one computed at once.
+        table = pa.concat_tables(self.buffer).combine_chunks()
         if self.writer is None:
             self.writer = pq.ParquetWriter(
                 self._tmp_path(), table.schema, compression=self.compression, write_statistics=True
             )
-        elif table.schema != self.writer.schema_arrow:
-            table = table.cast(self.writer.schema_arrow)
+        elif table.schema != self.writer.schema:
+            table = table.cast(self.writer.schema)
         self.writer.write_table(table, row_group_size=table.num_rows)
         self.buffer, self.buffered = [], 0
 
@@ -164,8 +184,9 @@ class ShardWriter:
         return self.out / f".{shard_name(self.shard_index)}.tmp"
 
     def commit(self) -> dict:
-        """Close the current shard: temp file, fsync, rename, then one journal line."""
+        """Close the current shard: temp file, fsync, rename, its bad records, then one journal line."""
         self._flush()
+        self.before_commit()
         entry = dict(self.current, shard=self.shard_index, file=None, sha256=None, bytes=0)
         if self.writer is not None:
             self.writer.close()
@@ -177,10 +198,16 @@ class ShardWriter:
             os.replace(tmp, final)
             fsync_dir(self.out)
             entry.update(file=final.name, bytes=final.stat().st_size)
-        with open(self.out / JOURNAL, "a", encoding="utf-8") as journal:
-            journal.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            journal.flush()
-            os.fsync(journal.fileno())
+        quarantine = entry.pop("quarantine")
+        if quarantine:
+            with open(self.out / QUARANTINE_PARTIAL, "ab") as f:
+                f.truncate(self.quarantine_bytes)  # an append that failed half-way leaves no half record
+                f.write("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine).encode())
+                f.flush()
+                os.fsync(f.fileno())
+                self.quarantine_bytes = f.tell()
+        entry["quarantine_bytes"] = self.quarantine_bytes
+        append_journal(self.out, entry)
         self.entries.append(entry)
         self.shard_index += 1
         self._reset_shard()
@@ -201,13 +228,15 @@ class ShardWriter:
             "tokens": sum(e["tokens"] for e in entries),
             "bytes_in": sum(e["text_bytes"] for e in entries),
         }
-        quarantine = [q for e in entries for q in e["quarantine"]]
-        qpath = self.out / QUARANTINE
-        if quarantine:
-            lines = "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine)
-            write_atomic(qpath, lines.encode("utf-8"))
-        elif qpath.exists():
-            qpath.unlink()
+        partial, qpath = self.out / QUARANTINE_PARTIAL, self.out / QUARANTINE
+        if self.quarantine_bytes:
+            with open(partial, "rb+") as f:
+                f.truncate(self.quarantine_bytes)
+                os.fsync(f.fileno())
+            os.replace(partial, qpath)
+        else:
+            partial.unlink(missing_ok=True)
+            qpath.unlink(missing_ok=True)
         if routing_rows is not None:
             tmp = self.out / f".{ROUTING}.tmp"
             pq.write_table(pa.table(routing_rows), tmp, compression="zstd")
@@ -224,10 +253,29 @@ class ShardWriter:
 
 
 def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, compression: str,
-                start_seq: int, entries: list[dict]) -> None:
-    """The writer process: messages in from the coordinator, shards out to disk."""
-    pool = SlotPool.attach(out_spec)
-    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries)
+                start_seq: int, entries: list[dict], coordinator_pid: int | None = None) -> None:
+    """The writer process: messages in from the coordinator, shards out to disk.
+
+    It commits nothing once its coordinator is gone: a run resumed after a SIGKILL must
+    not find the journal growing behind its back.
+    """
+    from prep.worker import bind_to_coordinator, name_process
+
+    coordinator_pid = coordinator_pid or os.getppid()
+    bind_to_coordinator(coordinator_pid)
+    name_process("prep-writer")
+
+    def coordinator_alive() -> None:
+        try:
+            os.kill(coordinator_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+
+    try:
+        pool = SlotPool.attach(out_spec)
+    except FileNotFoundError:  # the run ended while this writer started
+        return
+    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive)
     try:
         while True:
             message = conn.recv()
@@ -255,12 +303,22 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
             for entry in committed:
                 conn.send(("shard", entry["shard"], entry["rows"], entry["last_seq"]))
             conn.send(("written", core.next_seq))
-    except (EOFError, KeyboardInterrupt):
+    except EOFError:  # the coordinator is gone
         pass
+    except OSError as exc:  # disk full, permission denied, a vanished directory: say it in one line
+        with contextlib.suppress(OSError):
+            conn.send(("error", _describe_os_error(exc), True))
     except Exception:
-        try:
-            conn.send(("error", traceback.format_exc()))
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc(), False))
     finally:
         pool.close()
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """`No space left on device (path)`, also for pyarrow's errors, which carry the errno only in their text."""
+    code = exc.errno
+    if code is None and (found := re.search(r"\[errno (\d+)\]", str(exc))):
+        code = int(found.group(1))
+    what = os.strerror(code) if code else str(exc)
+    return f"{what} ({exc.filename})" if exc.filename else what

@@ -1,0 +1,1150 @@
+"""The Ray engine: the same pipeline (sources, routers, stage, writer) on a Ray cluster.
+
+The driver plans and routes; it never holds the corpus. Reader tasks (streaming generators) read one split
+each on the cluster and put every chunk in the object store; the driver gets only each chunk's small facts
+(rows, text bytes, bad records) and numbers chunks in file order, so `seq` is gapless and the same as the
+local engine's. Worker actors each hold a Stage; the project's router picks the actor from the outstanding
+work per actor, and a result stays in the object store until the writer actor that owns its shard
+(shard k -> writer k mod W) fetches it. Shard boundaries follow the chunks' text bytes exactly as in
+`ShardWriter`, so the driver knows each chunk's shard when it admits it; a writer writes a whole shard with
+`ShardWriter` into a node-local staging directory and publishes it atomically into any pyarrow filesystem.
+The driver appends each committed shard to the journal, in shard order, and writes the manifest last.
+
+Faults: a worker actor that dies is restarted by Ray (`max_restarts`) or replaced by us; its queued tasks
+are routed again and the one it was running is charged an attempt (retry, bisect, quarantine, as in the
+local engine). A lost input chunk is rebuilt by Ray's lineage (the reader runs again); a lost result is
+computed again; a writer that dies is sent its shard again (publishing is idempotent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fnmatch
+import itertools
+import json
+import math
+import os
+import posixpath
+import queue
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from prep.chunk import Chunk
+from prep.config import PipelineConfig
+from prep.engine import MAX_ATTEMPTS, EngineResult, RunFailed, WorkerAccount, routing_summary
+from prep.errors import UserError
+from prep.router import Router, make_router
+from prep.sources import InputFile, _hidden, _kind, expand_inputs, iter_chunks, total_input_bytes
+from prep.stage import selected_features
+from prep.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id
+from prep.worker import single_thread_env
+from prep.writer import (
+    JOURNAL,
+    MANIFEST,
+    QUARANTINE,
+    QUARANTINE_PARTIAL,
+    ROUTING,
+    ShardWriter,
+    append_journal,
+    fsync_dir,
+    read_journal,
+    write_atomic,
+)
+
+RAY_MISSING = "--engine ray needs Ray, an optional extra: pip install 'prep[ray]'"
+GENERATOR_BACKPRESSURE = 32  # objects a reader may run ahead of the driver (two per chunk)
+WAIT_S = 0.5  # the longest the driver blocks before it checks timeouts
+POLL_S = 0.005  # how often it asks a reader for the next chunk while it waits for one
+
+
+def require_ray() -> Any:
+    """The ray module, or a one-line UserError that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(RAY_MISSING) from None
+    return ray
+
+
+# ------------------------------------------------------------------------------------------ filesystems
+
+
+@dataclass(frozen=True)
+class FsPath:
+    """A directory or file in a pyarrow filesystem (local, s3://, gs://, hdfs://, a SubTreeFileSystem ...)."""
+
+    fs: pafs.FileSystem
+    path: str
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def child(self, name: str) -> FsPath:
+        return FsPath(self.fs, posixpath.join(self.path, name) if self.path else name)
+
+    def __str__(self) -> str:
+        return self.path if self.local else f"{self.fs.type_name}:{self.path}"
+
+
+def resolve(location: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> FsPath:
+    """A plain path is local; a URI (s3://, gs://, hdfs://, file://) names its filesystem."""
+    text = os.fspath(location)
+    if filesystem is not None:
+        return FsPath(filesystem, text.rstrip("/"))
+    if "://" not in text:
+        return FsPath(pafs.LocalFileSystem(), os.path.abspath(text))
+    try:
+        fs, path = pafs.FileSystem.from_uri(text)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UserError(f"cannot open {text}: {exc}") from None
+    return FsPath(fs, path.rstrip("/"))
+
+
+def _object_store(fs: pafs.FileSystem) -> bool:
+    """Object stores have atomic puts and no cheap rename: write the final name directly."""
+    while isinstance(fs, pafs.SubTreeFileSystem):
+        fs = fs.base_fs
+    return fs.type_name in ("s3", "gcs")
+
+
+def _tmp_name(path: str) -> str:
+    return posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.tmp")
+
+
+def publish_file(local_file: str, dest: FsPath) -> None:
+    """Put a finished local file at `dest` so that readers never see it half-written: renamed there when
+    local (the local file is gone then), copied otherwise."""
+    if dest.local:
+        try:
+            os.replace(local_file, dest.path)
+        except OSError as exc:  # another device: copy beside the target, fsync, rename
+            if exc.errno != errno.EXDEV:
+                raise
+            tmp = _tmp_name(dest.path)
+            shutil.copyfile(local_file, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest.path)
+        fsync_dir(Path(dest.path).parent)
+        return
+    target = dest.path if _object_store(dest.fs) else _tmp_name(dest.path)
+    pafs.copy_files(local_file, target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=dest.fs)
+    if target != dest.path:
+        dest.fs.move(target, dest.path)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True)
+class Split:
+    """What one reader task reads: a file, or a run of .txt files (packed together, as the local Source
+    does). `fs` is None for local paths, read in place; otherwise the files are copied to the reader's
+    node first."""
+
+    files: tuple[InputFile, ...]
+    fs: pafs.FileSystem | None = None
+
+
+def plan_inputs(paths: Sequence[str], filesystem: pafs.FileSystem | None = None) -> tuple[list[InputFile],
+                                                                                           list[Split]]:
+    """Expand the inputs (local ones exactly as the local engine does) and cut them into splits."""
+    if filesystem is None and not any("://" in str(p) for p in paths):
+        files = expand_inputs([str(p) for p in paths])
+        located = [(f, None) for f in files]
+    else:
+        located = []
+        for arg in paths:
+            where = resolve(arg, filesystem)
+            located += [(f, None) for f in expand_inputs([where.path])] if where.local else [
+                (f, where.fs) for f in _expand_remote(where, str(arg))]
+        if len({f.display for f, _ in located}) < len(located):
+            located = [(replace(f, display=f.path), fs) for f, fs in located]
+    splits = []
+    for is_txt, group in itertools.groupby(located, key=lambda item: item[0].format == "txt"):
+        group = list(group)
+        if is_txt:  # one reader: consecutive text files pack into shared chunks
+            for fs, run in itertools.groupby(group, key=lambda item: item[1]):
+                splits.append(Split(tuple(f for f, _ in run), fs))
+        else:
+            splits += [Split((f,), fs) for f, fs in group]
+    return [f for f, _ in located], splits
+
+
+def _expand_remote(where: FsPath, arg: str) -> list[InputFile]:
+    """Files under a directory of a non-local filesystem (hidden and `_` names skipped, sorted), or one file.
+    Glob patterns and `datasets` directories are local-only."""
+    try:
+        info = where.fs.get_file_info(where.path)
+        if info.type == pafs.FileType.NotFound:
+            raise UserError(f"input not found: {arg}")
+        if info.type == pafs.FileType.File:
+            kind = _kind(where.path)
+            if kind is None:
+                raise UserError(f"unsupported input {arg}")
+            return [InputFile(where.path, kind[0], kind[1], info.size, posixpath.basename(where.path))]
+        infos = where.fs.get_file_info(pafs.FileSelector(where.path, recursive=True))
+    except OSError as exc:
+        raise UserError(f"cannot list {arg}: {exc}") from None
+    files = []
+    for i in infos:
+        rel = posixpath.relpath(i.path, where.path)
+        if i.type != pafs.FileType.File or any(_hidden(part) for part in rel.split("/")):
+            continue
+        if i.base_name in ("state.json", "dataset_dict.json"):
+            raise UserError(f"{arg}: datasets save_to_disk directories can be read from local paths only")
+        if (kind := _kind(i.base_name)) is not None:
+            files.append(InputFile(i.path, kind[0], kind[1], i.size, rel))
+    if not files:
+        raise UserError(f"no input files in {arg}")
+    return sorted(files, key=lambda f: f.display)
+
+
+def read_split(split: Split, options: dict) -> Iterator:
+    """Reader task: two objects per chunk, the batch then its facts; numbers are assigned by the driver."""
+    with contextlib.ExitStack() as stack:
+        files = list(split.files)
+        if split.fs is not None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="prep-read-"))
+            for i, f in enumerate(files):
+                local = os.path.join(tmp, f"{i}-{posixpath.basename(f.path)}")
+                pafs.copy_files(f.path, local, source_filesystem=split.fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+                files[i] = replace(f, path=local)
+        for chunk in iter_chunks(files, **options):
+            yield chunk.batch
+            yield {"rows": chunk.batch.num_rows, "text_bytes": chunk.text_bytes,
+                   "documents_in": chunk.documents_in, "quarantine": chunk.quarantine,
+                   "input_bytes": chunk.input_bytes, "source": chunk.source}
+
+
+# ------------------------------------------------------------------------------------------------ actors
+
+
+def _node() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+class FileActor:
+    """Serves the tokenizer file, from the driver's node, to worker actors (restarted ones included): other
+    nodes need not share the driver's files. It reads the file itself, so that no restartable actor has
+    arguments in the object store (Ray warns about those, since they may be gone when it restarts)."""
+
+    def __init__(self, path: str) -> None:
+        self.data = Path(path).read_bytes()
+
+    def get(self) -> bytes:
+        return self.data
+
+
+class StageActor:
+    """A worker: one Stage (one tokenizer thread) turning input batches into output batches."""
+
+    def __init__(self, config: dict, backend: str, files: str, slow: float = 1.0) -> None:
+        import ray
+
+        single_thread_env()
+        from prep.stage import Stage
+
+        with tempfile.TemporaryDirectory(prefix="prep-stage-") as tmp:
+            path = os.path.join(tmp, os.path.basename(config["tokenizer"]))
+            Path(path).write_bytes(ray.get(ray.get_actor(files).get.remote()))
+            self.stage = Stage(PipelineConfig(**(config | {"tokenizer": path})), backend)
+        self.slow = slow
+
+    def ready(self) -> str:
+        return _node()
+
+    def process(self, batch: pa.RecordBatch, start: int, stop: int) -> tuple[tuple[dict, dict], pa.RecordBatch]:
+        started = time.perf_counter()
+        if start or stop < len(batch):
+            batch = batch.slice(start, stop - start)
+        output, stats = self.stage(batch)
+        finished = time.perf_counter()
+        if self.slow > 1.0:  # a straggler on purpose, for routing experiments
+            time.sleep((finished - started) * (self.slow - 1.0))
+            finished = time.perf_counter()
+        timing = {"busy_s": finished - started, "tokenize_s": stats.tokenize_s,
+                  "features_s": stats.features_s, "transport_s": 0.0}
+        return (asdict(stats), timing), output
+
+
+class WriterActor:
+    """Writes whole shards it owns: fetch the results, `ShardWriter` into staging, publish atomically."""
+
+    def __init__(self, out: FsPath, shard_bytes: int, compression: str) -> None:
+        self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
+
+    def ready(self) -> str:
+        return _node()
+
+    def write_shard(self, index: int, first_seq: int, chunks: list) -> dict:
+        """chunks: [(seq, info, [(start, stop, [result ref] | None, stats)])] in seq order. Returns
+        {"entry": journal entry, "quarantine": its bad records as JSON lines}, or {"lost": [(seq, start)]}:
+        results that no node holds any more."""
+        import ray
+
+        staging = tempfile.mkdtemp(prefix=f"prep-shard-{index}-")
+        try:
+            writer = ShardWriter(Path(staging), self.shard_bytes, self.compression, first_seq, [])
+            writer.shard_index = index  # the run's numbering: the file gets its final name
+            lost = []
+            for seq, info, parts in chunks:
+                if not lost:
+                    writer.add_chunk(seq, info)
+                for start, stop, ref, stats in parts:
+                    table = None
+                    if ref is not None:
+                        try:
+                            table = pa.Table.from_batches([ray.get(ref[0])])
+                        except ray.exceptions.ObjectLostError:
+                            lost.append((seq, start))
+                    if not lost:
+                        writer.add_part(seq, start, stop, table, stats)
+            if lost:
+                return {"lost": lost}
+            if writer.current["last_seq"] is not None:
+                writer.commit()
+            if len(writer.entries) != 1:
+                raise RuntimeError(f"shard {index}: boundaries differ from the driver's plan")
+            entry = writer.entries[0]
+            if entry["file"]:
+                publish_file(os.path.join(staging, entry["file"]), self.out.child(entry["file"]))
+            partial = Path(staging, QUARANTINE_PARTIAL)
+            return {"entry": entry, "quarantine": partial.read_bytes() if partial.exists() else b""}
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+class Output:
+    """The output directory. Its journal and quarantine live in `self.dir`: the output directory itself when
+    it is local (with the local engine's checks, lock and fsyncs, by its own functions), else a driver-side
+    copy that is uploaded after every change, so that `--resume` and the files are the same either way."""
+
+    def __init__(self, where: FsPath) -> None:
+        self.where = where
+        self.dir = Path(where.path) if where.local else Path(tempfile.mkdtemp(prefix="prep-output-"))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One run at a time per local output directory (object stores have no locks)."""
+        from prep.run import _make_output_dir, _output_lock
+
+        if not self.where.local:
+            try:
+                yield
+            finally:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            return
+        _make_output_dir(self.dir)
+        with _output_lock(self.dir):
+            yield
+
+    def _remote(self, name: str) -> pafs.FileInfo:
+        return self.where.fs.get_file_info(self.where.child(name).path)
+
+    def _upload(self, *names: str) -> None:
+        """Copy files of the mirror to the output; one the mirror lacks is deleted there."""
+        if self.where.local:
+            return
+        for name in names:
+            if (self.dir / name).exists():
+                publish_file(str(self.dir / name), self.where.child(name))
+            elif self._remote(name).type != pafs.FileType.NotFound:
+                self.where.fs.delete_file(self.where.child(name).path)
+
+    def start(self, fingerprint: dict, overwrite: bool, resume: bool) -> list[dict]:
+        """Prepare the directory (fresh, or resumed after its committed shards); return the committed
+        journal entries."""
+        from prep.run import _check_resumable, _prepare_output, _remove_uncommitted
+
+        try:
+            if resume and not self.where.local:
+                for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, MANIFEST):
+                    if self._remote(name).type == pafs.FileType.File:
+                        pafs.copy_files(self.where.child(name).path, str(self.dir / name),
+                                        source_filesystem=self.where.fs,
+                                        destination_filesystem=pafs.LocalFileSystem())
+            header, entries = read_journal(self.dir) if resume else (None, [])
+            if header is not None:
+                _check_resumable(self.dir, header["fingerprint"], fingerprint)
+                _remove_uncommitted(self.dir, entries)
+                self._remove_remote_uncommitted(len(entries))
+            else:
+                entries = []
+                if self.where.local:
+                    _prepare_output(self.dir, overwrite, resume)
+                else:
+                    for stale in self.dir.iterdir():  # what --resume fetched: a fresh start keeps none
+                        stale.unlink()
+                    self._prepare_remote(overwrite, resume)
+            lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole, as the local engine does
+            write_atomic(self.dir / JOURNAL, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines).encode())
+            self._upload(QUARANTINE_PARTIAL, QUARANTINE, JOURNAL)
+        except OSError as exc:
+            raise UserError(f"cannot write to output directory {self.where}: {exc}") from None
+        return entries
+
+    def _prepare_remote(self, overwrite: bool, resume: bool) -> None:
+        from prep.run import OWN_FILES
+
+        fs, path = self.where.fs, self.where.path
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            raise UserError(f"output {self.where} exists and is not a directory")
+        entries = fs.get_file_info(pafs.FileSelector(path)) if info.type == pafs.FileType.Directory else []
+        if entries and not (overwrite or resume):
+            raise UserError(f"output directory {self.where} already holds data; pass --overwrite to replace it "
+                            "or --resume to continue an interrupted run")
+        if entries:
+            foreign = [e.base_name for e in entries if not any(fnmatch.fnmatch(e.base_name, p) for p in OWN_FILES)]
+            if foreign:
+                flag = "--resume" if resume else "--overwrite"
+                raise UserError(f"{flag}: {self.where} holds files prep did not write "
+                                f"({', '.join(sorted(foreign)[:3])}); choose another output directory")
+            if self._remote(MANIFEST).type == pafs.FileType.File:  # first: a half-emptied output must not
+                fs.delete_file(self.where.child(MANIFEST).path)   # look finished
+            for e in entries:
+                fs.delete_dir(e.path) if e.type == pafs.FileType.Directory else fs.delete_file(e.path)
+        fs.create_dir(path, recursive=True)
+
+    def _remove_remote_uncommitted(self, committed: int) -> None:
+        """Shards past the journal are leftovers of the interrupted run: they are written again."""
+        if self.where.local:
+            return
+        for e in self.where.fs.get_file_info(pafs.FileSelector(self.where.path)):
+            name = e.base_name
+            stale = fnmatch.fnmatch(name, "part-*.parquet") and int(name.split("-")[1].split(".")[0]) >= committed
+            if stale or fnmatch.fnmatch(name, ".*.tmp"):
+                self.where.fs.delete_file(e.path)
+
+    def append(self, entry: dict, quarantine: bytes, committed_bytes: int) -> None:
+        """A committed shard: its bad records after those of the shards before it, then its journal line
+        (which records how long the quarantine is, as `ShardWriter.commit` does)."""
+        if quarantine:
+            with open(self.dir / QUARANTINE_PARTIAL, "ab") as f:
+                f.truncate(committed_bytes)
+                f.write(quarantine)
+                f.flush()
+                os.fsync(f.fileno())
+                committed_bytes = f.tell()
+        entry["quarantine_bytes"] = committed_bytes
+        append_journal(self.dir, entry)
+        self._upload(*((QUARANTINE_PARTIAL,) if quarantine else ()), JOURNAL)
+
+    def finish(self, config: PipelineConfig, entries: list[dict], extra: dict, routing_rows: dict) -> dict:
+        """Quarantine, routing table and, last, the manifest, by `ShardWriter.finish` itself."""
+        manifest = ShardWriter(self.dir, config.shard_bytes, config.compression, 0, entries).finish(extra,
+                                                                                                  routing_rows)
+        self._upload(QUARANTINE, QUARANTINE_PARTIAL, ROUTING, MANIFEST)
+        return manifest
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+@dataclass(eq=False)
+class _Actor:
+    index: int
+    handle: Any
+    ping: Any = None  # ref of the pending ready() call while (re)starting
+    ping_at: float | None = None  # when to ask again (it was unreachable: Ray may not know yet it died)
+    alive: bool = True  # calls wait in the actor's queue while it starts, as tasks wait in a worker's pipe
+    started: bool = False  # has ever been ready (a death before that is a start-up failure)
+    queue: deque = field(default_factory=deque)  # task ids, in the order sent
+    head_since: float = 0.0
+    kill_reason: str | None = None
+    started_at: float = 0.0
+
+
+@dataclass
+class _Task:
+    task_id: int
+    seq: int
+    start: int
+    stop: int
+    nbytes: int
+    attempts: int = 0
+    worker: int = -1
+    queued_at: float = 0.0
+    result: Any = None  # ref of the (stats, timing) return; the output batch is `output`
+    output: Any = None
+
+
+@dataclass
+class _ChunkState:
+    seq: int
+    shard: int
+    info: dict
+    source: str
+    input_bytes: int
+    batch: Any
+    open_tasks: int = 0
+    parts: dict = field(default_factory=dict)  # start -> (stop, output ref | None, stats)
+    reported: bool = False  # progress counted (a result computed again is not counted twice)
+
+
+@dataclass
+class _Shard:
+    index: int
+    first_seq: int
+    text_bytes: int = 0
+    last_seq: int | None = None  # set once the shard takes no more chunks
+    seqs: list = field(default_factory=list)
+    open_chunks: int = 0
+    writing: Any = None  # ref of the write_shard call in flight
+    attempts: int = 0
+
+
+class _Feed:
+    """Chunks in seq order from reader tasks that run ahead on the cluster."""
+
+    def __init__(self, reader: Any, splits: list[Split], options: dict, ahead: int) -> None:
+        self.reader, self.options, self.ahead = reader, options, ahead
+        self.waiting = deque(splits)
+        self.running: deque = deque()
+        self.seq = 0
+        self.held: tuple | None = None
+        self._top_up()
+
+    def _top_up(self) -> None:
+        while self.waiting and len(self.running) < self.ahead:
+            self.running.append(self.reader.remote(self.waiting.popleft(), self.options))
+
+    @property
+    def done(self) -> bool:
+        return self.held is None and not self.running
+
+    def waitable(self) -> Any:
+        return self.running[0] if self.held is None and self.running else None
+
+    def next(self, timeout: float | None = 0.0) -> tuple[int, Any, dict] | None:
+        """(seq, batch ref, facts) of the next chunk, or None when it is not ready (or the input ended)."""
+        import ray
+
+        if self.held is not None:
+            item, self.held = self.held, None
+            return item
+        while self.running:
+            gen = self.running[0]
+            if not self.ready(gen) and not (timeout != 0 and ray.wait([gen], timeout=timeout, fetch_local=False)[0]):
+                return None
+            try:
+                batch = next(gen)
+            except StopIteration:
+                self.running.popleft()
+                self._top_up()
+                continue
+            try:
+                facts = next(gen)
+            except StopIteration:
+                ray.get(batch)  # the reader failed: its error is in this ref
+                raise RuntimeError("a reader ended mid-chunk") from None
+            meta = _get_reader(facts)
+            self.seq += 1
+            return self.seq - 1, batch, meta
+        return None
+
+    @staticmethod
+    def ready(gen: Any) -> bool:
+        """next(gen) returns at once (a chunk, an error, or the end); cheaper than ray.wait."""
+        return gen.next_ready() or gen.is_finished()
+
+    def peek(self) -> tuple[int, Any, dict] | None:
+        """The first chunk (blocking), kept for the next `next()`."""
+        self.held = self.next(timeout=None)
+        return self.held
+
+    def cancel(self) -> None:
+        import ray
+
+        for gen in self.running:
+            with contextlib.suppress(Exception):  # best effort on the way out
+                ray.cancel(gen, force=True)
+        self.running.clear()
+
+
+def _get_reader(ref: Any) -> Any:
+    """ray.get for reader results: a user error in a reader (missing field, strict mode) stays one line."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, UserError):
+            raise UserError(str(exc.cause)) from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "cause", None) or exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+class RayEngine:
+    """Run one pipeline over planned splits with M worker actors and W writer actors."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        tokenizer: TokenizerInfo,
+        router: Router,
+        output: Output,
+        feed: _Feed,
+        *,
+        start_seq: int = 0,
+        journal_entries: list[dict] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        slow_workers: dict[int, float] | None = None,
+        manifest_base: dict | None = None,
+        writers: int | None = None,
+    ) -> None:
+        self.config, self.tokenizer, self.router, self.output, self.feed = config, tokenizer, router, output, feed
+        self.workers_n = router.workers
+        self.writers_n = writers or max(2, math.ceil(self.workers_n / 16))
+        self.window = max(4, 4 * self.workers_n)
+        self.max_open_shards = 2 * self.writers_n
+        self.start_seq = start_seq
+        self.entries = list(journal_entries or [])
+        self.on_progress = on_progress or (lambda _bytes, _docs: None)
+        self.slow_workers = slow_workers or {}
+        self.manifest_base = manifest_base or {}
+        self.faults: list[str] = []
+        self.accounts = [WorkerAccount(j) for j in range(self.workers_n)]
+        self.routing: dict[str, list] = {
+            k: [] for k in ("seq", "start", "stop", "attempt", "worker", "bytes", "queued_at", "started_at",
+                            "finished_at")
+        }
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def _new_actor(self, index: int) -> _Actor:
+        config = self.config.to_dict()
+        cpus = 1 if self.workers_n <= self.cluster_cpus else 0  # oversubscribed: no reservation, all start
+        handle = self.stage_cls.options(
+            num_cpus=cpus, max_restarts=3, max_task_retries=0, scheduling_strategy="SPREAD",
+        ).remote(config, self.tokenizer.backend, self.files_name, self.slow_workers.get(index, 1.0))
+        actor = _Actor(index, handle, started_at=time.perf_counter())
+        self._ping(actor)
+        return actor
+
+    def _new_writer(self, index: int) -> _Actor:
+        handle = self.ray.remote(WriterActor).options(
+            num_cpus=0, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
+        ).remote(self.output.where, self.config.shard_bytes, self.config.compression)
+        writer = _Actor(index, handle, started_at=time.perf_counter())
+        self._ping(writer)
+        return writer
+
+    def _ping(self, actor: _Actor) -> None:
+        """Ask a (re)starting actor to answer once it is up."""
+        actor.ping, actor.ping_at = self._watch(actor.handle.ready.remote()), None
+        self.pinging[actor.ping] = actor
+
+    def _watch(self, ref: Any) -> Any:
+        """Have `ref` put on the done queue when it completes: O(1) per event, where ray.wait over every ref
+        in flight would cost O(refs) each time (~3 ms at 6,400 refs, the window of 1,600 workers)."""
+        ref.future().add_done_callback(lambda _future: self.done.put(ref))
+        return ref
+
+    def run(self) -> EngineResult:
+        import ray
+
+        self.ray = ray
+        self.cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.stage_cls = ray.remote(StageActor)
+        self.files_name = f"prep-files-{os.getpid()}-{time.time_ns()}"  # by name: a handle argument counts too
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.files = ray.remote(FileActor).options(num_cpus=0, name=self.files_name, max_restarts=-1,
+                                                   scheduling_strategy=here).remote(self.config.tokenizer)
+        self.actors: list[_Actor] = []
+        self.writers: list[_Actor] = []
+        try:
+            return self._run()
+        finally:
+            self.feed.cancel()
+            for handle in [a.handle for a in self.actors + self.writers] + [self.files]:
+                ray.kill(handle)
+
+    def _run(self) -> EngineResult:
+        self.t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()  # refs that completed, from Ray's callback thread
+        self.pinging: dict = {}  # ready() ref -> actor
+        self.writing: dict = {}  # write_shard ref -> shard index
+        self.nodes: dict[str, list] = {"workers": [None] * self.workers_n, "writers": [None] * self.writers_n}
+        self.writers = [self._new_writer(w) for w in range(self.writers_n)]
+        self.actors = [self._new_actor(j) for j in range(self.workers_n)]
+        self.tasks: dict[int, _Task] = {}
+        self.by_result: dict = {}  # result ref -> task id
+        self.chunks: dict[int, _ChunkState] = {}
+        self.shards: dict[int, _Shard] = {}
+        self.filling: _Shard | None = None
+        self.next_shard = len(self.entries)
+        self.committed: dict[int, dict] = {}
+        self.ready_tasks: deque[int] = deque()
+        self.outstanding = [0] * self.workers_n
+        self.computing = 0  # admitted chunks with rows still to compute
+        self.next_task_id = self.deaths = self.startup_failures = self.writer_deaths = 0
+        self.no_worker_since: float | None = None
+        self.next_check = 0.0
+        source_done = False
+
+        while True:
+            while not source_done and self._can_admit():
+                item = self.feed.next()
+                if item is None:
+                    source_done = self.feed.done
+                    break
+                self._admit(*item)
+            if source_done and self.filling is not None:
+                self.filling.last_seq = self.filling.seqs[-1]
+                self.filling = None
+            self._dispatch()
+            self._seal()
+            if source_done and not self.shards:
+                break
+            self._wait_and_handle(feed=not source_done and self._can_admit())
+
+        self.timings["driver_cpu_s"] = time.process_time() - cpu0
+        return self._finish()
+
+    # -------------------------------------------------------------------------------------- the flow
+    def _can_admit(self) -> bool:
+        """Bounded memory: chunks in computation, and shards held until written."""
+        return self.computing < self.window and (self.filling is not None
+                                                 or len(self.shards) < self.max_open_shards)
+
+    def _admit(self, seq: int, batch: Any, meta: dict) -> None:
+        if seq < self.start_seq:  # committed by an earlier run (--resume)
+            self.on_progress(meta["input_bytes"], 0)
+            return
+        info = {k: meta[k] for k in ("rows", "text_bytes", "documents_in", "quarantine")}
+        shard = self.filling
+        if shard is None:
+            shard = self.filling = self.shards[self.next_shard] = _Shard(self.next_shard, seq)
+            self.next_shard += 1
+        shard.seqs.append(seq)
+        shard.text_bytes += info["text_bytes"]
+        if shard.text_bytes >= self.config.shard_bytes:  # the rule ShardWriter commits by
+            shard.last_seq, self.filling = seq, None
+        state = _ChunkState(seq, shard.index, info, meta["source"], meta["input_bytes"], batch)
+        self.chunks[seq] = state
+        if info["rows"] == 0:  # only bad records: nothing to compute
+            state.reported = True
+            self.on_progress(state.input_bytes, info["documents_in"])
+            return
+        shard.open_chunks += 1
+        self.computing += 1
+        self._new_task(state, 0, info["rows"], attempts=0)
+
+    def _new_task(self, state: _ChunkState, start: int, stop: int, attempts: int) -> None:
+        rows, text_bytes = state.info["rows"], state.info["text_bytes"]
+        nbytes = text_bytes if (start, stop) == (0, rows) else max(1, text_bytes * (stop - start) // max(1, rows))
+        task = _Task(self.next_task_id, state.seq, start, stop, nbytes, attempts)
+        self.next_task_id += 1
+        self.tasks[task.task_id] = task
+        state.open_tasks += 1
+        self.ready_tasks.append(task.task_id)
+
+    def _dispatch(self) -> None:
+        alive = [a.alive and a.kill_reason is None for a in self.actors]
+        if not any(alive):
+            if self.ready_tasks and self.no_worker_since is None:
+                self.no_worker_since = time.perf_counter()
+            return
+        self.no_worker_since = None
+        while self.ready_tasks:
+            task = self.tasks[self.ready_tasks.popleft()]
+            j = self.router.choose(task.seq, task.nbytes, self.outstanding, alive)
+            actor = self.actors[j]
+            task.worker, task.queued_at = j, time.perf_counter()
+            if not actor.queue:
+                actor.head_since = task.queued_at
+            actor.queue.append(task.task_id)
+            self.outstanding[j] += task.nbytes
+            batch = self.chunks[task.seq].batch
+            task.result, task.output = actor.handle.process.options(num_returns=2).remote(
+                batch, task.start, task.stop)
+            self.by_result[self._watch(task.result)] = task.task_id
+
+    def _seal(self) -> None:
+        """Send every shard whose chunks are all computed to the writer that owns it."""
+        for shard in self.shards.values():
+            writer = self.writers[shard.index % self.writers_n]
+            if shard.last_seq is None or shard.open_chunks or shard.writing is not None or not writer.alive:
+                continue
+            chunks = []
+            for seq in shard.seqs:
+                state = self.chunks[seq]
+                parts = [(start, stop, None if ref is None else [ref], stats)
+                         for start, (stop, ref, stats) in sorted(state.parts.items())]
+                chunks.append((seq, state.info, parts))
+            shard.writing = self._watch(writer.handle.write_shard.remote(shard.index, shard.first_seq, chunks))
+            self.writing[shard.writing] = shard.index
+
+    def _wait_and_handle(self, feed: bool) -> None:
+        """Handle what completed; block until something does (or the next chunk is read, when one may be
+        admitted: the reader is then what everyone waits for, and it is polled)."""
+        timeout = self._check_timeouts()
+        gen = self.feed.waitable() if feed else None
+        if gen is not None:
+            timeout = 0.0 if self.feed.ready(gen) else POLL_S
+        try:
+            ref = self.done.get(timeout=timeout) if timeout else self.done.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if ref in self.pinging:
+                self._on_ping(self.pinging.pop(ref), ref)
+            elif ref in self.by_result:
+                self._on_result(self.tasks[self.by_result[ref]], ref)
+            elif ref in self.writing:
+                self._on_written(self.shards[self.writing.pop(ref)], ref)
+            # anything else was superseded (its task routed again)
+            try:
+                ref = self.done.get_nowait()
+            except queue.Empty:
+                return
+
+    def _check_timeouts(self) -> float:
+        """Kill an actor whose current task ran past the chunk timeout; a run with no live worker fails.
+        At most every WAIT_S: it looks at every actor."""
+        now = time.perf_counter()
+        if now < self.next_check:
+            return WAIT_S
+        self.next_check = now + WAIT_S
+        limit = self.config.chunk_timeout_s
+        for a in self.actors:
+            if a.queue and a.alive and a.kill_reason is None and now - a.head_since > limit:
+                a.kill_reason = f"timeout: no result after {limit:g} s"
+                self.ray.kill(a.handle, no_restart=False)
+        for a in self.actors + self.writers:
+            if a.ping_at is not None and now >= a.ping_at:
+                self._ping(a)
+        if self.no_worker_since is not None and now - self.no_worker_since > limit:
+            raise RunFailed(f"no live worker for {limit:g} s (deaths: {self.deaths})")
+        return WAIT_S
+
+    # ------------------------------------------------------------------------------------- results
+    def _on_ping(self, actor: _Actor, ref: Any) -> None:
+        """A (re)started actor answered, or it is unreachable for now (ask again), or gone (replace it)."""
+        ray = self.ray
+        pool, new = (self.actors, self._new_actor) if actor in self.actors else (self.writers, self._new_writer)
+        if pool[actor.index] is not actor or actor.ping is not ref:
+            return  # replaced, or asked again since
+        actor.ping = None
+        try:
+            node = ray.get(ref)
+        except ray.exceptions.ActorUnavailableError:
+            actor.ping_at = time.perf_counter() + 1.0
+            return
+        except ray.exceptions.RayActorError as exc:
+            if pool is self.actors and not actor.started:
+                self.startup_failures += 1
+                if self.startup_failures >= 3 * self.workers_n:
+                    raise RunFailed(f"workers keep dying at start ({self.startup_failures} times; last: "
+                                    f"{_first_line(exc)})") from None
+            ray.kill(actor.handle)
+            pool[actor.index] = new(actor.index)
+            return
+        actor.alive = actor.started = True
+        actor.kill_reason = None
+        self.nodes["workers" if pool is self.actors else "writers"][actor.index] = node
+        if pool is self.actors:
+            self.startup_failures = 0
+            self.timings.setdefault("first_worker_ready_s", time.perf_counter() - self.t0)
+            if all(a.started for a in self.actors):
+                self.timings.setdefault("all_workers_ready_s", time.perf_counter() - self.t0)
+
+    def _on_result(self, task: _Task, ref: Any) -> None:
+        ray = self.ray
+        actor = self.actors[task.worker]
+        try:
+            stats, timing = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:
+            self._on_actor_death(actor, actor.kill_reason or f"worker lost ({type(exc).__name__})")
+            return
+        except ray.exceptions.ObjectLostError as exc:
+            raise RunFailed(f"chunk {task.seq}: its input was lost and could not be read again "
+                            f"({_first_line(exc)})") from None
+        except ray.exceptions.RayTaskError as exc:
+            self._leave_actor(actor, task)
+            actor.head_since = time.perf_counter()
+            self._task_fault(task, "exception: " + _first_line(exc))
+            return
+        now = time.perf_counter()
+        self._leave_actor(actor, task)
+        actor.head_since = now
+        del self.tasks[task.task_id]
+        self.router.observe(actor.index, task.nbytes, timing["busy_s"])
+        account = self.accounts[actor.index]
+        account.chunks += 1
+        account.bytes += task.nbytes
+        account.documents += stats["documents"]
+        account.tokens += stats["tokens"]
+        for key in ("busy_s", "tokenize_s", "features_s", "transport_s"):
+            setattr(account, key, getattr(account, key) + timing[key])
+        started = max(task.queued_at, now - timing["busy_s"])
+        account.queue_wait_s += started - task.queued_at
+        for key, value in zip(
+            self.routing,
+            (task.seq, task.start, task.stop, task.attempts, actor.index, task.nbytes, task.queued_at - self.t0,
+             started - self.t0, now - self.t0),
+            strict=True,
+        ):
+            self.routing[key].append(value)
+        self.chunks[task.seq].parts[task.start] = (task.stop, task.output, stats)
+        self._task_closed(task.seq)
+
+    def _leave_actor(self, actor: _Actor, task: _Task) -> None:
+        del self.by_result[task.result]
+        actor.queue.remove(task.task_id)
+        self.outstanding[actor.index] -= task.nbytes
+
+    def _task_closed(self, seq: int) -> None:
+        state = self.chunks[seq]
+        state.open_tasks -= 1
+        if state.open_tasks == 0:
+            self.computing -= 1
+            self.shards[state.shard].open_chunks -= 1
+            if not state.reported:
+                state.reported = True
+                self.on_progress(state.input_bytes, state.info["documents_in"])
+
+    def _task_fault(self, task: _Task, reason: str) -> None:
+        """Retry, then bisect, then quarantine: a poison document ends isolated, the rest written."""
+        task.attempts += 1
+        self.faults.append(f"chunk {task.seq} rows {task.start}-{task.stop}: {reason}")
+        if task.attempts < MAX_ATTEMPTS:
+            self.ready_tasks.appendleft(task.task_id)
+            return
+        del self.tasks[task.task_id]
+        state = self.chunks[task.seq]
+        if task.stop - task.start > 1:
+            mid = (task.start + task.stop) // 2
+            self._new_task(state, task.start, mid, attempts=0)
+            self._new_task(state, mid, task.stop, attempts=0)
+        else:
+            row = self.ray.get(state.batch).slice(task.start, 1).to_pylist()[0]
+            record = {"source": state.source, "position": row["id"], "reason": reason, "raw": row["text"][:1000]}
+            state.parts[task.start] = (task.stop, None,
+                                       {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]})
+        self._task_closed(task.seq)
+
+    def _on_actor_death(self, actor: _Actor, reason: str) -> None:
+        """Its queued tasks go to other actors; the one it was running is charged an attempt."""
+        self.deaths += 1
+        if self.deaths > 20 + 3 * self.next_task_id:
+            raise RunFailed(f"workers keep dying ({self.deaths} times; last: {reason})")
+        self.accounts[actor.index].restarts += 1
+        queue = list(actor.queue)
+        actor.alive, actor.kill_reason = False, None
+        for position, task_id in enumerate(queue):
+            task = self.tasks[task_id]
+            self._leave_actor(actor, task)
+            if position == 0 and actor.started:
+                self._task_fault(task, reason)
+            else:  # never started: route again without charging it
+                self.ready_tasks.appendleft(task_id)
+        self._ping(actor)  # answers once Ray has restarted it
+
+    def _on_written(self, shard: _Shard, ref: Any) -> None:
+        ray = self.ray
+        shard.writing = None
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as exc:  # sent again once Ray has restarted the writer
+            writer = self.writers[shard.index % self.writers_n]
+            self.faults.append(f"shard {shard.index}: writer {writer.index} lost ({type(exc).__name__}); "
+                               "written again")
+            if writer.alive:
+                writer.alive = False
+                self.writer_deaths += 1
+                if self.writer_deaths > 20 + 3 * self.next_shard:
+                    raise RunFailed(f"writers keep dying ({self.writer_deaths} times)") from None
+                self._ping(writer)
+            return
+        except ray.exceptions.RayTaskError as exc:
+            raise RuntimeError(f"the writer failed on shard {shard.index}:\n{exc}") from None
+        if "lost" in result:  # results whose node died before the writer fetched them: compute again
+            for seq, start in result["lost"]:
+                state = self.chunks[seq]
+                stop, _, _ = state.parts.pop(start)
+                if state.open_tasks == 0:
+                    self.computing += 1
+                    shard.open_chunks += 1
+                self.faults.append(f"chunk {seq} rows {start}-{stop}: result lost with its node; computed again")
+                self._new_task(state, start, stop, attempts=0)
+            return
+        self.committed[shard.index] = result
+        for seq in shard.seqs:
+            del self.chunks[seq]
+        del self.shards[shard.index]
+        while (n := len(self.entries)) in self.committed:  # the journal stays a prefix of the shards
+            done = self.committed.pop(n)
+            self.output.append(done["entry"], done["quarantine"],
+                               self.entries[-1]["quarantine_bytes"] if self.entries else 0)
+            self.entries.append(done["entry"])
+
+    # ------------------------------------------------------------------------------------------ the end
+    def _finish(self) -> EngineResult:
+        end = time.perf_counter()
+        for a in self.actors:
+            account = self.accounts[a.index]
+            account.idle_s = max(0.0, (end - a.started_at) - account.busy_s)
+        extra = dict(self.manifest_base)
+        extra["routing"] = routing_summary(self.router, self.accounts, len(self.routing["seq"]))
+        extra["timings"] = {"wall_s": round(end - self.t0, 4)}
+        engine = dict(extra.get("engine", {}))
+        engine.update({"writers": self.writers_n, "readers_ahead": self.feed.ahead,
+                       "worker_nodes": self.nodes["workers"], "writer_nodes": self.nodes["writers"]})
+        engine.update({k: round(v, 4) for k, v in self.timings.items()})
+        extra["engine"] = engine
+        manifest = self.output.finish(self.config, self.entries, extra, self.routing)
+        return EngineResult(manifest, self.accounts, self.faults)
+
+
+# ------------------------------------------------------------------------------------------------ entry
+
+
+def _cluster_address(address: str | None) -> str | None:
+    """--ray-address, else RAY_ADDRESS, else None (a local instance); checked at once, since Ray itself
+    retries an unreachable address for minutes."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address != "auto":
+        host, _, port = address.split("://")[-1].rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+    return address
+
+
+def _start_ray(address: str | None) -> tuple[bool, dict]:
+    """Connect to the cluster or start a local instance (not when this process is connected already);
+    say whether we did."""
+    import logging
+
+    ray = require_ray()
+    if ray.is_initialized():
+        return False, {"address": "existing connection", "ray_start_s": 0.0}
+    t0 = time.perf_counter()
+    kwargs: dict = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address:
+            import prep
+
+            ray.init(address=address, runtime_env={"py_modules": [os.path.dirname(prep.__file__)]}, **kwargs)
+        else:
+            ray.init(address="local", include_dashboard=False, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+            " (a cluster with token authentication also needs RAY_AUTH_MODE=token here)")
+        raise UserError(f"cannot reach the Ray cluster at {address}: {_first_line(exc)}{hint}") from None
+    return True, {"address": address or "local", "ray_start_s": round(time.perf_counter() - t0, 4)}
+
+
+def run_ray(request: Any, on_start: Callable[[dict], None] | None = None,
+            on_progress: Callable[[int, int], None] | None = None, *,
+            input_filesystem: pafs.FileSystem | None = None, output_filesystem: pafs.FileSystem | None = None,
+            writers: int | None = None) -> EngineResult:
+    """`prep run --engine ray`: the checks of `run_pipeline`, then the Ray engine.
+
+    `request` is a `prep.run.RunRequest`; its inputs and output may be local paths or URIs (s3://, gs://,
+    hdfs://), or paths inside `input_filesystem` / `output_filesystem` when those are given.
+    """
+    from prep.run import _fingerprint, _interruptible
+
+    require_ray()
+    address = _cluster_address(getattr(request, "ray_address", None))
+    config = request.config
+    if not config.tokenizer:
+        raise UserError("no tokenizer: pass --tokenizer PATH or a pipeline file that names one")
+    files, splits = plan_inputs(request.inputs, input_filesystem)
+    info = describe_tokenizer(config.tokenizer)
+    selected_features(config)
+    if config.append_eos:
+        eos_id(config.tokenizer, config.eos_token)
+    fingerprint = _fingerprint(config, files, info.sha256)
+    output = Output(resolve(request.output, output_filesystem))
+    with output.locked():
+        entries = output.start(fingerprint, request.overwrite, request.resume)
+        started_ray, engine_info = _start_ray(address)
+        ray = sys.modules["ray"]
+        try:
+            with _interruptible():  # after ray.init, which sets its own SIGTERM handler
+                result = _run_engine(request, output, files, splits, entries, info, engine_info, on_start,
+                                     on_progress, writers)
+        finally:
+            if started_ray:
+                ray.shutdown()
+    counts = result.manifest["counts"]
+    accounted = counts["documents_out"] + counts["quarantined"] + counts["filtered"]
+    if counts["documents_in"] != accounted:
+        raise RuntimeError(f"accounting mismatch: documents_in {counts['documents_in']} != out + quarantined + "
+                           f"filtered = {accounted}")
+    return result
+
+
+def _run_engine(request: Any, output: Output, files: list[InputFile], splits: list[Split], entries: list[dict],
+                info: TokenizerInfo, engine_info: dict, on_start: Callable[[dict], None] | None,
+                on_progress: Callable[[int, int], None] | None, writers: int | None) -> EngineResult:
+    """Readers first (the first chunk decides the backend), then the workers."""
+    from prep.run import _sample_texts
+
+    ray = sys.modules["ray"]
+    config = request.config
+    start_seq = entries[-1]["last_seq"] + 1 if entries else 0
+    workers = config.workers or int(ray.cluster_resources().get("CPU", 1))
+    router = make_router(config.router, workers, config.seed)
+    options = {"text_field": config.text_field, "id_field": config.id_field,
+               "keep_columns": tuple(config.keep_columns), "chunk_bytes": config.chunk_bytes, "strict": config.strict}
+    reader = ray.remote(read_split).options(num_cpus=0, scheduling_strategy="SPREAD", max_retries=3,
+                                            _generator_backpressure_num_objects=GENERATOR_BACKPRESSURE)
+    feed = _Feed(reader, splits, options, ahead=max(2, math.ceil(workers / 8)))
+    try:
+        first = feed.peek()
+        sample = []
+        if first is not None and config.backend != "tokenizers":  # one chunk, for the fast-path check
+            seq, batch, meta = first
+            sample = _sample_texts(Chunk(seq, ray.get(batch), meta["source"], meta["text_bytes"],
+                                         meta["input_bytes"], meta["documents_in"]))
+        info = choose_backend(info, config.backend, sample)
+    except BaseException:
+        feed.cancel()
+        raise
+    engine_info["nodes"] = sum(1 for n in ray.nodes() if n.get("Alive"))
+    manifest_base = {
+        "config": config.to_dict() | {"workers": workers},
+        "tokenizer": info.to_dict(),
+        "inputs": [{"path": f.display, "format": f.format, "bytes": f.size} for f in files],
+        "engine": {"name": "ray", **engine_info},
+    }
+    if on_start:
+        on_start({"workers": workers, "total_bytes": total_input_bytes(files), "files": len(files),
+                  "tokenizer": info, "start_seq": start_seq, "resumed_shards": len(entries)})
+    engine = RayEngine(config, info, router, output, feed, start_seq=start_seq, journal_entries=entries,
+                       on_progress=on_progress, slow_workers=request.slow_workers, manifest_base=manifest_base,
+                       writers=writers)
+    return engine.run()

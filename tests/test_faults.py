@@ -1,0 +1,632 @@
+"""Faults for real: killed workers, writers and coordinators, poison documents, interruptions, full disks.
+
+Each test runs `prep run` as a child process in its own session, records every process the run starts,
+disturbs it, and then checks the three things that matter: the final shards are byte-identical to an
+undisturbed run's, `documents_in = out + quarantined + filtered`, and no process and no /dev/shm segment
+of the run is left. The fault hook is PREP_DEBUG_FAULT (see prep/worker.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT, SAMPLE_TOKENIZER, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
+
+from prep.engine import shm_prefix
+
+ARGS = ("--tokenizer", str(SAMPLE_TOKENIZER), "--backend", "tokenizers", "--chunk-bytes", "16KiB",
+        "--shard-bytes", "256KiB", "--no-progress")
+ONE_SHARD = ("--shard-bytes", "64MiB")
+
+
+def build_corpus(root: Path, fortunes: int = 3000, poetry: int = 3000) -> Path:
+    """About 2.8 MB of real English, Chinese and code in two files: ~120 chunks of 16 KiB, 8 shards."""
+    write_jsonl(root / "a.jsonl", corpus_docs("en_fortunes", fortunes))
+    write_jsonl(root / "b.jsonl", corpus_docs("zh_poetry", poetry) + corpus_docs("code_python_stdlib", 40))
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> dict:
+    """The undisturbed run every disturbed one must equal, byte for byte."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    run = Run(corpus, out)
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    return snapshot(out) | {"wall_s": json.loads((out / "_manifest.json").read_text())["timings"]["wall_s"]}
+
+
+def snapshot(out: Path) -> dict:
+    manifest = json.loads((out / "_manifest.json").read_text())
+    quarantine = out / "_quarantine.jsonl"
+    return {"shards": shard_bytes_of(out), "counts": manifest["counts"],
+            "quarantine": quarantine.read_bytes() if quarantine.exists() else b""}
+
+
+class Run:
+    """One `prep run` in a session of its own, watched: every process it starts is remembered."""
+
+    def __init__(self, inputs: Path, out: Path, *extra: str, workers: int = 2, env: dict | None = None,
+                 args: tuple = ARGS, permissions: bool = False) -> None:
+        self.out = out
+        self.children_before = {p.pid for p in psutil.Process().children(recursive=True)}
+        self.log = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115 - live with the run
+        cmd = [sys.executable, "-m", "prep", "run", "--input", str(inputs), "--output", str(out), *args,
+               "--workers", str(workers), *extra]
+        if permissions:
+            cmd = [*as_if_not_root(), *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=self.log[0], stderr=self.log[1], cwd=ROOT, start_new_session=True,
+                                     env=dict(os.environ, **(env or {})))
+        self.seen: dict[int, psutil.Process] = {}
+
+    def watch(self) -> list[psutil.Process]:
+        """Record the run's processes now; return them."""
+        try:
+            found = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        for p in found:
+            self.seen.setdefault(p.pid, p)
+        return found
+
+    def named(self, prefix: str) -> list[psutil.Process]:
+        procs = []
+        for p in self.watch():
+            try:
+                if p.name().startswith(prefix) and p.status() != psutil.STATUS_ZOMBIE:
+                    procs.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return procs
+
+    def starting_workers(self) -> list[psutil.Process]:
+        """Workers still starting: children of the forkserver that have not taken their name yet."""
+        procs = self.watch()
+        servers = {p.pid for p in procs if "forkserver" in " ".join(_cmdline(p))}
+        starting = []
+        for p in procs:
+            try:
+                if p.ppid() in servers and not p.name().startswith("prep-") and p.status() != psutil.STATUS_ZOMBIE:
+                    starting.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return starting
+
+    def wait_for(self, condition, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, f"the run ended first:\n{self.output()[1]}"
+            assert time.monotonic() < deadline, "condition not met in time"
+            time.sleep(0.02)
+
+    def committed(self) -> int:
+        journal = self.out / "_journal.jsonl"
+        return max(0, len(journal.read_text().splitlines()) - 1) if journal.exists() else 0
+
+    def output(self) -> tuple[str, str]:
+        texts = []
+        for f in self.log:
+            f.seek(0)
+            texts.append(f.read())
+        return texts[0], texts[1]
+
+    def wait(self, timeout: float = 240) -> tuple[int, str, str]:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            self.watch()
+            if time.monotonic() > deadline:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                raise AssertionError(f"prep did not end in {timeout} s:\n{self.output()[1]}")
+            time.sleep(0.02)
+        return self.proc.returncode, *self.output()
+
+    def kill(self) -> None:
+        self.watch()
+        self.proc.kill()
+        self.proc.wait()
+
+    def assert_no_process_left(self, timeout: float = 10) -> None:
+        """Every process the run started is gone (a zombie waiting for init counts as gone)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = []
+            for p in self.seen.values():
+                try:
+                    if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                        alive.append(f"{p.pid} {p.name()}")
+                except psutil.NoSuchProcess:
+                    pass
+            if not alive:
+                return
+            assert time.monotonic() < deadline, f"processes left: {alive}"
+            time.sleep(0.05)
+
+
+def as_if_not_root() -> list[str]:
+    """A command prefix under which file permissions hold, also for root (which otherwise ignores them)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be enforced")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def segments(out: Path) -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob(shm_prefix(out) + "*"))
+
+
+def assert_clean(run: Run) -> None:
+    run.assert_no_process_left()
+    assert segments(run.out) == []
+    assert list(run.out.glob(".*.tmp")) == []
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= run.children_before
+
+
+def assert_same(out: Path, reference: dict) -> dict:
+    """Byte-identical shards and quarantine, the same counts, and the accounting identity."""
+    got = snapshot(out)
+    assert sorted(got["shards"]) == sorted(reference["shards"])
+    assert got["shards"] == reference["shards"]
+    assert got["quarantine"] == reference["quarantine"]
+    counts = got["counts"]
+    assert counts["documents_in"] == counts["documents_out"] + counts["quarantined"] + counts["filtered"]
+    assert counts == reference["counts"]
+    return got
+
+
+def assert_committed_intact(out: Path) -> list[dict]:
+    """Every shard present is in the journal with its checksum: nothing that only looks complete."""
+    import hashlib
+
+    lines = [json.loads(line) for line in (out / "_journal.jsonl").read_text().splitlines()]
+    entries = [e for e in lines[1:] if e.get("file")]
+    files = sorted(p.name for p in out.glob("part-*.parquet"))
+    assert files == sorted(e["file"] for e in entries)
+    for e in entries:
+        assert hashlib.sha256((out / e["file"]).read_bytes()).hexdigest() == e["sha256"]
+    assert not (out / "_manifest.json").exists()
+    return entries
+
+
+def assert_one_clear_line(err: str, *needles: str) -> None:
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("prep: error: "), err
+    for needle in needles:
+        assert needle in last, last
+
+
+def at_random_point(run: Run, rng: random.Random) -> str:
+    """Wait for a random moment of the run: during start-up, or just after 0-6 of its 8 shards were committed
+    (progress, not wall time, so that a slow or fast machine still lands inside the run). Says where."""
+    target = rng.randint(-1, 6)
+    if target < 0:
+        time.sleep(rng.uniform(0.05, 1.0))
+        return "start-up"
+    run.wait_for(lambda: run.committed() >= target)
+    time.sleep(rng.uniform(0, 0.2))
+    return f"after {target} shards"
+
+
+def resume(corpus: Path, out: Path, reference: dict, workers: int = 2) -> dict:
+    run = Run(corpus, out, "--resume", workers=workers)
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    return assert_same(out, reference)
+
+
+# ------------------------------------------------------------------------------------------- everyday
+
+
+def test_poison_document_that_kills_its_worker_is_isolated(tmp_path):
+    """A document that kills every worker it meets is bisected out and quarantined with the signal; the
+    rest equals, byte for byte, a run over the input without it."""
+    docs = corpus_docs("en_fortunes", 700)
+    poison = dict(docs[333], text=docs[333]["text"] + " POISON-KILL")
+    write_jsonl(tmp_path / "clean" / "in.jsonl", docs[:333] + docs[334:])
+    write_jsonl(tmp_path / "poisoned" / "in.jsonl", docs[:333] + [poison] + docs[334:])
+    ref = Run(tmp_path / "clean", tmp_path / "ref", *ONE_SHARD)
+    assert ref.wait()[0] == 0
+    run = Run(tmp_path / "poisoned", tmp_path / "out", *ONE_SHARD, env={"PREP_DEBUG_FAULT": "kill:POISON-KILL"})
+    rc, out, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    assert shard_bytes_of(tmp_path / "out") == shard_bytes_of(tmp_path / "ref")
+    quarantine = [json.loads(line) for line in (tmp_path / "out" / "_quarantine.jsonl").read_text().splitlines()]
+    assert quarantine == [{"source": "in.jsonl", "position": poison["id"], "reason": "worker killed by signal SIGKILL",
+                           "raw": poison["text"][:1000]}]
+    counts = json.loads((tmp_path / "out" / "_manifest.json").read_text())["counts"]
+    assert [counts[k] for k in ("documents_in", "documents_out", "quarantined", "filtered")] == [700, 699, 1, 0]
+    assert "faults survived" in out
+
+
+def test_workers_dying_at_start_stop_the_run(tmp_path):
+    write_jsonl(tmp_path / "in.jsonl", corpus_docs("en_fortunes", 50))
+    run = Run(tmp_path / "in.jsonl", tmp_path / "out", env={"PREP_DEBUG_FAULT": "start:kill"})
+    started = time.monotonic()
+    rc, _, err = run.wait(timeout=60)
+    assert rc == 1, err
+    assert time.monotonic() - started < 30
+    assert_one_clear_line(err, "workers keep dying at start", "SIGKILL")
+    assert_clean(run)
+
+
+def test_a_stage_that_fails_on_everything_stops_the_run(tmp_path):
+    """Not a poison document but a broken stage: the run stops instead of quarantining the corpus one by one."""
+    write_jsonl(tmp_path / "in.jsonl", corpus_docs("en_fortunes", 300))
+    run = Run(tmp_path / "in.jsonl", tmp_path / "out", env={"PREP_DEBUG_FAULT": "raise: "})
+    rc, _, err = run.wait(timeout=120)
+    assert rc == 1, err
+    assert_one_clear_line(err, "no document gets through the stage", "injected fault")
+    assert_clean(run)
+
+
+def test_full_dev_shm_is_an_error_not_a_sigbus():
+    """Segments are reserved when made: a /dev/shm too small (Docker's default is 64 MB) fails at once, cleanly.
+    (In a child process: shared memory starts a resource tracker, which must not outlive this test.)"""
+    name = f"prep_test{os.getpid()}_"
+    size = shutil.disk_usage("/dev/shm").free // 2 + 2**30
+    code = ("import errno, sys\nfrom prep.transport import SlotPool\n"
+            f"try:\n    SlotPool({name + 'in'!r}, 2, {size}, create=True)\n"
+            "except OSError as exc:\n    sys.exit(0 if exc.errno == errno.ENOSPC else 3)\nsys.exit(4)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(Path("/dev/shm").glob(name + "*"))
+
+
+def test_sigterm_then_resume_is_byte_identical(corpus, reference, tmp_path):
+    out = tmp_path / "out"
+    run = Run(corpus, out)
+    run.wait_for(lambda: run.committed() >= 2)
+    run.proc.send_signal(signal.SIGTERM)
+    rc, _, err = run.wait()
+    assert rc == 143, err
+    assert_one_clear_line(err, "interrupted (SIGTERM)", "--resume")
+    assert_clean(run)
+    assert len(assert_committed_intact(out)) >= 2
+    assert "unfinished run" in prep_cmd("inspect", out).stderr
+    resume(corpus, out, reference)
+    assert "unfinished" not in prep_cmd("inspect", out, check=True).stdout
+
+
+def test_resume_refuses_other_input_tokenizer_or_pipeline(tmp_path):
+    from conftest import GPT2
+
+    docs = corpus_docs("en_fortunes", 400)
+    write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    out = tmp_path / "out"
+    run = Run(tmp_path / "in", out, env={"PREP_DEBUG_FAULT": "start:kill"})  # ends with a journal, no shard
+    assert run.wait()[0] == 1
+    base = ["run", "--input", tmp_path / "in", "--output", out, *ARGS, "--resume"]
+    write_jsonl(tmp_path / "other" / "a.jsonl", docs[:-1])
+    cases = [
+        (["--input", tmp_path / "other"], "different input files"),
+        (["--tokenizer", GPT2], "different tokenizer"),
+        (["--chunk-bytes", "8KiB"], "different pipeline (chunk_bytes)"),
+        (["--features", "num_chars"], "different pipeline (features)"),
+    ]
+    for (flag, value), message in cases:
+        args = list(base)
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+        proc = prep_cmd(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert_one_clear_line(proc.stderr, message)
+    proc = prep_cmd(*base, "--workers", "3", "--router", "round-robin")  # how, not what: allowed
+    assert proc.returncode == 0, proc.stderr
+    finished = prep_cmd(*base)
+    assert finished.returncode == 2 and "holds a finished run" in finished.stderr
+
+
+@pytest.mark.parametrize("row_group_bytes", [None, 500_000])
+def test_shard_bytes_do_not_depend_on_how_a_chunk_was_split(tmp_path, monkeypatch, row_group_bytes):
+    """After a fault a chunk arrives in pieces (bisection), out of order; its shard must still be the same
+    bytes (Parquet pages depend on how the table is cut), in one row group or several."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prep import writer
+
+    if row_group_bytes:
+        monkeypatch.setattr(writer, "ROW_GROUP_BYTES", row_group_bytes)
+    n, per_chunk = 12_000, 4_000
+    lengths = [i % 50 + 20 for i in range(n)]
+    table = pa.table({"id": [f"d{i}" for i in range(n)],
+                      "input_ids": pa.array([[(i * 7 + j) % 50_000 for j in range(k)] for i, k in enumerate(lengths)],
+                                            pa.list_(pa.uint32())),
+                      "num_tokens": lengths})
+    stats = {"documents": 0, "filtered": 0, "tokens": 0}
+    written = []
+    for name, step in (("whole", per_chunk), ("pieces", 37)):
+        out = tmp_path / name
+        out.mkdir()
+        core = writer.ShardWriter(out, shard_bytes=10**9, compression="zstd", start_seq=0, entries=[])
+        for seq, lo in enumerate(range(0, n, per_chunk)):
+            core.add_chunk(seq, {"rows": per_chunk, "text_bytes": 1, "documents_in": per_chunk, "quarantine": []})
+            cuts = [*range(lo, lo + per_chunk, step), lo + per_chunk]
+            for start, stop in reversed(list(itertools.pairwise(cuts))):
+                core.add_part(seq, start - lo, stop - lo, table.slice(start, stop - start), stats)
+        core.finish({}, None)
+        written.append(shard_bytes_of(out))
+        assert pq.read_table(out).equals(table)
+        groups = sum(pq.ParquetFile(p).num_row_groups for p in out.glob("part-*.parquet"))
+        assert (groups > 1) == bool(row_group_bytes)
+    assert written[0] == written[1]
+
+
+def test_one_run_at_a_time_per_output_directory(corpus, tmp_path):
+    out = tmp_path / "out"
+    first = Run(corpus, out, "--chunk-timeout", "600", env={"PREP_DEBUG_FAULT": "hang:月"})
+    first.wait_for(lambda: first.committed() >= 1)
+    mine = segments(out)
+    second = prep_cmd("run", "--input", corpus, "--output", out, *ARGS, "--overwrite")
+    assert second.returncode == 2
+    assert_one_clear_line(second.stderr, f"another prep run is writing to {out}")
+    assert segments(out) == mine and first.proc.poll() is None  # the first run lost nothing
+    first.proc.send_signal(signal.SIGINT)
+    assert first.wait()[0] == 130
+    assert_clean(first)
+
+
+# ------------------------------------------------------------------------------------------ the matrix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_sigkill_one_worker_at_a_random_point(corpus, reference, tmp_path, seed):
+    rng = random.Random(seed)
+    run = Run(corpus, tmp_path / "out")
+    run.wait_for(lambda: len(run.named("prep-worker")) == 2)
+    at_random_point(run, rng)
+    victims = run.named("prep-worker")
+    assert victims, "the run ended before the kill"
+    rng.choice(victims).kill()
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    assert_same(tmp_path / "out", reference)
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert sum(w["restarts"] for w in manifest["routing"]["workers"]) == 1
+
+
+@pytest.mark.slow
+def test_sigkill_a_starting_worker(corpus, reference, tmp_path):
+    run = Run(corpus, tmp_path / "out")
+    run.wait_for(lambda: run.named("prep-writer"))  # the writer starts first: what is unnamed now is a worker
+    run.wait_for(lambda: run.starting_workers())
+    run.starting_workers()[0].kill()
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    assert_same(tmp_path / "out", reference)
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert sum(w["restarts"] for w in manifest["routing"]["workers"]) == 1
+
+
+@pytest.mark.slow
+def test_sigkill_workers_again_and_again(corpus, reference, tmp_path):
+    """A ready worker is killed every 0.2-0.5 s until the run ends."""
+    rng = random.Random(7)
+    run = Run(corpus, tmp_path / "out")
+    kills = 0
+    while run.proc.poll() is None:
+        time.sleep(rng.uniform(0.2, 0.5))
+        ready = run.named("prep-worker")
+        if ready:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rng.choice(ready).kill()
+                kills += 1
+    rc, out, err = run.wait()
+    assert rc == 0, err
+    assert kills >= 4
+    assert_clean(run)
+    assert_same(tmp_path / "out", reference)
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert sum(w["restarts"] for w in manifest["routing"]["workers"]) >= kills - 2  # the last may hit the end
+
+
+@pytest.mark.slow
+def test_sigkill_the_writer_then_resume(corpus, reference, tmp_path):
+    out = tmp_path / "out"
+    run = Run(corpus, out)
+    run.wait_for(lambda: run.committed() >= 1 and run.named("prep-writer"))
+    run.named("prep-writer")[0].kill()
+    rc, _, err = run.wait()
+    assert rc == 1, err
+    assert_one_clear_line(err, "the writer process died (killed by signal SIGKILL)", "--resume")
+    assert_clean(run)
+    assert_committed_intact(out)
+    resume(corpus, out, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed, workers_after", [(19, 2), (14, 1), (13, 3), (16, 2), (11, 1)])
+def test_sigkill_the_coordinator_at_a_random_point_then_resume(corpus, reference, tmp_path, seed, workers_after):
+    """The worst case: nothing is cleaned up. The children die with the coordinator, the next run removes its
+    segments and temp files, and the resumed output (with another --workers too) is the same."""
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    run = Run(corpus, out)
+    where = at_random_point(run, rng)
+    assert run.proc.poll() is None, f"the run ended before the kill ({where})"
+    run.kill()
+    run.assert_no_process_left()
+    if (out / "_manifest.json").exists():  # killed on its way out: finished, and it says so
+        assert_same(out, reference)
+        assert "holds a finished run" in prep_cmd("run", "--input", corpus, "--output", out, *ARGS, "--resume").stderr
+        return
+    committed = assert_committed_intact(out) if (out / "_journal.jsonl").exists() else []
+    got = resume(corpus, out, reference, workers=workers_after)
+    if committed:  # what was committed is not computed again
+        import pyarrow.parquet as pq
+
+        seqs = pq.read_table(out / "_routing.parquet").column("seq").to_pylist()
+        assert min(seqs, default=committed[-1]["last_seq"] + 1) > committed[-1]["last_seq"]
+    assert got["counts"] == reference["counts"]
+
+
+@pytest.mark.slow
+def test_sigkill_the_coordinator_twice_during_resume(corpus, reference, tmp_path):
+    """Killed, resumed at once (its writer must not commit behind the new run's back), killed again, resumed."""
+    out = tmp_path / "out"
+    killed = []
+    for extra in ((), ("--resume",)):
+        run = Run(corpus, out, *extra)
+        target = run.committed() + 2
+        run.wait_for(lambda target=target, run=run: run.committed() >= target)
+        run.kill()
+        killed.append(run)
+    resume(corpus, out, reference, workers=1)
+    for run in killed:
+        run.assert_no_process_left()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGINT-group", "SIGTERM-group"])
+def test_interrupt_then_resume(corpus, reference, tmp_path, how):
+    """Ctrl-C in a terminal signals the whole process group; `kill` signals the coordinator alone."""
+    out = tmp_path / "out"
+    run = Run(corpus, out)
+    run.wait_for(lambda: run.committed() >= 1)
+    signum = signal.Signals[how.split("-")[0]]
+    run.watch()
+    if how.endswith("group"):
+        os.killpg(run.proc.pid, signum)
+    else:
+        run.proc.send_signal(signum)
+    rc, _, err = run.wait()
+    assert rc == 128 + signum, err
+    assert_one_clear_line(err, f"interrupted ({signum.name})", "--resume")
+    assert_clean(run)
+    assert_committed_intact(out)
+    resume(corpus, out, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, reason", [("kill", "worker killed by signal SIGKILL"),
+                                           ("raise", "exception: RuntimeError: injected fault"),
+                                           ("hang", "timeout: no result after 1 s")])
+def test_poison_documents_in_a_multi_file_corpus(tmp_path, fault, reason):
+    """Two poison documents in different files, among ~50 chunks: both isolated, the rest identical to a run
+    without them."""
+    a, b = corpus_docs("en_fortunes", 1200), corpus_docs("zh_poetry", 1200)
+    bad_a, bad_b = dict(a[1034], text=a[1034]["text"] + " POISON"), dict(b[77], text="POISON " + b[77]["text"])
+    write_jsonl(tmp_path / "clean" / "a.jsonl", a[:1034] + a[1035:])
+    write_jsonl(tmp_path / "clean" / "b.jsonl", b[:77] + b[78:])
+    write_jsonl(tmp_path / "bad" / "a.jsonl", a[:1034] + [bad_a] + a[1035:])
+    write_jsonl(tmp_path / "bad" / "b.jsonl", b[:77] + [bad_b] + b[78:])
+    extra = (*ONE_SHARD, "--chunk-timeout", "1") if fault == "hang" else ONE_SHARD
+    args = (*ARGS[:4], "--chunk-bytes", "4KiB", "--no-progress") if fault == "hang" else ARGS
+    ref = Run(tmp_path / "clean", tmp_path / "ref", *extra, args=args)
+    assert ref.wait()[0] == 0
+    run = Run(tmp_path / "bad", tmp_path / "out", *extra, args=args, env={"PREP_DEBUG_FAULT": f"{fault}:POISON"})
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    assert shard_bytes_of(tmp_path / "out") == shard_bytes_of(tmp_path / "ref")
+    quarantine = [json.loads(line) for line in (tmp_path / "out" / "_quarantine.jsonl").read_text().splitlines()]
+    assert [(q["source"], q["position"]) for q in quarantine] == [("a.jsonl", bad_a["id"]), ("b.jsonl", bad_b["id"])]
+    assert all(q["reason"].startswith(reason) for q in quarantine), quarantine
+    counts = json.loads((tmp_path / "out" / "_manifest.json").read_text())["counts"]
+    assert counts["documents_in"] == 2400 and counts["quarantined"] == 2
+    assert counts["documents_in"] == counts["documents_out"] + counts["quarantined"] + counts["filtered"]
+
+
+@pytest.mark.slow
+def test_strict_makes_a_poison_document_an_error(tmp_path):
+    docs = corpus_docs("en_fortunes", 200)
+    docs[50] = dict(docs[50], text=docs[50]["text"] + " POISON")
+    write_jsonl(tmp_path / "in.jsonl", docs)
+    run = Run(tmp_path / "in.jsonl", tmp_path / "out", "--strict", env={"PREP_DEBUG_FAULT": "raise:POISON"})
+    rc, _, err = run.wait()
+    assert rc == 2, err
+    assert_one_clear_line(err, f"in.jsonl, document {docs[50]['id']}", "injected fault", "strict mode")
+    assert_clean(run)
+
+
+@pytest.mark.slow
+def test_hung_worker_dies_with_a_killed_coordinator_and_leftovers_are_cleaned(corpus, reference, tmp_path):
+    """A worker stuck in a document does not read its pipe: it must still die with the coordinator. The
+    segments and temp files of the killed run are removed by the next run in that directory."""
+    out = tmp_path / "out"
+    run = Run(corpus, out, "--chunk-timeout", "600", env={"PREP_DEBUG_FAULT": "hang:月"})  # all of b.jsonl
+    run.wait_for(lambda: run.committed() >= 2)
+    time.sleep(1.0)
+    assert run.proc.poll() is None
+    run.kill()
+    run.assert_no_process_left()
+    (out / ".part-00077.parquet.tmp").write_bytes(b"PAR1 half a shard")
+    leftovers = segments(out)
+    assert leftovers, "a SIGKILLed coordinator leaves its segments"
+    resume(corpus, out, reference)
+    assert segments(out) == []
+
+
+@pytest.mark.slow
+def test_disk_full_then_resume(corpus, reference, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = disk / "out"
+        run = Run(corpus, out)
+        rc, _, err = run.wait()
+        assert rc == 1, err
+        assert_one_clear_line(err, "cannot write the output: No space left on device", "--resume")
+        assert_clean(run)
+        assert len(assert_committed_intact(out)) >= 1
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resume(corpus, out, reference)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.slow
+def test_permission_denied_at_start_and_mid_run(corpus, reference, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    run = Run(corpus, locked / "out", permissions=True)
+    rc, _, err = run.wait()
+    assert rc == 2, err
+    assert_one_clear_line(err, "cannot create output directory", "Permission denied")
+
+    out = tmp_path / "out"
+    run = Run(corpus, out, permissions=True)
+    run.wait_for(lambda: run.committed() >= 1)
+    out.chmod(0o555)
+    rc, _, err = run.wait()
+    out.chmod(0o755)
+    assert rc == 1, err
+    assert_one_clear_line(err, "cannot write the output: Permission denied", "--resume")
+    assert_clean(run)
+    assert_committed_intact(out)
+    resume(corpus, out, reference)
