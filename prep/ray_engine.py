@@ -46,7 +46,7 @@ from prep.config import PipelineConfig
 from prep.engine import MAX_ATTEMPTS, EngineResult, RunFailed, WorkerAccount, routing_summary
 from prep.errors import UserError
 from prep.router import Router, make_router
-from prep.sources import InputFile, _hidden, _kind, expand_inputs, iter_chunks, total_input_bytes
+from prep.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks, total_input_bytes
 from prep.stage import selected_features
 from prep.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id
 from prep.worker import single_thread_env
@@ -192,7 +192,7 @@ def _expand_remote(where: FsPath, arg: str) -> list[InputFile]:
         if info.type == pafs.FileType.NotFound:
             raise UserError(f"input not found: {arg}")
         if info.type == pafs.FileType.File:
-            kind = _kind(where.path)
+            kind = input_kind(where.path)
             if kind is None:
                 raise UserError(f"unsupported input {arg}")
             return [InputFile(where.path, kind[0], kind[1], info.size, posixpath.basename(where.path))]
@@ -202,11 +202,11 @@ def _expand_remote(where: FsPath, arg: str) -> list[InputFile]:
     files = []
     for i in infos:
         rel = posixpath.relpath(i.path, where.path)
-        if i.type != pafs.FileType.File or any(_hidden(part) for part in rel.split("/")):
+        if i.type != pafs.FileType.File or any(is_hidden(part) for part in rel.split("/")):
             continue
         if i.base_name in ("state.json", "dataset_dict.json"):
             raise UserError(f"{arg}: datasets save_to_disk directories can be read from local paths only")
-        if (kind := _kind(i.base_name)) is not None:
+        if (kind := input_kind(i.base_name)) is not None:
             files.append(InputFile(i.path, kind[0], kind[1], i.size, rel))
     if not files:
         raise UserError(f"no input files in {arg}")
@@ -346,7 +346,7 @@ class Output:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One run at a time per local output directory (object stores have no locks)."""
-        from prep.run import _make_output_dir, _output_lock
+        from prep.run import make_output_dir, output_lock
 
         if not self.where.local:
             try:
@@ -354,8 +354,8 @@ class Output:
             finally:
                 shutil.rmtree(self.dir, ignore_errors=True)
             return
-        _make_output_dir(self.dir)
-        with _output_lock(self.dir):
+        make_output_dir(self.dir)
+        with output_lock(self.dir):
             yield
 
     def _remote(self, name: str) -> pafs.FileInfo:
@@ -374,7 +374,7 @@ class Output:
     def start(self, fingerprint: dict, overwrite: bool, resume: bool) -> list[dict]:
         """Prepare the directory (fresh, or resumed after its committed shards); return the committed
         journal entries."""
-        from prep.run import _check_resumable, _prepare_output, _remove_uncommitted
+        from prep.run import check_resumable, prepare_output, remove_uncommitted
 
         try:
             if resume and not self.where.local:
@@ -385,13 +385,13 @@ class Output:
                                         destination_filesystem=pafs.LocalFileSystem())
             header, entries = read_journal(self.dir) if resume else (None, [])
             if header is not None:
-                _check_resumable(self.dir, header["fingerprint"], fingerprint)
-                _remove_uncommitted(self.dir, entries)
+                check_resumable(self.dir, header["fingerprint"], fingerprint)
+                remove_uncommitted(self.dir, entries)
                 self._remove_remote_uncommitted(len(entries))
             else:
                 entries = []
                 if self.where.local:
-                    _prepare_output(self.dir, overwrite, resume)
+                    prepare_output(self.dir, overwrite, resume)
                 else:
                     for stale in self.dir.iterdir():  # what --resume fetched: a fresh start keeps none
                         stale.unlink()
@@ -1074,7 +1074,7 @@ def run_ray(request: Any, on_start: Callable[[dict], None] | None = None,
     `request` is a `prep.run.RunRequest`; its inputs and output may be local paths or URIs (s3://, gs://,
     hdfs://), or paths inside `input_filesystem` / `output_filesystem` when those are given.
     """
-    from prep.run import _fingerprint, _interruptible
+    from prep.run import interruptible, output_fingerprint
 
     require_ray()
     address = _cluster_address(getattr(request, "ray_address", None))
@@ -1086,14 +1086,14 @@ def run_ray(request: Any, on_start: Callable[[dict], None] | None = None,
     selected_features(config)
     if config.append_eos:
         eos_id(config.tokenizer, config.eos_token)
-    fingerprint = _fingerprint(config, files, info.sha256)
+    fingerprint = output_fingerprint(config, files, info.sha256)
     output = Output(resolve(request.output, output_filesystem))
     with output.locked():
         entries = output.start(fingerprint, request.overwrite, request.resume)
         started_ray, engine_info = _start_ray(address)
         ray = sys.modules["ray"]
         try:
-            with _interruptible():  # after ray.init, which sets its own SIGTERM handler
+            with interruptible():  # after ray.init, which sets its own SIGTERM handler
                 result = _run_engine(request, output, files, splits, entries, info, engine_info, on_start,
                                      on_progress, writers)
         finally:
@@ -1111,7 +1111,7 @@ def _run_engine(request: Any, output: Output, files: list[InputFile], splits: li
                 info: TokenizerInfo, engine_info: dict, on_start: Callable[[dict], None] | None,
                 on_progress: Callable[[int, int], None] | None, writers: int | None) -> EngineResult:
     """Readers first (the first chunk decides the backend), then the workers."""
-    from prep.run import _sample_texts
+    from prep.run import sample_texts
 
     ray = sys.modules["ray"]
     config = request.config
@@ -1128,7 +1128,7 @@ def _run_engine(request: Any, output: Output, files: list[InputFile], splits: li
         sample = []
         if first is not None and config.backend != "tokenizers":  # one chunk, for the fast-path check
             seq, batch, meta = first
-            sample = _sample_texts(Chunk(seq, ray.get(batch), meta["source"], meta["text_bytes"],
+            sample = sample_texts(Chunk(seq, ray.get(batch), meta["source"], meta["text_bytes"],
                                          meta["input_bytes"], meta["documents_in"]))
         info = choose_backend(info, config.backend, sample)
     except BaseException:

@@ -46,7 +46,7 @@ class RunRequest:
     ray_address: str | None = None
 
 
-def _make_output_dir(out: Path) -> None:
+def make_output_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} exists and is not a directory")
     try:
@@ -56,7 +56,7 @@ def _make_output_dir(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _output_lock(out: Path) -> Iterator[None]:
+def output_lock(out: Path) -> Iterator[None]:
     """One run at a time per output directory (a second one would delete the first one's shared memory).
 
     The lock is on the directory itself, so emptying it for --overwrite keeps it; the kernel drops
@@ -76,7 +76,7 @@ def _output_lock(out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
+def interruptible() -> Iterator[None]:
     """SIGINT and SIGTERM end the run through Interrupted (exit 130/143, with a word on --resume)."""
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -92,7 +92,7 @@ def _interruptible() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
+def prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
     """An empty output directory, or one emptied of an earlier run's files (--overwrite, or --resume with
     nothing committed to resume)."""
     holds_data = any(out.iterdir())
@@ -116,7 +116,7 @@ def _prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
         raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
 
 
-def _fingerprint(config: PipelineConfig, files, tokenizer_sha: str) -> dict:
+def output_fingerprint(config: PipelineConfig, files, tokenizer_sha: str) -> dict:
     """What decides the output bytes; a resumed run must match it exactly."""
     return {
         "config": config.output_fingerprint() | {"tokenizer": None},
@@ -134,7 +134,7 @@ def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = 
     if request.engine != "local":
         raise UserError(f"unknown engine {request.engine!r}; choose local or ray")
     config, out = request.config, request.output
-    with _interruptible():
+    with interruptible():
         if not config.tokenizer:
             raise UserError("no tokenizer: pass --tokenizer PATH or a pipeline file that names one")
         files = expand_inputs(request.inputs)
@@ -142,8 +142,8 @@ def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = 
         selected_features(config)  # unknown feature names fail here, before any process starts
         if config.append_eos:
             eos_id(config.tokenizer, config.eos_token)
-        _make_output_dir(out)
-        with _output_lock(out):
+        make_output_dir(out)
+        with output_lock(out):
             return _run_locked(request, files, info, on_start, on_progress)
 
 
@@ -151,17 +151,17 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     config, out = request.config, request.output
     workers = config.workers or os.cpu_count() or 1
     router = make_router(config.router, workers, config.seed)
-    fingerprint = _fingerprint(config, files, info.sha256)
+    fingerprint = output_fingerprint(config, files, info.sha256)
 
     header, entries = read_journal(out) if request.resume else (None, [])
     if header is not None:
-        _check_resumable(out, header["fingerprint"], fingerprint)
+        check_resumable(out, header["fingerprint"], fingerprint)
     else:  # a fresh start (also --resume when nothing was committed)
         entries = []
-        _prepare_output(out, request.overwrite, request.resume)
+        prepare_output(out, request.overwrite, request.resume)
     lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole: no torn line stays in the middle
     try:
-        _remove_uncommitted(out, entries)
+        remove_uncommitted(out, entries)
         write_atomic(out / JOURNAL, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines).encode())
     except OSError as exc:  # e.g. the disk is full
         raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
@@ -170,7 +170,7 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     chunks = iter_chunks(files, text_field=config.text_field, id_field=config.id_field,
                          keep_columns=config.keep_columns, chunk_bytes=config.chunk_bytes, strict=config.strict)
     first = next(chunks, None)
-    sample = [] if first is None else _sample_texts(first)
+    sample = [] if first is None else sample_texts(first)
     info = choose_backend(info, config.backend, sample)
     stream = chunks if first is None else itertools.chain([first], chunks)
 
@@ -194,7 +194,7 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     return result
 
 
-def _check_resumable(out: Path, recorded: dict, fingerprint: dict) -> None:
+def check_resumable(out: Path, recorded: dict, fingerprint: dict) -> None:
     """A resumed run must write what the interrupted one would have: same input, tokenizer and pipeline."""
     if (out / MANIFEST).exists():
         raise UserError(f"--resume: {out} holds a finished run (it has {MANIFEST}); use --overwrite to redo it")
@@ -207,7 +207,7 @@ def _check_resumable(out: Path, recorded: dict, fingerprint: dict) -> None:
                         "rerun with the original ones, or use --overwrite to start again")
 
 
-def _sample_texts(chunk) -> list[str]:
+def sample_texts(chunk) -> list[str]:
     texts, total = [], 0
     for text in chunk.batch.column("text").to_pylist():
         texts.append(text)
@@ -217,7 +217,7 @@ def _sample_texts(chunk) -> list[str]:
     return texts
 
 
-def _remove_uncommitted(out: Path, entries: list[dict]) -> None:
+def remove_uncommitted(out: Path, entries: list[dict]) -> None:
     """What the interrupted run wrote past its journal will be written again: shards, temp files and
     quarantined records beyond the committed length."""
     committed = len(entries)

@@ -93,7 +93,7 @@ def _expand(arg: str) -> list[InputFile]:
             raise UserError(f"no input files in {arg}; supported: {SUPPORTED}")
         return files
     if os.path.exists(arg):
-        kind = _kind(arg)
+        kind = input_kind(arg)
         if kind is None:
             raise UserError(f"unsupported input {arg}; supported: {SUPPORTED}")
         return [_input(arg, os.path.basename(arg), kind)]
@@ -104,7 +104,7 @@ def _expand(arg: str) -> list[InputFile]:
             rel = os.path.relpath(match, base)
             if os.path.isdir(match):
                 files += _walk(match, rel)
-            elif (kind := _kind(match)) is not None:
+            elif (kind := input_kind(match)) is not None:
                 files.append(_input(match, rel, kind))
         if files:
             return files
@@ -126,7 +126,7 @@ def _walk(root: str, prefix: str) -> list[InputFile]:
         rel = os.path.normpath(os.path.join(prefix, os.path.relpath(dirpath, root)))
         for d in sorted(dirnames):
             dirnames.remove(d)
-            if _hidden(d):
+            if is_hidden(d):
                 continue
             datasets = _dataset_inputs(os.path.join(dirpath, d), os.path.normpath(os.path.join(rel, d)))
             if datasets is None:
@@ -134,13 +134,13 @@ def _walk(root: str, prefix: str) -> list[InputFile]:
             else:
                 files += datasets
         for name in filenames:
-            if not _hidden(name) and (kind := _kind(name)) is not None:
+            if not is_hidden(name) and (kind := input_kind(name)) is not None:
                 display = os.path.normpath(os.path.join(rel, name))
                 files.append(_input(os.path.join(dirpath, name), display, kind))
     return sorted(files, key=lambda f: f.display)
 
 
-def _hidden(name: str) -> bool:
+def is_hidden(name: str) -> bool:
     return name.startswith((".", "_"))
 
 
@@ -151,7 +151,7 @@ def _glob_base(pattern: str) -> str:
     return os.sep.join(fixed) or ("/" if pattern.startswith(os.sep) else ".")
 
 
-def _kind(path: str) -> tuple[str, str | None] | None:
+def input_kind(path: str) -> tuple[str, str | None] | None:
     """(format, compression) from a file name, or None when the name is not a supported format."""
     name = os.path.basename(path).lower()
     compression = None
