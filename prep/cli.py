@@ -177,6 +177,7 @@ def inspect(
 
 
 def _register() -> None:
+    from prep.bench import bench_command
     from prep.report import report_command
     from prep.simulate import simulate_command
     from prep.train_tokenizer import train_tokenizer_command
@@ -185,6 +186,8 @@ def _register() -> None:
         friendly(train_tokenizer_command))
     app.command("simulate", help="Simulate routers without tokenizing.")(friendly(simulate_command))
     app.command("report", help="Write OUT/report.html about a finished run.")(friendly(report_command))
+    app.command("bench", help="Benchmark prep against its ceiling (workers x one tokenizer thread) and the tools "
+                "users run today.")(friendly(bench_command))
 
 
 _register()

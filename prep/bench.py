@@ -1,0 +1,845 @@
+"""`prep bench`: prep against the ceiling and against the tools users run today, in one run.
+
+The ceiling on a machine is N cores x one core's tokenizer speed; everything else a pipeline
+does is overhead. The bench measures, interleaved and repeated so that machine noise shows
+as spread: each backend's one-thread ceiling (`python -m prep.bench_peers ceiling-*`) and N
+such processes run at once (what N cores really give here), `prep run` (the real command
+line, built-in pre-training pipeline: every feature, zstd) at 1..N workers and with each
+router and backend, and the peers of `prep.bench_peers` at N. Each run is a child process;
+its whole process tree is sampled (RSS every 50 ms, PSS every 0.5 s, CPU per process), so
+besides wall-clock fractions it reports CPU efficiency (the tokenizer's own CPU need over
+all CPU the tree spent), which other work on a shared machine does not move. Every run's
+token count must equal the reference ceiling's, read back from what the run wrote (prep:
+its manifest), so a fast wrong answer cannot win.
+
+Inputs are built once per bench in a work directory: a slice of the corpus (a proportional,
+deterministic mix of every file, one JSON Lines file per source file), 10^6 tiny one-line
+documents, one huge document, and the slice hard-linked `--memory-factor` times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import typer
+
+from prep.bench_peers import PEERS, datatrove_available, output_tokens
+from prep.errors import UserError
+from prep.router import ROUTERS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_CORPUS = SHARED / "corpus"
+DEFAULT_TOKENIZER = SHARED / "tokenizers" / "gpt2.tokenizer.json"
+SCENARIOS = ("main", "tiny", "huge", "memory")
+BACKENDS = ("tokenizers", "tiktoken")
+TINY_MAX_BYTES = 200  # a "tiny" document is one line of 1..200 bytes
+CHUNK_BYTES = 2**20  # prep's default chunk; the ceilings encode batches of the same size
+RSS_EVERY_S, PSS_EVERY_S, CHILDREN_EVERY_S = 0.05, 0.5, 0.2
+TARGETS = {"tokenizers": 0.92, "tiktoken": 0.85}
+MEMORY_TARGET_MB = 600
+COLORS = {"ceiling": "#888888", "tokenizers": "#1f77b4", "tiktoken": "#17becf", "peer": "#ff7f0e"}
+SPLIT_COLORS = {"tokenize": "#1f77b4", "features": "#2ca02c", "transport": "#9467bd", "other": "#8c564b",
+                "idle": "#dddddd"}
+
+
+# ------------------------------------------------------------------------------------------ inputs
+@dataclass
+class Corpus:
+    """One input of the bench: a directory of JSON Lines files (or one file) and its size."""
+
+    path: Path
+    text_bytes: int
+    documents: int
+    files: int
+
+
+def read_source(corpus: Path) -> list[tuple[str, pa.Table]]:
+    """Every document of every input file (any format prep reads), as (name, table of id, text).
+
+    Empty and whitespace-only texts are left out: prep filters them by design, so every
+    variant gets the same documents to tokenize.
+    """
+    from prep.sources import expand_inputs, iter_chunks
+
+    tables = []
+    for f in expand_inputs([str(corpus)]):
+        batches = [c.batch.select(["id", "text"]) for c in iter_chunks([f]) if c.batch.num_rows]
+        if batches:
+            table = pa.Table.from_batches(batches)
+            table = table.filter(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table.column("text"))), 0))
+            tables.append((Path(f.display).name.split(".")[0] or "input", table.combine_chunks()))
+    if not tables:
+        raise UserError(f"--corpus {corpus}: no documents found")
+    return tables
+
+
+def write_jsonl(path: Path, ids: Sequence[str], texts: Sequence[str]) -> None:
+    """The plain JSON Lines every variant reads (no decompression, so no variant pays for it)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n" for i, t in zip(ids, texts,
+                                                                                                  strict=True))
+
+
+def _describe(path: Path, tables: Sequence[pa.Table]) -> Corpus:
+    texts = [t.column("text") for t in tables]
+    size = sum(int(pc.sum(pc.binary_length(c)).as_py() or 0) for c in texts)
+    return Corpus(path, size, sum(len(c) for c in texts), len(tables))
+
+
+def make_slice(source: list[tuple[str, pa.Table]], mb: float, dest: Path) -> tuple[Corpus, list[pa.Table]]:
+    """The first documents of every file, each file giving (at least) the same fraction of its text: mb MB."""
+    dest.mkdir(parents=True, exist_ok=True)
+    sizes = [pc.binary_length(t.column("text")).to_numpy() for _, t in source]
+    share = min(1.0, mb * 1e6 / max(1, sum(int(s.sum()) for s in sizes)))
+    taken = []
+    for k, ((name, table), size) in enumerate(zip(source, sizes, strict=True)):
+        rows = len(table) if share >= 1 else int(np.searchsorted(np.cumsum(size), share * size.sum())) + 1
+        part = table.slice(0, rows)
+        write_jsonl(dest / f"{k:03d}_{name}.jsonl", part.column("id").to_pylist(), part.column("text").to_pylist())
+        taken.append(part)
+    return _describe(dest, taken), taken
+
+
+def make_tiny(source: list[tuple[str, pa.Table]], count: int, dest: Path) -> Corpus:
+    """`count` one-line documents of 1..200 bytes, drawn (seeded) from the lines of every file."""
+    lines = pa.chunked_array([pc.list_flatten(pc.split_pattern(t.column("text"), "\n")) for _, t in source])
+    lines = pc.utf8_trim_whitespace(lines)
+    size = pc.binary_length(lines)
+    lines = lines.filter(pc.and_(pc.greater(size, 0), pc.less_equal(size, TINY_MAX_BYTES)))
+    if len(lines) == 0:
+        raise UserError("the corpus has no short lines to make tiny documents from")
+    order = np.resize(np.random.default_rng(0).permutation(len(lines)), count)
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / "tiny.jsonl"
+    texts = lines.take(pa.array(order)).combine_chunks()
+    write_jsonl(path, [f"tiny-{i}" for i in range(count)], texts.to_pylist())
+    return _describe(dest, [pa.table({"text": texts})])
+
+
+def make_huge(slice_tables: list[pa.Table], mb: float, dest: Path) -> Corpus:
+    """One document of `mb` MB: the slice's texts joined by blank lines, repeated as needed."""
+    joined = "\n\n".join(t for table in slice_tables for t in table.column("text").to_pylist()).encode()
+    target = int(mb * 1e6)
+    data = (joined * (target // max(1, len(joined)) + 1))[:target]
+    text = data.decode("utf-8", errors="ignore")
+    dest.mkdir(parents=True, exist_ok=True)
+    write_jsonl(dest / "huge.jsonl", ["huge-0"], [text])
+    return _describe(dest, [pa.table({"text": [text]})])
+
+
+def make_scaled(base: Corpus, factor: int, dest: Path) -> Corpus:
+    """`factor` hard-linked copies of the slice: factor x the data, no extra disk."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for k in range(factor):
+        for f in sorted(base.path.glob("*.jsonl")):
+            target = dest / f"{k}-{f.name}"
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copyfile(f, target)
+    return Corpus(dest, base.text_bytes * factor, base.documents * factor, base.files * factor)
+
+
+# ---------------------------------------------------------------------------------------- variants
+@dataclass(frozen=True)
+class Variant:
+    """One thing to time. Its tokens must be `scale` x the reference ceiling's on `base`."""
+
+    name: str
+    scenario: str
+    kind: str  # ceiling | prep | peer
+    corpus: str  # key of the bench's corpora: main, tiny, huge, scaled
+    backend: str = "tokenizers"
+    workers: int = 1
+    router: str | None = None
+    peer: str | None = None
+    base: str = ""  # the corpus whose ceiling this variant is measured against (default: its own)
+    scale: int = 1
+
+    @property
+    def reference(self) -> str:
+        return self.base or self.corpus
+
+
+def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[str], peers: Sequence[str],
+         workers: int, memory_factor: int) -> list[Variant]:
+    """Every variant of the chosen scenarios, once each, in a stable order."""
+    out: dict[str, Variant] = {}
+
+    def add(v: Variant) -> None:
+        out.setdefault(v.name, v)
+
+    def ceiling(scenario: str, corpus: str, backend: str, w: int = 1) -> None:
+        label = "1 thread" if w == 1 else f"{w} processes"
+        add(Variant(f"ceiling {backend} {label}{_suffix(corpus)}", scenario, "ceiling", corpus, backend, w))
+
+    def prep(scenario: str, corpus: str, backend: str, w: int, router: str, base: str = "", scale: int = 1):
+        add(Variant(f"prep {backend} w{w} {router}{_suffix(corpus, scale)}", scenario, "prep", corpus, backend, w,
+                    router, base=base, scale=scale))
+
+    for scenario in scenarios:
+        corpus = {"main": "main", "memory": "main", "tiny": "tiny", "huge": "huge"}[scenario]
+        for backend in backends:
+            ceiling(scenario, corpus, backend)
+            if scenario == "main" and workers > 1:
+                ceiling(scenario, corpus, backend, workers)
+        for backend in backends:
+            if scenario == "main":
+                for w in range(1, workers):
+                    prep(scenario, corpus, backend, w, routers[0])
+                for router in routers:
+                    prep(scenario, corpus, backend, workers, router)
+            else:
+                prep(scenario, corpus, backend, workers, routers[0])
+            if scenario == "memory":
+                prep(scenario, "scaled", backend, workers, routers[0], base="main", scale=memory_factor)
+        if scenario == "main":
+            for peer in peers:
+                add(Variant(f"{peer} w{workers}", scenario, "peer", corpus, "tokenizers", workers, peer=peer))
+    return list(out.values())
+
+
+def _suffix(corpus: str, scale: int = 1) -> str:
+    return {"main": "", "tiny": " tiny", "huge": " huge"}.get(corpus, f" x{scale}")
+
+
+# ------------------------------------------------------------------------------------- measuring
+@dataclass
+class Measured:
+    """One child process tree, from start to exit."""
+
+    wall_s: float
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_mb: float
+    peak_pss_mb: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    worker_cpu_s: list[float] = field(default_factory=list)
+    peak_rss_by_role_mb: dict[str, float] = field(default_factory=dict)  # each process's own peak, summed by role
+
+
+def _roles(procs: dict[int, dict], root: int, prep: bool) -> dict[int, str]:
+    """Name the processes of a tree: prep's writer is the first child of its forkserver, then workers."""
+    servers = {pid for pid, p in procs.items() if p["ppid"] == root and "forkserver" in p["cmdline"]}
+    roles = {pid: ("helper" if pid in servers or "resource_tracker" in p["cmdline"] else "child")
+             for pid, p in procs.items()}
+    roles[root] = "coordinator" if prep else "main"
+    if prep:
+        forked = sorted((p["create"], pid) for pid, p in procs.items() if p["ppid"] in servers)
+        for k, (_, pid) in enumerate(forked):
+            roles[pid] = "writer" if k == 0 else "worker"
+    return roles
+
+
+def measure(cmd: Sequence[str], env: dict[str, str], timeout: float, prep: bool = False) -> Measured:
+    """Run `cmd`, sampling RSS (sum over the tree), PSS and CPU of every process in its tree."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env)
+        root = psutil.Process(proc.pid)
+        procs: dict[int, dict] = {}
+        handles = {proc.pid: root}
+        peak_rss = peak_pss = 0
+        next_children = next_pss = 0.0
+        while True:
+            try:
+                proc.wait(timeout=RSS_EVERY_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.perf_counter()
+            if now - started > timeout:
+                _kill_tree(root)
+                proc.wait()
+                break
+            if now >= next_children:
+                try:
+                    for child in root.children(recursive=True):
+                        handles.setdefault(child.pid, child)
+                except psutil.Error:
+                    pass
+                next_children = now + CHILDREN_EVERY_S
+            rss, pss, take_pss = 0, 0, now >= next_pss
+            for pid, handle in list(handles.items()):
+                try:
+                    with handle.oneshot():
+                        memory = handle.memory_full_info() if take_pss else handle.memory_info()
+                        cpu = handle.cpu_times()
+                        if pid not in procs:
+                            procs[pid] = {"ppid": handle.ppid(), "create": handle.create_time(),
+                                          "cmdline": " ".join(handle.cmdline())}
+                except psutil.Error:
+                    handles.pop(pid)
+                    continue
+                procs[pid]["cpu"] = cpu.user + cpu.system
+                procs[pid]["rss"] = max(procs[pid].get("rss", 0), memory.rss)
+                rss += memory.rss
+                pss += getattr(memory, "pss", 0)
+            peak_rss = max(peak_rss, rss)
+            if take_pss:
+                peak_pss, next_pss = max(peak_pss, pss), now + PSS_EVERY_S
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    roles = _roles(procs, proc.pid, prep)
+    cpu: dict[str, float] = {}
+    rss_by_role: dict[str, float] = {}
+    for pid, p in procs.items():
+        cpu[roles[pid]] = cpu.get(roles[pid], 0.0) + p.get("cpu", 0.0)
+        rss_by_role[roles[pid]] = rss_by_role.get(roles[pid], 0.0) + p.get("rss", 0) / 2**20
+    workers = [procs[pid].get("cpu", 0.0) for _, pid in sorted((p["create"], pid) for pid, p in procs.items()
+                                                               if roles[pid] == "worker")]
+    code = proc.returncode if wall <= timeout else -9
+    return Measured(wall, code, stdout, stderr, peak_rss / 2**20, peak_pss / 2**20,
+                    {k: round(v, 3) for k, v in cpu.items()}, [round(c, 3) for c in workers],
+                    {k: round(v, 1) for k, v in rss_by_role.items()})
+
+
+def _kill_tree(root: psutil.Process) -> None:
+    try:
+        family = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for p in family:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+def _env(threads: int) -> dict[str, str]:
+    """A clean environment: the tokenizer thread count set on purpose, never inherited; no network."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM")}
+    env.update(RAYON_NUM_THREADS=str(threads), HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def read_prep_tokens(out: Path) -> int:
+    """Tokens prep says it wrote (its manifest's counts)."""
+    return int(json.loads((out / "_manifest.json").read_text(encoding="utf-8"))["counts"]["tokens"])
+
+
+def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout: float) -> dict:
+    """Run one variant once; return its record (timings, tokens, memory, prep's accounting)."""
+    py = sys.executable
+    record: dict = {"ok": True, "error": None, "loadavg_1m": round(os.getloadavg()[0], 2)}
+    if v.kind == "ceiling":
+        cmd = [py, "-m", "prep.bench_peers", f"ceiling-{v.backend}", "--input", str(corpus.path),
+               "--tokenizer", str(tokenizer), "--batch-bytes", str(CHUNK_BYTES), "--workers", str(v.workers)]
+        env = _env(1)
+    elif v.kind == "prep":
+        cmd = [py, "-m", "prep", "run", "--input", str(corpus.path), "--output", str(out), "--tokenizer",
+               str(tokenizer), "--workers", str(v.workers), "--router", v.router, "--backend", v.backend,
+               "--overwrite", "--no-progress", "--chunk-timeout", str(timeout)]
+        env = _env(1)
+    else:
+        cmd = [py, "-m", "prep.bench_peers", v.peer, "--input", str(corpus.path), "--tokenizer", str(tokenizer),
+               "--workers", str(v.workers), "--output", str(out)]
+        env = _env(v.workers if v.peer == "hf-threads" else 1)
+    m = measure(cmd, env, timeout, prep=v.kind == "prep")
+    record.update(wall_s=round(m.wall_s, 3), seconds=m.wall_s, peak_rss_mb=round(m.peak_rss_mb, 1),
+                  peak_pss_mb=round(m.peak_pss_mb, 1), cpu_s=m.cpu_s, peak_rss_by_role_mb=m.peak_rss_by_role_mb)
+    if m.returncode != 0:
+        tail = " | ".join(m.stderr.strip().splitlines()[-3:])
+        record.update(ok=False, error=f"exit code {m.returncode}: {tail}", tokens=None)
+        return record
+    try:
+        if v.kind == "ceiling":
+            result = json.loads(m.stdout.strip().splitlines()[-1])
+            record.update(seconds=result["seconds"], encode_cpu_s=result["cpu_seconds"], tokens=result["tokens"])
+        elif v.kind == "prep":
+            manifest = json.loads((out / "_manifest.json").read_text(encoding="utf-8"))
+            routing = manifest["routing"]
+            record.update(tokens=read_prep_tokens(out), engine_wall_s=manifest["timings"]["wall_s"],
+                          backend_used=manifest["tokenizer"]["backend"], router_used=routing["router"],
+                          imbalance=routing.get("imbalance"), worker_cpu_s=m.worker_cpu_s,
+                          workers=[_split(w) for w in routing["workers"]])
+            if record["backend_used"] != v.backend:
+                record.update(ok=False, error=f"asked for backend {v.backend}, prep used {record['backend_used']}")
+        else:
+            record["tokens"] = output_tokens(v.peer, out)
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        record.update(ok=False, error=f"unreadable result: {exc}", tokens=None)
+    record["seconds"] = round(record["seconds"], 4)
+    return record
+
+
+def _split(w: dict) -> dict:
+    """One worker's time, from prep's accounting: busy = tokenize + features + transport + other."""
+    keys = ("busy_s", "tokenize_s", "features_s", "transport_s", "idle_s", "queue_wait_s")
+    split = {k: w.get(k, 0.0) for k in keys} | {"chunks": w.get("chunks", 0), "bytes": w.get("bytes", 0)}
+    split["other_s"] = max(0.0, split["busy_s"] - split["tokenize_s"] - split["features_s"] - split["transport_s"])
+    return split
+
+
+# ------------------------------------------------------------------------------------- the bench
+@dataclass
+class BenchOptions:
+    corpus: Path | None = None
+    mb: float = 50.0
+    tokenizer: Path = DEFAULT_TOKENIZER
+    workers: int = 0  # 0: the CPU count
+    repeats: int = 3
+    scenarios: tuple[str, ...] = ("main",)
+    routers: tuple[str, ...] = ROUTERS
+    backends: tuple[str, ...] = BACKENDS
+    peers: tuple[str, ...] = PEERS
+    tiny_docs: int = 1_000_000
+    huge_mb: float = 100.0
+    memory_factor: int = 4
+    workdir: Path | None = None
+    keep: bool = False
+    timeout: float = 3600.0
+    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+
+
+def _available(opts: BenchOptions) -> tuple[list[str], list[str], list[str]]:
+    """Backends and peers that can run here; a note for each one left out."""
+    notes, backends, peers = [], [], []
+    for backend in opts.backends:
+        if backend == "tiktoken":
+            try:
+                from prep import tiktoken_backend
+
+                tiktoken_backend.convert(opts.tokenizer)
+            except Exception as exc:  # Unsupported, or the backend is not usable in this checkout
+                notes.append(f"tiktoken backend left out: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+                continue
+        backends.append(backend)
+    for peer in opts.peers:
+        if peer == "datatrove" and not datatrove_available():
+            notes.append("datatrove peer left out: not installed (pip install datatrove to include it)")
+            continue
+        peers.append(peer)
+    return backends, peers, notes
+
+
+def _check(opts: BenchOptions) -> None:
+    bad = [s for s in opts.scenarios if s not in SCENARIOS] + [r for r in opts.routers if r not in ROUTERS] + [
+        b for b in opts.backends if b not in BACKENDS] + [p for p in opts.peers if p not in PEERS]
+    if bad:
+        raise UserError(f"unknown name(s): {', '.join(bad)}; scenarios: {', '.join(SCENARIOS)}; routers: "
+                        f"{', '.join(ROUTERS)}; backends: {', '.join(BACKENDS)}; peers: {', '.join(PEERS)}")
+    if opts.mb <= 0 or opts.huge_mb <= 0 or opts.repeats < 1 or opts.tiny_docs < 1 or opts.memory_factor < 1:
+        raise UserError("--mb, --huge-mb, --repeats, --tiny-docs and --memory-factor must be positive")
+    if not opts.routers or not opts.backends:
+        raise UserError("give at least one router and one backend")
+    if not opts.tokenizer.is_file():
+        raise UserError(f"tokenizer not found: {opts.tokenizer} (pass --tokenizer PATH)")
+    corpus = opts.corpus or DEFAULT_CORPUS
+    if not corpus.exists():
+        raise UserError(f"corpus not found: {corpus} (pass --corpus PATH)")
+
+
+def run_bench(opts: BenchOptions) -> dict:
+    """Build the inputs, run every variant `repeats` times interleaved, and summarise."""
+    _check(opts)
+    workers = opts.workers or os.cpu_count() or 1
+    backends, peers, notes = _available(opts)
+    if not backends:
+        raise UserError("no backend can run: " + "; ".join(notes))
+    variants = plan(opts.scenarios, backends, opts.routers, peers, workers, opts.memory_factor)
+    work = Path(tempfile.mkdtemp(prefix="prep-bench-", dir=opts.workdir))
+    try:
+        opts.log(f"bench: building inputs in {work}")
+        source = read_source(opts.corpus or DEFAULT_CORPUS)
+        corpora: dict[str, Corpus] = {}
+        corpora["main"], slice_tables = make_slice(source, opts.mb, work / "main")
+        if "tiny" in opts.scenarios:
+            corpora["tiny"] = make_tiny(source, opts.tiny_docs, work / "tiny")
+        if "huge" in opts.scenarios:
+            corpora["huge"] = make_huge(slice_tables, opts.huge_mb, work / "huge")
+        if "memory" in opts.scenarios:
+            corpora["scaled"] = make_scaled(corpora["main"], opts.memory_factor, work / "scaled")
+        del source, slice_tables
+        for key, c in corpora.items():
+            opts.log(f"bench: {key}: {c.text_bytes / 1e6:.1f} MB of text, {c.documents:,} documents, {c.files} files")
+        runs: dict[str, list[dict]] = {v.name: [] for v in variants}
+        total = opts.repeats * len(variants)
+        for r in range(opts.repeats):
+            shift = r * len(variants) // opts.repeats  # a different order each round: no variant always first
+            for k, v in enumerate(variants[shift:] + variants[:shift]):
+                out = work / "out"
+                record = run_variant(v, corpora[v.corpus], opts.tokenizer, out, opts.timeout)
+                record["repeat"] = r
+                runs[v.name].append(record)
+                shutil.rmtree(out, ignore_errors=True)
+                done = r * len(variants) + k + 1
+                speed = corpora[v.corpus].text_bytes / record["seconds"] / 1e6 if record["ok"] else 0.0
+                failed = "" if record["ok"] else f"  FAILED {record['error']}"
+                opts.log(f"[{done}/{total}] {v.name}: {record['seconds']:.2f} s, {speed:.2f} MB/s, "
+                         f"peak {record['peak_rss_mb']:.0f} MB{failed}")
+    finally:
+        if not opts.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return summarize(variants, runs, corpora, opts, workers, notes)
+
+
+# ------------------------------------------------------------------------------------- summary
+def _stat(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _median_split(records: list[dict]) -> list[dict]:
+    """Per worker, the median over repeats of each accounting figure."""
+    per_run = [r["workers"] for r in records if r.get("workers")]
+    if not per_run:
+        return []
+    count = min(len(w) for w in per_run)
+    return [{k: round(statistics.median(run[j][k] for run in per_run), 3) for k in per_run[0][j]}
+            for j in range(count)]
+
+
+def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dict[str, Corpus],
+              opts: BenchOptions, workers: int, notes: list[str]) -> dict:
+    """Speeds, fractions of the ceiling, ratios to peers, memory and token checks per variant."""
+    problems: list[str] = []
+    ceilings: dict[str, dict] = {}
+    reference_tokens: dict[str, int] = {}
+    parallel: dict[tuple[str, str, int], float] = {}  # (corpus, backend, N) -> N processes' MB/s
+    for v in variants:
+        ok = [r for r in runs[v.name] if r["ok"]]
+        c = corpora[v.corpus]
+        if v.kind != "ceiling" or not ok:
+            continue
+        if v.workers > 1:
+            speed = statistics.median(c.text_bytes / r["seconds"] / 1e6 for r in ok)
+            parallel[(v.corpus, v.backend, v.workers)] = speed
+            continue
+        ceilings.setdefault(v.corpus, {})[v.backend] = {
+            "mb_s": statistics.median(c.text_bytes / r["seconds"] / 1e6 for r in ok),
+            "cpu_mb_s": statistics.median(c.text_bytes / r["encode_cpu_s"] / 1e6 for r in ok),
+            "docs_s": statistics.median(c.documents / r["seconds"] for r in ok),
+            "tokens": ok[0]["tokens"],
+        }
+    for (corpus, backend, n), speed in parallel.items():
+        ceilings.setdefault(corpus, {}).setdefault(backend, {})[f"processes_{n}_mb_s"] = speed
+    for corpus, by_backend in ceilings.items():
+        ref = "tokenizers" if "tokenizers" in by_backend else next(iter(by_backend))
+        if by_backend[ref].get("tokens") is not None:
+            reference_tokens[corpus] = by_backend[ref]["tokens"]
+
+    results = []
+    for v in variants:
+        c = corpora[v.corpus]
+        ceiling = ceilings.get(v.reference, {}).get(v.backend, {}).get("mb_s")
+        ceiling_cpu = ceilings.get(v.reference, {}).get(v.backend, {}).get("cpu_mb_s")
+        cores = v.workers
+        together = parallel.get((v.reference, v.backend, v.workers))
+        expected = reference_tokens.get(v.reference)
+        expected = None if expected is None else expected * v.scale
+        records = runs[v.name]
+        for r in records:
+            r["tokens_ok"] = None if r.get("tokens") is None or expected is None else r["tokens"] == expected
+            if r["tokens_ok"] is False:
+                r.update(ok=False, error=f"WRONG TOKEN COUNT: {r['tokens']:,} != reference ceiling's {expected:,}")
+            if not r["ok"]:
+                problems.append(f"{v.name} (repeat {r['repeat']}): {r['error']}")
+        ok = [r for r in records if r["ok"]]
+        mb_s = [c.text_bytes / r["seconds"] / 1e6 for r in ok]
+        summary = {
+            "mb_s": _stat(mb_s),
+            "tokens_s": _stat([r["tokens"] / r["seconds"] for r in ok]),
+            "docs_s": _stat([c.documents / r["seconds"] for r in ok]),
+            "ceiling_mb_s_per_core": ceiling,
+            "fraction_of_ceiling": _stat([s / (cores * ceiling) for s in mb_s]) if ceiling else None,
+            # against N one-thread processes run at once: prep's own overhead, without the machine's scaling
+            "fraction_of_parallel_ceiling": _stat([s / together for s in mb_s])
+            if together and v.kind != "ceiling" else None,
+            "peak_rss_mb": max((r["peak_rss_mb"] for r in records), default=None),
+            "peak_pss_mb": max((r["peak_pss_mb"] for r in records), default=None),
+            "tokens": ok[0]["tokens"] if ok else None,
+            "tokens_expected": expected,
+            "tokens_ok": None if all(r["tokens_ok"] is None for r in records)
+            else all(r["tokens_ok"] is not False for r in records),
+            "seconds": _stat([r["seconds"] for r in ok]),
+            "failed_runs": sum(not r["ok"] for r in records),
+            "cpu_s": {k: statistics.median(r["cpu_s"].get(k, 0.0) for r in ok) for k in
+                      sorted({k for r in ok for k in r["cpu_s"]})},
+            "cpu_total_s": _stat([sum(r["cpu_s"].values()) for r in ok]),
+            # the tokenizer's own CPU need (bytes / one thread's CPU speed) over all CPU the process tree spent:
+            # an overhead measure that other work on the machine does not move
+            "cpu_efficiency": _stat([c.text_bytes / 1e6 / ceiling_cpu / sum(r["cpu_s"].values()) for r in ok])
+            if ceiling_cpu and v.kind != "ceiling" else None,
+            "loadavg_1m": statistics.median(r["loadavg_1m"] for r in records) if records else None,
+            "peak_rss_by_role_mb": {k: max(r["peak_rss_by_role_mb"].get(k, 0.0) for r in records) for k in
+                                    sorted({k for r in records for k in r.get("peak_rss_by_role_mb", {})})},
+        }
+        if v.kind == "prep":
+            summary["engine_wall_s"] = _stat([r["engine_wall_s"] for r in ok])
+            summary["engine_fraction_of_ceiling"] = _stat(
+                [c.text_bytes / r["engine_wall_s"] / 1e6 / (cores * ceiling) for r in ok]) if ceiling else None
+            summary["workers"] = _median_split(ok)
+            summary["worker_cpu_s"] = [statistics.median(cs) for cs in zip(*(r["worker_cpu_s"] for r in ok),
+                                                                           strict=False)] if ok else []
+        results.append({**asdict(v), "runs": records, "summary": summary})
+
+    peer_speed = {r["peer"]: r["summary"]["mb_s"]["median"] for r in results
+                  if r["kind"] == "peer" and r["summary"]["mb_s"]}
+    for r in results:
+        speed = r["summary"]["mb_s"]
+        r["summary"]["vs_peers"] = {p: speed["median"] / s for p, s in peer_speed.items()} if (
+            speed and r["scenario"] == "main") else {}
+    by_name = {r["name"]: r for r in results}
+    for r in results:
+        base = by_name.get(r["name"].rsplit(" x", 1)[0]) if r["scale"] > 1 else None
+        if base:  # memory against corpus size: the same run on the slice and on `scale` x the slice
+            r["summary"]["memory_vs_1x"] = {"base": base["name"], **{
+                f"{k}_ratio": r["summary"][k] / base["summary"][k] if base["summary"][k] else None
+                for k in ("peak_rss_mb", "peak_pss_mb")}}
+    machine = {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "python": platform.python_version(),
+               "platform": platform.platform(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+               "note": "shared with other work: runs are interleaved and repeated so noise shows as spread"}
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k != "log"}
+    return {
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine,
+        "options": options | {"workers": workers},
+        "corpora": {k: asdict(c) | {"path": str(c.path)} for k, c in corpora.items()},
+        "ceilings": ceilings,
+        "variants": results,
+        "notes": notes,
+        "problems": problems,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# ------------------------------------------------------------------------------------- reporting
+def _fmt(stat: dict | None, digits: int = 2, spread: bool = True) -> str:
+    if not stat:
+        return "—"
+    text = f"{stat['median']:,.{digits}f}"
+    return text + (f" [{stat['min']:,.{digits}f}–{stat['max']:,.{digits}f}]" if spread and stat["n"] > 1 else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def format_report(result: dict) -> str:
+    """The terminal report: one table per scenario, then where prep's time went."""
+    lines = [f"machine: {result['machine']['cpus']} CPUs ({result['machine']['cpu_model']}), "
+             f"{result['machine']['note']}"]
+    lines += [f"note: {n}" for n in result["notes"]]
+    peers = sorted({v["peer"] for v in result["variants"] if v["kind"] == "peer"})
+    for scenario in SCENARIOS:
+        chosen = [v for v in result["variants"] if v["scenario"] == scenario]
+        if not chosen:
+            continue
+        corpus = result["corpora"][chosen[0]["corpus"]]
+        lines += ["", f"== {scenario}: {corpus['text_bytes'] / 1e6:,.1f} MB of text, {corpus['documents']:,} "
+                  f"documents, {corpus['files']} files; x ceiling = speed / (workers x one-thread speed of the "
+                  "same backend); x N at once = speed / (N one-thread processes of the same backend run at once); "
+                  "median [min–max] over repeats; cpu eff = the ceiling's CPU seconds for this "
+                  "text / CPU seconds of the whole process tree; peak RSS (summed over the process tree, shared "
+                  "pages counted in each process) and PSS (shared pages split)"]
+        ceilings = result["ceilings"].get(chosen[0]["corpus"], {})
+        lines.append("one-thread ceilings: " + "; ".join(
+            f"{b} {c['mb_s']:.2f} MB/s wall, {c['cpu_mb_s']:.2f} MB/s of CPU time"
+            + "".join(f", {k.split('_')[1]} processes at once {x / c['mb_s']:.2f}x one" for k, x in c.items()
+                      if k.startswith("processes_"))
+            for b, c in ceilings.items() if c.get("mb_s"))
+            + "; median load average during runs "
+            + f"{statistics.median(v['summary']['loadavg_1m'] or 0 for v in chosen):.1f}")
+        header = ["variant", "MB/s", "tokens/s", "docs/s", "x ceiling", "x N at once", "cpu eff", "RSS MB", "PSS MB",
+                  "tokens"]
+        header += [f"vs {p}" for p in peers] if scenario == "main" else []
+        rows = []
+        for v in chosen:
+            s = v["summary"]
+            memory = [f"{s[k]:,.0f}" if s[k] is not None else "—" for k in ("peak_rss_mb", "peak_pss_mb")]
+            row = [v["name"], _fmt(s["mb_s"]), _fmt(s["tokens_s"], 0, False), _fmt(s["docs_s"], 0, False),
+                   _fmt(s["fraction_of_ceiling"], 3), _fmt(s["fraction_of_parallel_ceiling"], 3, False),
+                   _fmt(s["cpu_efficiency"], 3, False), *memory,
+                   {True: "ok", False: "WRONG", None: "unchecked"}[s["tokens_ok"]]]
+            if scenario == "main":
+                row += [f"{s['vs_peers'][p]:.2f}x" if p in s["vs_peers"] else "—" for p in peers]
+            rows.append(row)
+        lines += _table(header, rows)
+    for v in result["variants"]:
+        m = v["summary"].get("memory_vs_1x")
+        if m and m["peak_rss_mb_ratio"] and m["peak_pss_mb_ratio"]:
+            lines.append(f"memory, {v['scale']}x the slice against 1x ({m['base']}): peak RSS x"
+                         f"{m['peak_rss_mb_ratio']:.3f}, peak PSS x{m['peak_pss_mb_ratio']:.3f}")
+    prep_runs = [v for v in result["variants"] if v["kind"] == "prep" and v["summary"].get("workers")]
+    if prep_runs:
+        lines += ["", "== where prep's time went (seconds per worker, median over repeats; from the manifest; "
+                  "cpu from the process tree)"]
+        header = ["variant", "worker", "busy", "tokenize", "features", "transport", "other", "idle", "queue wait",
+                  "cpu"]
+        rows = []
+        for v in prep_runs:
+            s = v["summary"]
+            cpu = s["cpu_s"]
+            label = (f"{v['name']} (engine {_fmt(s['engine_wall_s'], 1, False)} s of {_fmt(s['seconds'], 1, False)}"
+                     f" s; cpu: coordinator {cpu.get('coordinator', 0):.1f} s, writer {cpu.get('writer', 0):.1f} s)")
+            for j, w in enumerate(s["workers"]):
+                wcpu = s["worker_cpu_s"][j] if j < len(s["worker_cpu_s"]) else float("nan")
+                rows.append([label if j == 0 else "", str(j)] + [f"{w[k]:.2f}" for k in (
+                    "busy_s", "tokenize_s", "features_s", "transport_s", "other_s", "idle_s", "queue_wait_s")]
+                    + [f"{wcpu:.2f}"])
+        lines += _table(header, rows)
+    roles = ["coordinator", "main", "writer", "worker", "child", "helper"]
+    rows = [[v["name"]] + [f"{v['summary']['peak_rss_by_role_mb'].get(r, 0):,.0f}" for r in roles]
+            for v in result["variants"] if v["summary"].get("peak_rss_by_role_mb")]
+    if rows:
+        lines += ["", "== peak RSS by process role, MB (each process's own peak, summed over processes of the role; "
+                  "helper: forkserver and resource tracker)"] + _table(["variant", *roles], rows)
+    if result["problems"]:
+        lines += ["", "PROBLEMS:"] + [f"  {p}" for p in result["problems"]]
+    return "\n".join(lines)
+
+
+def svg_bars(title: str, rows: list[tuple[str, list[tuple[float, str, str]], tuple[float, float] | None]],
+             unit: str, marks: Sequence[tuple[float, str]] = ()) -> str:
+    """A horizontal bar chart: each row a label, stacked (value, colour, name) segments, an optional whisker."""
+    label_w, bar_w, row_h, top = 330, 460, 20, 30
+    biggest = max([sum(s[0] for s in segs) for _, segs, _ in rows] + [hi for *_, w in rows if w for hi in w[1:]]
+                  + [m for m, _ in marks] + [1e-9])
+    scale = bar_w / (biggest * 1.08)
+    height = top + row_h * len(rows) + 20 + 12 * max(0, len(marks) - 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 90}" height="{height}" '
+             f'font-family="sans-serif" font-size="11">', f'<text x="4" y="16" font-size="13" font-weight="bold">'
+             f'{html.escape(title)}</text>']
+    for k, (label, segments, whisker) in enumerate(rows):
+        y = top + k * row_h
+        parts.append(f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(label)}</text>')
+        x = label_w
+        for value, color, name in segments:
+            parts.append(f'<rect x="{x:.1f}" y="{y + 3}" width="{max(0.0, value * scale):.1f}" height="{row_h - 6}" '
+                         f'fill="{color}"><title>{html.escape(name)}: {value:.3g} {unit}</title></rect>')
+            x += value * scale
+        end = x
+        if whisker:
+            lo, hi = (label_w + w * scale for w in whisker)
+            parts.append(f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + 10}" y2="{y + 10}" stroke="black"/>')
+            end = max(end, hi)
+        total = sum(s[0] for s in segments)
+        shown = f"{total:,.0f}" if total >= 100 else f"{total:.3g}"
+        parts.append(f'<text x="{end + 4:.1f}" y="{y + 13}">{shown}</text>')
+    for k, (value, name) in enumerate(marks):  # one text line per mark, so close marks stay readable
+        x = label_w + value * scale
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{height - 16 - 12 * k}" stroke="red" '
+                     f'stroke-dasharray="4 3"/><text x="{x:.1f}" y="{height - 4 - 12 * k}" fill="red" '
+                     f'text-anchor="middle">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _color(v: dict) -> str:
+    return COLORS["ceiling"] if v["kind"] == "ceiling" else COLORS["peer"] if v["kind"] == "peer" else COLORS[
+        v["backend"]]
+
+
+def format_html(result: dict) -> str:
+    """A self-contained page: the terminal report, then charts (inline SVG, no dependency)."""
+    charts = []
+    for scenario in SCENARIOS:
+        chosen = [v for v in result["variants"] if v["scenario"] == scenario and v["summary"]["fraction_of_ceiling"]]
+        if not chosen:
+            continue
+        rows = [(v["name"], [(v["summary"]["fraction_of_ceiling"]["median"], _color(v), "fraction")],
+                 (v["summary"]["fraction_of_ceiling"]["min"], v["summary"]["fraction_of_ceiling"]["max"]))
+                for v in chosen]
+        marks = [(t, f"{b} target {t}") for b, t in TARGETS.items()] if scenario == "main" else [(0.5, "0.5")]
+        charts.append(svg_bars(f"{scenario}: fraction of the ceiling (workers x one thread)", rows, "", marks))
+        rows = [(v["name"], [(v["summary"]["cpu_efficiency"]["median"], _color(v), "cpu efficiency")],
+                 (v["summary"]["cpu_efficiency"]["min"], v["summary"]["cpu_efficiency"]["max"]))
+                for v in chosen if v["summary"]["cpu_efficiency"]]
+        if rows:
+            charts.append(svg_bars(f"{scenario}: CPU efficiency (tokenizer's own CPU need / CPU of the process tree)",
+                                   rows, ""))
+        rows = [(v["name"], [(v["summary"]["peak_rss_mb"] or 0.0, _color(v), "peak RSS")], None) for v in chosen]
+        charts.append(svg_bars(f"{scenario}: peak RSS of the process tree, MB", rows, "MB",
+                               [(MEMORY_TARGET_MB, f"{MEMORY_TARGET_MB} MB")]))
+    rows = []
+    for v in result["variants"]:
+        for j, w in enumerate(v["summary"].get("workers") or []):
+            segs = [(w[f"{k}_s"], SPLIT_COLORS[k], k) for k in ("tokenize", "features", "transport", "other", "idle")]
+            rows.append((f"{v['name']} · worker {j}", segs, None))
+    if rows:
+        charts.append(svg_bars("prep: each worker's time, s (tokenize, features, transport, other, idle)", rows, "s"))
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>prep bench</title></head><body>"
+            f"<h1>prep bench</h1><p>{html.escape(result['created'])}</p>"
+            + "".join(f"<div>{c}</div>" for c in charts)
+            + f"<pre>{html.escape(format_report(result))}</pre></body></html>\n")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def bench_command(
+    corpus: Annotated[Path | None, typer.Option(help="any input prep reads (default: a slice of ../shared/corpus)")]
+    = None,
+    mb: Annotated[float, typer.Option(help="MB of text to take, the same fraction of every file (more: all)")] = 50.0,
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json")] = DEFAULT_TOKENIZER,
+    workers: Annotated[int | None, typer.Option(help="N: prep at 1..N workers, peers at N (default: CPUs)")] = None,
+    repeats: Annotated[int, typer.Option(help="rounds over all variants, each in a different order")] = 3,
+    scenarios: Annotated[str, typer.Option(help="comma-separated: main, tiny, huge, memory")] = "main",
+    routers: Annotated[str, typer.Option(help="routers to compare at N workers")] = ",".join(ROUTERS),
+    backends: Annotated[str, typer.Option(help="tokenizer backends, each against its ceiling")] = ",".join(BACKENDS),
+    peers: Annotated[str, typer.Option(help="other tools to compare with (empty: none)")] = ",".join(PEERS),
+    tiny_docs: Annotated[int, typer.Option(help="documents in the tiny scenario")] = 1_000_000,
+    huge_mb: Annotated[float, typer.Option(help="MB of the one document in the huge scenario")] = 100.0,
+    memory_factor: Annotated[int, typer.Option(help="the memory scenario's larger corpus, x the slice")] = 4,
+    json_out: Annotated[Path, typer.Option(help="where to write the results as JSON")] = Path("out/bench/bench.json"),
+    html_out: Annotated[Path | None, typer.Option(help="the report with charts (default: next to --json-out)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="where to build inputs and outputs (default: temp)")] = None,
+    keep: Annotated[bool, typer.Option(help="keep the work directory")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds before one run is stopped")] = 3600.0,
+) -> None:
+    """Measure prep against its ceiling (workers x one tokenizer thread) and against today's tools.
+
+    Every run's token count is checked against the ceiling's; a wrong count is reported and
+    makes the exit status 1. The main scenario at the defaults takes about 20 minutes on 2 cores;
+    `huge` needs about 15 GB of memory with the tokenizers backend (the library's own cost).
+    """
+    opts = BenchOptions(corpus=corpus, mb=mb, tokenizer=tokenizer, workers=workers or 0, repeats=repeats,
+                        scenarios=_names(scenarios), routers=_names(routers), backends=_names(backends),
+                        peers=_names(peers), tiny_docs=tiny_docs, huge_mb=huge_mb, memory_factor=memory_factor,
+                        workdir=workdir, keep=keep, timeout=timeout)
+    result = run_bench(opts)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    html_path = html_out or json_out.with_suffix(".html")
+    html_path.write_text(format_html(result), encoding="utf-8")
+    typer.echo(format_report(result))
+    typer.echo(f"\nresults  {json_out}\nreport   {html_path}")
+    if result["problems"]:
+        raise typer.Exit(1)

@@ -1,0 +1,283 @@
+"""What `prep bench` compares `prep run` with, each run as a child process of its own.
+
+`python -m prep.bench_peers KIND --input DIR_OR_FILE --tokenizer PATH --workers N --output DIR`
+
+* `ceiling-tokenizers`, `ceiling-tiktoken`: one process, one thread, the backend alone over
+  texts already in memory, no output; the times printed (wall and CPU) cover encoding only.
+  With `--workers N`: N such processes at once, each over every N-th batch.
+* `hf-threads`: one process, tokenizers' own thread pool (N threads), then pyarrow Parquet.
+* `pool`: Megatron-style (`tools/preprocess_data.py`): `multiprocessing.Pool.imap` over raw
+  JSON lines, one document per call, the parent writing a `.bin` of ids and an `.idx` of lengths.
+* `datasets`: `load_dataset("json")`, `map(batched=True, num_proc=N)`, `to_parquet`.
+* `datatrove`: `LocalPipelineExecutor` with N tasks: JsonlReader, tokenize, ParquetWriter.
+
+Each prints one JSON line; `output_tokens` counts the tokens a run actually wrote, so a
+fast wrong answer is caught by the bench, not taken on trust.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+PEERS = ("hf-threads", "pool", "datasets", "datatrove")
+CEILINGS = ("ceiling-tokenizers", "ceiling-tiktoken")
+DOCS_PER_BATCH = 1000  # the batch size users reach for (datasets' map default)
+MEGATRON_CHUNKSIZE = 32  # pool.imap chunksize in Megatron-LM's preprocess_data.py
+IDS = pa.list_(pa.uint32())
+
+
+def input_files(path: str | Path) -> list[Path]:
+    """The slice's JSON Lines files, in a fixed order."""
+    path = Path(path)
+    return sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+
+
+def _batched(items: Iterator, n: int) -> Iterator[list]:
+    """itertools.batched, which Python 3.11 lacks."""
+    items = iter(items)
+    return iter(lambda: list(itertools.islice(items, n)), [])
+
+
+def _raw_lines(files: list[Path]) -> Iterator[str]:
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            yield from fh
+
+
+def read_text_column(files: list[Path]) -> pa.ChunkedArray:
+    """All texts of the slice as Arrow (one block per file, so a 100 MB line still parses)."""
+    columns = []
+    for f in files:
+        options = pajson.ReadOptions(block_size=min(2**31 - 1, max(2**20, f.stat().st_size + 1)))
+        columns.extend(pajson.read_json(f, read_options=options).column("text").chunks)
+    return pa.chunked_array(columns, pa.string())
+
+
+def text_batches(texts: pa.ChunkedArray, batch_bytes: int) -> list[list[str]]:
+    """Consecutive documents cut into batches of about `batch_bytes` of text, like prep's chunks."""
+    lengths = pc.binary_length(texts).to_numpy()
+    cuts = np.searchsorted(np.cumsum(lengths), np.arange(batch_bytes, lengths.sum() + batch_bytes, batch_bytes))
+    bounds = np.unique(np.concatenate([[0], np.minimum(cuts + 1, len(lengths))]))
+    return [texts.slice(a, b - a).to_pylist() for a, b in itertools.pairwise(bounds.tolist())]
+
+
+def _counter(tokenizer: str, backend: str) -> Callable[[list[str]], int]:
+    """A function that encodes one batch with the backend and returns its token count."""
+    if backend == "tiktoken":
+        from prep.tiktoken_backend import convert
+
+        fast = convert(tokenizer)
+        return lambda batch: int(fast.encode_batch(batch)[1][-1])
+    from prep.tokenizer import load_hf_tokenizer
+
+    hf = load_hf_tokenizer(tokenizer)
+    return lambda batch: sum(map(len, hf.encode_batch_fast(batch)))
+
+
+def _timed(batches: list[list[str]], count: Callable[[list[str]], int]) -> tuple[float, float, float, int]:
+    """(start, end, CPU seconds, tokens) of encoding every batch."""
+    started, cpu = time.perf_counter(), time.process_time()
+    tokens = sum(count(batch) for batch in batches)
+    return started, time.perf_counter(), time.process_time() - cpu, tokens
+
+
+def _share(conn: Connection, barrier: object, batches: list[list[str]], tokenizer: str, backend: str) -> None:
+    count = _counter(tokenizer, backend)
+    barrier.wait()  # every process starts encoding at once
+    conn.send(_timed(batches, count))
+
+
+def ceiling(files: list[Path], tokenizer: str, backend: str, batch_bytes: int, workers: int = 1) -> dict:
+    """One thread of one backend over texts already in memory: the speed no pipeline can beat.
+
+    With workers > 1, that many one-thread processes at once, each over every N-th batch: what
+    N cores really give on this machine (shared caches, memory bandwidth, neighbours' load).
+    """
+    texts = read_text_column(files)
+    batches = text_batches(texts, batch_bytes)
+    if workers == 1:
+        results = [_timed(batches, _counter(tokenizer, backend))]
+    else:
+        ctx = multiprocessing.get_context("fork")  # the children share the batches; they never touch Arrow
+        barrier = ctx.Barrier(workers)
+        pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
+        procs = [ctx.Process(target=_share, args=(send, barrier, batches[k::workers], tokenizer, backend))
+                 for k, (_, send) in enumerate(pipes)]
+        for proc in procs:
+            proc.start()
+        results = [receive.recv() for receive, _ in pipes]
+        for proc in procs:
+            proc.join()
+    seconds = max(r[1] for r in results) - min(r[0] for r in results)
+    return {"seconds": seconds, "cpu_seconds": sum(r[2] for r in results), "tokens": sum(r[3] for r in results),
+            "documents": len(texts)}
+
+
+def hf_threads(files: list[Path], tokenizer: str, out: Path) -> dict:
+    """One process: json.loads per line, tokenizers' encode_batch on its own threads, pyarrow Parquet."""
+    from prep.tokenizer import load_hf_tokenizer
+
+    hf = load_hf_tokenizer(tokenizer)
+    schema = pa.schema([("id", pa.string()), ("input_ids", IDS)])
+    with pq.ParquetWriter(out / "data.parquet", schema, compression="zstd") as writer:
+        for lines in _batched(_raw_lines(files), DOCS_PER_BATCH):
+            docs = [json.loads(line) for line in lines]
+            encodings = hf.encode_batch_fast([d["text"] for d in docs])
+            writer.write_table(pa.table({"id": [d["id"] for d in docs],
+                                         "input_ids": pa.array([e.ids for e in encodings], IDS)}, schema=schema))
+    return {}
+
+
+_POOL_TOKENIZER = None
+
+
+def _pool_init(tokenizer: str) -> None:
+    global _POOL_TOKENIZER
+    from prep.tokenizer import load_hf_tokenizer
+
+    _POOL_TOKENIZER = load_hf_tokenizer(tokenizer)
+
+
+def _pool_encode(line: str) -> tuple[list[int], int]:
+    return _POOL_TOKENIZER.encode(json.loads(line)["text"]).ids, len(line)
+
+
+def pool(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
+    """Megatron-LM's way: raw lines to a Pool, one document per call; the parent writes .bin/.idx."""
+    from prep.tokenizer import load_hf_tokenizer
+
+    dtype = np.uint16 if load_hf_tokenizer(tokenizer).get_vocab_size() < 65500 else np.int32
+    sizes = []
+    with multiprocessing.Pool(workers, initializer=_pool_init, initargs=(tokenizer,)) as workers_pool, \
+            open(out / "data.bin", "wb") as binary:
+        for ids, _ in workers_pool.imap(_pool_encode, _raw_lines(files), MEGATRON_CHUNKSIZE):
+            binary.write(np.asarray(ids, dtype=dtype).tobytes())
+            sizes.append(len(ids))
+    np.save(out / "data.idx.npy", np.asarray(sizes, dtype=np.int64))
+    return {}
+
+
+_HF_MAP_TOKENIZER: dict = {}
+
+
+def _hf_map(batch: dict, tokenizer: str) -> dict:
+    if tokenizer not in _HF_MAP_TOKENIZER:
+        from prep.tokenizer import load_hf_tokenizer
+
+        _HF_MAP_TOKENIZER[tokenizer] = load_hf_tokenizer(tokenizer)
+    return {"input_ids": [e.ids for e in _HF_MAP_TOKENIZER[tokenizer].encode_batch_fast(batch["text"])]}
+
+
+def hf_datasets(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
+    """The `datasets` way: load_dataset("json"), map(batched=True, num_proc=N), to_parquet."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    ds = datasets.load_dataset("json", data_files=[str(f) for f in files], split="train",
+                               cache_dir=str(out / "cache"))
+    ds = ds.map(functools.partial(_hf_map, tokenizer=tokenizer), batched=True,
+                num_proc=workers if workers > 1 else None, remove_columns=[c for c in ds.column_names if c != "id"])
+    ds.to_parquet(str(out / "data.parquet"))  # datasets picks the codec itself (snappy)
+    return {}
+
+
+def _datatrove_tokenize(tokenizer: str, data: Iterator, rank: int = 0, world_size: int = 1) -> Iterator:
+    """A datatrove pipeline step: ids into each document's metadata, a batch at a time."""
+    from prep.tokenizer import load_hf_tokenizer
+
+    hf = load_hf_tokenizer(tokenizer)
+    for docs in _batched(data, DOCS_PER_BATCH):
+        for doc, encoding in zip(docs, hf.encode_batch_fast([d.text for d in docs]), strict=True):
+            doc.metadata = {"input_ids": encoding.ids}
+            yield doc
+
+
+def _datatrove_adapter(_writer: object, document: object) -> dict:
+    return {"id": document.id, "input_ids": document.metadata["input_ids"]}
+
+
+def datatrove_available() -> bool:
+    """Whether the datatrove peer can run (it is not a dependency of prep)."""
+    import importlib.util
+
+    return importlib.util.find_spec("datatrove") is not None
+
+
+def datatrove(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
+    """datatrove's local executor, one task per worker (it splits work by file)."""
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import ParquetWriter
+
+    folder = files[0].parent
+    names = {f.name for f in files}
+    if len(names) != len(list(folder.glob("*.jsonl"))):
+        raise SystemExit("datatrove peer: the input must be a directory of .jsonl files")
+    schema = pa.schema([("id", pa.string()), ("input_ids", IDS)])
+    LocalPipelineExecutor(
+        pipeline=[
+            JsonlReader(str(folder), glob_pattern="*.jsonl", add_file_path=False),
+            functools.partial(_datatrove_tokenize, tokenizer),
+            ParquetWriter(str(out / "data"), compression="zstd", adapter=_datatrove_adapter, schema=schema),
+        ],
+        tasks=workers, workers=workers, logging_dir=str(out / "logs"), skip_completed=False,
+    ).run()
+    return {}
+
+
+def output_tokens(kind: str, out: Path) -> int:
+    """Tokens a peer actually wrote, read back from its output."""
+    if kind == "pool":
+        return int(np.load(out / "data.idx.npy").sum())
+    total = 0
+    for path in sorted(out.rglob("*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(columns=["input_ids"]):
+            total += int(pc.sum(pc.list_value_length(batch.column(0))).as_py() or 0)
+    return total
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m prep.bench_peers", description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=CEILINGS + PEERS)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--tokenizer", required=True)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--output")
+    parser.add_argument("--batch-bytes", type=int, default=2**20)
+    args = parser.parse_args(argv)
+    files = input_files(args.input)
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if args.kind in CEILINGS:
+        result = ceiling(files, args.tokenizer, args.kind.split("-", 1)[1], args.batch_bytes, args.workers)
+    elif args.kind == "hf-threads":
+        result = hf_threads(files, args.tokenizer, out)
+    elif args.kind == "pool":
+        result = pool(files, args.tokenizer, args.workers, out)
+    elif args.kind == "datasets":
+        result = hf_datasets(files, args.tokenizer, args.workers, out)
+    else:
+        result = datatrove(files, args.tokenizer, args.workers, out)
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    main()
