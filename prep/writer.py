@@ -33,7 +33,7 @@ MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.jsonl"
 QUARANTINE_PARTIAL = QUARANTINE + ".partial"  # committed shards' records, while the run goes on
 ROUTING = "_routing.parquet"
-ROW_GROUP_BYTES = 32 * 2**20
+ROW_GROUP_BYTES = 16 * 2**20  # a row group of ~16 MiB in memory: sensible for readers, small for the writer
 
 
 def shard_name(index: int) -> str:
