@@ -70,7 +70,7 @@ def run(
                                                             "s3://, gs://, hdfs://)")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json")] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes (default: CPU count)")] = None,
-    router: Annotated[str | None, typer.Option(help="random | p2c | weighted | round-robin")] = None,
+    router: Annotated[str | None, typer.Option(help="p2c (default) | random | weighted | round-robin")] = None,
     seed: Annotated[int | None, typer.Option(help="routing seed")] = None,
     chunk_bytes: Annotated[str | None, typer.Option(help="text per chunk, e.g. 1MiB")] = None,
     shard_bytes: Annotated[str | None, typer.Option(help="input text per shard, e.g. 256MiB")] = None,

@@ -57,7 +57,7 @@ class PipelineConfig:
     compression: str = "zstd"
     # run (these decide where work runs, never what is written)
     workers: int = 0
-    router: str = "random"
+    router: str = "p2c"
     seed: int = 0
     chunk_bytes: int = 2**20
     strict: bool = False

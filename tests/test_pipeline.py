@@ -55,7 +55,8 @@ def test_token_ids_equal_direct_encode(tmp_path, tokenizer):
 
 def test_shards_byte_identical_across_workers_seeds_routers(tmp_path, mixed_corpus):
     outputs = {}
-    for workers, seed, router in [(1, 0, "random"), (2, 0, "random"), (3, 7, "random"), (2, 3, "round-robin")]:
+    runs = [(1, 0, "random"), (2, 0, "p2c"), (3, 7, "random"), (2, 3, "round-robin"), (3, 1, "weighted")]
+    for workers, seed, router in runs:
         out = tmp_path / f"out-{workers}-{seed}-{router}"
         run_ok("--input", mixed_corpus, "--output", out, "--tokenizer", GPT2, "--workers", str(workers),
                "--seed", str(seed), "--router", router, "--chunk-bytes", "32KiB", "--shard-bytes", "100KiB")
@@ -117,7 +118,7 @@ def test_uniform_routing_is_uniform_and_seeded(tmp_path):
     for name in ("a", "b"):
         out = tmp_path / name
         run_ok("--input", tmp_path / "in.jsonl", "--output", out, "--tokenizer", GPT2, "--workers", "3",
-               "--chunk-bytes", "1KiB", "--seed", "11", "--features", "num_chars")
+               "--chunk-bytes", "1KiB", "--seed", "11", "--features", "num_chars", "--router", "random")
         tables.append(pq.read_table(out / "_routing.parquet").sort_by("seq"))
     workers = tables[0].column("worker").to_numpy()
     assert len(workers) >= 500
