@@ -435,7 +435,8 @@ def test_sigkill_a_starting_worker(corpus, reference, tmp_path):
 def test_sigkill_workers_again_and_again(corpus, reference, tmp_path):
     """A ready worker is killed every 0.2-0.5 s until the run ends."""
     rng = random.Random(7)
-    run = Run(corpus, tmp_path / "out")
+    # Slowed workers (they sleep after each task) make the run last long enough for many kills on a fast machine.
+    run = Run(corpus, tmp_path / "out", "--debug-slow-worker", "0:5", "--debug-slow-worker", "1:5")
     kills = 0
     while run.proc.poll() is None:
         time.sleep(rng.uniform(0.2, 0.5))
