@@ -169,7 +169,8 @@ class LocalEngine:
 
     def _start_worker(self, index: int) -> _Worker:
         parent, child = self.ctx.Pipe()
-        process = self._spawn(worker_main, (index, child, self.config.to_dict(), self.tokenizer.backend,
+        backend = self.tokenizer.instance or self.tokenizer.backend
+        process = self._spawn(worker_main, (index, child, self.config.to_dict(), backend,
                                             self.in_pool.spec(), self.out_pool.spec(),
                                             self.slow_workers.get(index, 1.0), os.getpid()), f"prep-worker-{index}")
         child.close()

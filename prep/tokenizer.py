@@ -71,6 +71,8 @@ class TokenizerInfo:
     backend_reason: str = ""
     verification: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The verified fast backend itself: workers unpickle it instead of converting again (~3x cheaper).
+    instance: Backend | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {
@@ -136,7 +138,7 @@ def choose_backend(info: TokenizerInfo, requested: str, sample_texts: Sequence[s
         "seconds": round(result.seconds, 4),
     }
     if result.ok:
-        info.backend, info.backend_reason = "tiktoken", "converted and verified"
+        info.backend, info.backend_reason, info.instance = "tiktoken", "converted and verified", fast
     elif requested == "tiktoken":
         raise UserError(f"--backend tiktoken: verification failed: {result.first_difference}")
     else:

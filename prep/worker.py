@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prep.tokenizer import Backend
 from prep.transport import Location, SlotPool
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def worker_main(
     worker_id: int,
     conn: Connection,
     config_dict: dict,
-    backend: str,
+    backend: Backend | str,
     in_spec: tuple[str, int, int],
     out_spec: tuple[str, int, int],
     debug_slow: float = 1.0,
