@@ -31,6 +31,7 @@ from pathlib import Path
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
 from prep.errors import UserError
+from prep.retry import CHUNK_ATTEMPTS, attempts_allowed, halves, quarantine_record
 from prep.router import Router
 from prep.theory import expected_imbalance_uniform
 from prep.tokenizer import TokenizerInfo
@@ -38,14 +39,7 @@ from prep.transport import Location, SlotPool, release, remove_leftovers
 from prep.worker import Task, single_thread_env, worker_main
 from prep.writer import writer_main
 
-# Tries of a task before it is split (or, for one document, quarantined). A whole chunk gets two and a single
-# document three, so that workers killed from outside (OOM killer, an operator) do not cost a document; the
-# halves of a failed chunk get one, since the chunk already failed twice: a poison document among n is found in
-# about log2(n) + 5 failures, not 2 log2(n) + 2.
-MAX_ATTEMPTS = 2
-DOCUMENT_ATTEMPTS = 3
 GIVE_UP_QUARANTINED = 10  # documents quarantined by faults, with none written yet: the stage is broken
-RAW_CHARS = 1000  # of a quarantined document's text kept in its record
 
 
 class RunFailed(Exception):
@@ -82,7 +76,7 @@ class _TaskState:
     task: Task
     nbytes: int
     attempts: int = 0
-    max_attempts: int = MAX_ATTEMPTS
+    max_attempts: int = CHUNK_ATTEMPTS
     worker: int = -1
     queued_at: float = 0.0
 
@@ -301,7 +295,7 @@ class LocalEngine:
         state = _ChunkState(chunk, loc, slot)
         self.chunks[chunk.seq] = state
         rows = chunk.batch.num_rows
-        self._new_task(state, 0, rows, DOCUMENT_ATTEMPTS if rows == 1 else MAX_ATTEMPTS)
+        self._new_task(state, 0, rows, attempts_allowed(0, rows, whole_chunk=True))
 
     def _new_task(self, state: _ChunkState, start: int, stop: int, max_attempts: int) -> None:
         task_id = self.next_task_id
@@ -448,9 +442,8 @@ class LocalEngine:
         del self.tasks[task.task_id]
         state = self.chunks[task.seq]
         if task.stop - task.start > 1:
-            mid = (task.start + task.stop) // 2
-            for start, stop in ((task.start, mid), (mid, task.stop)):
-                self._new_task(state, start, stop, DOCUMENT_ATTEMPTS if stop - start == 1 else 1)
+            for start, stop, allowed in halves(task.start, task.stop):
+                self._new_task(state, start, stop, allowed)
         else:
             row = state.chunk.batch.slice(task.start, 1).to_pylist()[0]
             if self.config.strict:
@@ -459,8 +452,7 @@ class LocalEngine:
             if self.quarantined >= GIVE_UP_QUARANTINED and self.tasks_done == 0:
                 raise RunFailed(f"no document gets through the stage ({self.quarantined} quarantined, none "
                                 f"written; last: {reason})")
-            record = {"source": state.chunk.source, "position": row["id"], "reason": reason,
-                      "raw": row["text"][:RAW_CHARS]}
+            record = quarantine_record(state.chunk.source, row, reason)
             stats = {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]}
             self._send_writer(("part", task.seq, task.start, task.stop, None, stats))
         self._task_closed(task.seq)

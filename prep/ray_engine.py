@@ -43,8 +43,9 @@ import pyarrow.fs as pafs
 
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
-from prep.engine import MAX_ATTEMPTS, EngineResult, RunFailed, WorkerAccount, routing_summary
+from prep.engine import EngineResult, RunFailed, WorkerAccount, routing_summary
 from prep.errors import UserError
+from prep.retry import attempts_allowed, halves, quarantine_record
 from prep.router import Router, make_router
 from prep.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks, total_input_bytes
 from prep.stage import selected_features
@@ -482,6 +483,7 @@ class _Task:
     start: int
     stop: int
     nbytes: int
+    max_attempts: int
     attempts: int = 0
     worker: int = -1
     queued_at: float = 0.0
@@ -756,12 +758,12 @@ class RayEngine:
             return
         shard.open_chunks += 1
         self.computing += 1
-        self._new_task(state, 0, info["rows"], attempts=0)
+        self._new_task(state, 0, info["rows"], attempts_allowed(0, info["rows"], whole_chunk=True))
 
-    def _new_task(self, state: _ChunkState, start: int, stop: int, attempts: int) -> None:
+    def _new_task(self, state: _ChunkState, start: int, stop: int, max_attempts: int) -> None:
         rows, text_bytes = state.info["rows"], state.info["text_bytes"]
         nbytes = text_bytes if (start, stop) == (0, rows) else max(1, text_bytes * (stop - start) // max(1, rows))
-        task = _Task(self.next_task_id, state.seq, start, stop, nbytes, attempts)
+        task = _Task(self.next_task_id, state.seq, start, stop, nbytes, max_attempts)
         self.next_task_id += 1
         self.tasks[task.task_id] = task
         state.open_tasks += 1
@@ -936,18 +938,19 @@ class RayEngine:
         """Retry, then bisect, then quarantine: a poison document ends isolated, the rest written."""
         task.attempts += 1
         self.faults.append(f"chunk {task.seq} rows {task.start}-{task.stop}: {reason}")
-        if task.attempts < MAX_ATTEMPTS:
+        if task.attempts < task.max_attempts:
             self.ready_tasks.appendleft(task.task_id)
             return
         del self.tasks[task.task_id]
         state = self.chunks[task.seq]
         if task.stop - task.start > 1:
-            mid = (task.start + task.stop) // 2
-            self._new_task(state, task.start, mid, attempts=0)
-            self._new_task(state, mid, task.stop, attempts=0)
+            for start, stop, allowed in halves(task.start, task.stop):
+                self._new_task(state, start, stop, allowed)
         else:
             row = self.ray.get(state.batch).slice(task.start, 1).to_pylist()[0]
-            record = {"source": state.source, "position": row["id"], "reason": reason, "raw": row["text"][:1000]}
+            if self.config.strict:
+                raise UserError(f"{state.source}, document {row['id']}: {reason} (strict mode)")
+            record = quarantine_record(state.source, row, reason)
             state.parts[task.start] = (task.stop, None,
                                        {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]})
         self._task_closed(task.seq)
@@ -995,7 +998,7 @@ class RayEngine:
                     self.computing += 1
                     shard.open_chunks += 1
                 self.faults.append(f"chunk {seq} rows {start}-{stop}: result lost with its node; computed again")
-                self._new_task(state, start, stop, attempts=0)
+                self._new_task(state, start, stop, attempts_allowed(start, stop, whole_chunk=True))
             return
         self.committed[shard.index] = result
         for seq in shard.seqs:

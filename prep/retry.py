@@ -1,0 +1,34 @@
+"""What a failed task becomes: tried again, split in halves, or its one document quarantined.
+
+Both engines follow this policy, so a poison document is isolated the same way on one
+machine and on a cluster, and the rest of its chunk is written normally. A single document
+gets three tries so that workers killed from outside (OOM killer, an operator) do not cost
+a document; the halves of a failed chunk get one, since the chunk already failed twice: a
+poison document among n is found in about log2(n) + 5 failures, not 2 log2(n) + 2.
+"""
+
+from __future__ import annotations
+
+from prep.sources import RAW_CHARS
+
+CHUNK_ATTEMPTS = 2  # a whole chunk: one retry, since a worker can die for reasons of its own (OOM, a kill)
+PART_ATTEMPTS = 1  # a part of a chunk that already failed: split again at once
+DOCUMENT_ATTEMPTS = 3  # a single document: quarantined only after three tries
+
+
+def attempts_allowed(start: int, stop: int, whole_chunk: bool) -> int:
+    """How many tries the task of rows [start, stop) gets before it is split or quarantined."""
+    if stop - start == 1:
+        return DOCUMENT_ATTEMPTS
+    return CHUNK_ATTEMPTS if whole_chunk else PART_ATTEMPTS
+
+
+def halves(start: int, stop: int) -> list[tuple[int, int, int]]:
+    """The two tasks (start, stop, attempts allowed) a failed task of several rows is split into."""
+    mid = (start + stop) // 2
+    return [(a, b, attempts_allowed(a, b, whole_chunk=False)) for a, b in ((start, mid), (mid, stop))]
+
+
+def quarantine_record(source: str, row: dict, reason: str) -> dict:
+    """The `_quarantine.jsonl` line of a document that failed every try."""
+    return {"source": source, "position": row["id"], "reason": reason, "raw": row["text"][:RAW_CHARS]}
