@@ -30,7 +30,7 @@ browser:
 		  apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || echo "no chromium: the browser test is skipped"
 
 test: $(TEST_STAMP) browser
-	$(BIN)/ruff check prep tests
+	$(BIN)/ruff check prep tests scripts
 	$(BIN)/python -m pytest -q -m "not slow"
 	$(BIN)/python -m pytest -q -m slow
 
@@ -38,7 +38,7 @@ test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check prep tests
+	$(BIN)/ruff check prep tests scripts
 
 bench: $(STAMP)
 	$(BIN)/prep bench

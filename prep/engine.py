@@ -173,7 +173,7 @@ class LocalEngine:
     def run(self, chunks: Iterator[Chunk]) -> EngineResult:
         single_thread_env()
         self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["prep.stage", "prep.worker"])
+        self.ctx.set_forkserver_preload(["prep.preload"])
         self.workers: list[_Worker] = []
         self.writer = None
         self.children: list[mp.Process] = []

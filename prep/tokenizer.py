@@ -6,6 +6,7 @@ so that no list of lists is ever built for the output.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -29,8 +30,12 @@ class Backend(Protocol):
         ...
 
 
+@functools.cache
 def load_hf_tokenizer(path: str | Path):
-    """Load a tokenizer.json with padding and truncation switched off (ids as `encode` gives)."""
+    """Load a tokenizer.json with padding and truncation switched off (ids as `encode` gives).
+
+    Cached: the coordinator needs it several times (describe, end-of-document id), and a large
+    vocabulary takes a good part of a second to load."""
     from tokenizers import Tokenizer
 
     try:
