@@ -8,7 +8,8 @@ coordinator says so, when its pipe closes, or with the coordinator's process tre
 Fault injection for tests (off unless the variable is set): PREP_DEBUG_FAULT holds
 `;`-separated `ACTION:SUBSTRING` rules; a task whose texts contain SUBSTRING makes the
 worker `kill` itself (SIGKILL), `raise` an exception in the stage, or `hang`. The rule
-`start:kill` makes every worker die at start.
+`start:kill` makes every worker die at start; `start:slow` makes every worker take a
+second to start (as with a large tokenizer on a busy machine).
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def worker_main(
     rules = _fault_rules()
     if ("start", "kill") in rules:
         os.kill(os.getpid(), signal.SIGKILL)
+    if ("start", "slow") in rules:
+        time.sleep(1.0)
     from prep.config import PipelineConfig
     from prep.stage import Stage
 

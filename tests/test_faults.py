@@ -419,7 +419,8 @@ def test_sigkill_one_worker_at_a_random_point(corpus, reference, tmp_path, seed)
 
 @pytest.mark.slow
 def test_sigkill_a_starting_worker(corpus, reference, tmp_path):
-    run = Run(corpus, tmp_path / "out")
+    # Workers fork warm and start in milliseconds: a slow start leaves time to catch one starting.
+    run = Run(corpus, tmp_path / "out", env={"PREP_DEBUG_FAULT": "start:slow"})
     run.wait_for(lambda: run.named("prep-writer"))  # the writer starts first: what is unnamed now is a worker
     run.wait_for(lambda: run.starting_workers())
     run.starting_workers()[0].kill()
