@@ -84,7 +84,9 @@ def test_measure_sums_memory_over_the_process_tree():
     assert m.peak_rss_by_role_mb["main"] > 150 and m.peak_rss_by_role_mb["child"] > 150
 
 
-def test_tiny_bench_checks_tokens_and_computes_fractions(tmp_path: Path):
+def test_tiny_bench_checks_tokens_and_computes_fractions(tmp_path: Path, monkeypatch):
+    # Workers fork warm and a tiny run is over in a blink: a slow start makes sure the sampler sees every role.
+    monkeypatch.setenv("PREP_DEBUG_FAULT", "start:slow")
     result = bench.run_bench(_tiny_options(tmp_path, workers=2, peers=("pool",)))
     assert set(result) >= {"machine", "options", "corpora", "ceilings", "variants", "problems", "notes"}
     assert result["problems"] == []
