@@ -6,6 +6,7 @@ import gzip
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,15 @@ def prep_cmd(*args: str, timeout: float = 300, check: bool = False, env: dict | 
     if check and proc.returncode != 0:
         raise AssertionError(f"prep {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def as_if_not_root() -> list[str]:
+    """A command prefix under which file permissions hold, also for root (which otherwise ignores them)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be enforced")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def shard_bytes_of(out: Path) -> dict[str, bytes]:

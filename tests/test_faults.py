@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, SAMPLE_TOKENIZER, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
+from conftest import ROOT, SAMPLE_TOKENIZER, as_if_not_root, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
 
 from prep.engine import shm_prefix
 
@@ -158,15 +158,6 @@ class Run:
                 return
             assert time.monotonic() < deadline, f"processes left: {alive}"
             time.sleep(0.05)
-
-
-def as_if_not_root() -> list[str]:
-    """A command prefix under which file permissions hold, also for root (which otherwise ignores them)."""
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: file permissions cannot be enforced")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def _cmdline(p: psutil.Process) -> list[str]:
@@ -399,6 +390,16 @@ def test_one_run_at_a_time_per_output_directory(corpus, tmp_path):
 # ------------------------------------------------------------------------------------------ the matrix
 
 
+def assert_recovered_from_one_death(run: Run, out: Path, reference: dict) -> None:
+    """The run ends well, clean, byte-identical to the undisturbed one, with exactly one worker replaced."""
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    assert_same(out, reference)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert sum(w["restarts"] for w in manifest["routing"]["workers"]) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_sigkill_one_worker_at_a_random_point(corpus, reference, tmp_path, seed):
@@ -409,12 +410,7 @@ def test_sigkill_one_worker_at_a_random_point(corpus, reference, tmp_path, seed)
     victims = run.named("prep-worker")
     assert victims, "the run ended before the kill"
     rng.choice(victims).kill()
-    rc, _, err = run.wait()
-    assert rc == 0, err
-    assert_clean(run)
-    assert_same(tmp_path / "out", reference)
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert sum(w["restarts"] for w in manifest["routing"]["workers"]) == 1
+    assert_recovered_from_one_death(run, tmp_path / "out", reference)
 
 
 @pytest.mark.slow
@@ -424,12 +420,7 @@ def test_sigkill_a_starting_worker(corpus, reference, tmp_path):
     run.wait_for(lambda: run.named("prep-writer"))  # the writer starts first: what is unnamed now is a worker
     run.wait_for(lambda: run.starting_workers())
     run.starting_workers()[0].kill()
-    rc, _, err = run.wait()
-    assert rc == 0, err
-    assert_clean(run)
-    assert_same(tmp_path / "out", reference)
-    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
-    assert sum(w["restarts"] for w in manifest["routing"]["workers"]) == 1
+    assert_recovered_from_one_death(run, tmp_path / "out", reference)
 
 
 @pytest.mark.slow

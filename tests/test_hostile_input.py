@@ -10,29 +10,18 @@ from __future__ import annotations
 import collections
 import gzip
 import json
-import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, SAMPLE_TOKENIZER, corpus_docs
+from conftest import ROOT, SAMPLE_TOKENIZER, as_if_not_root, corpus_docs
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 BASE = ("--tokenizer", str(SAMPLE_TOKENIZER), "--backend", "tokenizers", "--workers", "2", "--no-progress")
 ROW, QUARANTINED, FILTERED = "row", "quarantined", "filtered"
-
-
-def as_if_not_root() -> list[str]:
-    """A command prefix under which file permissions hold, also for root (which otherwise ignores them)."""
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: file permissions cannot be enforced")
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def prep_run(inputs: Path, out: Path, *extra: str, permissions: bool = False, base: tuple = BASE,
