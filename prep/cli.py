@@ -69,7 +69,7 @@ def run(
     output: Annotated[str, typer.Option("--output", "-o", help="output directory (--engine ray: also a URI, "
                                                             "s3://, gs://, hdfs://)")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json")] = None,
-    workers: Annotated[int | None, typer.Option(help="worker processes (default: CPU count)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes; 0 (the default) means the CPU count")] = None,
     router: Annotated[str | None, typer.Option(help="p2c (default) | random | weighted | round-robin")] = None,
     seed: Annotated[int | None, typer.Option(help="routing seed")] = None,
     chunk_bytes: Annotated[str | None, typer.Option(help="text per chunk, e.g. 1MiB")] = None,
@@ -111,7 +111,7 @@ def run(
         features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
     )
     if config.workers < 0:
-        raise UserError("--workers must be at least 1")
+        raise UserError(f"--workers {config.workers}: give a count of at least 1, or 0 for the CPU count")
     bar = None
     started = time.perf_counter()
     docs = [0]
@@ -124,6 +124,8 @@ def run(
         typer.echo(f"prep: {info['files']} input file(s), {info['workers']} workers, router {config.router}, "
                    f"backend {tok.backend}" + (f" ({tok.backend_reason})" if tok.backend_reason else "")
                    + (f", resuming after {info['resumed_shards']} committed shard(s)" if resume else ""), err=True)
+        if info.get("resume_note"):
+            typer.echo(f"note: {info['resume_note']}", err=True)
         bar = tqdm(total=info["total_bytes"], unit="B", unit_scale=True, desc="prep", disable=not progress,
                    dynamic_ncols=True, smoothing=0.1)
 
@@ -156,6 +158,8 @@ def run(
 def inspect(
     out: Annotated[Path, typer.Argument(help="an output directory of prep run")],
     json_out: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="check every output file's size and "
+                                         "sha256 against the manifest (exit 1 naming the first bad one)")] = True,
 ) -> None:
     """Show what a run wrote: counts, shards, schema, routing, timings."""
     from prep.summary import format_schema, format_summary
@@ -169,6 +173,13 @@ def inspect(
                             "finish it with prep run ... --resume")
         raise UserError(f"no {MANIFEST} in {out}: not an output directory of prep run")
     manifest = json.loads(path.read_text(encoding="utf-8"))
+    if verify:
+        from prep.verify import first_bad_entry
+
+        bad = first_bad_entry(manifest.get("shards", []), str(out.resolve()))
+        if bad is not None:
+            _say_error(f"{out}: {bad[1]} (the manifest lists it); rerun the command with --overwrite")
+            raise typer.Exit(1)
     if json_out:
         typer.echo(json.dumps(manifest, indent=2, ensure_ascii=False))
         return

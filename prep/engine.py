@@ -36,6 +36,7 @@ from prep.router import Router
 from prep.theory import expected_imbalance_uniform
 from prep.tokenizer import TokenizerInfo
 from prep.transport import Location, SlotPool, release, remove_leftovers
+from prep.verify import batch_digest
 from prep.worker import Task, single_thread_env, worker_main
 from prep.writer import writer_main
 
@@ -259,10 +260,6 @@ class LocalEngine:
                         source_done = True
                         break
                 chunk = pending_chunk
-                if chunk.seq < self.start_seq:  # committed by an earlier run (--resume)
-                    pending_chunk = None
-                    self.on_progress(chunk.input_bytes, 0)
-                    continue
                 if chunk.seq >= self.written_upto + self.window:
                     break
                 pending_chunk = None
@@ -281,6 +278,8 @@ class LocalEngine:
             "text_bytes": chunk.text_bytes,
             "documents_in": chunk.documents_in,
             "quarantine": chunk.quarantine,
+            "source": chunk.source,
+            "digest": batch_digest(chunk.batch, chunk.quarantine),
         }
         self._send_writer(("chunk", chunk.seq, info))
         if chunk.batch.num_rows == 0:  # only bad records: nothing to compute, the writer has it all

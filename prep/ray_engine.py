@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
 import itertools
 import json
 import math
@@ -45,11 +44,13 @@ from prep.chunk import Chunk
 from prep.config import PipelineConfig
 from prep.engine import EngineResult, RunFailed, WorkerAccount, routing_summary
 from prep.errors import UserError
+from prep.ownership import MARKER, MARKER_TEXT, Entry, check_no_overlap, claim, deletion_order, shard_index
 from prep.retry import attempts_allowed, halves, quarantine_record
 from prep.router import Router, make_router
 from prep.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks, total_input_bytes
 from prep.stage import selected_features
 from prep.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id
+from prep.verify import batch_digest, check_committed_chunk, committed_digests, entry_files, first_bad_entry
 from prep.worker import single_thread_env
 from prep.writer import (
     JOURNAL,
@@ -228,6 +229,7 @@ def read_split(split: Split, options: dict) -> Iterator:
         for chunk in iter_chunks(files, **options):
             yield chunk.batch
             yield {"rows": chunk.batch.num_rows, "text_bytes": chunk.text_bytes,
+                   "digest": batch_digest(chunk.batch, chunk.quarantine),
                    "documents_in": chunk.documents_in, "quarantine": chunk.quarantine,
                    "input_bytes": chunk.input_bytes, "source": chunk.source}
 
@@ -295,7 +297,8 @@ class WriterActor:
         return _node()
 
     def write_shard(self, index: int, first_seq: int, chunks: list) -> dict:
-        """chunks: [(seq, info, [(start, stop, [result ref] | None, stats)])] in seq order. Returns
+        """index: the number in the shard file's name; chunks: [(seq, info, [(start, stop, [result ref] | None,
+        stats)])] in seq order. Returns
         {"entry": journal entry, "quarantine": its bad records as JSON lines}, or {"lost": [(seq, start)]}:
         results that no node holds any more."""
         import ray
@@ -303,7 +306,7 @@ class WriterActor:
         staging = tempfile.mkdtemp(prefix=f"prep-shard-{index}-")
         try:
             writer = ShardWriter(Path(staging), self.shard_bytes, self.compression, first_seq, [])
-            writer.shard_index = index  # the run's numbering: the file gets its final name
+            writer.shard_index = index  # the run's gapless file numbering: the file gets its final name
             lost = []
             for seq, info, parts in chunks:
                 if not lost:
@@ -372,70 +375,66 @@ class Output:
             elif self._remote(name).type != pafs.FileType.NotFound:
                 self.where.fs.delete_file(self.where.child(name).path)
 
-    def start(self, fingerprint: dict, overwrite: bool, resume: bool) -> list[dict]:
-        """Prepare the directory (fresh, or resumed after its committed shards); return the committed
-        journal entries."""
-        from prep.run import check_resumable, prepare_output, remove_uncommitted
+    def start(self, fingerprint: dict, overwrite: bool, resume: bool) -> tuple[list[dict], str | None]:
+        """Claim the output (fresh, or resumed after its verified committed shards) by the rules of
+        `prep.ownership`; return the committed journal entries, and a note when one is computed again."""
+        from prep.run import open_output
 
         try:
-            if resume and not self.where.local:
-                for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, MANIFEST):
-                    if self._remote(name).type == pafs.FileType.File:
-                        pafs.copy_files(self.where.child(name).path, str(self.dir / name),
-                                        source_filesystem=self.where.fs,
-                                        destination_filesystem=pafs.LocalFileSystem())
-            header, entries = read_journal(self.dir) if resume else (None, [])
-            if header is not None:
-                check_resumable(self.dir, header["fingerprint"], fingerprint)
-                remove_uncommitted(self.dir, entries)
-                self._remove_remote_uncommitted(len(entries))
+            if self.where.local:
+                entries, note = open_output(self.dir, fingerprint, overwrite, resume)
             else:
-                entries = []
-                if self.where.local:
-                    prepare_output(self.dir, overwrite, resume)
-                else:
-                    for stale in self.dir.iterdir():  # what --resume fetched: a fresh start keeps none
-                        stale.unlink()
-                    self._prepare_remote(overwrite, resume)
+                entries, note = self._start_remote(fingerprint, overwrite, resume)
             lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole, as the local engine does
             write_atomic(self.dir / JOURNAL, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines).encode())
             self._upload(QUARANTINE_PARTIAL, QUARANTINE, JOURNAL)
         except OSError as exc:
             raise UserError(f"cannot write to output directory {self.where}: {exc}") from None
-        return entries
+        return entries, note
 
-    def _prepare_remote(self, overwrite: bool, resume: bool) -> None:
-        from prep.run import OWN_FILES
+    def _start_remote(self, fingerprint: dict, overwrite: bool, resume: bool) -> tuple[list[dict], str | None]:
+        from prep.run import check_resumable, journal_listed, remove_uncommitted
 
         fs, path = self.where.fs, self.where.path
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:
             raise UserError(f"output {self.where} exists and is not a directory")
-        entries = fs.get_file_info(pafs.FileSelector(path)) if info.type == pafs.FileType.Directory else []
-        if entries and not (overwrite or resume):
+        listing = [Entry(i.base_name, "dir" if i.type == pafs.FileType.Directory else "file")
+                   for i in (fs.get_file_info(pafs.FileSelector(path)) if info.type == pafs.FileType.Directory
+                             else [])]
+        if any(e.name != MARKER for e in listing) and not (overwrite or resume):
             raise UserError(f"output directory {self.where} already holds data; pass --overwrite to replace it "
                             "or --resume to continue an interrupted run")
-        if entries:
-            foreign = [e.base_name for e in entries if not any(fnmatch.fnmatch(e.base_name, p) for p in OWN_FILES)]
-            if foreign:
-                flag = "--resume" if resume else "--overwrite"
-                raise UserError(f"{flag}: {self.where} holds files prep did not write "
-                                f"({', '.join(sorted(foreign)[:3])}); choose another output directory")
-            if self._remote(MANIFEST).type == pafs.FileType.File:  # first: a half-emptied output must not
-                fs.delete_file(self.where.child(MANIFEST).path)   # look finished
-            for e in entries:
-                fs.delete_dir(e.path) if e.type == pafs.FileType.Directory else fs.delete_file(e.path)
+        for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, MANIFEST):  # the mirror: what --resume reads
+            if resume and any(e.name == name and e.kind == "file" for e in listing):
+                pafs.copy_files(self.where.child(name).path, str(self.dir / name), source_filesystem=fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+        header, entries = read_journal(self.dir)
+        flag = "--resume" if resume else "--overwrite"
+        names = claim(listing, str(self.where), flag, journal_listed(self.dir, header, entries)) if listing else []
+        note = None
+        if resume and header is not None:
+            check_resumable(self.dir, header["fingerprint"], fingerprint)
+            bad = first_bad_entry(entries, path, fs)
+            if bad is not None:
+                index, problem = bad
+                note = f"{problem}: computing it again, with the {len(entries) - index - 1} shard(s) after it"
+                entries = entries[:index]
+            committed = {f["file"] for e in entries for f in entry_files(e)}
+            stale = [n for n in names if (shard_index(n) is not None and n not in committed)
+                     or (n.startswith(".") and n.endswith(".tmp"))]
+            remove_uncommitted(self.dir, entries, [])
+        else:
+            entries, stale = [], names
+            for leftover in self.dir.iterdir():  # what --resume fetched: a fresh start keeps none
+                leftover.unlink()
+        for name in deletion_order(stale):
+            fs.delete_file(self.where.child(name).path)
         fs.create_dir(path, recursive=True)
-
-    def _remove_remote_uncommitted(self, committed: int) -> None:
-        """Shards past the journal are leftovers of the interrupted run: they are written again."""
-        if self.where.local:
-            return
-        for e in self.where.fs.get_file_info(pafs.FileSelector(self.where.path)):
-            name = e.base_name
-            stale = fnmatch.fnmatch(name, "part-*.parquet") and int(name.split("-")[1].split(".")[0]) >= committed
-            if stale or fnmatch.fnmatch(name, ".*.tmp"):
-                self.where.fs.delete_file(e.path)
+        if not any(e.name == MARKER for e in listing):
+            with fs.open_output_stream(self.where.child(MARKER).path) as f:
+                f.write(MARKER_TEXT)
+        return entries, note
 
     def append(self, entry: dict, quarantine: bytes, committed_bytes: int) -> None:
         """A committed shard: its bad records after those of the shards before it, then its journal line
@@ -514,6 +513,7 @@ class _Shard:
     open_chunks: int = 0
     writing: Any = None  # ref of the write_shard call in flight
     attempts: int = 0
+    file_index: int | None = None  # its file's number, gapless: given once the shards before it have theirs
 
 
 class _Feed:
@@ -626,6 +626,7 @@ class RayEngine:
         self.max_open_shards = 2 * self.writers_n
         self.start_seq = start_seq
         self.entries = list(journal_entries or [])
+        self.journalled = committed_digests(self.entries)
         self.on_progress = on_progress or (lambda _bytes, _docs: None)
         self.slow_workers = slow_workers or {}
         self.manifest_base = manifest_base or {}
@@ -703,6 +704,7 @@ class RayEngine:
         self.shards: dict[int, _Shard] = {}
         self.filling: _Shard | None = None
         self.next_shard = len(self.entries)
+        self.next_file = sum(1 for e in self.entries if e["file"])
         self.committed: dict[int, dict] = {}
         self.ready_tasks: deque[int] = deque()
         self.outstanding = [0] * self.workers_n
@@ -738,10 +740,11 @@ class RayEngine:
                                                  or len(self.shards) < self.max_open_shards)
 
     def _admit(self, seq: int, batch: Any, meta: dict) -> None:
-        if seq < self.start_seq:  # committed by an earlier run (--resume)
+        if seq < self.start_seq:  # committed by an earlier run (--resume): prove it is the same
+            check_committed_chunk(self.journalled, seq, meta["source"], meta["digest"])
             self.on_progress(meta["input_bytes"], 0)
             return
-        info = {k: meta[k] for k in ("rows", "text_bytes", "documents_in", "quarantine")}
+        info = {k: meta[k] for k in ("rows", "text_bytes", "documents_in", "quarantine", "source", "digest")}
         shard = self.filling
         if shard is None:
             shard = self.filling = self.shards[self.next_shard] = _Shard(self.next_shard, seq)
@@ -791,10 +794,19 @@ class RayEngine:
             self.by_result[self._watch(task.result)] = task.task_id
 
     def _seal(self) -> None:
-        """Send every shard whose chunks are all computed to the writer that owns it."""
-        for shard in self.shards.values():
+        """Send every shard whose chunks are all computed to the writer that owns it.
+
+        File numbers are gapless (a shard without rows has no file), so a shard is numbered only once every
+        shard before it is: then its row count, and so whether it has a file, is known."""
+        for shard in sorted(self.shards.values(), key=lambda s: s.index):
+            if shard.file_index is None:
+                if shard.last_seq is None or shard.open_chunks:
+                    break
+                rows = sum(stats["documents"] for seq in shard.seqs for _, _, stats in self.chunks[seq].parts.values())
+                shard.file_index = self.next_file
+                self.next_file += 1 if rows else 0
             writer = self.writers[shard.index % self.writers_n]
-            if shard.last_seq is None or shard.open_chunks or shard.writing is not None or not writer.alive:
+            if shard.open_chunks or shard.writing is not None or not writer.alive:
                 continue
             chunks = []
             for seq in shard.seqs:
@@ -802,7 +814,7 @@ class RayEngine:
                 parts = [(start, stop, None if ref is None else [ref], stats)
                          for start, (stop, ref, stats) in sorted(state.parts.items())]
                 chunks.append((seq, state.info, parts))
-            shard.writing = self._watch(writer.handle.write_shard.remote(shard.index, shard.first_seq, chunks))
+            shard.writing = self._watch(writer.handle.write_shard.remote(shard.file_index, shard.first_seq, chunks))
             self.writing[shard.writing] = shard.index
 
     def _wait_and_handle(self, feed: bool) -> None:
@@ -1089,30 +1101,28 @@ def run_ray(request: Any, on_start: Callable[[dict], None] | None = None,
     selected_features(config)
     if config.append_eos:
         eos_id(config.tokenizer, config.eos_token)
-    fingerprint = output_fingerprint(config, files, info.sha256)
+    fingerprint = output_fingerprint(config, files, info.sha256, {f.path: s.fs for s in splits for f in s.files})
+    if input_filesystem is None and output_filesystem is None:
+        check_no_overlap(request.inputs, request.output)
     output = Output(resolve(request.output, output_filesystem))
     with output.locked():
-        entries = output.start(fingerprint, request.overwrite, request.resume)
+        entries, resume_note = output.start(fingerprint, request.overwrite, request.resume)
         started_ray, engine_info = _start_ray(address)
         ray = sys.modules["ray"]
         try:
             with interruptible():  # after ray.init, which sets its own SIGTERM handler
                 result = _run_engine(request, output, files, splits, entries, info, engine_info, on_start,
-                                     on_progress, writers)
+                                     on_progress, writers, resume_note)
         finally:
             if started_ray:
                 ray.shutdown()
-    counts = result.manifest["counts"]
-    accounted = counts["documents_out"] + counts["quarantined"] + counts["filtered"]
-    if counts["documents_in"] != accounted:
-        raise RuntimeError(f"accounting mismatch: documents_in {counts['documents_in']} != out + quarantined + "
-                           f"filtered = {accounted}")
     return result
 
 
 def _run_engine(request: Any, output: Output, files: list[InputFile], splits: list[Split], entries: list[dict],
                 info: TokenizerInfo, engine_info: dict, on_start: Callable[[dict], None] | None,
-                on_progress: Callable[[int, int], None] | None, writers: int | None) -> EngineResult:
+                on_progress: Callable[[int, int], None] | None, writers: int | None,
+                resume_note: str | None = None) -> EngineResult:
     """Readers first (the first chunk decides the backend), then the workers."""
     from prep.run import sample_texts
 
@@ -1146,7 +1156,8 @@ def _run_engine(request: Any, output: Output, files: list[InputFile], splits: li
     }
     if on_start:
         on_start({"workers": workers, "total_bytes": total_input_bytes(files), "files": len(files),
-                  "tokenizer": info, "start_seq": start_seq, "resumed_shards": len(entries)})
+                  "tokenizer": info, "start_seq": start_seq, "resumed_shards": len(entries),
+                  "resume_note": resume_note})
     engine = RayEngine(config, info, router, output, feed, start_seq=start_seq, journal_entries=entries,
                        on_progress=on_progress, slow_workers=request.slow_workers, manifest_base=manifest_base,
                        writers=writers)

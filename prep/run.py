@@ -11,26 +11,33 @@ import fcntl
 import itertools
 import json
 import os
-import shutil
 import signal
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from prep.chunk import Chunk
 from prep.config import PipelineConfig
 from prep.engine import EngineResult, Interrupted, LocalEngine
 from prep.errors import UserError
+from prep.ownership import MARKER, check_no_overlap, claim, delete_local, list_local, shard_index, write_marker_local
 from prep.router import make_router
 from prep.sources import expand_inputs, iter_chunks, total_input_bytes
 from prep.stage import selected_features
 from prep.tokenizer import choose_backend, describe_tokenizer, eos_id
+from prep.verify import (
+    batch_digest,
+    changed_input,
+    check_committed_chunk,
+    committed_digests,
+    entry_files,
+    first_bad_entry,
+    stamp,
+)
 from prep.writer import JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL, read_journal, write_atomic
 
 SAMPLE_TEXT_BYTES = 256 * 1024  # of the first chunk, for the fast-path verification
-OWN_FILES = ("part-*.parquet", "_manifest.json", "_journal.jsonl", "_quarantine.jsonl", "_quarantine.jsonl.partial",
-             "_routing.parquet", "report.html", ".*.tmp")
-_FINGERPRINT_PARTS = (("inputs", "input files"), ("tokenizer_sha256", "tokenizer"), ("config", "pipeline"))
+_FINGERPRINT_PARTS = (("tokenizer_sha256", "tokenizer"), ("config", "pipeline"))
 
 
 @dataclass
@@ -92,36 +99,58 @@ def interruptible() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
-    """An empty output directory, or one emptied of an earlier run's files (--overwrite, or --resume with
-    nothing committed to resume)."""
-    holds_data = any(out.iterdir())
-    if holds_data and not (overwrite or resume):
+def open_output(out: Path, fingerprint: dict, overwrite: bool, resume: bool) -> tuple[list[dict], str | None]:
+    """Claim the output directory and return the committed journal entries to continue after (none for a
+    fresh start), with a note when a committed shard failed its check and is computed again.
+
+    Only what prep can prove it wrote is deleted (see prep.ownership); a resumed run first proves that its
+    committed shards are intact and its inputs unchanged (see prep.verify).
+    """
+    listing = [e for e in list_local(out) if e.name != MARKER]
+    header, entries = read_journal(out)
+    flag = "--resume" if resume else "--overwrite"
+    if listing and not (overwrite or resume):
         raise UserError(f"output directory {out} already holds data; pass --overwrite to replace it "
                         "or --resume to continue an interrupted run")
-    if holds_data:
-        foreign = [p.name for p in out.iterdir() if not any(p.match(pat) for pat in OWN_FILES)]
-        if foreign:
-            flag = "--resume" if resume else "--overwrite"
-            raise UserError(f"{flag}: {out} holds files prep did not write ({', '.join(sorted(foreign)[:3])});"
-                            " choose another output directory")
-        (out / MANIFEST).unlink(missing_ok=True)  # first: a half-emptied directory must not look finished
-        for p in out.iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    names = claim(list_local(out), str(out), flag, journal_listed(out, header, entries)) if listing else []
+    note = None
+    if resume and header is not None:
+        check_resumable(out, header["fingerprint"], fingerprint)
+        bad = first_bad_entry(entries, str(out.resolve()))
+        if bad is not None:
+            index, problem = bad
+            note = f"{problem}: computing it again, with the {len(entries) - index - 1} shard(s) after it"
+            entries = entries[:index]
+        remove_uncommitted(out, entries, names)
+    else:  # a fresh start (also --resume when nothing was committed)
+        entries = []
+        delete_local(out, names)
+    write_marker_local(out)
     try:
         probe = out / ".prep-write-test.tmp"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
         raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
+    return entries, note
 
 
-def output_fingerprint(config: PipelineConfig, files, tokenizer_sha: str) -> dict:
-    """What decides the output bytes; a resumed run must match it exactly."""
+def journal_listed(out: Path, header: dict | None, entries: list[dict]) -> set[str]:
+    """Names the directory's own journal proves prep wrote (its shards, itself, the side files)."""
+    if header is None or "fingerprint" not in header:
+        return set()
+    return {JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL} | {
+        f["file"] for e in entries for f in entry_files(e)}
+
+
+def output_fingerprint(config: PipelineConfig, files, tokenizer_sha: str, filesystems: dict | None = None) -> dict:
+    """What decides the output bytes; a resumed run must match it exactly. `filesystems`: path -> the
+    pyarrow filesystem of a remote input."""
+    filesystems = filesystems or {}
     return {
         "config": config.output_fingerprint() | {"tokenizer": None},
         "tokenizer_sha256": tokenizer_sha,
-        "inputs": [[f.display, f.size] for f in files],
+        "inputs": [[f.display, *stamp(f.path, filesystems.get(f.path))] for f in files],
     }
 
 
@@ -142,6 +171,7 @@ def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = 
         selected_features(config)  # unknown feature names fail here, before any process starts
         if config.append_eos:
             eos_id(config.tokenizer, config.eos_token)
+        check_no_overlap(request.inputs, out)
         make_output_dir(out)
         with output_lock(out):
             return _run_locked(request, files, info, on_start, on_progress)
@@ -153,15 +183,9 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     router = make_router(config.router, workers, config.seed)
     fingerprint = output_fingerprint(config, files, info.sha256)
 
-    header, entries = read_journal(out) if request.resume else (None, [])
-    if header is not None:
-        check_resumable(out, header["fingerprint"], fingerprint)
-    else:  # a fresh start (also --resume when nothing was committed)
-        entries = []
-        prepare_output(out, request.overwrite, request.resume)
-    lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole: no torn line stays in the middle
     try:
-        remove_uncommitted(out, entries)
+        entries, resume_note = open_output(out, fingerprint, request.overwrite, request.resume)
+        lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole: no torn line stays in the middle
         write_atomic(out / JOURNAL, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines).encode())
     except OSError as exc:  # e.g. the disk is full
         raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
@@ -171,8 +195,9 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
                          keep_columns=config.keep_columns, chunk_bytes=config.chunk_bytes, strict=config.strict)
     first = next(chunks, None)
     sample = [] if first is None else sample_texts(first)
-    info = choose_backend(info, config.backend, sample)
     stream = chunks if first is None else itertools.chain([first], chunks)
+    skipped_bytes, stream = skip_committed(stream, entries, start_seq)
+    info = choose_backend(info, config.backend, sample)
 
     manifest_base = {
         "config": config.to_dict() | {"workers": workers},
@@ -181,23 +206,23 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     }
     if on_start:
         on_start({"workers": workers, "total_bytes": total_input_bytes(files), "files": len(files),
-                  "tokenizer": info, "start_seq": start_seq, "resumed_shards": len(entries)})
+                  "tokenizer": info, "start_seq": start_seq, "resumed_shards": len(entries),
+                  "resume_note": resume_note})
+    if on_progress and skipped_bytes:
+        on_progress(skipped_bytes, 0)
     engine = LocalEngine(config, info, router, out, start_seq=start_seq, journal_entries=entries,
                          on_progress=on_progress, slow_workers=request.slow_workers, manifest_base=manifest_base)
-    result = engine.run(stream)
-    counts = result.manifest["counts"]
-    accounted = counts["documents_out"] + counts["quarantined"] + counts["filtered"]
-    if counts["documents_in"] != accounted:
-        print(json.dumps(counts), file=sys.stderr)
-        raise RuntimeError(f"accounting mismatch: documents_in {counts['documents_in']} != out + quarantined + "
-                           f"filtered = {accounted}")
-    return result
+    return engine.run(stream)
 
 
 def check_resumable(out: Path, recorded: dict, fingerprint: dict) -> None:
     """A resumed run must write what the interrupted one would have: same input, tokenizer and pipeline."""
     if (out / MANIFEST).exists():
         raise UserError(f"--resume: {out} holds a finished run (it has {MANIFEST}); use --overwrite to redo it")
+    changed = changed_input(recorded.get("inputs") or [], fingerprint["inputs"])
+    if changed:
+        raise UserError(f"--resume: {changed} since {out} was written; rerun with the original input, "
+                        "or use --overwrite to start again")
     differs = [name for key, name in _FINGERPRINT_PARTS if recorded.get(key) != fingerprint[key]]
     if differs:
         old, new = recorded.get("config") or {}, fingerprint["config"]
@@ -205,6 +230,18 @@ def check_resumable(out: Path, recorded: dict, fingerprint: dict) -> None:
         detail = f" ({', '.join(settings)})" if "pipeline" in differs and settings else ""
         raise UserError(f"--resume: {out} was written with a different {' and '.join(differs)}{detail}; "
                         "rerun with the original ones, or use --overwrite to start again")
+
+
+def skip_committed(stream: Iterator[Chunk], entries: list[dict], start_seq: int) -> tuple[int, Iterator[Chunk]]:
+    """Read past the committed chunks, proving each is the one journalled, before anything is computed;
+    return the input bytes skipped and the rest of the stream."""
+    expected, skipped = committed_digests(entries), 0
+    for chunk in stream:
+        if chunk.seq >= start_seq:
+            return skipped, itertools.chain([chunk], stream)
+        check_committed_chunk(expected, chunk.seq, chunk.source, batch_digest(chunk.batch, chunk.quarantine))
+        skipped += chunk.input_bytes
+    return skipped, iter(())
 
 
 def sample_texts(chunk) -> list[str]:
@@ -217,15 +254,12 @@ def sample_texts(chunk) -> list[str]:
     return texts
 
 
-def remove_uncommitted(out: Path, entries: list[dict]) -> None:
+def remove_uncommitted(out: Path, entries: list[dict], names: list[str]) -> None:
     """What the interrupted run wrote past its journal will be written again: shards, temp files and
-    quarantined records beyond the committed length."""
-    committed = len(entries)
-    for path in out.glob("part-*.parquet"):
-        if int(path.stem.split("-")[1]) >= committed:
-            path.unlink()
-    for path in out.glob(".*.tmp"):
-        path.unlink()
+    quarantined records beyond the committed length. `names` are the files `claim` proved prep's own."""
+    committed = {f["file"] for e in entries for f in entry_files(e)}
+    delete_local(out, [n for n in names if (shard_index(n) is not None and n not in committed)
+                       or (n.startswith(".") and n.endswith(".tmp"))])
     partial, final = out / QUARANTINE_PARTIAL, out / QUARANTINE
     if final.exists() and not partial.exists():  # interrupted between its rename and the manifest
         os.replace(final, partial)

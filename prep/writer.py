@@ -102,7 +102,7 @@ class ShardWriter:
         self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
         self.entries = list(entries)
         self.next_seq = start_seq
-        self.shard_index = len(entries)
+        self.shard_index = sum(1 for e in entries if e["file"])  # gapless: a shard without rows has no file
         self.pending: dict[int, _Pending] = {}
         self.before_commit = before_commit or (lambda: None)
         self.quarantine_bytes = entries[-1].get("quarantine_bytes", 0) if entries else 0
@@ -114,7 +114,7 @@ class ShardWriter:
         self.buffered = 0
         self.current = {
             "rows": 0, "tokens": 0, "text_bytes": 0, "documents_in": 0, "quarantined": 0,
-            "filtered": 0, "first_seq": self.next_seq, "last_seq": None, "quarantine": [],
+            "filtered": 0, "first_seq": self.next_seq, "last_seq": None, "quarantine": [], "chunks": [],
         }
 
     def add_chunk(self, seq: int, info: dict) -> list[dict]:
@@ -153,6 +153,7 @@ class ShardWriter:
         cur["text_bytes"] += info["text_bytes"]
         cur["documents_in"] += info["documents_in"]
         cur["quarantine"].extend(info["quarantine"])
+        cur["chunks"].append([seq, info.get("source"), info.get("digest")])  # what --resume proves it skips
         for _start, _stop, table, stats in sorted(pending.parts, key=lambda p: p[0]):
             cur["filtered"] += stats.get("filtered", 0)
             cur["quarantine"].extend(stats.get("quarantine", []))
@@ -209,7 +210,7 @@ class ShardWriter:
         entry["quarantine_bytes"] = self.quarantine_bytes
         append_journal(self.out, entry)
         self.entries.append(entry)
-        self.shard_index += 1
+        self.shard_index += 1 if entry["file"] else 0
         self._reset_shard()
         return entry
 
@@ -228,6 +229,7 @@ class ShardWriter:
             "tokens": sum(e["tokens"] for e in entries),
             "bytes_in": sum(e["text_bytes"] for e in entries),
         }
+        check_accounting(counts)  # before anything says the run finished
         partial, qpath = self.out / QUARANTINE_PARTIAL, self.out / QUARANTINE
         if self.quarantine_bytes:
             with open(partial, "rb+") as f:
@@ -250,6 +252,14 @@ class ShardWriter:
         manifest["timings"] = dict(manifest.get("timings", {}))
         write_atomic(self.out / MANIFEST, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
         return manifest
+
+
+def check_accounting(counts: dict) -> None:
+    """Every record in exactly one place: written, quarantined or filtered."""
+    accounted = counts["documents_out"] + counts["quarantined"] + counts["filtered"]
+    if counts["documents_in"] != accounted:
+        raise RuntimeError(f"accounting mismatch: documents_in {counts['documents_in']} != out + quarantined + "
+                           f"filtered = {accounted} ({json.dumps(counts)})")
 
 
 def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, compression: str,

@@ -309,30 +309,56 @@ def test_sigterm_then_resume_is_byte_identical(corpus, reference, tmp_path):
 def test_resume_refuses_other_input_tokenizer_or_pipeline(tmp_path):
     from conftest import GPT2
 
-    docs = corpus_docs("en_fortunes", 400)
-    write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    write_jsonl(tmp_path / "in" / "a.jsonl", corpus_docs("en_fortunes", 2500))
     out = tmp_path / "out"
-    run = Run(tmp_path / "in", out, env={"PREP_DEBUG_FAULT": "start:kill"})  # ends with a journal, no shard
-    assert run.wait()[0] == 1
-    base = ["run", "--input", tmp_path / "in", "--output", out, *ARGS, "--resume"]
-    write_jsonl(tmp_path / "other" / "a.jsonl", docs[:-1])
+    base = ["run", "--input", tmp_path / "in", "--output", out, *ARGS, "--shard-bytes", "96KiB"]
+    prep_cmd(*base, check=True)
+    journal = (out / "_journal.jsonl").read_text().splitlines(keepends=True)
+    assert len(journal) >= 4, "the run must commit several shards for resume to skip"
+    (out / "_manifest.json").unlink()  # as an interruption after two committed shards leaves it
+    (out / "_journal.jsonl").write_text("".join(journal[:3]))
+    committed = {p.name: p.read_bytes() for p in sorted(out.glob("part-*.parquet"))[:2]}
+    base.append("--resume")
+    a = tmp_path / "in" / "a.jsonl"
+    original, stat = a.read_bytes(), a.stat()
+
+    def restore() -> None:
+        a.write_bytes(original)
+        os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    def swap_equal_lines() -> None:  # same size, same mtime: only the content digest can tell
+        lines = original.splitlines(keepends=True)
+        i, j = next((i, j) for j in range(200) for i in range(j) if len(lines[i]) == len(lines[j]) != 0
+                    and lines[i] != lines[j])
+        lines[i], lines[j] = lines[j], lines[i]
+        a.write_bytes(b"".join(lines))
+        os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
     cases = [
-        (["--input", tmp_path / "other"], "different input files"),
-        (["--tokenizer", GPT2], "different tokenizer"),
-        (["--chunk-bytes", "8KiB"], "different pipeline (chunk_bytes)"),
-        (["--features", "num_chars"], "different pipeline (features)"),
+        (lambda: a.write_bytes(original[: original.rindex(b"\n", 0, -1) + 1]), [], "a.jsonl changed size"),
+        (swap_equal_lines, [], "a.jsonl differs from what was committed"),
+        (lambda: os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9)), [], "a.jsonl was modified"),
+        (None, ["--tokenizer", GPT2], "different tokenizer"),
+        (None, ["--chunk-bytes", "8KiB"], "different pipeline (chunk_bytes)"),
+        (None, ["--features", "num_chars"], "different pipeline (features)"),
     ]
-    for (flag, value), message in cases:
+    for change, flags, message in cases:
+        if change:
+            change()
         args = list(base)
-        if flag in args:
-            args[args.index(flag) + 1] = value
-        else:
-            args += [flag, value]
+        for flag, value in zip(flags[::2], flags[1::2], strict=True):
+            if flag in args:
+                args[args.index(flag) + 1] = value
+            else:
+                args += [flag, value]
         proc = prep_cmd(*args)
-        assert proc.returncode == 2, proc.stderr
+        assert proc.returncode == 2, (message, proc.stderr)
         assert_one_clear_line(proc.stderr, message)
+        assert {n: (out / n).read_bytes() for n in committed} == committed
+        restore()
     proc = prep_cmd(*base, "--workers", "3", "--router", "round-robin")  # how, not what: allowed
     assert proc.returncode == 0, proc.stderr
+    assert {n: (out / n).read_bytes() for n in committed} == committed
     finished = prep_cmd(*base)
     assert finished.returncode == 2 and "holds a finished run" in finished.stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -163,19 +164,43 @@ def test_user_errors_exit_2_with_one_line(tmp_path, mixed_corpus, args, message)
 
 def test_existing_output_needs_overwrite(tmp_path, mixed_corpus):
     out = tmp_path / "out"
-    args = ["--input", mixed_corpus, "--output", out, "--tokenizer", GPT2, "--workers", "1"]
-    run_ok(*args)
-    again = prep_cmd("run", *args, "--no-progress")
+    args = ["--input", mixed_corpus, "--output", out, "--workers", "1"]
+    run_ok(*args, "--tokenizer", GPT2)
+    gpt2_shards = shard_bytes_of(out)
+    again = prep_cmd("run", *args, "--tokenizer", GPT2, "--no-progress")
     assert again.returncode == 2 and "already holds data" in again.stderr
-    run_ok(*args, "--overwrite")
+    assert shard_bytes_of(out) == gpt2_shards
+    (out / "notes.md").write_text("the user's")
+    guarded = prep_cmd("run", *args, "--tokenizer", BERT_ZH, "--no-progress", "--overwrite")
+    assert guarded.returncode == 2 and "notes.md" in guarded.stderr and (out / "notes.md").exists()
+    (out / "notes.md").unlink()
+    run_ok(*args, "--tokenizer", BERT_ZH, "--overwrite")  # replaced: other ids, the same documents
+    rows = read_rows(out)
+    bert = Tokenizer.from_file(str(BERT_ZH))
+    texts = {d["id"]: d["text"] for d in read_docs(mixed_corpus)}
+    assert sorted(r["id"] for r in rows) == sorted(texts)
+    assert all(r["input_ids"] == bert.encode(texts[r["id"]]).ids for r in rows[:50])
+
+
+def read_docs(directory: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted(directory.glob("*.jsonl")) for line in p.read_text().splitlines()]
 
 
 def test_inspect(tmp_path, mixed_corpus):
     out = tmp_path / "out"
-    manifest = run_ok("--input", mixed_corpus, "--output", out, "--tokenizer", GPT2, "--workers", "2")
+    run_ok("--input", mixed_corpus, "--output", out, "--tokenizer", GPT2, "--workers", "2", "--shard-bytes", "128KiB")
+    rows = read_rows(out)  # what is on disk, counted here, not taken from the manifest
+    files = sorted(out.glob("part-*.parquet"))
+    assert len(files) >= 2
     text = prep_cmd("inspect", out, check=True).stdout
-    assert f"{manifest['counts']['documents_in']:,}" in text and "input_ids: list<element: uint32>" in text
+    assert f"{len(read_docs(mixed_corpus)):,}" in text and f"{len(rows):,}" in text
+    assert "input_ids: list<element: uint32>" in text
     as_json = json.loads(prep_cmd("inspect", out, "--json", check=True).stdout)
-    assert as_json == manifest
+    assert as_json["counts"]["documents_out"] == len(rows)
+    assert as_json["counts"]["tokens"] == sum(len(r["input_ids"]) for r in rows)
+    assert [s["file"] for s in as_json["shards"]] == [p.name for p in files]
+    for shard, path in zip(as_json["shards"], files, strict=True):
+        assert shard["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert shard["rows"] == pq.ParquetFile(path).metadata.num_rows
     missing = prep_cmd("inspect", tmp_path)
     assert missing.returncode == 2 and "no _manifest.json" in missing.stderr
