@@ -249,3 +249,18 @@ def test_unknown_feature_is_a_user_error():
 def test_every_feature_has_a_one_line_definition():
     assert list(FEATURE_TYPES) == ALL and len(ALL) == 20
     assert all(d and "\n" not in d and "|" not in d for d in FEATURES.values())
+
+
+def test_readme_feature_table_is_the_code_s_definitions():
+    """One definition per feature: the README's table is generated from prep.features.FEATURES."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("feature_table", ROOT / "scripts" / "feature_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert module.table() in readme, "README's feature table differs: run python scripts/feature_table.py"
+    for name in FEATURES:
+        assert readme.count(f"| `{name}` |") == 1
