@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prep.config import PipelineConfig
-from prep.engine import EngineResult, Interrupted, LocalEngine
+from prep.engine import SHM_RECORD, EngineResult, Interrupted, LocalEngine, remove_recorded_leftovers
 from prep.errors import UserError
 from prep.router import make_router
 from prep.sources import expand_inputs, iter_chunks, total_input_bytes
@@ -29,7 +29,7 @@ from prep.writer import JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL, read_
 
 SAMPLE_TEXT_BYTES = 256 * 1024  # of the first chunk, for the fast-path verification
 OWN_FILES = ("part-*.parquet", "_manifest.json", "_journal.jsonl", "_quarantine.jsonl", "_quarantine.jsonl.partial",
-             "_routing.parquet", "report.html", ".*.tmp")
+             "_routing.parquet", "report.html", ".*.tmp", SHM_RECORD)
 _FINGERPRINT_PARTS = (("inputs", "input files"), ("tokenizer_sha256", "tokenizer"), ("config", "pipeline"))
 
 
@@ -153,6 +153,7 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     router = make_router(config.router, workers, config.seed)
     fingerprint = output_fingerprint(config, files, info.sha256)
 
+    remove_recorded_leftovers(out)  # a killed run's shared memory, before its record could be cleared away
     header, entries = read_journal(out) if request.resume else (None, [])
     if header is not None:
         check_resumable(out, header["fingerprint"], fingerprint)
