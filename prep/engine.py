@@ -190,15 +190,16 @@ class LocalEngine:
         every process there is (one it missed would outlive the run)."""
         self._deferring = True
         try:
-            for attempt in range(3):
+            for attempt in range(5):
                 self._start_forkserver()  # a forkserver that died (killed, or by accident) is started again
                 process = self.ctx.Process(target=target, args=args, name=name, daemon=True)
                 try:
                     process.start()
                     break
-                except (OSError, EOFError) as exc:  # the forkserver died between that check and this request
-                    if attempt == 2:
+                except (OSError, EOFError) as exc:  # it is dying (not yet reaped, so it looked alive), or died since
+                    if attempt == 4:
                         raise RunFailed(f"cannot start the {name} process: {exc or type(exc).__name__}") from None
+                    time.sleep(0.05 * 2**attempt)
             self.children.append(process)
         finally:
             self._deferring = False
@@ -306,6 +307,7 @@ class LocalEngine:
         self.kept: dict[int, _Kept] = {}  # chunks not yet committed, by seq
         self.again: deque[tuple[int, list]] = deque()  # (seq, row ranges) to compute again, once a slot is free
         self.writer_deaths = 0  # in a row, with no shard committed in between
+        self.writer_restarts = 0
         self.finish_message: tuple | None = None
         self.flush_sent = False
         self._start_writer(self.start_seq, self.journal_entries)
@@ -632,6 +634,7 @@ class LocalEngine:
             else:
                 self.again.append((seq, ranges))
         self.flush_sent = False
+        self.writer_restarts += 1
         self.faults.append(f"{reason}: a new writer continues after {len(entries)} committed shard(s); "
                            f"{len(self.kept)} chunk(s) sent again, {redo} part(s) computed again")
         if self.finish_message is not None:
@@ -689,6 +692,7 @@ class LocalEngine:
             account.idle_s = max(0.0, (end - w.started_at) - account.busy_s)
         extra = dict(self.manifest_base)
         extra["routing"] = routing_summary(self.router, self.accounts, len(self.routing["seq"]))
+        extra["routing"]["writer_restarts"] = self.writer_restarts
         extra["timings"] = {"wall_s": round(end - self.t0, 4)}
         self.finished = None
         self.finish_message = ("finish", extra, self.routing)
