@@ -266,25 +266,28 @@ class LocalEngine:
         """The two slot pools, under a new unpredictable prefix, recorded first in the output directory (so that a
         kill at any moment leaves a record of what to remove). A name that exists is not ours: another is drawn."""
         sizes = {"in": 2 * self.config.chunk_bytes + 2**18, "out": 6 * self.config.chunk_bytes + 2**20}
+        record = self.out / SHM_RECORD
         for _ in range(3):
-            self.prefix = new_shm_prefix()
+            prefix = new_shm_prefix()
             try:
-                (self.out / SHM_RECORD).write_text(self.prefix + "\n", encoding="ascii")
+                record.write_text(prefix + "\n", encoding="ascii")
             except OSError as exc:
-                raise RunFailed(f"cannot write {self.out / SHM_RECORD}: {exc.strerror or exc}") from None
+                raise RunFailed(f"cannot write {record}: {exc.strerror or exc}") from None
             try:
-                self.in_pool, self.out_pool = (self._create_pool(kind, size) for kind, size in sizes.items())
+                self.in_pool, self.out_pool = (self._create_pool(prefix + kind, size) for kind, size in sizes.items())
+                self.prefix = prefix  # ours from now on: removed at the end, whatever else has that prefix
                 return
-            except FileExistsError:
+            except FileExistsError:  # someone else's: never to be removed by us, nor by the next run
                 for pool in self.pools:
                     pool.close()
                 self.pools.clear()
-        raise RunFailed(f"cannot create a shared-memory segment in /dev/shm: each of 3 random names ({self.prefix}…)"
-                        " exists already")
+        record.unlink(missing_ok=True)
+        raise RunFailed(f"cannot create a shared-memory segment in /dev/shm: each of 3 random names ({prefix}…) "
+                        "exists already")
 
-    def _create_pool(self, kind: str, slot_size: int) -> SlotPool:
+    def _create_pool(self, name: str, slot_size: int) -> SlotPool:
         try:
-            pool = SlotPool(self.prefix + kind, self.window, slot_size, create=True)
+            pool = SlotPool(name, self.window, slot_size, create=True)
         except FileExistsError:
             raise
         except OSError as exc:

@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -328,6 +329,82 @@ def test_full_dev_shm_is_an_error_not_a_sigbus():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert not list(Path("/dev/shm").glob(name + "*"))
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "in" / "a.jsonl", corpus_docs("en_fortunes", 300))
+
+
+def test_shared_memory_names_are_unpredictable_and_others_are_left_alone(small, tmp_path):
+    """Another local user who creates the names an older prep derived from the output path (a directory that
+    cannot be unlinked, a file) neither stops a run nor loses them; each run draws new names."""
+    import hashlib
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old = Path("/dev/shm") / ("prep_" + hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:10] + "_")
+    squatted = [Path(f"{old}in"), Path(f"{old}out")]
+    squatted[0].mkdir()
+    squatted[1].write_bytes(b"not prep's")
+    try:
+        prefixes = []
+        for extra in ((), ("--overwrite",)):
+            run = Run(small, out, *extra, *ONE_SHARD)
+            rc, _, err = run.wait()
+            assert rc == 0, err
+            assert_clean(run)
+            assert len(run.prefixes) == 1, run.prefixes
+            prefixes += run.prefixes
+        assert all(re.fullmatch(r"prep_[0-9a-f]{16}_", p) for p in prefixes) and prefixes[0] != prefixes[1]
+        assert squatted[0].is_dir() and squatted[1].read_bytes() == b"not prep's"
+    finally:
+        squatted[0].rmdir()
+        squatted[1].unlink()
+
+
+SHM_HOOK = """import secrets, sys
+from prep import transport
+from prep.cli import main
+mode, token = sys.argv.pop(1), sys.argv.pop(1)
+real = secrets.token_hex
+if mode == "taken-once":
+    tokens = iter([token])
+    secrets.token_hex = lambda n: next(tokens, None) or real(n)
+elif mode == "taken-always":
+    secrets.token_hex = lambda n: token
+elif mode == "refused":
+    def refuse(name, size):
+        raise PermissionError(13, "Permission denied")
+    transport._create = refuse
+main()
+"""
+
+
+@pytest.mark.parametrize("mode", ["taken-once", "taken-always", "refused"])
+def test_a_segment_that_cannot_be_created_is_one_line(small, tmp_path, mode):
+    """A drawn name that exists is someone else's: another is drawn (three tries). Failing to create a segment
+    at all is one clear line, exit 1, and nothing of the run is left."""
+    token = os.urandom(8).hex()
+    taken = Path(f"/dev/shm/prep_{token}_in")
+    taken.write_bytes(b"someone else's")
+    out = tmp_path / "out"
+    try:
+        proc = subprocess.run([sys.executable, "-c", SHM_HOOK, mode, token, "run", "--input", small, "--output",
+                               out, *ARGS, "--workers", "2"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        if mode == "taken-once":
+            assert proc.returncode == 0, proc.stderr
+            assert shard_bytes_of(out)
+        else:
+            assert proc.returncode == 1, proc.stderr
+            assert_one_clear_line(proc.stderr, *{"taken-always": ["cannot create a shared-memory segment", "exists"],
+                                                 "refused": ["shared memory", "Permission denied"]}[mode])
+            assert "--workers" not in proc.stderr  # no advice about size when size is not the problem
+        assert taken.read_bytes() == b"someone else's"
+        assert not (out / SHM_RECORD).exists()
+        assert list(Path("/dev/shm").glob(f"prep_{token}_*")) == [taken]  # nothing of ours under that name
+    finally:
+        taken.unlink()
 
 
 def test_sigterm_then_resume_is_byte_identical(corpus, reference, tmp_path):
