@@ -8,19 +8,26 @@ each chunk's input in its slot until every row is accounted for, so a dead worke
 tasks can be routed again, retried, bisected and, for a poison document, quarantined.
 
 A worker's death is seen at once (its process sentinel); a hung task is killed after
-`chunk_timeout_s` per `chunk_bytes` of its text. The children die with the coordinator,
-however it ends, and the next run in the same output directory removes what a killed
-one left in /dev/shm.
+`chunk_timeout_s` per `chunk_bytes` of its text. The writer may die too: the coordinator
+keeps each chunk's input and what it sent the writer until the shard holding the chunk is
+committed, so a new writer resumes from the journal and the uncommitted chunks are sent
+again (recomputed where their results went to the dead writer). A dead forkserver is
+started again before the next process is. The children die with the coordinator, however
+it ends; segment names are unpredictable and recorded in the output directory
+(`.prep-shm`), so the next run there removes what a killed one left in /dev/shm.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import errno
 import multiprocessing as mp
 import os
+import re
+import secrets
 import signal
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,9 +45,12 @@ from prep.tokenizer import TokenizerInfo
 from prep.transport import Location, SlotPool, release, remove_leftovers
 from prep.verify import batch_digest
 from prep.worker import Task, single_thread_env, worker_main
-from prep.writer import writer_main
+from prep.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal, writer_main
 
 GIVE_UP_QUARANTINED = 10  # documents quarantined by faults, with none written yet: the stage is broken
+WRITER_DEATHS = 3  # writer deaths in a row with no shard committed in between: something kills it on purpose
+SHM_RECORD = ".prep-shm"  # the running (or killed) run's segment prefix, so the next run can remove its leftovers
+_PREFIX = re.compile(r"prep_[0-9a-f]{16}_\Z")
 
 
 class RunFailed(Exception):
@@ -55,9 +65,27 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-def shm_prefix(out: Path) -> str:
-    """Segment names derive from the output directory, so the next run there finds leftovers."""
-    return "prep_" + hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:10] + "_"
+def new_shm_prefix() -> str:
+    """Unpredictable, so that no other local user can take (or guess and hold) a run's segment names."""
+    return f"prep_{secrets.token_hex(8)}_"
+
+
+def remove_recorded_leftovers(out: Path) -> list[str]:
+    """Remove the segments that a killed run into `out` left, as its `.prep-shm` names them, then the record.
+    Only a name of prep's own exact form is used: the record cannot point this at anyone else's segments."""
+    record = out / SHM_RECORD
+    try:
+        prefix = record.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return []
+    except OSError:  # e.g. a directory of that name: not ours to read
+        return []
+    if not _PREFIX.match(prefix):  # not a record of ours: left alone (the ownership check names it)
+        return []
+    removed = remove_leftovers(prefix)
+    with contextlib.suppress(OSError):
+        record.unlink()
+    return removed
 
 
 @dataclass
@@ -88,6 +116,18 @@ class _ChunkState:
     loc: Location
     slot: int  # the input slot it holds (also when the batch went to a segment of its own)
     open_tasks: int = 0
+    again: bool = False  # computed a second time, after a writer died: its progress was counted already
+
+
+@dataclass
+class _Kept:
+    """What a new writer needs of a chunk the dead one had not committed: its input facts, the bad records
+    already decided, and which rows' results must be computed again (they went to the dead writer)."""
+
+    chunk: Chunk
+    info: dict
+    quarantined: list = field(default_factory=list)  # ("part", ...) messages without results: sent again as-is
+    computed: list = field(default_factory=list)  # (start, stop) of the results sent to the writer
 
 
 @dataclass
@@ -138,7 +178,7 @@ class LocalEngine:
         self.on_progress = on_progress or (lambda _bytes, _docs: None)
         self.slow_workers = slow_workers or {}
         self.window = max(4, 4 * self.workers_n)
-        self.prefix = shm_prefix(out)
+        self.prefix: str | None = None
         self.faults: list[str] = []
         self.accounts = [WorkerAccount(j) for j in range(self.workers_n)]
         self.manifest_base = manifest_base or {}
@@ -151,10 +191,18 @@ class LocalEngine:
     def _spawn(self, target: Callable, args: tuple, name: str) -> mp.Process:
         """Start a child. SIGINT or SIGTERM arriving meanwhile waits until it is registered: clean-up must know
         every process there is (one it missed would outlive the run)."""
-        process = self.ctx.Process(target=target, args=args, name=name, daemon=True)
         self._deferring = True
         try:
-            process.start()
+            for attempt in range(5):
+                self._start_forkserver()  # a forkserver that died (killed, or by accident) is started again
+                process = self.ctx.Process(target=target, args=args, name=name, daemon=True)
+                try:
+                    process.start()
+                    break
+                except (OSError, EOFError) as exc:  # it is dying (not yet reaped, so it looked alive), or died since
+                    if attempt == 4:
+                        raise RunFailed(f"cannot start the {name} process: {exc or type(exc).__name__}") from None
+                    time.sleep(0.05 * 2**attempt)
             self.children.append(process)
         finally:
             self._deferring = False
@@ -191,10 +239,8 @@ class LocalEngine:
         for s in previous:
             signal.signal(s, interrupt)
         try:
-            remove_leftovers(self.prefix)  # of a killed run in this output directory
-            chunk_bytes = self.config.chunk_bytes
-            self.in_pool = self._create_pool("in", 2 * chunk_bytes + 2**18)
-            self.out_pool = self._create_pool("out", 6 * chunk_bytes + 2**20)
+            remove_recorded_leftovers(self.out)  # of a killed run in this output directory
+            self._create_pools()
             self._start_forkserver()
             return self._run(chunks)
         finally:
@@ -207,32 +253,70 @@ class LocalEngine:
                     signal.signal(s, handler)
 
     def _start_forkserver(self) -> None:
-        """Start the forkserver while SIGINT is ignored: the disposition passes through its exec to every worker
-        and writer from birth, so a Ctrl-C to the process group (a terminal's) reaches only the coordinator, even
-        while a child is still starting."""
+        """Start the forkserver (unless it runs) while SIGINT is ignored: the disposition passes through its exec
+        to every worker and writer from birth, so a Ctrl-C to the process group (a terminal's) reaches only the
+        coordinator, even while a child is still starting. A dead resource tracker is started again on the way,
+        with a warning that does not apply: no segment of ours is tracked."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            forkserver.ensure_running()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="resource_tracker: process died unexpectedly")
+                forkserver.ensure_running()
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _create_pool(self, kind: str, slot_size: int) -> SlotPool:
+    def _create_pools(self) -> None:
+        """The two slot pools, under a new unpredictable prefix, recorded first in the output directory (so that a
+        kill at any moment leaves a record of what to remove). A name that exists is not ours: another is drawn."""
+        sizes = {"in": 2 * self.config.chunk_bytes + 2**18, "out": 6 * self.config.chunk_bytes + 2**20}
+        record = self.out / SHM_RECORD
+        for _ in range(3):
+            prefix = new_shm_prefix()
+            try:
+                record.write_text(prefix + "\n", encoding="ascii")
+            except OSError as exc:
+                raise RunFailed(f"cannot write {record}: {exc.strerror or exc}") from None
+            try:
+                self.in_pool, self.out_pool = (self._create_pool(prefix + kind, size) for kind, size in sizes.items())
+                self.prefix = prefix  # ours from now on: removed at the end, whatever else has that prefix
+                return
+            except FileExistsError:  # someone else's: never to be removed by us, nor by the next run
+                for pool in self.pools:
+                    pool.close()
+                self.pools.clear()
+        record.unlink(missing_ok=True)
+        raise RunFailed(f"cannot create a shared-memory segment in /dev/shm: each of 3 random names ({prefix}…) "
+                        "exists already")
+
+    def _create_pool(self, name: str, slot_size: int) -> SlotPool:
         try:
-            pool = SlotPool(self.prefix + kind, self.window, slot_size, create=True)
+            pool = SlotPool(name, self.window, slot_size, create=True)
+        except FileExistsError:
+            raise
         except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.ENOMEM)
+            hint = "; use fewer --workers or a smaller --chunk-bytes" if full else ""
             raise RunFailed(f"cannot reserve {self.window * slot_size / 2**20:.0f} MiB of shared memory in "
-                            f"/dev/shm ({exc.strerror or exc}); use fewer --workers or a smaller --chunk-bytes"
-                            ) from None
+                            f"/dev/shm ({exc.strerror or exc}){hint}") from None
         self.pools.append(pool)
         return pool
 
-    def _run(self, chunks: Iterator[Chunk]) -> EngineResult:
+    def _start_writer(self, start_seq: int, entries: list[dict]) -> None:
         writer_conn, child = self.ctx.Pipe()
         self.writer = self._spawn(writer_main, (child, str(self.out), self.out_pool.spec(), self.config.shard_bytes,
-                                                self.config.compression, self.start_seq, self.journal_entries,
-                                                os.getpid()), "prep-writer")
+                                                self.config.compression, start_seq, entries, os.getpid()),
+                                  "prep-writer")
         child.close()
         self.writer_conn = writer_conn
+
+    def _run(self, chunks: Iterator[Chunk]) -> EngineResult:
+        self.kept: dict[int, _Kept] = {}  # chunks not yet committed, by seq
+        self.again: deque[tuple[int, list]] = deque()  # (seq, row ranges) to compute again, once a slot is free
+        self.writer_deaths = 0  # in a row, with no shard committed in between
+        self.writer_restarts = 0
+        self.finish_message: tuple | None = None
+        self.flush_sent = False
+        self._start_writer(self.start_seq, self.journal_entries)
         self.t0 = time.perf_counter()
         self.workers = [self._start_worker(j) for j in range(self.workers_n)]
 
@@ -252,7 +336,9 @@ class LocalEngine:
         pending_chunk: Chunk | None = None
 
         while True:
-            # Feed: new chunks while the window, the input slots and the output slots allow.
+            # Feed: first what a dead writer took with it, then new chunks while the window and the slots allow.
+            while self.again and self.free_in:
+                self._admit_again(*self.again.popleft())
             while not source_done and self.free_in and len(self.chunks) < self.window:
                 if pending_chunk is None:
                     pending_chunk = next(chunks, None)
@@ -265,8 +351,12 @@ class LocalEngine:
                 pending_chunk = None
                 self._admit(chunk)
             self._dispatch()
-            if source_done and not self.chunks:
-                break
+            if source_done and not self.chunks and not self.again:
+                if not self.kept:  # every chunk is in a committed shard: the workers are no longer needed
+                    break
+                if not self.flush_sent:  # commit the last shard while workers remain to recompute it if need be
+                    self.flush_sent = True
+                    self._send_writer(("flush",))
             self._wait_and_handle()
 
         return self._finish()
@@ -281,6 +371,7 @@ class LocalEngine:
             "source": chunk.source,
             "digest": batch_digest(chunk.batch, chunk.quarantine),
         }
+        self.kept[chunk.seq] = _Kept(chunk, info)
         self._send_writer(("chunk", chunk.seq, info))
         if chunk.batch.num_rows == 0:  # only bad records: nothing to compute, the writer has it all
             self.on_progress(chunk.input_bytes, chunk.documents_in)
@@ -295,6 +386,15 @@ class LocalEngine:
         self.chunks[chunk.seq] = state
         rows = chunk.batch.num_rows
         self._new_task(state, 0, rows, attempts_allowed(0, rows, whole_chunk=True))
+
+    def _admit_again(self, seq: int, ranges: list[tuple[int, int]]) -> None:
+        """Put a chunk whose results died with a writer back in an input slot and compute those rows again."""
+        chunk = self.kept[seq].chunk
+        slot = self.free_in.pop()
+        state = _ChunkState(chunk, self.in_pool.write(slot, chunk.batch), slot, again=True)
+        self.chunks[seq] = state
+        for start, stop in ranges:
+            self._new_task(state, start, stop, attempts_allowed(start, stop, whole_chunk=True))
 
     def _new_task(self, state: _ChunkState, start: int, stop: int, max_attempts: int) -> None:
         task_id = self.next_task_id
@@ -334,8 +434,6 @@ class LocalEngine:
             if ready is self.writer_conn:
                 self._on_writer()
             elif ready is self.writer.sentinel:
-                while self.writer_conn.poll():
-                    self._on_writer()
                 self._writer_died()
             else:
                 for w in list(self.workers):
@@ -418,6 +516,7 @@ class LocalEngine:
             self.routing[key].append(value)
         if loc.segment is not None:  # the output went to a segment of its own; the slot was never used
             self.free_out.append(task.out_slot)
+        self.kept[task.seq].computed.append((task.start, task.stop))
         self._send_writer(("part", task.seq, task.start, task.stop, loc, stats))
         self._task_closed(task.seq)
 
@@ -428,7 +527,8 @@ class LocalEngine:
             del self.chunks[seq]
             self.free_in.append(state.slot)
             release(state.loc)
-            self.on_progress(state.chunk.input_bytes, state.chunk.documents_in)
+            if not state.again:
+                self.on_progress(state.chunk.input_bytes, state.chunk.documents_in)
 
     def _task_fault(self, ts: _TaskState, reason: str) -> None:
         """Retry, then bisect, then quarantine: a poison document ends isolated, the rest written."""
@@ -453,7 +553,9 @@ class LocalEngine:
                                 f"written; last: {reason})")
             record = quarantine_record(state.chunk.source, row, reason)
             stats = {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]}
-            self._send_writer(("part", task.seq, task.start, task.stop, None, stats))
+            message = ("part", task.seq, task.start, task.stop, None, stats)
+            self.kept[task.seq].quarantined.append(message)
+            self._send_writer(message)
         self._task_closed(task.seq)
 
     def _on_worker_death(self, w: _Worker) -> None:
@@ -484,22 +586,76 @@ class LocalEngine:
             self.free_out.append(ts.task.out_slot)
             self._task_fault(ts, reason)
 
-    def _writer_died(self, when: str = "") -> None:
-        """The writer is gone: say why in one line (its own error message first, if it sent one)."""
+    def _writer_died(self) -> None:
+        """The writer is gone. One that said why (disk full, a bug) ends the run in one line; one that was killed
+        is replaced by a writer that starts from the journal, and is sent again what was not committed."""
         with contextlib.suppress(EOFError, OSError):
-            while self.writer_conn.poll():
-                message = self.writer_conn.recv()
-                if message[0] == "error":
-                    self._on_writer_message(message)
-        self.writer.join(5)
-        raise RunFailed(f"the writer process died ({_exit_reason(self.writer.exitcode)}){when}; committed shards "
-                        "are kept: continue with --resume")
+            while self.writer_conn.poll():  # what it said before it died still counts (its error first of all)
+                self._on_writer_message(self.writer_conn.recv())
+        while True:
+            self.writer.join(5)
+            reason = "writer " + _exit_reason(self.writer.exitcode)
+            self.writer_conn.close()
+            self.writer_deaths += 1
+            if self.writer_deaths >= WRITER_DEATHS:
+                raise RunFailed(f"the writer keeps dying ({self.writer_deaths} times with no shard committed; last:"
+                                f" {reason}); committed shards are kept: continue with --resume")
+            try:
+                self._restart_writer(reason)
+                return
+            except (EOFError, OSError):  # it died again while being told what to write
+                continue
+
+    def _restart_writer(self, reason: str) -> None:
+        """Start a writer from the journal's committed state; send it the uncommitted chunks again. Results it
+        received are computed again (from the kept input); the bad records decided are sent as they were."""
+        entries = _repair_after_writer(self.out)
+        committed_upto = entries[-1]["last_seq"] if entries else self.start_seq - 1
+        for seq in [s for s in self.kept if s <= committed_upto]:
+            del self.kept[seq]
+        next_seq = committed_upto + 1
+        self._start_writer(next_seq, entries)
+        self.written_upto = next_seq
+        # Output slots the dead writer was to read are free; those of tasks in the workers' hands are not.
+        busy = {self.tasks[t].task.out_slot for w in self.workers for t in w.queue if t in self.tasks}
+        self.free_out = [slot for slot in range(self.window) if slot not in busy]
+        self.again = deque((seq, ranges) for seq, ranges in self.again if seq in self.kept)
+        redo = 0
+        for seq in sorted(self.kept):
+            kept = self.kept.get(seq)
+            if kept is None:  # committed meanwhile (a shard of bad records only)
+                continue
+            self._resend(("chunk", seq, kept.info))
+            for message in kept.quarantined:
+                self._resend(message)
+            ranges, kept.computed = kept.computed, []
+            redo += len(ranges)
+            if not ranges:
+                continue
+            if seq in self.chunks:  # still in its input slot: compute those rows again from there
+                for start, stop in ranges:
+                    self._new_task(self.chunks[seq], start, stop, attempts_allowed(start, stop, whole_chunk=True))
+            else:
+                self.again.append((seq, ranges))
+        self.flush_sent = False
+        self.writer_restarts += 1
+        self.faults.append(f"{reason}: a new writer continues after {len(entries)} committed shard(s); "
+                           f"{len(self.kept)} chunk(s) sent again, {redo} part(s) computed again")
+        if self.finish_message is not None:
+            self._resend(self.finish_message)
+
+    def _resend(self, message: tuple) -> None:
+        """Send to a new writer, reading its replies on the way (else both could wait on a full pipe)."""
+        while self.writer_conn.poll():
+            self._on_writer_message(self.writer_conn.recv())
+        self.writer_conn.send(message)
 
     def _on_writer(self) -> None:
         try:
             message = self.writer_conn.recv()
         except (EOFError, OSError):
             self._writer_died()
+            return
         self._on_writer_message(message)
 
     def _on_writer_message(self, message: tuple) -> None:
@@ -509,6 +665,10 @@ class LocalEngine:
                 self.free_out.append(message[2])
         elif kind == "written":
             self.written_upto = message[1]
+        elif kind == "shard":  # committed: its chunks are no longer needed to recover from a writer's death
+            for seq in [s for s in self.kept if s <= message[3]]:
+                del self.kept[seq]
+            self.writer_deaths = 0
         elif kind == "error":
             _, text, is_os_error = message
             if is_os_error:  # disk full, permission denied, ...: the machine's problem, not a bug
@@ -519,6 +679,8 @@ class LocalEngine:
             self.finished = message
 
     def _send_writer(self, message: tuple) -> None:
+        """Send, or, if the writer is dead, replace it (which sends again all that was not committed, this
+        message included, since the caller recorded it first)."""
         try:
             self.writer_conn.send(message)
         except OSError:
@@ -534,14 +696,16 @@ class LocalEngine:
             account.idle_s = max(0.0, (end - w.started_at) - account.busy_s)
         extra = dict(self.manifest_base)
         extra["routing"] = routing_summary(self.router, self.accounts, len(self.routing["seq"]))
+        extra["routing"]["writer_restarts"] = self.writer_restarts
         extra["timings"] = {"wall_s": round(end - self.t0, 4)}
         self.finished = None
-        self._send_writer(("finish", extra, self.routing))
+        self.finish_message = ("finish", extra, self.routing)
+        self._send_writer(self.finish_message)
         while self.finished is None:
             if self.writer_conn.poll(0.5):
                 self._on_writer()
             elif not self.writer.is_alive():
-                self._writer_died(" while writing the manifest")
+                self._writer_died()
         manifest = self.finished[1]
         self.writer.join()
         return EngineResult(manifest, self.accounts, self.faults)
@@ -568,10 +732,28 @@ class LocalEngine:
             child.join()
         for pool in self.pools:
             pool.close()
-        remove_leftovers(self.prefix)
+        if self.prefix is not None:
+            remove_leftovers(self.prefix)
         with contextlib.suppress(OSError):  # e.g. the directory became read-only: the next run removes them
             for tmp in self.out.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+            (self.out / SHM_RECORD).unlink(missing_ok=True)
+
+
+def _repair_after_writer(out: Path) -> list[dict]:
+    """Make the output directory what a writer starting from the journal expects, after its predecessor died
+    anywhere: no torn journal line (a new line would follow it), the quarantine back under its partial name
+    (the dead one may have renamed it on its way to the manifest). Returns the committed entries."""
+    path = out / JOURNAL
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with open(path, "rb+") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+            os.fsync(f.fileno())
+    final, partial = out / QUARANTINE, out / QUARANTINE_PARTIAL
+    if final.exists() and not partial.exists():
+        os.replace(final, partial)
+    return read_journal(out)[1]
 
 
 def _exit_reason(code: int | None) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
-from prep.engine import EngineResult, Interrupted, LocalEngine
+from prep.engine import EngineResult, Interrupted, LocalEngine, remove_recorded_leftovers
 from prep.errors import UserError
 from prep.ownership import MARKER, check_no_overlap, claim, delete_local, list_local, shard_index, write_marker_local
 from prep.router import make_router
@@ -183,6 +183,7 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     router = make_router(config.router, workers, config.seed)
     fingerprint = output_fingerprint(config, files, info.sha256)
 
+    remove_recorded_leftovers(out)  # a killed run's shared memory, before its record could be cleared away
     try:
         entries, resume_note = open_output(out, fingerprint, request.overwrite, request.resume)
         lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole: no torn line stays in the middle

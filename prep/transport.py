@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
+import stat
 import sys
-import uuid
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
@@ -104,7 +105,7 @@ class SlotPool:
             start = slot * self.slot_size
             _write_ipc(self._shm.buf[start : start + size], batch)
             return Location(slot, size)
-        segment = f"{self.prefix}x{uuid.uuid4().hex[:12]}"
+        segment = f"{self.prefix}x{secrets.token_hex(8)}"
         shm = _create(segment, size)
         try:
             _write_ipc(shm.buf[:size], batch)
@@ -152,10 +153,14 @@ def unlink_segment(name: str) -> None:
 
 
 def remove_leftovers(prefix: str) -> list[str]:
-    """Remove every segment of a previous run with this prefix (e.g. after a SIGKILL)."""
+    """Remove every segment of a previous run with this prefix (e.g. after a SIGKILL): regular files of this
+    user only; anything else of that name is not ours and stays."""
     removed = []
     if SHM_DIR.is_dir():
         for path in SHM_DIR.glob(prefix + "*"):
-            unlink_segment(path.name)
-            removed.append(path.name)
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                    unlink_segment(path.name)
+                    removed.append(path.name)
     return removed

@@ -301,6 +301,8 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
                     release(loc)
                     conn.send(("received", seq, loc.slot))
                 committed = core.add_part(seq, start, stop, table, stats)
+            elif kind == "flush":  # the last chunk came: commit the last shard now, while workers remain
+                committed = [core.commit()] if core.current["last_seq"] is not None else []
             elif kind == "finish":
                 t0 = time.perf_counter()
                 _, extra, routing_rows = message

@@ -3,7 +3,10 @@
 Each test runs `prep run` as a child process in its own session, records every process the run starts,
 disturbs it, and then checks the three things that matter: the final shards are byte-identical to an
 undisturbed run's, `documents_in = out + quarantined + filtered`, and no process and no /dev/shm segment
-of the run is left. The fault hook is PREP_DEBUG_FAULT (see prep/worker.py).
+of the run is left. Each also checks that its fault landed where it meant to (a shard committed before the
+kill, a task charged an attempt, a process replaced). The tests that use the `reference` run go through both
+tokenizer backends: `tokenizers` and the default, `auto` (the fast path where it verifies). The fault hook is
+PREP_DEBUG_FAULT (see prep/worker.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -25,10 +29,14 @@ import psutil
 import pytest
 from conftest import ROOT, SAMPLE_TOKENIZER, as_if_not_root, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
 
-from prep.engine import shm_prefix
+from prep.engine import SHM_RECORD
 
 ARGS = ("--tokenizer", str(SAMPLE_TOKENIZER), "--backend", "tokenizers", "--chunk-bytes", "16KiB",
         "--shard-bytes", "256KiB", "--no-progress")
+
+
+def args_for(backend: str) -> tuple:
+    return tuple(backend if a == "tokenizers" else a for a in ARGS)
 ONE_SHARD = ("--shard-bytes", "64MiB")
 
 
@@ -44,14 +52,17 @@ def corpus(tmp_path_factory) -> Path:
     return build_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-@pytest.fixture(scope="module")
-def reference(corpus, tmp_path_factory) -> dict:
-    """The undisturbed run every disturbed one must equal, byte for byte."""
+@pytest.fixture(scope="module", params=["tokenizers", "auto"])
+def reference(corpus, tmp_path_factory, request) -> dict:
+    """The undisturbed run every disturbed one must equal, byte for byte, per backend (`args`: its flags)."""
     out = tmp_path_factory.mktemp("reference") / "out"
-    run = Run(corpus, out)
+    args = args_for(request.param)
+    run = Run(corpus, out, args=args)
     rc, _, err = run.wait()
     assert rc == 0, err
-    return snapshot(out) | {"wall_s": json.loads((out / "_manifest.json").read_text())["timings"]["wall_s"]}
+    backend = json.loads((out / "_manifest.json").read_text())["tokenizer"]["backend"]
+    assert (backend == "tokenizers") == (request.param == "tokenizers"), backend  # auto took the fast path
+    return snapshot(out) | {"args": args}
 
 
 def snapshot(out: Path) -> dict:
@@ -76,9 +87,12 @@ class Run:
         self.proc = subprocess.Popen(cmd, stdout=self.log[0], stderr=self.log[1], cwd=ROOT, start_new_session=True,
                                      env=dict(os.environ, **(env or {})))
         self.seen: dict[int, psutil.Process] = {}
+        self.prefixes: set[str] = set()  # of the run's /dev/shm segments, as its record names them
 
     def watch(self) -> list[psutil.Process]:
-        """Record the run's processes now; return them."""
+        """Record the run's processes and its segment prefix now; return the processes."""
+        with contextlib.suppress(OSError):
+            self.prefixes.add((self.out / SHM_RECORD).read_text().strip())
         try:
             found = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
@@ -96,6 +110,10 @@ class Run:
             except psutil.NoSuchProcess:
                 pass
         return procs
+
+    def role(self, needle: str) -> list[psutil.Process]:
+        """The run's live processes whose command line holds `needle` (the forkserver, the resource tracker)."""
+        return [p for p in self.watch() if needle in " ".join(_cmdline(p)) and _alive(p)]
 
     def starting_workers(self) -> list[psutil.Process]:
         """Workers still starting: children of the forkserver that have not taken their name yet."""
@@ -118,8 +136,20 @@ class Run:
             time.sleep(0.02)
 
     def committed(self) -> int:
+        return len(self.committed_entries())
+
+    def committed_entries(self) -> list[dict]:
+        """The journal's complete shard lines now (a line being appended is not one yet)."""
         journal = self.out / "_journal.jsonl"
-        return max(0, len(journal.read_text().splitlines()) - 1) if journal.exists() else 0
+        if not journal.exists():
+            return []
+        entries = []
+        for line in journal.read_text().splitlines()[1:]:
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return entries
 
     def output(self) -> tuple[str, str]:
         texts = []
@@ -167,13 +197,23 @@ def _cmdline(p: psutil.Process) -> list[str]:
         return []
 
 
-def segments(out: Path) -> list[str]:
-    return sorted(p.name for p in Path("/dev/shm").glob(shm_prefix(out) + "*"))
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def segments(run: Run) -> list[str]:
+    """The run's segments in /dev/shm, under every prefix it was seen to record."""
+    run.watch()
+    return sorted(p.name for prefix in run.prefixes for p in Path("/dev/shm").glob(prefix + "*"))
 
 
 def assert_clean(run: Run) -> None:
     run.assert_no_process_left()
-    assert segments(run.out) == []
+    assert segments(run) == []
+    assert not (run.out / SHM_RECORD).exists()
     assert list(run.out.glob(".*.tmp")) == []
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= run.children_before
 
@@ -212,10 +252,10 @@ def assert_one_clear_line(err: str, *needles: str) -> None:
         assert needle in last, last
 
 
-def at_random_point(run: Run, rng: random.Random) -> str:
+def at_random_point(run: Run, rng: random.Random, at_least: int = -1, at_most: int = 6) -> str:
     """Wait for a random moment of the run: during start-up, or just after 0-6 of its 8 shards were committed
     (progress, not wall time, so that a slow or fast machine still lands inside the run). Says where."""
-    target = rng.randint(-1, 6)
+    target = rng.randint(at_least, at_most)
     if target < 0:
         time.sleep(rng.uniform(0.05, 1.0))
         return "start-up"
@@ -225,7 +265,7 @@ def at_random_point(run: Run, rng: random.Random) -> str:
 
 
 def resume(corpus: Path, out: Path, reference: dict, workers: int = 2) -> dict:
-    run = Run(corpus, out, "--resume", workers=workers)
+    run = Run(corpus, out, "--resume", workers=workers, args=reference["args"])
     rc, _, err = run.wait()
     assert rc == 0, err
     assert_clean(run)
@@ -291,9 +331,85 @@ def test_full_dev_shm_is_an_error_not_a_sigbus():
     assert not list(Path("/dev/shm").glob(name + "*"))
 
 
+@pytest.fixture
+def small(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "in" / "a.jsonl", corpus_docs("en_fortunes", 300))
+
+
+def test_shared_memory_names_are_unpredictable_and_others_are_left_alone(small, tmp_path):
+    """Another local user who creates the names an older prep derived from the output path (a directory that
+    cannot be unlinked, a file) neither stops a run nor loses them; each run draws new names."""
+    import hashlib
+
+    out = tmp_path / "out"
+    out.mkdir()
+    old = Path("/dev/shm") / ("prep_" + hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:10] + "_")
+    squatted = [Path(f"{old}in"), Path(f"{old}out")]
+    squatted[0].mkdir()
+    squatted[1].write_bytes(b"not prep's")
+    try:
+        prefixes = []
+        for extra in ((), ("--overwrite",)):
+            run = Run(small, out, *extra, *ONE_SHARD)
+            rc, _, err = run.wait()
+            assert rc == 0, err
+            assert_clean(run)
+            assert len(run.prefixes) == 1, run.prefixes
+            prefixes += run.prefixes
+        assert all(re.fullmatch(r"prep_[0-9a-f]{16}_", p) for p in prefixes) and prefixes[0] != prefixes[1]
+        assert squatted[0].is_dir() and squatted[1].read_bytes() == b"not prep's"
+    finally:
+        squatted[0].rmdir()
+        squatted[1].unlink()
+
+
+SHM_HOOK = """import secrets, sys
+from prep import transport
+from prep.cli import main
+mode, token = sys.argv.pop(1), sys.argv.pop(1)
+real = secrets.token_hex
+if mode == "taken-once":
+    tokens = iter([token])
+    secrets.token_hex = lambda n: next(tokens, None) or real(n)
+elif mode == "taken-always":
+    secrets.token_hex = lambda n: token
+elif mode == "refused":
+    def refuse(name, size):
+        raise PermissionError(13, "Permission denied")
+    transport._create = refuse
+main()
+"""
+
+
+@pytest.mark.parametrize("mode", ["taken-once", "taken-always", "refused"])
+def test_a_segment_that_cannot_be_created_is_one_line(small, tmp_path, mode):
+    """A drawn name that exists is someone else's: another is drawn (three tries). Failing to create a segment
+    at all is one clear line, exit 1, and nothing of the run is left."""
+    token = os.urandom(8).hex()
+    taken = Path(f"/dev/shm/prep_{token}_in")
+    taken.write_bytes(b"someone else's")
+    out = tmp_path / "out"
+    try:
+        proc = subprocess.run([sys.executable, "-c", SHM_HOOK, mode, token, "run", "--input", small, "--output",
+                               out, *ARGS, "--workers", "2"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        if mode == "taken-once":
+            assert proc.returncode == 0, proc.stderr
+            assert shard_bytes_of(out)
+        else:
+            assert proc.returncode == 1, proc.stderr
+            assert_one_clear_line(proc.stderr, *{"taken-always": ["cannot create a shared-memory segment", "exists"],
+                                                 "refused": ["shared memory", "Permission denied"]}[mode])
+            assert "--workers" not in proc.stderr  # no advice about size when size is not the problem
+        assert taken.read_bytes() == b"someone else's"
+        assert not (out / SHM_RECORD).exists()
+        assert list(Path("/dev/shm").glob(f"prep_{token}_*")) == [taken]  # nothing of ours under that name
+    finally:
+        taken.unlink()
+
+
 def test_sigterm_then_resume_is_byte_identical(corpus, reference, tmp_path):
     out = tmp_path / "out"
-    run = Run(corpus, out)
+    run = Run(corpus, out, args=reference["args"])
     run.wait_for(lambda: run.committed() >= 2)
     run.proc.send_signal(signal.SIGTERM)
     rc, _, err = run.wait()
@@ -403,11 +519,12 @@ def test_one_run_at_a_time_per_output_directory(corpus, tmp_path):
     out = tmp_path / "out"
     first = Run(corpus, out, "--chunk-timeout", "600", env={"PREP_DEBUG_FAULT": "hang:月"})
     first.wait_for(lambda: first.committed() >= 1)
-    mine = segments(out)
+    mine = segments(first)
+    assert mine
     second = prep_cmd("run", "--input", corpus, "--output", out, *ARGS, "--overwrite")
     assert second.returncode == 2
     assert_one_clear_line(second.stderr, f"another prep run is writing to {out}")
-    assert segments(out) == mine and first.proc.poll() is None  # the first run lost nothing
+    assert segments(first) == mine and first.proc.poll() is None  # the first run lost nothing
     first.proc.send_signal(signal.SIGINT)
     assert first.wait()[0] == 130
     assert_clean(first)
@@ -426,23 +543,47 @@ def assert_recovered_from_one_death(run: Run, out: Path, reference: dict) -> Non
     assert sum(w["restarts"] for w in manifest["routing"]["workers"]) == 1
 
 
+def retried_tasks(out: Path) -> int:
+    """Tasks that succeeded only after a fault charged them an attempt (the routing table's own record)."""
+    import pyarrow.parquet as pq
+
+    return sum(a > 0 for a in pq.read_table(out / "_routing.parquet").column("attempt").to_pylist())
+
+
+def busy_worker(run: Run) -> psutil.Process:
+    """A ready worker that is computing now (its CPU time grows; the tokenizer may run in a thread of its own, so
+    the process state says little): killing it costs a task an attempt."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        before = {}
+        for p in run.named("prep-worker"):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                before[p] = sum(p.cpu_times()[:2])
+        time.sleep(0.05)
+        for p, cpu in before.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if sum(p.cpu_times()[:2]) - cpu >= 0.01:
+                    return p
+        assert run.proc.poll() is None, "the run ended before a worker was seen busy"
+    raise AssertionError("no worker seen busy")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_sigkill_one_worker_at_a_random_point(corpus, reference, tmp_path, seed):
     rng = random.Random(seed)
-    run = Run(corpus, tmp_path / "out")
+    run = Run(corpus, tmp_path / "out", args=reference["args"])
     run.wait_for(lambda: len(run.named("prep-worker")) == 2)
-    at_random_point(run, rng)
-    victims = run.named("prep-worker")
-    assert victims, "the run ended before the kill"
-    rng.choice(victims).kill()
+    at_random_point(run, rng, at_most=5)
+    busy_worker(run).kill()
     assert_recovered_from_one_death(run, tmp_path / "out", reference)
+    assert retried_tasks(tmp_path / "out") >= 1  # the kill cost a task an attempt: it landed on work
 
 
 @pytest.mark.slow
 def test_sigkill_a_starting_worker(corpus, reference, tmp_path):
     # Workers fork warm and start in milliseconds: a slow start leaves time to catch one starting.
-    run = Run(corpus, tmp_path / "out", env={"PREP_DEBUG_FAULT": "start:slow"})
+    run = Run(corpus, tmp_path / "out", env={"PREP_DEBUG_FAULT": "start:slow"}, args=reference["args"])
     run.wait_for(lambda: run.named("prep-writer"))  # the writer starts first: what is unnamed now is a worker
     run.wait_for(lambda: run.starting_workers())
     run.starting_workers()[0].kill()
@@ -454,7 +595,8 @@ def test_sigkill_workers_again_and_again(corpus, reference, tmp_path):
     """A ready worker is killed every 0.2-0.5 s until the run ends."""
     rng = random.Random(7)
     # Slowed workers (they sleep after each task) make the run last long enough for many kills on a fast machine.
-    run = Run(corpus, tmp_path / "out", "--debug-slow-worker", "0:5", "--debug-slow-worker", "1:5")
+    run = Run(corpus, tmp_path / "out", "--debug-slow-worker", "0:5", "--debug-slow-worker", "1:5",
+              args=reference["args"])
     kills = 0
     while run.proc.poll() is None:
         time.sleep(rng.uniform(0.2, 0.5))
@@ -472,15 +614,104 @@ def test_sigkill_workers_again_and_again(corpus, reference, tmp_path):
     assert sum(w["restarts"] for w in manifest["routing"]["workers"]) >= kills - 2  # the last may hit the end
 
 
-@pytest.mark.slow
-def test_sigkill_the_writer_then_resume(corpus, reference, tmp_path):
+def committed_files(run: Run) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of every shard the journal lists as committed now."""
+    files = {}
+    for entry in run.committed_entries():
+        if entry.get("file"):
+            st = (run.out / entry["file"]).stat()
+            files[entry["file"]] = (st.st_ino, st.st_mtime_ns)
+    return files
+
+
+def assert_not_rewritten(out: Path, files: dict[str, tuple[int, int]]) -> None:
+    """What was committed before a fault is the very file it was: not written again."""
+    for name, ident in files.items():
+        st = (out / name).stat()
+        assert (st.st_ino, st.st_mtime_ns) == ident, name
+
+
+def writer_restarts(out: Path) -> int:
+    return json.loads((out / "_manifest.json").read_text())["routing"]["writer_restarts"]
+
+
+@pytest.mark.parametrize("role", ["writer", "forkserver"])
+def test_sigkill_the_writer_or_the_forkserver_is_survived(corpus, reference, tmp_path, role):
+    """Killed after a shard was committed: a new writer continues from the journal and only what was not
+    committed is computed again. The forkserver takes the writer and every worker with it (they die with their
+    parent): it is started again, and so are they."""
     out = tmp_path / "out"
-    run = Run(corpus, out)
-    run.wait_for(lambda: run.committed() >= 1 and run.named("prep-writer"))
-    run.named("prep-writer")[0].kill()
+    run = Run(corpus, out, args=reference["args"])
+    run.wait_for(lambda: run.committed() >= 1 and run.named("prep-writer") and len(run.named("prep-worker")) == 2)
+    victim = run.named("prep-writer")[0] if role == "writer" else run.role("multiprocessing.forkserver")[0]
+    committed = committed_files(run)
+    victim.kill()
+    rc, stdout, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    assert_same(out, reference)
+    assert_not_rewritten(out, committed)
+    assert 1 <= len(committed) < len(reference["shards"])  # the kill landed mid-run, after a commit
+    assert writer_restarts(out) == 1
+    workers = json.loads((out / "_manifest.json").read_text())["routing"]["workers"]
+    assert sum(w["restarts"] for w in workers) == (2 if role == "forkserver" else 0)
+    assert "faults survived" in stdout
+
+
+def test_sigkill_the_resource_tracker_is_survived(corpus, reference, tmp_path):
+    """Nothing of a run is tracked by it (segments are untracked): the run goes on, and the next process started
+    (here a worker replaced after a kill) starts a new one without a word of warning."""
+    out = tmp_path / "out"
+    run = Run(corpus, out, args=reference["args"])
+    run.wait_for(lambda: run.committed() >= 1 and len(run.named("prep-worker")) == 2)
+    tracker = run.role("multiprocessing.resource_tracker")
+    assert len(tracker) == 1
+    tracker[0].kill()
+    busy_worker(run).kill()
+    run.wait_for(lambda: run.role("multiprocessing.resource_tracker"))  # replaced, with the worker
+    assert_recovered_from_one_death(run, out, reference)
+    assert "Warning" not in run.output()[1], run.output()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role, seed", [("writer", 3), ("writer", 5), ("forkserver", 3), ("forkserver", 8)])
+def test_sigkill_the_writer_or_the_forkserver_at_a_random_point(corpus, reference, tmp_path, role, seed):
+    """At any moment, start-up and the last shard and manifest included."""
+    rng = random.Random(seed)
+    out = tmp_path / "out"
+    run = Run(corpus, out, args=reference["args"])
+    run.wait_for(lambda: run.named("prep-writer"))
+    at_random_point(run, rng, at_most=7)
+    committed = committed_files(run)
+    victim = run.named("prep-writer") if role == "writer" else run.role("multiprocessing.forkserver")
+    assert victim and run.proc.poll() is None, "the run ended before the kill"
+    victim[0].kill()
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    assert_same(out, reference)
+    assert_not_rewritten(out, committed)
+    assert writer_restarts(out) == 1
+
+
+@pytest.mark.slow
+def test_a_writer_that_keeps_dying_stops_the_run_then_resume(corpus, reference, tmp_path):
+    """Every new writer is killed before it can commit: after three deaths in a row the run stops in one line,
+    keeping what was committed, and --resume finishes it."""
+    out = tmp_path / "out"
+    run = Run(corpus, out, "--debug-slow-worker", "0:5", "--debug-slow-worker", "1:5", args=reference["args"])
+    run.wait_for(lambda: run.committed() >= 1)
+    killed: set[int] = set()
+    while run.proc.poll() is None:
+        for writer in run.named("prep-writer"):
+            if writer.pid not in killed:
+                killed.add(writer.pid)
+                writer.kill()
+        time.sleep(0.005)
     rc, _, err = run.wait()
     assert rc == 1, err
-    assert_one_clear_line(err, "the writer process died (killed by signal SIGKILL)", "--resume")
+    assert_one_clear_line(err, "the writer keeps dying (3 times with no shard committed", "--resume")
+    assert len(killed) == 3
     assert_clean(run)
     assert_committed_intact(out)
     resume(corpus, out, reference)
@@ -490,25 +721,28 @@ def test_sigkill_the_writer_then_resume(corpus, reference, tmp_path):
 @pytest.mark.parametrize("seed, workers_after", [(19, 2), (14, 1), (13, 3), (16, 2), (11, 1)])
 def test_sigkill_the_coordinator_at_a_random_point_then_resume(corpus, reference, tmp_path, seed, workers_after):
     """The worst case: nothing is cleaned up. The children die with the coordinator, the next run removes its
-    segments and temp files, and the resumed output (with another --workers too) is the same."""
+    segments and temp files, and the resumed output (with another --workers too) is the same. The kill lands
+    after at least one commit, and what was committed is neither computed nor written again."""
+    import pyarrow.parquet as pq
+
     rng = random.Random(seed)
     out = tmp_path / "out"
-    run = Run(corpus, out)
-    where = at_random_point(run, rng)
-    assert run.proc.poll() is None, f"the run ended before the kill ({where})"
+    run = Run(corpus, out, args=reference["args"])
+    where = at_random_point(run, rng, at_least=1)
+    committed = committed_files(run)
+    assert committed and run.proc.poll() is None, f"the run ended before the kill ({where})"
     run.kill()
     run.assert_no_process_left()
     if (out / "_manifest.json").exists():  # killed on its way out: finished, and it says so
         assert_same(out, reference)
-        assert "holds a finished run" in prep_cmd("run", "--input", corpus, "--output", out, *ARGS, "--resume").stderr
+        proc = prep_cmd("run", "--input", corpus, "--output", out, *reference["args"], "--resume")
+        assert "holds a finished run" in proc.stderr
         return
-    committed = assert_committed_intact(out) if (out / "_journal.jsonl").exists() else []
+    entries = assert_committed_intact(out)
     got = resume(corpus, out, reference, workers=workers_after)
-    if committed:  # what was committed is not computed again
-        import pyarrow.parquet as pq
-
-        seqs = pq.read_table(out / "_routing.parquet").column("seq").to_pylist()
-        assert min(seqs, default=committed[-1]["last_seq"] + 1) > committed[-1]["last_seq"]
+    assert_not_rewritten(out, committed)
+    seqs = pq.read_table(out / "_routing.parquet").column("seq").to_pylist()
+    assert seqs and min(seqs) > entries[-1]["last_seq"]  # what was committed is not computed again
     assert got["counts"] == reference["counts"]
 
 
@@ -518,7 +752,7 @@ def test_sigkill_the_coordinator_twice_during_resume(corpus, reference, tmp_path
     out = tmp_path / "out"
     killed = []
     for extra in ((), ("--resume",)):
-        run = Run(corpus, out, *extra)
+        run = Run(corpus, out, *extra, args=reference["args"])
         target = run.committed() + 2
         run.wait_for(lambda target=target, run=run: run.committed() >= target)
         run.kill()
@@ -533,7 +767,7 @@ def test_sigkill_the_coordinator_twice_during_resume(corpus, reference, tmp_path
 def test_interrupt_then_resume(corpus, reference, tmp_path, how):
     """Ctrl-C in a terminal signals the whole process group; `kill` signals the coordinator alone."""
     out = tmp_path / "out"
-    run = Run(corpus, out)
+    run = Run(corpus, out, args=reference["args"])
     run.wait_for(lambda: run.committed() >= 1)
     signum = signal.Signals[how.split("-")[0]]
     run.watch()
@@ -596,17 +830,19 @@ def test_hung_worker_dies_with_a_killed_coordinator_and_leftovers_are_cleaned(co
     """A worker stuck in a document does not read its pipe: it must still die with the coordinator. The
     segments and temp files of the killed run are removed by the next run in that directory."""
     out = tmp_path / "out"
-    run = Run(corpus, out, "--chunk-timeout", "600", env={"PREP_DEBUG_FAULT": "hang:月"})  # all of b.jsonl
+    run = Run(corpus, out, "--chunk-timeout", "600", args=reference["args"],
+              env={"PREP_DEBUG_FAULT": "hang:月"})  # all of b.jsonl
     run.wait_for(lambda: run.committed() >= 2)
     time.sleep(1.0)
     assert run.proc.poll() is None
     run.kill()
     run.assert_no_process_left()
     (out / ".part-00077.parquet.tmp").write_bytes(b"PAR1 half a shard")
-    leftovers = segments(out)
+    leftovers = segments(run)
     assert leftovers, "a SIGKILLed coordinator leaves its segments"
+    assert (out / SHM_RECORD).read_text().strip() + "in" in leftovers  # and the record that names them
     resume(corpus, out, reference)
-    assert segments(out) == []
+    assert segments(run) == []
 
 
 @pytest.mark.slow
@@ -617,7 +853,7 @@ def test_disk_full_then_resume(corpus, reference, tmp_path):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         out = disk / "out"
-        run = Run(corpus, out)
+        run = Run(corpus, out, args=reference["args"])
         rc, _, err = run.wait()
         assert rc == 1, err
         assert_one_clear_line(err, "cannot write the output: No space left on device", "--resume")
@@ -633,13 +869,13 @@ def test_disk_full_then_resume(corpus, reference, tmp_path):
 def test_permission_denied_at_start_and_mid_run(corpus, reference, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    run = Run(corpus, locked / "out", permissions=True)
+    run = Run(corpus, locked / "out", permissions=True, args=reference["args"])
     rc, _, err = run.wait()
     assert rc == 2, err
     assert_one_clear_line(err, "cannot create output directory", "Permission denied")
 
     out = tmp_path / "out"
-    run = Run(corpus, out, permissions=True)
+    run = Run(corpus, out, permissions=True, args=reference["args"])
     run.wait_for(lambda: run.committed() >= 1)
     out.chmod(0o555)
     rc, _, err = run.wait()
