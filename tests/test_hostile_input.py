@@ -377,3 +377,55 @@ def test_every_quarantine_record_names_file_and_line_or_row_in_input_order(tmp_p
     expect.check(tmp_path / "one")
     manifest = json.loads((tmp_path / "one" / "_manifest.json").read_text())
     assert manifest["config"]["max_document_bytes"] == 1024
+
+
+LONG_DOC_PROBE = """
+import resource, sys
+import pyarrow as pa
+from prep.config import PipelineConfig
+from prep.stage import Stage
+stage = Stage(PipelineConfig(tokenizer=sys.argv[1], features=["num_bytes"]), "tokenizers")
+text = open(sys.argv[2], encoding="utf-8").read()
+stage(pa.RecordBatch.from_pydict({"id": ["warm"], "text": [text[:1000]]}))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out, _ = stage(pa.RecordBatch.from_pydict({"id": ["huge"], "text": [text]}))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, len(out.column("input_ids")[0]))
+"""
+
+
+def test_a_long_document_costs_a_small_multiple_of_its_size_to_tokenize(tmp_path):
+    """A tokenizer holds several hundred bytes per token while it works on a text: 3 MB at once took ~400 MB. In
+    pieces cut where no token changes, the stage's peak stays a small multiple of the document."""
+    from conftest import GPT2
+
+    text = huge_document(3_000_000)
+    (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", LONG_DOC_PROBE, str(GPT2), str(tmp_path / "doc.txt")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    grew, tokens = map(int, proc.stdout.split())
+    assert tokens > 500_000
+    assert grew < 40 * len(text), grew
+    print(f"stage peak grew by {grew / len(text):.1f}x the document")
+
+
+@pytest.mark.parametrize("tokenizer, backend, corpus", [("gpt2", "tokenizers", "en_fortunes"),
+                                                        ("gpt2", "tiktoken", "code_js_npm"),
+                                                        ("bert-base-chinese", "tokenizers", "zh_poetry")])
+def test_a_long_document_tokenized_in_pieces_gives_the_ids_of_the_whole(tokenizer, backend, corpus, monkeypatch):
+    """The pieces' ids, joined, are the ids of the whole text (a direct tokenizers call, special tokens included:
+    BERT's [CLS] and [SEP] once, around the whole document). Pieces are made small here, to have many cuts."""
+    from conftest import SHARED
+
+    from prep import stage as stage_module
+    from prep.config import PipelineConfig
+    from prep.stage import Stage
+
+    monkeypatch.setattr(stage_module, "PIECE_CHARS", 20_000)
+    path = SHARED / "tokenizers" / f"{tokenizer}.tokenizer.json"
+    text = "\n".join(d["text"] for d in corpus_docs(corpus, 3000))[:200_000]
+    stage = Stage(PipelineConfig(tokenizer=str(path), features=["num_bytes"]), backend)
+    texts = ["a short one", text, "another short one"]
+    out, _ = stage(pa.RecordBatch.from_pydict({"id": ["a", "b", "c"], "text": texts}))
+    want = [e.ids for e in Tokenizer.from_file(str(path)).encode_batch(texts)]
+    assert out.column("input_ids").to_pylist() == want
