@@ -9,12 +9,16 @@ points depend only on the sequence of text sizes, so they do not depend on how t
 Chunks never span two files, except that consecutive .txt files (one document each) are packed together.
 
 Files are streamed in blocks of at most a few MB (or one document, when a document is larger): memory is
-O(chunk_bytes), whatever the file size. JSON Lines is parsed block by block by pyarrow's JSON reader; only a
-block that pyarrow refuses (bad line, type change, bad UTF-8, lone surrogate) or whose rows cannot be matched
-to their lines is re-read line by line with `json.loads`, to quarantine exactly the bad lines.
+O(chunk_bytes), whatever the file size. A record longer than `max_document_bytes` is quarantined, having been
+read in pieces and never held whole; only regular files are read (a FIFO or a device is refused up front).
+JSON Lines is parsed block by block by pyarrow's JSON reader; only a block that pyarrow refuses (bad line, type
+change, bad UTF-8, lone surrogate), that holds invalid UTF-8 inside a string, or whose rows cannot be matched to
+their lines is re-read line by line with `json.loads`, to quarantine exactly the bad lines.
 
 Positions (in quarantine records and generated ids `display:position`): the 1-based line for JSON Lines, the
-1-based data row for CSV, the 0-based row index for Parquet and datasets, 0 for a text file. Chunk.input_bytes
+1-based data row for CSV, the 0-based row index for Parquet and datasets, 0 for a text file. Every chunk carries
+each row's file and position (`Chunk.origins`), so a document quarantined later (by the engine) is named alike.
+Every string column is checked to be valid UTF-8 (vectorised per block, per row only when that fails). Chunk.input_bytes
 are bytes of the file on disk (compressed, when it is), spread over a file's chunks so that they sum to its
 size.
 """
