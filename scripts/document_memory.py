@@ -40,9 +40,12 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=str(SHARED / "tokenizers" / "gpt2.tokenizer.json"))
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--workers", default="2")
+    parser.add_argument("--features", default="all")
+    parser.add_argument("--case", action="append", help="run only these cases (43, 100, over): default all")
     args = parser.parse_args()
-    cases = [("43 MB", 43_000_000, ()), ("100 MB", 100_000_000, ("--max-document-bytes", "128MiB")),
-             ("100 MB over the limit", 100_000_000, ())]
+    cases = {"43": ("43 MB", 43_000_000, ()), "100": ("100 MB", 100_000_000, ("--max-document-bytes", "128MiB")),
+             "over": ("100 MB over the limit", 100_000_000, ())}
+    cases = [case for key, case in cases.items() if not args.case or key in args.case]
     with tempfile.TemporaryDirectory(prefix="prep-docmem-") as tmp:
         print(f"{'case':24} {'exit':>4} {'wall s':>7} {'tree RSS MB':>11} {'PSS MB':>7}  per role (own peak RSS MB)")
         for name, size, extra in cases:
@@ -51,7 +54,7 @@ def main() -> None:
                 write_document(corpus, size)
             out = Path(tmp) / "out"
             cmd = [sys.executable, "-m", "prep", "run", "--input", str(corpus), "--output", str(out), "--tokenizer",
-                   args.tokenizer, "--backend", args.backend, "--workers", args.workers, "--features", "all",
+                   args.tokenizer, "--backend", args.backend, "--workers", args.workers, "--features", args.features,
                    "--overwrite", "--no-progress", *extra]
             m = measure(cmd, dict(os.environ), timeout=3600, prep=True)
             counts = json.loads((out / "_manifest.json").read_text())["counts"] if m.returncode == 0 else {}

@@ -562,3 +562,17 @@ def test_chunks_carry_each_rows_origin(tmp_path):
                              ("t", "row", [("1.txt", 0), ("2.txt", 0)])):
         got = [c.origins.of(i) for c in read([tmp_path / path], chunk_bytes=1) for i in range(c.batch.num_rows)]
         assert got == [(f, unit, p) for f, p in want], path
+
+
+@pytest.mark.parametrize("field_lines", [50, 50_000])
+def test_a_csv_row_over_the_limit_ends_where_its_quotes_close(tmp_path, field_lines):
+    """Newlines inside a quoted field are part of the row, also while an over-long row is skipped: in one block
+    (50 lines) or read past in pieces (50,000 lines, larger than a block and the limit)."""
+    path = tmp_path / "q.csv"
+    long_field = '"' + 'say ""hi""\n' * field_lines + '"'
+    path.write_text(f"id,text\na,first\nb,{long_field}\nc,\"quoted\nnewline\"\nd,last\n")
+    chunks = read([path], chunk_bytes=1 << 16, max_document_bytes=200)
+    assert rows(chunks) == [("a", "first"), ("c", "quoted\nnewline"), ("d", "last")]
+    (bad,) = quarantined(chunks)
+    assert (bad["row"], bad["raw"][:11]) == (2, 'b,"say ""hi')
+    assert bad["reason"] == f"record of {len(long_field) + 2} bytes is longer than max_document_bytes (200)"
