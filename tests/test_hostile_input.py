@@ -275,8 +275,9 @@ def test_document_larger_than_a_chunk_and_a_slot(tmp_path, word_tokenizer):
 
 @pytest.mark.slow
 def test_a_100_mb_document(tmp_path, word_tokenizer):
-    """Larger than a chunk (1 MiB), an input slot (2.25 MiB), an output slot (7 MiB) and a Parquet row group."""
-    check_huge(tmp_path, 100_000_000, word_tokenizer)
+    """Larger than a chunk (1 MiB), an input slot (2.25 MiB), an output slot (7 MiB) and a Parquet row group (and
+    than the default --max-document-bytes, raised here)."""
+    check_huge(tmp_path, 100_000_000, word_tokenizer, "--max-document-bytes", "128MiB")
 
 
 @pytest.mark.slow
