@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Origins:
+    """Where each row of a chunk came from: its file and its position there, so that a document quarantined
+    after the Source (a poison document, by the engine) is named by file and line or row, like any other."""
+
+    unit: str  # "line" (JSON Lines) | "row" (CSV data row, 1-based; Parquet, datasets row index; .txt: 0)
+    positions: np.ndarray  # int64, one per row
+    files: tuple[str, ...]  # the one file of every row, or one per row (packed .txt files)
+
+    def of(self, row: int) -> tuple[str, str, int]:
+        """(file, unit, position) of row `row` of the chunk."""
+        file = self.files[row] if len(self.files) > 1 else self.files[0]
+        return file, self.unit, int(self.positions[row])
 
 
 @dataclass
@@ -13,8 +29,8 @@ class Chunk:
 
     `batch` always has the columns `id` (string) and `text` (string), then any kept
     columns. `quarantine` holds the bad records met while building this chunk, as
-    dicts {"source", "position", "reason", "raw"}; they are written by the writer in
-    `seq` order so that `_quarantine.jsonl` is deterministic too.
+    dicts {"source", "position", "reason", "raw", "file", "line" or "row"}; they are
+    written by the writer in `seq` order so that `_quarantine.jsonl` is deterministic too.
     """
 
     seq: int
@@ -24,3 +40,4 @@ class Chunk:
     input_bytes: int  # bytes of input consumed to build this chunk (for progress)
     documents_in: int  # records met, good or bad: len(batch) + len(quarantine)
     quarantine: list[dict] = field(default_factory=list)
+    origins: Origins | None = None  # each row's file and position (None: rebuilt only to sample texts)

@@ -73,6 +73,8 @@ def run(
     router: Annotated[str | None, typer.Option(help="p2c (default) | random | weighted | round-robin")] = None,
     seed: Annotated[int | None, typer.Option(help="routing seed")] = None,
     chunk_bytes: Annotated[str | None, typer.Option(help="text per chunk, e.g. 1MiB")] = None,
+    max_document_bytes: Annotated[str | None, typer.Option(help="a longer record is quarantined (default "
+                                                                "64MiB)")] = None,
     shard_bytes: Annotated[str | None, typer.Option(help="input text per shard, e.g. 256MiB")] = None,
     text_field: Annotated[str | None, typer.Option(help="field holding the text")] = None,
     id_field: Annotated[str | None, typer.Option(help="field holding the document id")] = None,
@@ -107,7 +109,7 @@ def run(
         load_pipeline(pipeline), tokenizer=tokenizer, workers=workers, router=router, seed=seed,
         chunk_bytes=chunk_bytes, shard_bytes=shard_bytes, text_field=text_field, id_field=id_field,
         keep_text=keep_text, keep_columns=keep_column, backend=backend, append_eos=append_eos, strict=strict,
-        chunk_timeout_s=chunk_timeout,
+        chunk_timeout_s=chunk_timeout, max_document_bytes=max_document_bytes,
         features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
     )
     if config.workers < 0:

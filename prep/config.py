@@ -43,6 +43,7 @@ class PipelineConfig:
     text_field: str = "text"
     id_field: str = "id"
     keep_columns: list[str] = field(default_factory=list)
+    max_document_bytes: int = 64 * 2**20  # a longer record is quarantined (read in bounded pieces)
     # tokenizer
     tokenizer: str | None = None
     backend: str = "auto"
@@ -73,7 +74,7 @@ class PipelineConfig:
 
 
 _SECTIONS = {
-    "input": {"text_field", "id_field", "keep_columns"},
+    "input": {"text_field", "id_field", "keep_columns", "max_document_bytes"},
     "tokenizer": {"path", "backend", "append_eos", "eos_token"},
     "features": {"compute"},
     "filter": {"drop_empty"},
@@ -81,7 +82,7 @@ _SECTIONS = {
     "run": {"workers", "router", "seed", "chunk_bytes", "strict", "chunk_timeout_s"},
 }
 _RENAMES = {("tokenizer", "path"): "tokenizer", ("features", "compute"): "features"}
-_SIZES = {"shard_bytes", "chunk_bytes"}
+_SIZES = {"shard_bytes", "chunk_bytes", "max_document_bytes"}
 
 
 def load_pipeline(path: str | Path | None) -> PipelineConfig:

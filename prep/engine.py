@@ -37,8 +37,7 @@ from pathlib import Path
 
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
-from prep.errors import UserError
-from prep.retry import CHUNK_ATTEMPTS, attempts_allowed, halves, quarantine_record
+from prep.retry import CHUNK_ATTEMPTS, attempts_allowed, halves, quarantine_record, strict_fault_error
 from prep.router import Router
 from prep.theory import expected_imbalance_uniform
 from prep.tokenizer import TokenizerInfo
@@ -546,12 +545,12 @@ class LocalEngine:
         else:
             row = state.chunk.batch.slice(task.start, 1).to_pylist()[0]
             if self.config.strict:
-                raise UserError(f"{state.chunk.source}, document {row['id']}: {reason} (strict mode)")
+                raise strict_fault_error(state.chunk.origins, task.start, row["id"], reason)
+            record = quarantine_record(state.chunk.origins, task.start, row["text"], reason)
             self.quarantined += 1
             if self.quarantined >= GIVE_UP_QUARANTINED and self.tasks_done == 0:
                 raise RunFailed(f"no document gets through the stage ({self.quarantined} quarantined, none "
                                 f"written; last: {reason})")
-            record = quarantine_record(state.chunk.source, row, reason)
             stats = {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]}
             message = ("part", task.seq, task.start, task.stop, None, stats)
             self.kept[task.seq].quarantined.append(message)

@@ -40,12 +40,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from prep.chunk import Chunk
+from prep.chunk import Chunk, Origins
 from prep.config import PipelineConfig
 from prep.engine import EngineResult, RunFailed, WorkerAccount, routing_summary
 from prep.errors import UserError
 from prep.ownership import MARKER, MARKER_TEXT, Entry, check_no_overlap, claim, deletion_order, shard_index
-from prep.retry import attempts_allowed, halves, quarantine_record
+from prep.retry import attempts_allowed, halves, quarantine_record, strict_fault_error
 from prep.router import Router, make_router
 from prep.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks, total_input_bytes
 from prep.stage import selected_features
@@ -231,7 +231,7 @@ def read_split(split: Split, options: dict) -> Iterator:
             yield {"rows": chunk.batch.num_rows, "text_bytes": chunk.text_bytes,
                    "digest": batch_digest(chunk.batch, chunk.quarantine),
                    "documents_in": chunk.documents_in, "quarantine": chunk.quarantine,
-                   "input_bytes": chunk.input_bytes, "source": chunk.source}
+                   "input_bytes": chunk.input_bytes, "source": chunk.source, "origins": chunk.origins}
 
 
 # ------------------------------------------------------------------------------------------------ actors
@@ -498,6 +498,7 @@ class _ChunkState:
     source: str
     input_bytes: int
     batch: Any
+    origins: Origins  # each row's file and position, for a poison document's quarantine record
     open_tasks: int = 0
     parts: dict = field(default_factory=dict)  # start -> (stop, output ref | None, stats)
     reported: bool = False  # progress counted (a result computed again is not counted twice)
@@ -753,7 +754,7 @@ class RayEngine:
         shard.text_bytes += info["text_bytes"]
         if shard.text_bytes >= self.config.shard_bytes:  # the rule ShardWriter commits by
             shard.last_seq, self.filling = seq, None
-        state = _ChunkState(seq, shard.index, info, meta["source"], meta["input_bytes"], batch)
+        state = _ChunkState(seq, shard.index, info, meta["source"], meta["input_bytes"], batch, meta["origins"])
         self.chunks[seq] = state
         if info["rows"] == 0:  # only bad records: nothing to compute
             state.reported = True
@@ -961,8 +962,8 @@ class RayEngine:
         else:
             row = self.ray.get(state.batch).slice(task.start, 1).to_pylist()[0]
             if self.config.strict:
-                raise UserError(f"{state.source}, document {row['id']}: {reason} (strict mode)")
-            record = quarantine_record(state.source, row, reason)
+                raise strict_fault_error(state.origins, task.start, row["id"], reason)
+            record = quarantine_record(state.origins, task.start, row["text"], reason)
             state.parts[task.start] = (task.stop, None,
                                        {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]})
         self._task_closed(task.seq)
@@ -1132,7 +1133,8 @@ def _run_engine(request: Any, output: Output, files: list[InputFile], splits: li
     workers = config.workers or int(ray.cluster_resources().get("CPU", 1))
     router = make_router(config.router, workers, config.seed)
     options = {"text_field": config.text_field, "id_field": config.id_field,
-               "keep_columns": tuple(config.keep_columns), "chunk_bytes": config.chunk_bytes, "strict": config.strict}
+               "keep_columns": tuple(config.keep_columns), "chunk_bytes": config.chunk_bytes, "strict": config.strict,
+               "max_document_bytes": config.max_document_bytes}
     reader = ray.remote(read_split).options(num_cpus=0, scheduling_strategy="SPREAD", max_retries=3,
                                             _generator_backpressure_num_objects=GENERATOR_BACKPRESSURE)
     feed = _Feed(reader, splits, options, ahead=max(2, math.ceil(workers / 8)))

@@ -9,7 +9,9 @@ poison document among n is found in about log2(n) + 5 failures, not 2 log2(n) + 
 
 from __future__ import annotations
 
-from prep.sources import RAW_CHARS
+from prep.chunk import Origins
+from prep.errors import UserError
+from prep.sources import bad_record
 
 CHUNK_ATTEMPTS = 2  # a whole chunk: one retry, since a worker can die for reasons of its own (OOM, a kill)
 PART_ATTEMPTS = 1  # a part of a chunk that already failed: split again at once
@@ -29,6 +31,14 @@ def halves(start: int, stop: int) -> list[tuple[int, int, int]]:
     return [(a, b, attempts_allowed(a, b, whole_chunk=False)) for a, b in ((start, mid), (mid, stop))]
 
 
-def quarantine_record(source: str, row: dict, reason: str) -> dict:
-    """The `_quarantine.jsonl` line of a document that failed every try."""
-    return {"source": source, "position": row["id"], "reason": reason, "raw": row["text"][:RAW_CHARS]}
+def quarantine_record(origins: Origins, index: int, text: str, reason: str) -> dict:
+    """The `_quarantine.jsonl` line of row `index` of a chunk, a document that failed every try: named by its
+    file and line or row, as the Source names the bad records it finds."""
+    file, unit, position = origins.of(index)
+    return bad_record(file, unit, position, reason, text)
+
+
+def strict_fault_error(origins: Origins, index: int, doc_id: str, reason: str) -> UserError:
+    """With --strict, a document that failed every try ends the run: said with its id, file and line or row."""
+    file, unit, position = origins.of(index)
+    return UserError(f"{file}, document {doc_id} ({unit} {position}): {reason} (strict mode)")

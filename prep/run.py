@@ -193,7 +193,8 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     start_seq = entries[-1]["last_seq"] + 1 if entries else 0
 
     chunks = iter_chunks(files, text_field=config.text_field, id_field=config.id_field,
-                         keep_columns=config.keep_columns, chunk_bytes=config.chunk_bytes, strict=config.strict)
+                         keep_columns=config.keep_columns, chunk_bytes=config.chunk_bytes, strict=config.strict,
+                         max_document_bytes=config.max_document_bytes)
     first = next(chunks, None)
     sample = [] if first is None else sample_texts(first)
     stream = chunks if first is None else itertools.chain([first], chunks)

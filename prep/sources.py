@@ -9,12 +9,16 @@ points depend only on the sequence of text sizes, so they do not depend on how t
 Chunks never span two files, except that consecutive .txt files (one document each) are packed together.
 
 Files are streamed in blocks of at most a few MB (or one document, when a document is larger): memory is
-O(chunk_bytes), whatever the file size. JSON Lines is parsed block by block by pyarrow's JSON reader; only a
-block that pyarrow refuses (bad line, type change, bad UTF-8, lone surrogate) or whose rows cannot be matched
-to their lines is re-read line by line with `json.loads`, to quarantine exactly the bad lines.
+O(chunk_bytes), whatever the file size. A record longer than `max_document_bytes` is quarantined, having been
+read in pieces and never held whole; only regular files are read (a FIFO or a device is refused up front).
+JSON Lines is parsed block by block by pyarrow's JSON reader; only a block that pyarrow refuses (bad line, type
+change, bad UTF-8, lone surrogate), that holds invalid UTF-8 inside a string, or whose rows cannot be matched to
+their lines is re-read line by line with `json.loads`, to quarantine exactly the bad lines.
 
 Positions (in quarantine records and generated ids `display:position`): the 1-based line for JSON Lines, the
-1-based data row for CSV, the 0-based row index for Parquet and datasets, 0 for a text file. Chunk.input_bytes
+1-based data row for CSV, the 0-based row index for Parquet and datasets, 0 for a text file. Every chunk carries
+each row's file and position (`Chunk.origins`), so a document quarantined later (by the engine) is named alike.
+Every string column is checked to be valid UTF-8 (vectorised per block, per row only when that fails). Chunk.input_bytes
 are bytes of the file on disk (compressed, when it is), spread over a file's chunks so that they sum to its
 size.
 """
@@ -25,6 +29,7 @@ import glob
 import itertools
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -36,7 +41,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from prep.chunk import Chunk
+from prep.chunk import Chunk, Origins
 from prep.errors import UserError
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "txt",
@@ -45,7 +50,10 @@ COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 SUPPORTED = (".jsonl, .json, .ndjson, .csv, .txt (each also as .gz or .zst), .parquet, "
              "or a directory written by datasets' save_to_disk")
 RAW_CHARS = 1000  # quarantine records keep at most this much of the raw record
+MAX_DOCUMENT_BYTES = 64 * 2**20  # a longer record is quarantined, read in bounded pieces, never held whole
 _UNIT = {"jsonl": "line", "csv": "row", "parquet": "row", "hf_dataset": "row", "txt": "file"}
+_KEY = {"jsonl": "line", "csv": "row", "parquet": "row", "hf_dataset": "row", "txt": "row"}  # in quarantine records
+_HEAD = 4 * RAW_CHARS  # bytes kept of an over-long record: enough for RAW_CHARS characters
 _BOM = b"\xef\xbb\xbf"
 _READ_ERRORS = (OSError, pa.ArrowException)
 _NO_POSITIONS = np.zeros(0, np.int64)
@@ -165,7 +173,23 @@ def input_kind(path: str) -> tuple[str, str | None] | None:
 
 
 def _input(path: str, display: str, kind: tuple[str, str | None]) -> InputFile:
-    return InputFile(path, kind[0], kind[1], os.path.getsize(path), display)
+    """A regular file to read. A broken link or a special file (FIFO, device, socket) is refused up front: a FIFO
+    would block the run before it reads a byte and cannot be cut into pieces, a device may never end."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        broken = " (a broken symbolic link)" if os.path.islink(path) else ""
+        raise UserError(f"cannot read input {path}: {err.strerror}{broken}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"input {path} is {_special_kind(st.st_mode)}, not a regular file; prep reads regular files "
+                        "only (copy the data to a file first)")
+    return InputFile(path, kind[0], kind[1], st.st_size, display)
+
+
+def _special_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+    return next((name for check, name in kinds if check(mode)), "a special file")
 
 
 def _dataset_inputs(path: str, display: str) -> list[InputFile] | None:
@@ -209,6 +233,7 @@ class _Options:
     keep: tuple[str, ...]
     chunk_bytes: int
     strict: bool
+    max_document_bytes: int
 
     @property
     def block_bytes(self) -> int:
@@ -233,18 +258,19 @@ def iter_chunks(
     keep_columns: Sequence[str] = (),
     chunk_bytes: int = 1 << 20,
     strict: bool = False,
+    max_document_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> Iterator[Chunk]:
     """Read `files` in order and yield Chunks with a gapless `seq` starting at 0 (see the module docstring).
 
-    A missing text field or kept column raises UserError; bad records and unreadable input are quarantined,
-    or raise UserError when `strict`.
+    A missing text field or kept column raises UserError; bad records, records longer than
+    `max_document_bytes` and unreadable input are quarantined, or raise UserError when `strict`.
     """
-    if chunk_bytes < 1:
-        raise ValueError("chunk_bytes must be positive")
+    if chunk_bytes < 1 or max_document_bytes < 1:
+        raise ValueError("chunk_bytes and max_document_bytes must be positive")
     keep = tuple(keep_columns)
     if {"id", "text"} & set(keep) or len(set(keep)) < len(keep):
         raise UserError(f"kept columns must be distinct and not named id or text: {', '.join(keep)}")
-    opts = _Options(text_field, id_field, keep, chunk_bytes, strict)
+    opts = _Options(text_field, id_field, keep, chunk_bytes, strict, max_document_bytes)
     seq = itertools.count()
     for is_txt, group in itertools.groupby(files, key=lambda f: f.format == "txt"):
         if is_txt:
@@ -324,9 +350,10 @@ class _Packer:
         batch = _to_batch(rows.slice(0, end - start))
         self.rows = rows.slice(end - start)
         input_bytes, self.raw_done = max(raw_end - self.raw_done, 0), max(raw_end, self.raw_done)
+        origins = Origins(_KEY[self.f.format], self.positions[start:end], (self.f.display,))
         return Chunk(seq=next(self.seq), batch=batch, source=self.f.display,
                      text_bytes=int(self.sizes[start:end].sum()), input_bytes=input_bytes,
-                     documents_in=batch.num_rows + len(quarantine), quarantine=quarantine)
+                     documents_in=batch.num_rows + len(quarantine), quarantine=quarantine, origins=origins)
 
 
 def _empty_rows(keep: Sequence[str]) -> pa.Table:
@@ -343,10 +370,22 @@ def _strict_error(f: InputFile, bad: dict) -> UserError:
     return UserError(f"{bad['source']}, {_UNIT[f.format]} {bad['position']}: {bad['reason']} (strict mode)")
 
 
-def _bad(f: InputFile, position: int, reason: str, raw: str | bytes) -> dict:
+def bad_record(file: str, unit: str, position: int, reason: str, raw: str | bytes) -> dict:
+    """A `_quarantine.jsonl` record: the file, the record's line or row there (also as `position`, the older
+    name), why, and the start of the record."""
     if isinstance(raw, bytes):
-        raw = raw[: 4 * RAW_CHARS].decode("utf-8", "replace")
-    return {"source": f.display, "position": int(position), "reason": reason, "raw": raw[:RAW_CHARS]}
+        raw = raw[:_HEAD].decode("utf-8", "replace")
+    return {"source": file, "position": int(position), "reason": reason, "raw": raw[:RAW_CHARS], "file": file,
+            unit: int(position)}
+
+
+def _bad(f: InputFile, position: int, reason: str, raw: str | bytes) -> dict:
+    return bad_record(f.display, _KEY[f.format], position, reason, raw)
+
+
+def _too_long(f: InputFile, position: int, size: int, raw: bytes, opts: _Options) -> dict:
+    return _bad(f, position, f"record of {size} bytes is longer than max_document_bytes ({opts.max_document_bytes})",
+                raw)
 
 
 def _fault(f: InputFile, position: int, err: BaseException) -> dict:
@@ -373,7 +412,10 @@ def _assemble(ids: pa.ChunkedArray | None, text: pa.ChunkedArray, kept: list[pa.
     if ids is None:
         ids = pa.chunked_array([pa.nulls(len(text), pa.string())])
     elif ids.type != pa.string():
-        ids = ids.cast(pa.string())
+        try:
+            ids = ids.cast(pa.string())
+        except pa.ArrowNotImplementedError:  # a list, struct, map ... id: its JSON text, as for JSON Lines
+            ids = pa.chunked_array([pa.array([_as_text(v) for v in ids.to_pylist()], pa.string())])
     if ids.null_count:
         generated = pc.binary_join_element_wise(f"{f.display}:", pa.array(positions).cast(pa.string()), "")
         ids = pc.coalesce(ids, generated)
@@ -381,17 +423,46 @@ def _assemble(ids: pa.ChunkedArray | None, text: pa.ChunkedArray, kept: list[pa.
 
 
 def _invalid_utf8(values: pa.ChunkedArray) -> np.ndarray | None:
-    """Mask of values that are not valid UTF-8, or None when all are (one vectorised check, per-value
-    only when that fails)."""
+    """Mask of values that are not valid UTF-8 (binary values, or the strings anywhere in a string, list,
+    struct ... value), or None when all are: one vectorised check, per value only when that fails."""
+    binary = pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)
     try:
-        if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+        if binary:
             values.cast(pa.string())
         else:
             values.validate(full=True)
         return None
     except pa.ArrowInvalid:
+        pass
+    if binary or pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
         as_bytes = values.cast(pa.large_binary()).to_pylist()
         return np.array([v is not None and not _is_utf8(v) for v in as_bytes], dtype=bool)
+    return np.array([not _is_valid(values.slice(i, 1)) for i in range(len(values))], dtype=bool)
+
+
+def _is_valid(values: pa.ChunkedArray | pa.Table) -> bool:
+    try:
+        values.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _value(column: pa.ChunkedArray) -> object:
+    """The one value of a column, as Python; strings as bytes, since they may not be valid UTF-8."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = column.cast(pa.large_binary())
+    try:
+        return column.to_pylist()[0]
+    except UnicodeDecodeError:  # a string inside a list, struct ...
+        return "(not valid UTF-8)"
+
+
+def _head(value: object) -> object:
+    """A value as shown in a quarantine record: bytes decoded, long values cut."""
+    if isinstance(value, bytes):
+        return value[:_HEAD].decode("utf-8", "replace")
+    return value[:_HEAD] if isinstance(value, str) else value
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -404,23 +475,30 @@ def _is_utf8(data: bytes) -> bool:
 
 def _screen(table: pa.Table, positions: np.ndarray, as_text: Sequence[str], f: InputFile, opts: _Options,
             empty_id: bool = False) -> tuple[pa.Table, np.ndarray, list[dict]]:
-    """Columnar rows (CSV, Parquet, dataset): quarantine null texts and invalid UTF-8 in the `as_text`
-    columns (which become strings), then shape the rest. `empty_id` treats an empty id as missing (CSV has
-    no null)."""
+    """Columnar rows (CSV, Parquet, dataset): quarantine null texts, texts over max_document_bytes and invalid
+    UTF-8 in the `as_text` columns (which become strings) and in every other column holding strings, then
+    shape the rest. `empty_id` treats an empty id as missing (CSV has no null)."""
     n = table.num_rows
     reasons = np.full(n, "", dtype=object)
-    null_text = pc.is_null(table.column(opts.text_field)).to_numpy(zero_copy_only=False)
+    text = table.column(opts.text_field)
+    null_text = pc.is_null(text).to_numpy(zero_copy_only=False)
     reasons[null_text] = f"null {opts.text_field!r}"
-    for name in as_text:
-        mask = _invalid_utf8(table.column(name))
+    sizes = pc.fill_null(pc.binary_length(text), 0).to_numpy()
+    for i in np.flatnonzero(sizes > opts.max_document_bytes):
+        reasons[i] = f"text of {sizes[i]} bytes is longer than max_document_bytes ({opts.max_document_bytes})"
+    for name in table.column_names:
+        column = table.column(name)
+        if name not in as_text and (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
+            continue  # a kept binary column stays binary
+        mask = _invalid_utf8(column)
         if mask is not None:
             reasons[mask & (reasons == "")] = f"invalid UTF-8 in {name!r}"
     bad = np.flatnonzero(reasons != "")
     quarantine = []
     if len(bad):
         for i in bad:
-            record = {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-                      for k, v in table.slice(int(i), 1).to_pylist()[0].items()}
+            row = table.slice(int(i), 1)
+            record = {name: _head(_value(row.column(name))) for name in row.column_names}
             raw = json.dumps(record, ensure_ascii=False, default=str)
             quarantine.append(_bad(f, positions[i], reasons[i], raw))
         keep_mask = reasons == ""
@@ -444,16 +522,31 @@ def _open(f: InputFile) -> tuple[pa.NativeFile, pa.NativeFile]:
     return raw, (pa.CompressedInputStream(raw, f.compression) if f.compression else raw)
 
 
+class _Long(NamedTuple):
+    """A record longer than max_document_bytes, skipped: its first bytes (for the quarantine record) and size."""
+
+    head: bytes
+    size: int  # bytes, without the newline that ends it
+    raw_end: int
+
+
 class _Blocks:
     """Blocks of whole records (lines; CSV rows) of about `size` bytes, streamed from a possibly compressed
-    file, with the BOM stripped. A read error ends the iteration and is kept in `error`: the complete
-    records read before it are still yielded."""
+    file, with the BOM stripped; a record longer than `limit` comes as a `_Long` instead, having been read in
+    pieces of `step` bytes and never held whole (at most `size + limit + step` bytes are). A read error ends
+    the iteration and is kept in `error`: the complete records read before it are still yielded."""
 
     step = 1 << 18  # bytes per read: a read error loses at most this much before the fault
 
-    def __init__(self, f: InputFile, size: int, csv: bool) -> None:
-        self.f, self.size, self.csv = f, size, csv
+    def __init__(self, f: InputFile, size: int, csv: bool, limit: int) -> None:
+        self.f, self.size, self.csv, self.limit = f, size, csv, limit
         self.error: BaseException | None = None
+
+    def _ends(self, data: bytes, quotes_before: int) -> np.ndarray:
+        """Offsets just past each record end in `data`."""
+        if self.csv:
+            return _csv_record_ends(data, quotes_before)
+        return np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
 
     def _cut(self, data: bytes, quotes_before: int) -> int:
         """Offset just past the last record end in `data`, 0 if none."""
@@ -462,7 +555,14 @@ class _Blocks:
         ends = _csv_record_ends(data, quotes_before)
         return int(ends[-1]) if len(ends) else 0
 
-    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+    def _first_end(self, data: bytes, quotes_before: int) -> int:
+        """Offset just past the first record end in `data`, 0 if none."""
+        if not self.csv:
+            return data.find(b"\n") + 1
+        ends = _csv_record_ends(data, quotes_before)
+        return int(ends[0]) if len(ends) else 0
+
+    def __iter__(self) -> Iterator[tuple[bytes, int] | _Long]:
         try:
             raw, stream = _open(self.f)
         except _READ_ERRORS as err:
@@ -474,10 +574,29 @@ class _Blocks:
             stream.close()
             raw.close()
 
-    def _read(self, raw: pa.NativeFile, stream: pa.NativeFile) -> Iterator[tuple[bytes, int]]:
+    def _split(self, block: bytes, raw_end: int) -> Iterator[tuple[bytes, int] | _Long]:
+        """A block of whole records, with those longer than the limit taken out (looked for only in a block that
+        is itself longer than the limit)."""
+        if len(block) <= self.limit:
+            yield block, raw_end
+            return
+        ends = self._ends(block, 0)
+        starts = np.concatenate([[0], ends[:-1]])
+        at = 0
+        for i in np.flatnonzero(ends - starts - 1 > self.limit):
+            first, last = int(starts[i]), int(ends[i])
+            if first > at:
+                yield block[at:first], raw_end
+            yield _Long(block[first:first + _HEAD], last - first - 1, raw_end)
+            at = last
+        if at < len(block):
+            yield block[at:], raw_end
+
+    def _read(self, raw: pa.NativeFile, stream: pa.NativeFile) -> Iterator[tuple[bytes, int] | _Long]:
         parts: list[bytes] = []
         have = quotes = 0
         first = True
+        long: list | None = None  # [head, size, quotes] of an over-long record being skipped
         while True:
             try:
                 data = stream.read(min(self.step, self.size))
@@ -489,21 +608,39 @@ class _Blocks:
             first = False
             if not data:
                 break
+            if long is not None:  # skip to the end of the over-long record
+                end = self._first_end(data, long[2])
+                if not end:
+                    long[1] += len(data)
+                    long[2] += data.count(b'"') if self.csv else 0
+                    continue
+                yield _Long(long[0], long[1] + end - 1, raw.tell())
+                long, data = None, data[end:]
             if have + len(data) >= self.size and (cut := self._cut(data, quotes)):
                 rest = data[cut:]
-                yield b"".join([*parts, data[:cut]]), raw.tell()
+                yield from self._split(b"".join([*parts, data[:cut]]), raw.tell())
                 parts, have, quotes = [rest], len(rest), rest.count(b'"') if self.csv else 0
                 continue
             parts.append(data)
             have += len(data)
             quotes += data.count(b'"') if self.csv else 0
+            if have > self.size + self.limit:
+                # Every record end held lies in the first `size` bytes: the open record is over the limit.
+                pending = b"".join(parts)
+                cut = self._cut(pending, 0)
+                if cut:
+                    yield from self._split(pending[:cut], raw.tell())
+                long = [pending[cut:cut + _HEAD], len(pending) - cut, pending.count(b'"', cut) if self.csv else 0]
+                parts, have, quotes = [], 0, 0
+        if long is not None and self.error is None:  # the last record, without a newline
+            yield _Long(long[0], long[1], raw.tell())
         tail = b"".join(parts)
         if self.error is not None:
             tail = tail[: self._cut(tail, 0)]  # an incomplete last record is part of the unreadable rest
         elif tail and not tail.endswith(b"\n"):
             tail += b"\n"
         if tail:
-            yield tail, raw.tell()
+            yield from self._split(tail, raw.tell())
 
 
 class _Guard:
@@ -533,9 +670,14 @@ def _fault_piece(f: InputFile, error: BaseException, position: int) -> _Piece:
 
 def _read_jsonl(f: InputFile, opts: _Options) -> Iterator[_Piece]:
     parser = _JsonlParser(f, opts)
-    blocks = _Blocks(f, opts.block_bytes, csv=False)
+    blocks = _Blocks(f, opts.block_bytes, csv=False, limit=opts.max_document_bytes)
     line = 1
-    for block, raw_end in blocks:
+    for item in blocks:
+        if isinstance(item, _Long):
+            yield _Piece(pa.table({}), _NO_POSITIONS, item.raw_end, [_too_long(f, line, item.size, item.head, opts)])
+            line += 1
+            continue
+        block, raw_end = item
         rows, positions, bad = parser.parse(block, line)
         line += block.count(b"\n")
         yield _Piece(rows, positions, raw_end, bad)
@@ -589,7 +731,7 @@ class _JsonlParser:
     def _fast(self, table: pa.Table, block: bytes, first_line: int) -> tuple | None:
         """The block as pyarrow parsed it, or None when a line needs a closer look."""
         text = table.column(self.opts.text_field)
-        if text.null_count:
+        if text.null_count or not _is_valid(table):  # e.g. invalid UTF-8 inside a string: found line by line
             return None
         if table.num_rows == block.count(b"\n"):
             positions = first_line + np.arange(table.num_rows, dtype=np.int64)
@@ -680,7 +822,7 @@ def _as_text(value: object) -> str | None:
     as they are, other JSON values as JSON (5 -> "5"), null stays null."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _infer(values: list) -> pa.DataType:
@@ -737,11 +879,19 @@ def _csv_record_ends(data: bytes, quotes_before: int) -> np.ndarray:
 
 def _read_csv(f: InputFile, opts: _Options) -> Iterator[_Piece]:
     """CSV with a header row. Values are read as text: CSV has no types, so kept columns are strings too."""
-    blocks = _Blocks(f, opts.block_bytes, csv=True)
+    blocks = _Blocks(f, opts.block_bytes, csv=True, limit=opts.max_document_bytes)
     names: list[str] | None = None
     columns: list[str] = []
     row = 0  # data rows (records after the header) met so far
-    for block, raw_end in blocks:
+    for item in blocks:
+        if isinstance(item, _Long):
+            if names is None:  # the header: the file cannot be read
+                yield _Piece(pa.table({}), _NO_POSITIONS, f.size, [_too_long(f, 0, item.size, item.head, opts)])
+                return
+            row += 1
+            yield _Piece(pa.table({}), _NO_POSITIONS, item.raw_end, [_too_long(f, row, item.size, item.head, opts)])
+            continue
+        block, raw_end = item
         if names is None:
             ends = _csv_record_ends(block, 0)
             header_end = int(ends[0]) if len(ends) else len(block)
@@ -875,10 +1025,14 @@ def _txt_chunks(files: list[InputFile], opts: _Options, seq: Iterator[int]) -> I
     for f in files:
         try:
             raw, stream = _open(f)
-            with raw, stream:
-                content: bytes | BaseException = stream.read().removeprefix(_BOM)
+            with raw, stream:  # a file longer than the limit is read no further than that
+                content: bytes | BaseException = stream.read(opts.max_document_bytes + len(_BOM) + 1)
         except _READ_ERRORS as err:
             content = err
+        if isinstance(content, bytes):
+            content = content.removeprefix(_BOM)
+            if len(content) > opts.max_document_bytes:
+                content = _TooLong(content[:_HEAD])
         size = len(content) if isinstance(content, bytes) else 0
         if group and text_bytes + size > opts.chunk_bytes:
             yield from _txt_chunk(group, opts, seq)
@@ -888,27 +1042,42 @@ def _txt_chunks(files: list[InputFile], opts: _Options, seq: Iterator[int]) -> I
     yield from _txt_chunk(group, opts, seq)
 
 
+class _TooLong(Exception):
+    """A text file longer than max_document_bytes: its first bytes."""
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__(head)
+        self.head = head
+
+
 def _txt_chunk(group: list[tuple[InputFile, bytes | BaseException]], opts: _Options,
                seq: Iterator[int]) -> Iterator[Chunk]:
-    """The chunk of a group of text files; empty files are no documents, unreadable ones are quarantined."""
+    """The chunk of a group of text files; empty files are no documents, unreadable and too long ones are
+    quarantined."""
     docs = [(f, c) for f, c in group if isinstance(c, bytes) and c]
     texts = pa.chunked_array([pa.array([c for _, c in docs], pa.binary())], pa.binary())
     invalid = _invalid_utf8(texts)
     invalid = np.zeros(len(docs), dtype=bool) if invalid is None else invalid
     bad_docs = {docs[i][0].path for i in np.flatnonzero(invalid)}
-    quarantine = [_fault(f, 0, c) if isinstance(c, BaseException) else _bad(f, 0, "invalid UTF-8", c)
-                  for f, c in group if isinstance(c, BaseException) or f.path in bad_docs]
+
+    def bad(f: InputFile, c: bytes | BaseException) -> dict:
+        if isinstance(c, _TooLong):
+            return _bad(f, 0, f"file longer than max_document_bytes ({opts.max_document_bytes})", c.head)
+        return _fault(f, 0, c) if isinstance(c, BaseException) else _bad(f, 0, "invalid UTF-8", c)
+
+    quarantine = [bad(f, c) for f, c in group if isinstance(c, BaseException) or f.path in bad_docs]
     if quarantine and opts.strict:
         raise _strict_error(group[0][0], quarantine[0])
     if not docs and not quarantine:
         return
     text = texts.filter(pa.array(~invalid)).cast(pa.string())
-    ids = pa.chunked_array([pa.array([docs[i][0].display for i in np.flatnonzero(~invalid)], pa.string())])
+    displays = [docs[i][0].display for i in np.flatnonzero(~invalid)]
+    ids = pa.chunked_array([pa.array(displays, pa.string())])
     rows = _assemble(ids, text, [], _NO_POSITIONS, group[0][0], opts)
     yield Chunk(seq=next(seq), batch=_to_batch(rows), source=group[0][0].display,
                 text_bytes=int(pc.sum(pc.binary_length(text)).as_py() or 0),
                 input_bytes=sum(f.size for f, _ in group), documents_in=rows.num_rows + len(quarantine),
-                quarantine=quarantine)
+                quarantine=quarantine, origins=Origins("row", np.zeros(len(displays), np.int64), tuple(displays)))
 
 
 _READERS: dict[str, Callable[[InputFile, _Options], Iterator[_Piece]]] = {

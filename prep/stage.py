@@ -6,6 +6,7 @@ code, and a test can call it directly.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,11 @@ import pyarrow.compute as pc
 from prep.config import PipelineConfig
 from prep.features import FEATURES, check_feature_names, compute_features
 from prep.tokenizer import Backend, eos_id, load_backend
+
+PIECE_CHARS = 1 << 18  # a longer document is tokenized in pieces of about this size (bounded memory)
+WINDOW_CHARS = 2048  # context each side of a cut in which it must change no token
+_CUTS = re.compile(r"(?<=\w)(?= \w)|(?<=\S)(?=\n\S)|(?<=[。！？，、；：])(?=\w)")  # where pre-tokens usually end
+_TRIES = 32  # candidate cuts tried near each piece boundary before the rest is tokenized whole
 
 
 def selected_features(config: PipelineConfig) -> list[str]:
@@ -55,7 +61,7 @@ class Stage:
         stats.documents = len(batch)
 
         t0 = time.perf_counter()
-        ids, offsets = self.backend.encode_batch(texts.to_pylist())
+        ids, offsets = self._encode(texts.to_pylist())
         if self.eos is not None and len(batch):
             ids = np.insert(ids, offsets[1:], np.uint32(self.eos))
             offsets = offsets + np.arange(len(offsets), dtype=np.int64)
@@ -74,3 +80,67 @@ class Stage:
         for name in self.config.keep_columns:
             columns[name] = batch.column(name)
         return pa.RecordBatch.from_pydict(columns), stats
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The backend's ids, with each very long document tokenized in pieces: a tokenizer holds several hundred
+        bytes per token of a text while it works on it, so a 100 MB document at once would need tens of GB."""
+        if all(len(t) <= 2 * PIECE_CHARS for t in texts):
+            return self.backend.encode_batch(texts)
+        docs = [self._encode_long(t) if len(t) > 2 * PIECE_CHARS else self.backend.encode_batch([t])[0]
+                for t in texts]
+        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum([len(d) for d in docs], out=offsets[1:])
+        return np.concatenate(docs).astype(np.uint32, copy=False), offsets
+
+    def _encode_long(self, text: str) -> np.ndarray:
+        """Ids of one long text, exactly as the backend gives them for the whole text, computed in pieces.
+
+        A cut is taken only where it changes no token: the backend must give the same ids for a window around it
+        as for the window's two halves (without the special tokens it adds around every text), which holds at
+        pre-token boundaries (a space or a newline before a word, for the usual pre-tokenizers). Where no such cut
+        is found, the rest is tokenized whole: slower and larger, never different.
+        """
+        specials = self._specials()
+        if specials is None:
+            return self.backend.encode_batch([text])[0]
+        prefix, suffix = specials
+        pieces: list[np.ndarray] = []
+        start = 0
+        while len(text) - start > 2 * PIECE_CHARS:
+            cut = self._safe_cut(text, start + PIECE_CHARS, len(prefix), len(suffix))
+            if cut is None:
+                break
+            pieces.append(self._core(text[start:cut], prefix, suffix, first=not pieces, last=False))
+            start = cut
+        pieces.append(self._core(text[start:], prefix, suffix, first=not pieces, last=True))
+        return np.concatenate(pieces)
+
+    def _core(self, piece: str, prefix: np.ndarray, suffix: np.ndarray, first: bool, last: bool) -> np.ndarray:
+        ids = self.backend.encode_batch([piece])[0]
+        return ids[(0 if first else len(prefix)):(len(ids) if last else len(ids) - len(suffix))]
+
+    def _safe_cut(self, text: str, near: int, n_prefix: int, n_suffix: int) -> int | None:
+        for tries, match in enumerate(_CUTS.finditer(text, near, len(text) - PIECE_CHARS)):
+            if tries == _TRIES:
+                return None
+            cut = match.start()
+            window = text[cut - WINDOW_CHARS:cut + WINDOW_CHARS]
+            ids, offsets = self.backend.encode_batch([window, window[:WINDOW_CHARS], window[WINDOW_CHARS:]])
+            whole, left, right = (ids[offsets[i]:offsets[i + 1]] for i in range(3))
+            joined = np.concatenate([left[:len(left) - n_suffix], right[n_prefix:]])
+            if np.array_equal(whole, joined):
+                return cut
+        return None
+
+    def _specials(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The ids the backend puts before and after every text (e.g. [CLS] and [SEP]): what the encodings of
+        texts that share no token have in common at the start and at the end; None when they cannot be told
+        apart from the texts' own tokens."""
+        ids, offsets = self.backend.encode_batch(["a", "Z", "0", "."])
+        docs = [ids[offsets[i]:offsets[i + 1]] for i in range(4)]
+        n = min(len(d) for d in docs)
+        p = next((i for i in range(n) if len({int(d[i]) for d in docs}) > 1), n)
+        s = next((i for i in range(n - p) if len({int(d[len(d) - 1 - i]) for d in docs}) > 1), n - p)
+        if any(len(d) - p - s < 1 for d in docs):
+            return None
+        return docs[0][:p], docs[0][len(docs[0]) - s:]

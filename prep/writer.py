@@ -152,16 +152,19 @@ class ShardWriter:
         cur["last_seq"] = seq
         cur["text_bytes"] += info["text_bytes"]
         cur["documents_in"] += info["documents_in"]
-        cur["quarantine"].extend(info["quarantine"])
+        quarantine = list(info["quarantine"])
         cur["chunks"].append([seq, info.get("source"), info.get("digest")])  # what --resume proves it skips
         for _start, _stop, table, stats in sorted(pending.parts, key=lambda p: p[0]):
             cur["filtered"] += stats.get("filtered", 0)
-            cur["quarantine"].extend(stats.get("quarantine", []))
+            quarantine += stats.get("quarantine", [])
             if table is not None and table.num_rows:
                 cur["rows"] += table.num_rows
                 cur["tokens"] += stats.get("tokens", 0)
                 self.buffer.append(table)
                 self.buffered += table.nbytes
+        # In input order: the Source's bad records and the stage's poison documents, by line or row (stable, so a
+        # group of .txt files, all at position 0, keeps the Source's order, then the stage's).
+        cur["quarantine"] += sorted(quarantine, key=lambda q: q["position"])
         cur["quarantined"] = len(cur["quarantine"])
         if self.buffered >= ROW_GROUP_BYTES:
             self._flush()

@@ -290,8 +290,8 @@ def test_poison_document_that_kills_its_worker_is_isolated(tmp_path):
     assert_clean(run)
     assert shard_bytes_of(tmp_path / "out") == shard_bytes_of(tmp_path / "ref")
     quarantine = [json.loads(line) for line in (tmp_path / "out" / "_quarantine.jsonl").read_text().splitlines()]
-    assert quarantine == [{"source": "in.jsonl", "position": poison["id"], "reason": "worker killed by signal SIGKILL",
-                           "raw": poison["text"][:1000]}]
+    assert quarantine == [{"source": "in.jsonl", "position": 334, "reason": "worker killed by signal SIGKILL",
+                           "raw": poison["text"][:1000], "file": "in.jsonl", "line": 334}]
     counts = json.loads((tmp_path / "out" / "_manifest.json").read_text())["counts"]
     assert [counts[k] for k in ("documents_in", "documents_out", "quarantined", "filtered")] == [700, 699, 1, 0]
     assert "faults survived" in out
@@ -806,7 +806,7 @@ def test_poison_documents_in_a_multi_file_corpus(tmp_path, fault, reason):
     assert_clean(run)
     assert shard_bytes_of(tmp_path / "out") == shard_bytes_of(tmp_path / "ref")
     quarantine = [json.loads(line) for line in (tmp_path / "out" / "_quarantine.jsonl").read_text().splitlines()]
-    assert [(q["source"], q["position"]) for q in quarantine] == [("a.jsonl", bad_a["id"]), ("b.jsonl", bad_b["id"])]
+    assert [(q["file"], q["line"], q["position"]) for q in quarantine] == [("a.jsonl", 1035, 1035), ("b.jsonl", 78, 78)]
     assert all(q["reason"].startswith(reason) for q in quarantine), quarantine
     counts = json.loads((tmp_path / "out" / "_manifest.json").read_text())["counts"]
     assert counts["documents_in"] == 2400 and counts["quarantined"] == 2

@@ -10,14 +10,16 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import os
 import random
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, SAMPLE_TOKENIZER, as_if_not_root, corpus_docs
+from conftest import ROOT, SAMPLE_TOKENIZER, as_if_not_root, corpus_docs, shard_bytes_of
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 BASE = ("--tokenizer", str(SAMPLE_TOKENIZER), "--backend", "tokenizers", "--workers", "2", "--no-progress")
@@ -25,10 +27,11 @@ ROW, QUARANTINED, FILTERED = "row", "quarantined", "filtered"
 
 
 def prep_run(inputs: Path, out: Path, *extra: str, permissions: bool = False, base: tuple = BASE,
-             timeout: float = 300) -> subprocess.CompletedProcess:
+             timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     prefix = as_if_not_root() if permissions else []
     cmd = [*prefix, sys.executable, "-m", "prep", "run", "--input", str(inputs), "--output", str(out), *base, *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=dict(os.environ, **(env or {})))
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -272,8 +275,9 @@ def test_document_larger_than_a_chunk_and_a_slot(tmp_path, word_tokenizer):
 
 @pytest.mark.slow
 def test_a_100_mb_document(tmp_path, word_tokenizer):
-    """Larger than a chunk (1 MiB), an input slot (2.25 MiB), an output slot (7 MiB) and a Parquet row group."""
-    check_huge(tmp_path, 100_000_000, word_tokenizer)
+    """Larger than a chunk (1 MiB), an input slot (2.25 MiB), an output slot (7 MiB) and a Parquet row group (and
+    than the default --max-document-bytes, raised here)."""
+    check_huge(tmp_path, 100_000_000, word_tokenizer, "--max-document-bytes", "128MiB")
 
 
 @pytest.mark.slow
@@ -289,3 +293,140 @@ def test_a_million_tiny_documents(tmp_path):
     assert len(ids) == 1_000_000 and (ids.astype(int) == range(1_000_000)).all()
     counts = json.loads((out / "_manifest.json").read_text())["counts"]
     assert counts["documents_in"] == counts["documents_out"] == 1_000_000
+
+
+def test_invalid_utf8_inside_a_json_string_is_quarantined_not_a_crash(tmp_path):
+    """Raw 0xff 0xfe inside a string of an otherwise valid line: pyarrow's JSON reader accepts the block, and the
+    run used to end in a UnicodeDecodeError traceback in the coordinator."""
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    lines = [json.dumps({"id": f"u{i}", "text": f"document number {i}"}).encode() for i in range(40)]
+    lines[17] = b'{"id": "u17", "text": "bad \xff\xfe bytes"}'
+    (corpus / "u.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    proc = prep_run(corpus, out)
+    assert proc.returncode == 0, proc.stderr
+    expect = Expect()
+    for i in range(40):
+        expect.quarantined("u.jsonl", 18, "invalid UTF-8") if i == 17 else expect.row("u.jsonl", f"u{i}")
+    expect.check(out)
+    (record,) = [json.loads(line) for line in (out / "_quarantine.jsonl").read_text().splitlines()]
+    assert (record["file"], record["line"]) == ("u.jsonl", 18)
+
+
+def test_fifo_and_broken_links_are_refused_at_once_in_one_line(tmp_path):
+    """A FIFO named .jsonl with no writer used to block the run beyond the reach of SIGINT and SIGTERM; a link to
+    itself ended in a traceback. Both are refused before anything starts, naming the file."""
+    for name in ("fifo", "loop"):
+        corpus = tmp_path / name
+        corpus.mkdir()
+        (corpus / "good.jsonl").write_text('{"text": "fine"}\n')
+        special = corpus / "x.jsonl"
+        if name == "fifo":
+            os.mkfifo(special)
+            why = "is a FIFO (named pipe), not a regular file; prep reads regular files only"
+        else:
+            special.symlink_to(special)
+            why = ": Too many levels of symbolic links"
+        proc = prep_run(corpus, tmp_path / f"out-{name}", timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("prep: error: ") and str(special) in line and why in line, line
+
+
+def test_every_quarantine_record_names_file_and_line_or_row_in_input_order(tmp_path):
+    """Bad records found by the Source and poison documents found by the engine (a worker that raises on them),
+    in one chunk: all in `_quarantine.jsonl` with file and line or row, in input order, also where ids repeat;
+    --max-document-bytes from a pipeline file or a flag; the same bytes with one worker or two."""
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    lines = [b'{"id": "dup", "text": "first good one"}', b"{malformed", b'{"id": "dup", "text": "POISON here"}',
+             b'{"id": "dup", "text": "' + b"long " * 300 + b'"}', b'{"id": "x", "text": "bad \xff utf8"}',
+             b'{"id": "dup", "text": "POISON again"}', b'{"id": "y", "text": "the last good one"}']
+    (corpus / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    pq.write_table(pa.table({"id": ["p0", "p1", "p2"], "text": ["fine", "a POISON row", "fine too"]}),
+                   corpus / "b.parquet")
+    (tmp_path / "p.toml").write_text('[input]\nmax_document_bytes = "1KiB"\n')
+    env = {"PREP_DEBUG_FAULT": "raise:POISON"}
+    base = BASE[:4] + ("--no-progress",)
+    one = prep_run(corpus, tmp_path / "one", str(tmp_path / "p.toml"), "--workers", "1", base=base, env=env)
+    two = prep_run(corpus, tmp_path / "two", "--workers", "2", "--max-document-bytes", "1KiB", base=base, env=env)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    quarantine = (tmp_path / "one" / "_quarantine.jsonl").read_bytes()
+    assert quarantine == (tmp_path / "two" / "_quarantine.jsonl").read_bytes()
+    assert shard_bytes_of(tmp_path / "one") == shard_bytes_of(tmp_path / "two")
+    got = [json.loads(line) for line in quarantine.decode().splitlines()]
+    unit = {"a.jsonl": "line", "b.parquet": "row"}
+    assert [(q["file"], q[unit[q["file"]]], q["position"], q["source"]) for q in got] == [
+        (f, p, p, f) for f, p in (("a.jsonl", 2), ("a.jsonl", 3), ("a.jsonl", 4), ("a.jsonl", 5), ("a.jsonl", 6),
+                                  ("b.parquet", 1))]
+    reasons = [q["reason"] for q in got]
+    assert "malformed JSON" in reasons[0] and reasons[4] == reasons[5] == reasons[1]
+    assert reasons[1] == "exception: RuntimeError: injected fault: a text contains 'POISON'"
+    assert reasons[2] == f"record of {len(lines[3])} bytes is longer than max_document_bytes (1024)"
+    assert reasons[3] == "invalid UTF-8"
+    assert got[1]["raw"] == "POISON here" and got[2]["raw"].startswith('{"id": "dup", "text": "long long')
+    expect = Expect()
+    expect.row("a.jsonl", "dup")
+    for p in (2, 3, 4, 5, 6):
+        expect.quarantined("a.jsonl", p, "")
+    expect.row("a.jsonl", "y")
+    expect.row("b.parquet", "p0")
+    expect.row("b.parquet", "p2")
+    expect.quarantined("b.parquet", 1, "")
+    expect.check(tmp_path / "one")
+    manifest = json.loads((tmp_path / "one" / "_manifest.json").read_text())
+    assert manifest["config"]["max_document_bytes"] == 1024
+
+
+LONG_DOC_PROBE = """
+import resource, sys
+import pyarrow as pa
+from prep.config import PipelineConfig
+from prep.stage import Stage
+stage = Stage(PipelineConfig(tokenizer=sys.argv[1], features=["num_bytes"]), "tokenizers")
+text = open(sys.argv[2], encoding="utf-8").read()
+stage(pa.RecordBatch.from_pydict({"id": ["warm"], "text": [text[:1000]]}))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out, _ = stage(pa.RecordBatch.from_pydict({"id": ["huge"], "text": [text]}))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, len(out.column("input_ids")[0]))
+"""
+
+
+def test_a_long_document_costs_a_small_multiple_of_its_size_to_tokenize(tmp_path):
+    """A tokenizer holds several hundred bytes per token while it works on a text: 3 MB at once took ~400 MB. In
+    pieces cut where no token changes, the stage's peak stays a small multiple of the document."""
+    from conftest import GPT2
+
+    text = huge_document(3_000_000)
+    (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-c", LONG_DOC_PROBE, str(GPT2), str(tmp_path / "doc.txt")],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    grew, tokens = map(int, proc.stdout.split())
+    assert tokens > 500_000
+    assert grew < 40 * len(text), grew
+    print(f"stage peak grew by {grew / len(text):.1f}x the document")
+
+
+@pytest.mark.parametrize("tokenizer, backend, corpus", [("gpt2", "tokenizers", "en_fortunes"),
+                                                        ("gpt2", "tiktoken", "code_js_npm"),
+                                                        ("bert-base-chinese", "tokenizers", "zh_poetry")])
+def test_a_long_document_tokenized_in_pieces_gives_the_ids_of_the_whole(tokenizer, backend, corpus, monkeypatch):
+    """The pieces' ids, joined, are the ids of the whole text (a direct tokenizers call, special tokens included:
+    BERT's [CLS] and [SEP] once, around the whole document). Pieces are made small here, to have many cuts."""
+    from conftest import SHARED
+
+    from prep import stage as stage_module
+    from prep.config import PipelineConfig
+    from prep.stage import Stage
+
+    monkeypatch.setattr(stage_module, "PIECE_CHARS", 20_000)
+    path = SHARED / "tokenizers" / f"{tokenizer}.tokenizer.json"
+    text = "\n".join(d["text"] for d in corpus_docs(corpus, 3000))[:200_000]
+    stage = Stage(PipelineConfig(tokenizer=str(path), features=["num_bytes"]), backend)
+    texts = ["a short one", text, "another short one"]
+    out, _ = stage(pa.RecordBatch.from_pydict({"id": ["a", "b", "c"], "text": texts}))
+    want = [e.ids for e in Tokenizer.from_file(str(path)).encode_batch(texts)]
+    assert out.column("input_ids").to_pylist() == want

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -185,7 +186,7 @@ def test_a_100mb_line_is_read(tmp_path):
         fh.write(b'{"id": "small", "text": "a"}\n{"id": "big", "text": "')
         fh.write(b"y" * 100_000_000)
         fh.write(b'"}\n{"id": "after", "text": "b"}\n')
-    chunks = read([path], chunk_bytes=1 << 20)
+    chunks = read([path], chunk_bytes=1 << 20, max_document_bytes=101_000_000)
     assert [[r for r in c.batch.column("id").to_pylist()] for c in chunks] == [["small"], ["big"], ["after"]]
     assert chunks[1].text_bytes == 100_000_000
     assert sum(c.input_bytes for c in chunks) == path.stat().st_size
@@ -421,3 +422,157 @@ def test_whole_corpus_reads_exactly():
         pytest.skip("shared corpus not present")
     for path in sorted(CORPUS.glob("*.jsonl.gz")):
         assert rows(read([path])) == corpus_reference(path), path.name
+
+
+# ----- issue 10: over-long records, invalid UTF-8 anywhere, special files, any id type, row origins
+
+
+def test_a_line_over_max_document_bytes_is_quarantined_without_being_held(tmp_path):
+    """5 MB without a newline, a limit of 64 KiB: one quarantine record with the line, the size and the start of
+    the record, the rows around it kept, and the reader never holds more than a few blocks (Python's own
+    allocations, where the bytes read live, are traced)."""
+    import tracemalloc
+
+    path = tmp_path / "long.jsonl"
+    with open(path, "wb") as fh:
+        fh.write(b'{"id": "a", "text": "before"}\n{"id": "long", "text": "')
+        fh.write(b"z" * 5_000_000)
+        fh.write(b'"}\n{"id": "b", "text": "after"}\n')
+    (tmp_path / "warm.jsonl").write_text('{"text": "modules imported on first use are not counted"}\n')
+    read([tmp_path / "warm.jsonl"])
+    tracemalloc.start()
+    try:
+        chunks = read([path], chunk_bytes=1 << 16, max_document_bytes=1 << 16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, peak
+    assert rows(chunks) == [("a", "before"), ("b", "after")]
+    (bad,) = quarantined(chunks)
+    size = len(b'{"id": "long", "text": "') + 5_000_000 + 2
+    assert bad == {"source": "long.jsonl", "position": 2, "file": "long.jsonl", "line": 2,
+                   "reason": f"record of {size} bytes is longer than max_document_bytes (65536)",
+                   "raw": '{"id": "long", "text": "' + "z" * (1000 - 24)}
+    assert sum(c.documents_in for c in chunks) == 3
+    assert sum(c.input_bytes for c in chunks) == path.stat().st_size
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.jsonl.gz", "d.csv", "d.parquet", "saved", "txt"])
+def test_records_over_max_document_bytes_in_every_format(tmp_path, name):
+    """Short and long records mixed in blocks larger than the limit: each long one is quarantined at its own line
+    or row, and the rest is read as usual."""
+    docs = [{"id": f"d{i}", "text": ("long " * 60 if i % 3 == 1 else f"short {i}")} for i in range(10)]
+    path = write_all_formats(tmp_path, docs)[name]
+    chunks = read([path], max_document_bytes=200)
+    assert rows(chunks) == [(d["id"] if name != "txt" else f"{d['id']}.txt", d["text"]) for d in docs
+                            if len(d["text"]) <= 200]
+    bad = quarantined(chunks)
+    first = {"d.jsonl": 1, "d.jsonl.gz": 1, "d.csv": 1}.get(name, 0)
+    want = [i + first for i in (1, 4, 7)] if name != "txt" else [0, 0, 0]
+    assert [q["position"] for q in bad] == want
+    assert [q["file"] for q in bad] == [f"d{i}.txt" for i in (1, 4, 7)] if name == "txt" else [path.name] * 3
+    assert all("longer than max_document_bytes (200)" in q["reason"] for q in bad)
+    assert all(q["raw"].startswith(("long", '{"id": "d', "d")) for q in bad)
+    assert sum(c.documents_in for c in chunks) == 10
+    no_newline = tmp_path / "end.jsonl"
+    no_newline.write_bytes(b'{"text": "ok"}\n{"text": "' + b"x" * 300 + b'"}')
+    (bad,) = quarantined(read([no_newline], chunk_bytes=64, max_document_bytes=100))
+    assert (bad["line"], bad["reason"]) == (2, "record of 312 bytes is longer than max_document_bytes (100)")
+
+
+def test_invalid_utf8_inside_a_valid_json_line_is_quarantined(tmp_path):
+    """Raw 0xff 0xfe inside a JSON string of an otherwise valid block: pyarrow's JSON reader takes it, so the
+    block is checked; the one line is quarantined and its neighbours kept."""
+    path = tmp_path / "u.jsonl"
+    lines = [b'{"id": "a", "text": "good one"}', b'{"id": "b", "text": "bad \xff\xfe here"}',
+             b'{"id": "c", "text": "good two", "tag": "x"}', b'{"id": "d", "text": "ok", "tag": "bad \xfe"}']
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    chunks = read([path], keep_columns=["tag"])
+    assert rows(chunks) == [("a", "good one"), ("c", "good two")]
+    assert [(q["line"], q["reason"]) for q in quarantined(chunks)] == [(2, "invalid UTF-8"), (4, "invalid UTF-8")]
+    for c in chunks:
+        c.batch.validate(full=True)
+
+
+def test_invalid_utf8_in_any_string_column_of_parquet_csv_and_datasets(tmp_path):
+    import datasets
+
+    def invalid(values: list[bytes]) -> pa.Array:
+        return pa.array(values, pa.binary()).view(pa.string())
+
+    table = pa.table({"id": invalid([b"a", b"b\xff", b"c", b"d", b"e"]),
+                      "text": invalid([b"one", b"two", b"th\xferee", b"four", b"five"]),
+                      "tag": invalid([b"x", b"y", b"z", b"\xc3", b"w"]),
+                      "big": pa.array(["1", "2", "3", "4", "5"], pa.large_string())})
+    pq.write_table(table, tmp_path / "p.parquet")
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "c.csv").write_bytes(b"id,text,tag\na,one,x\nb\xff,two,y\nc,th\xferee,z\nd,four,\xc3\ne,five,w\n")
+    for name, first in (("p.parquet", 0), ("saved", 0), ("c.csv", 1)):
+        chunks = read([tmp_path / name], keep_columns=["tag"])
+        assert rows(chunks) == [("a", "one"), ("e", "five")], name
+        got = [(q["row"], q["reason"]) for q in quarantined(chunks)]
+        assert got == [(1 + first, "invalid UTF-8 in 'id'"), (2 + first, "invalid UTF-8 in 'text'"),
+                       (3 + first, "invalid UTF-8 in 'tag'")], name
+        for c in chunks:
+            c.batch.validate(full=True)
+
+
+def test_any_parquet_id_type_becomes_text(tmp_path):
+    ids = pa.array([[1, 2], None, [3]], pa.list_(pa.int64()))
+    pq.write_table(pa.table({"id": ids, "text": ["a", "b", "c"]}), tmp_path / "l.parquet")
+    pq.write_table(pa.table({"id": pa.array([{"k": 1}, {"k": 2}]), "text": ["a", "b"]}), tmp_path / "s.parquet")
+    assert rows(read([tmp_path / "l.parquet"])) == [("[1, 2]", "a"), ("l.parquet:1", "b"), ("[3]", "c")]
+    assert rows(read([tmp_path / "s.parquet"])) == [('{"k": 1}', "a"), ('{"k": 2}', "b")]
+
+
+def test_special_files_and_broken_links_are_refused_naming_them(tmp_path):
+    import os
+
+    good = tmp_path / "in" / "good.jsonl"
+    good.parent.mkdir()
+    good.write_text('{"text": "x"}\n')
+    cases = {"fifo.jsonl": "a FIFO (named pipe), not a regular file", "zero.jsonl": "a character device",
+             "dangling.jsonl": "No such file or directory (a broken symbolic link)",
+             "loop.jsonl": "Too many levels of symbolic links"}
+    for name, message in cases.items():
+        d = tmp_path / name.split(".")[0]
+        d.mkdir()
+        link = d / name
+        if name == "fifo.jsonl":
+            os.mkfifo(link)
+        elif name == "zero.jsonl":
+            link.symlink_to("/dev/zero")
+        elif name == "dangling.jsonl":
+            link.symlink_to(d / "gone.jsonl")
+        else:
+            link.symlink_to(link)
+        for arg in ([d], [link]) if name in ("fifo.jsonl", "zero.jsonl") else ([d],):
+            with pytest.raises(UserError, match=re.escape(f"{link}") + ".*" + re.escape(message)):
+                expand_inputs([str(a) for a in arg])
+
+
+def test_chunks_carry_each_rows_origin(tmp_path):
+    (tmp_path / "j.jsonl").write_text('{"text": "a"}\n\n{"text": "b"}\n{bad\n{"text": "c"}\n')
+    pq.write_table(pa.table({"text": ["x", None, "y"]}), tmp_path / "p.parquet")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "1.txt").write_text("one")
+    (tmp_path / "t" / "2.txt").write_text("two")
+    for path, unit, want in (("j.jsonl", "line", [("j.jsonl", 1), ("j.jsonl", 3), ("j.jsonl", 5)]),
+                             ("p.parquet", "row", [("p.parquet", 0), ("p.parquet", 2)]),
+                             ("t", "row", [("1.txt", 0), ("2.txt", 0)])):
+        got = [c.origins.of(i) for c in read([tmp_path / path], chunk_bytes=1) for i in range(c.batch.num_rows)]
+        assert got == [(f, unit, p) for f, p in want], path
+
+
+@pytest.mark.parametrize("field_lines", [50, 50_000])
+def test_a_csv_row_over_the_limit_ends_where_its_quotes_close(tmp_path, field_lines):
+    """Newlines inside a quoted field are part of the row, also while an over-long row is skipped: in one block
+    (50 lines) or read past in pieces (50,000 lines, larger than a block and the limit)."""
+    path = tmp_path / "q.csv"
+    long_field = '"' + 'say ""hi""\n' * field_lines + '"'
+    path.write_text(f"id,text\na,first\nb,{long_field}\nc,\"quoted\nnewline\"\nd,last\n")
+    chunks = read([path], chunk_bytes=1 << 16, max_document_bytes=200)
+    assert rows(chunks) == [("a", "first"), ("c", "quoted\nnewline"), ("d", "last")]
+    (bad,) = quarantined(chunks)
+    assert (bad["row"], bad["raw"][:11]) == (2, 'b,"say ""hi')
+    assert bad["reason"] == f"record of {len(long_field) + 2} bytes is longer than max_document_bytes (200)"
