@@ -30,7 +30,7 @@ def friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from prep.engine import Interrupted, RunFailed
+        from prep.errors import Interrupted, RunFailed
 
         try:
             return fn(*args, **kwargs)

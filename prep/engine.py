@@ -35,33 +35,23 @@ from multiprocessing import forkserver
 from multiprocessing.connection import wait
 from pathlib import Path
 
+from prep.accounting import EngineResult, routing_summary
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
-from prep.retry import CHUNK_ATTEMPTS, attempts_allowed, halves, quarantine_record, strict_fault_error
+from prep.errors import Interrupted, RunFailed
+from prep.messages import Failed, Ready, Result, Task, WorkerMessage
+from prep.retry import quarantine_record, strict_fault_error
 from prep.router import Router
-from prep.theory import expected_imbalance_uniform
+from prep.taskbook import Outcome, TaskBook
 from prep.tokenizer import TokenizerInfo
 from prep.transport import Location, SlotPool, release, remove_leftovers
 from prep.verify import batch_digest
-from prep.worker import Task, single_thread_env, worker_main
+from prep.worker import single_thread_env, worker_main
 from prep.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal, writer_main
 
-GIVE_UP_QUARANTINED = 10  # documents quarantined by faults, with none written yet: the stage is broken
 WRITER_DEATHS = 3  # writer deaths in a row with no shard committed in between: something kills it on purpose
 SHM_RECORD = ".prep-shm"  # the running (or killed) run's segment prefix, so the next run can remove its leftovers
 _PREFIX = re.compile(r"prep_[0-9a-f]{16}_\Z")
-
-
-class RunFailed(Exception):
-    """The run cannot go on (e.g. workers keep dying at start); said in one line, exit 1."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM reached the coordinator."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 def new_shm_prefix() -> str:
@@ -93,20 +83,6 @@ class _Worker:
     process: mp.Process
     conn: object
     started_at: float
-    ready: bool = False
-    queue: deque = field(default_factory=deque)  # task ids, in the order sent
-    head_since: float = 0.0  # when the task at the head of the queue started (as far as we know)
-    kill_reason: str | None = None
-
-
-@dataclass
-class _TaskState:
-    task: Task
-    nbytes: int
-    attempts: int = 0
-    max_attempts: int = CHUNK_ATTEMPTS
-    worker: int = -1
-    queued_at: float = 0.0
 
 
 @dataclass
@@ -127,31 +103,6 @@ class _Kept:
     info: dict
     quarantined: list = field(default_factory=list)  # ("part", ...) messages without results: sent again as-is
     computed: list = field(default_factory=list)  # (start, stop) of the results sent to the writer
-
-
-@dataclass
-class WorkerAccount:
-    """Per-worker accounting for the manifest and the run report."""
-
-    worker: int
-    chunks: int = 0
-    bytes: int = 0
-    documents: int = 0
-    tokens: int = 0
-    busy_s: float = 0.0
-    idle_s: float = 0.0
-    queue_wait_s: float = 0.0
-    tokenize_s: float = 0.0
-    features_s: float = 0.0
-    transport_s: float = 0.0
-    restarts: int = 0
-
-
-@dataclass
-class EngineResult:
-    manifest: dict
-    accounts: list[WorkerAccount]
-    faults: list[str]
 
 
 class LocalEngine:
@@ -178,13 +129,7 @@ class LocalEngine:
         self.slow_workers = slow_workers or {}
         self.window = max(4, 4 * self.workers_n)
         self.prefix: str | None = None
-        self.faults: list[str] = []
-        self.accounts = [WorkerAccount(j) for j in range(self.workers_n)]
         self.manifest_base = manifest_base or {}
-        self.routing: dict[str, list] = {
-            k: [] for k in ("seq", "start", "stop", "attempt", "worker", "bytes", "queued_at", "started_at",
-                            "finished_at")
-        }
 
     # ----------------------------------------------------------------- set-up
     def _spawn(self, target: Callable, args: tuple, name: str) -> mp.Process:
@@ -317,20 +262,15 @@ class LocalEngine:
         self.flush_sent = False
         self._start_writer(self.start_seq, self.journal_entries)
         self.t0 = time.perf_counter()
+        self.book = TaskBook(self.router, chunk_bytes=self.config.chunk_bytes,
+                             chunk_timeout_s=self.config.chunk_timeout_s, t0=self.t0)
         self.workers = [self._start_worker(j) for j in range(self.workers_n)]
 
         self.free_in = list(range(self.window))
         self.free_out = list(range(self.window))
-        self.chunks: dict[int, _ChunkState] = {}
-        self.tasks: dict[int, _TaskState] = {}
-        self.ready_tasks: deque[int] = deque()  # tasks waiting for an output slot or a live worker
-        self.outstanding = [0] * self.workers_n
+        self.chunks: dict[int, _ChunkState] = {}  # chunks in their input slots, by seq
+        self.out_slots: dict[int, int] = {}  # task id -> the output slot of a task in a worker's hands
         self.written_upto = self.start_seq
-        self.next_task_id = 0
-        self.tasks_done = 0
-        self.quarantined = 0
-        self.deaths = 0
-        self.startup_failures = 0
         source_done = False
         pending_chunk: Chunk | None = None
 
@@ -381,48 +321,24 @@ class LocalEngine:
         except OSError as exc:  # a huge document needs a segment of its own and /dev/shm is full
             raise RunFailed(f"cannot put chunk {chunk.seq} ({chunk.text_bytes / 2**20:.0f} MiB of text, from "
                             f"{chunk.source}) in shared memory: {exc.strerror or exc}") from None
-        state = _ChunkState(chunk, loc, slot)
-        self.chunks[chunk.seq] = state
-        rows = chunk.batch.num_rows
-        self._new_task(state, 0, rows, attempts_allowed(0, rows, whole_chunk=True))
+        self.chunks[chunk.seq] = _ChunkState(chunk, loc, slot)
+        self.book.admit(chunk.seq, chunk.batch.num_rows, chunk.text_bytes)
 
     def _admit_again(self, seq: int, ranges: list[tuple[int, int]]) -> None:
         """Put a chunk whose results died with a writer back in an input slot and compute those rows again."""
         chunk = self.kept[seq].chunk
         slot = self.free_in.pop()
-        state = _ChunkState(chunk, self.in_pool.write(slot, chunk.batch), slot, again=True)
-        self.chunks[seq] = state
-        for start, stop in ranges:
-            self._new_task(state, start, stop, attempts_allowed(start, stop, whole_chunk=True))
-
-    def _new_task(self, state: _ChunkState, start: int, stop: int, max_attempts: int) -> None:
-        task_id = self.next_task_id
-        self.next_task_id += 1
-        chunk = state.chunk
-        nbytes = chunk.text_bytes if (start, stop) == (0, chunk.batch.num_rows) else max(
-            1, chunk.text_bytes * (stop - start) // max(1, chunk.batch.num_rows)
-        )
-        task = Task(task_id, chunk.seq, start, stop, state.loc, -1)
-        self.tasks[task_id] = _TaskState(task, nbytes, max_attempts=max_attempts)
-        state.open_tasks += 1
-        self.ready_tasks.append(task_id)
+        self.chunks[seq] = _ChunkState(chunk, self.in_pool.write(slot, chunk.batch), slot, again=True)
+        self.book.admit(seq, chunk.batch.num_rows, chunk.text_bytes, parts=ranges)
 
     def _dispatch(self) -> None:
-        alive = [w.process.is_alive() and w.kill_reason is None for w in self.workers]
-        while self.ready_tasks and self.free_out and any(alive):
-            task_id = self.ready_tasks.popleft()
-            ts = self.tasks[task_id]
-            out_slot = self.free_out.pop()
-            ts.task = Task(ts.task.task_id, ts.task.seq, ts.task.start, ts.task.stop, ts.task.source, out_slot)
-            j = self.router.choose(ts.task.seq, ts.nbytes, self.outstanding, alive)
-            worker = self.workers[j]
-            ts.worker, ts.queued_at = j, time.perf_counter()
-            if not worker.queue:
-                worker.head_since = ts.queued_at
-            worker.queue.append(task_id)
-            self.outstanding[j] += ts.nbytes
+        """Route what waits to live workers, as far as free output slots allow."""
+        alive = [w.process.is_alive() for w in self.workers]
+        for task in self.book.next_dispatch(alive, time.perf_counter(), capacity=len(self.free_out)):
+            slot = self.out_slots[task.task_id] = self.free_out.pop()
+            message = Task(task.task_id, task.seq, task.start, task.stop, self.chunks[task.seq].loc, slot)
             with contextlib.suppress(OSError):  # dead: its sentinel fires next and the task is re-routed
-                worker.conn.send(ts.task)
+                self.workers[task.worker].conn.send(message)
 
     def _wait_and_handle(self) -> None:
         objects = [self.writer_conn, self.writer.sentinel]
@@ -442,23 +358,11 @@ class LocalEngine:
                         self._on_worker_death(w)
 
     def _check_timeouts(self) -> float:
-        """Kill a worker whose current task ran past its timeout; return how long to wait for the next one.
-
-        The chunk timeout is for a task of `chunk_bytes`; a larger task (one huge document)
-        gets proportionally longer, so that size alone never looks like a hang.
-        """
+        """Kill the workers the task book finds overdue; return how long to wait for the next deadline."""
         now = time.perf_counter()
-        wait_s = 0.5
-        for w in self.workers:
-            if w.queue and w.ready and w.kill_reason is None:
-                nbytes = self.tasks[w.queue[0]].nbytes
-                limit = self.config.chunk_timeout_s * max(1.0, nbytes / self.config.chunk_bytes)
-                if now - w.head_since > limit:
-                    w.kill_reason = f"timeout: no result after {limit:g} s"
-                    w.process.kill()
-                else:
-                    wait_s = min(wait_s, w.head_since + limit - now)
-        return max(wait_s, 0.01)
+        for j, _reason in self.book.overdue(now):
+            self.workers[j].process.kill()
+        return self.book.next_deadline(now, 0.5)
 
     def _drain(self, w: _Worker, at_most: int | None = None) -> None:
         """Handle the messages waiting in a worker's pipe (all of them, before its death is handled)."""
@@ -473,117 +377,65 @@ class LocalEngine:
             self._on_worker_message(w, message)
             handled += 1
 
-    def _on_worker_message(self, w: _Worker, message: tuple) -> None:
-        kind = message[0]
+    def _on_worker_message(self, w: _Worker, message: WorkerMessage) -> None:
         now = time.perf_counter()
-        if kind == "ready":
-            w.ready = True
-            w.head_since = now  # tasks sent during start-up begin now
-            self.startup_failures = 0
-            return
-        task_id = message[1]
-        ts = self.tasks.get(task_id)
-        if ts is None or not w.queue or w.queue[0] != task_id:
-            return
-        w.queue.popleft()
-        self.outstanding[w.index] -= ts.nbytes
-        w.head_since = now
-        if kind == "failed":
-            self.free_out.append(ts.task.out_slot)
-            self._task_fault(ts, "exception: " + message[2].strip().splitlines()[-1])
-            return
-        _, _, loc, stats, timing = message
-        del self.tasks[task_id]
-        self.tasks_done += 1
-        self.router.observe(w.index, ts.nbytes, timing["busy_s"])
-        account = self.accounts[w.index]
-        account.chunks += 1
-        account.bytes += ts.nbytes
-        account.documents += stats["documents"]
-        account.tokens += stats["tokens"]
-        for key in ("busy_s", "tokenize_s", "features_s", "transport_s"):
-            setattr(account, key, getattr(account, key) + timing[key])
-        started = max(ts.queued_at, now - timing["busy_s"])
-        account.queue_wait_s += started - ts.queued_at
-        task = ts.task
-        for key, value in zip(
-            self.routing,
-            (task.seq, task.start, task.stop, ts.attempts, w.index, ts.nbytes, ts.queued_at - self.t0,
-             started - self.t0, now - self.t0),
-            strict=True,
-        ):
-            self.routing[key].append(value)
-        if loc.segment is not None:  # the output went to a segment of its own; the slot was never used
-            self.free_out.append(task.out_slot)
-        self.kept[task.seq].computed.append((task.start, task.stop))
-        self._send_writer(("part", task.seq, task.start, task.stop, loc, stats))
-        self._task_closed(task.seq)
-
-    def _task_closed(self, seq: int) -> None:
-        state = self.chunks[seq]
-        state.open_tasks -= 1
-        if state.open_tasks == 0:
-            del self.chunks[seq]
-            self.free_in.append(state.slot)
-            release(state.loc)
-            if not state.again:
-                self.on_progress(state.chunk.input_bytes, state.chunk.documents_in)
-
-    def _task_fault(self, ts: _TaskState, reason: str) -> None:
-        """Retry, then bisect, then quarantine: a poison document ends isolated, the rest written."""
-        ts.attempts += 1
-        task = ts.task
-        self.faults.append(f"chunk {task.seq} rows {task.start}-{task.stop}: {reason}")
-        if ts.attempts < ts.max_attempts:
-            self.ready_tasks.appendleft(task.task_id)
-            return
-        del self.tasks[task.task_id]
-        state = self.chunks[task.seq]
-        if task.stop - task.start > 1:
-            for start, stop, allowed in halves(task.start, task.stop):
-                self._new_task(state, start, stop, allowed)
+        if isinstance(message, Ready):
+            self.book.on_ready(w.index, now)
+        elif isinstance(message, Failed):
+            outcome = self.book.on_failed(w.index, message.task_id, "exception: " + message.error, now)
+            if outcome is not None:  # else stale: the task was routed again meanwhile
+                self._carry_out(outcome)
+        elif isinstance(message, Result):
+            done = self.book.on_done(w.index, message.task_id, message.stats["documents"], message.stats["tokens"],
+                                     message.timing, now)
+            if done is None:
+                return
+            task = done.task
+            slot = self.out_slots.pop(task.task_id)
+            if message.location.segment is not None:  # the output went to a segment of its own: slot unused
+                self.free_out.append(slot)
+            self.kept[task.seq].computed.append((task.start, task.stop))
+            self._send_writer(("part", task.seq, task.start, task.stop, message.location, message.stats))
+            if done.closed:
+                self._chunk_closed(task.seq)
         else:
-            row = state.chunk.batch.slice(task.start, 1).to_pylist()[0]
+            raise RuntimeError(f"unexpected message from worker {w.index}: {message!r}")
+
+    def _carry_out(self, outcome: Outcome) -> None:
+        """Free the output slots of tasks taken off a worker, write the quarantined documents, close chunks."""
+        for task in outcome.released:
+            slot = self.out_slots.pop(task.task_id, None)
+            if slot is not None:
+                self.free_out.append(slot)
+        for seq, row_index, reason in outcome.quarantine:
+            chunk = self.chunks[seq].chunk
+            row = chunk.batch.slice(row_index, 1).to_pylist()[0]
             if self.config.strict:
-                raise strict_fault_error(state.chunk.origins, task.start, row["id"], reason)
-            record = quarantine_record(state.chunk.origins, task.start, row["text"], reason)
-            self.quarantined += 1
-            if self.quarantined >= GIVE_UP_QUARANTINED and self.tasks_done == 0:
-                raise RunFailed(f"no document gets through the stage ({self.quarantined} quarantined, none "
-                                f"written; last: {reason})")
+                raise strict_fault_error(chunk.origins, row_index, row["id"], reason)
+            record = quarantine_record(chunk.origins, row_index, row["text"], reason)
             stats = {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]}
-            message = ("part", task.seq, task.start, task.stop, None, stats)
-            self.kept[task.seq].quarantined.append(message)
+            message = ("part", seq, row_index, row_index + 1, None, stats)
+            self.kept[seq].quarantined.append(message)
             self._send_writer(message)
-        self._task_closed(task.seq)
+        for seq in outcome.closed:
+            self._chunk_closed(seq)
+
+    def _chunk_closed(self, seq: int) -> None:
+        """Every row of the chunk is accounted for: its input slot is free."""
+        state = self.chunks.pop(seq)
+        self.book.forget(seq)
+        self.free_in.append(state.slot)
+        release(state.loc)
+        if not state.again:
+            self.on_progress(state.chunk.input_bytes, state.chunk.documents_in)
 
     def _on_worker_death(self, w: _Worker) -> None:
         """Re-route a dead worker's tasks: the one it was computing is charged a fault, the rest are not."""
         self._drain(w)  # results it sent before it died still count
-        reason = w.kill_reason or "worker " + _exit_reason(w.process.exitcode)
         w.conn.close()
-        self.deaths += 1
-        self.accounts[w.index].restarts += 1
-        if not w.ready:
-            self.startup_failures += 1
-            if self.startup_failures >= 3 * self.workers_n:
-                raise RunFailed(f"workers keep dying at start ({self.startup_failures} times in a row; last: "
-                                f"{reason})")
-        if self.deaths > 20 + 3 * self.next_task_id:
-            raise RunFailed(f"workers keep dying ({self.deaths} times; last: {reason})")
-        queue = list(w.queue)
-        w.queue.clear()
+        outcome = self.book.on_worker_lost(w.index, "worker " + _exit_reason(w.process.exitcode), time.perf_counter())
         self.workers[w.index] = self._start_worker(w.index)
-        for task_id in reversed(queue[1:] if w.ready else queue):  # never started: route again, uncharged
-            ts = self.tasks[task_id]
-            self.outstanding[w.index] -= ts.nbytes
-            self.free_out.append(ts.task.out_slot)
-            self.ready_tasks.appendleft(task_id)
-        if queue and w.ready:
-            ts = self.tasks[queue[0]]
-            self.outstanding[w.index] -= ts.nbytes
-            self.free_out.append(ts.task.out_slot)
-            self._task_fault(ts, reason)
+        self._carry_out(outcome)
 
     def _writer_died(self) -> None:
         """The writer is gone. One that said why (disk full, a bug) ends the run in one line; one that was killed
@@ -616,7 +468,7 @@ class LocalEngine:
         self._start_writer(next_seq, entries)
         self.written_upto = next_seq
         # Output slots the dead writer was to read are free; those of tasks in the workers' hands are not.
-        busy = {self.tasks[t].task.out_slot for w in self.workers for t in w.queue if t in self.tasks}
+        busy = set(self.out_slots.values())
         self.free_out = [slot for slot in range(self.window) if slot not in busy]
         self.again = deque((seq, ranges) for seq, ranges in self.again if seq in self.kept)
         redo = 0
@@ -633,12 +485,12 @@ class LocalEngine:
                 continue
             if seq in self.chunks:  # still in its input slot: compute those rows again from there
                 for start, stop in ranges:
-                    self._new_task(self.chunks[seq], start, stop, attempts_allowed(start, stop, whole_chunk=True))
+                    self.book.reopen(seq, start, stop)
             else:
                 self.again.append((seq, ranges))
         self.flush_sent = False
         self.writer_restarts += 1
-        self.faults.append(f"{reason}: a new writer continues after {len(entries)} committed shard(s); "
+        self.book.faults.append(f"{reason}: a new writer continues after {len(entries)} committed shard(s); "
                            f"{len(self.kept)} chunk(s) sent again, {redo} part(s) computed again")
         if self.finish_message is not None:
             self._resend(self.finish_message)
@@ -691,14 +543,14 @@ class LocalEngine:
         end = time.perf_counter()
         self._stop_workers()
         for w in self.workers:
-            account = self.accounts[w.index]
+            account = self.book.accounts[w.index]
             account.idle_s = max(0.0, (end - w.started_at) - account.busy_s)
         extra = dict(self.manifest_base)
-        extra["routing"] = routing_summary(self.router, self.accounts, len(self.routing["seq"]))
+        extra["routing"] = routing_summary(self.router, self.book.accounts, len(self.book.routing["seq"]))
         extra["routing"]["writer_restarts"] = self.writer_restarts
         extra["timings"] = {"wall_s": round(end - self.t0, 4)}
         self.finished = None
-        self.finish_message = ("finish", extra, self.routing)
+        self.finish_message = ("finish", extra, self.book.routing)
         self._send_writer(self.finish_message)
         while self.finished is None:
             if self.writer_conn.poll(0.5):
@@ -707,7 +559,7 @@ class LocalEngine:
                 self._writer_died()
         manifest = self.finished[1]
         self.writer.join()
-        return EngineResult(manifest, self.accounts, self.faults)
+        return EngineResult(manifest, self.book.accounts, self.book.faults)
 
     def _stop_workers(self) -> None:
         """Ask the workers to end once their queue is empty (the normal end of a run)."""
@@ -757,23 +609,3 @@ def _repair_after_writer(out: Path) -> list[dict]:
 
 def _exit_reason(code: int | None) -> str:
     return f"killed by signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-
-
-def routing_summary(router: Router, accounts: list[WorkerAccount], tasks: int) -> dict:
-    """Load balance of the run beside what uniform random routing would give (balls into bins)."""
-    loads = [a.bytes for a in accounts]
-    mean = sum(loads) / len(loads) if loads else 0.0
-    imbalance = max(loads) / mean if mean else 1.0
-    cv = (sum((x - mean) ** 2 for x in loads) / len(loads)) ** 0.5 / mean if mean else 0.0
-    return {
-        "router": router.name,
-        "seed": router.seed,
-        "decisions": len(router.decisions),
-        "tasks": tasks,
-        "imbalance": round(imbalance, 4),
-        "cv": round(cv, 4),
-        "expected_imbalance_uniform": round(expected_imbalance_uniform(tasks, len(accounts)), 4),
-        "workers": [
-            {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(a).items()} for a in accounts
-        ],
-    }

@@ -1,4 +1,6 @@
-"""Errors that reach the user as one clear line (exit 2) instead of a traceback."""
+"""Errors that reach the user as one clear line instead of a traceback (exit 2, 1, or 128 + the signal)."""
+
+import signal
 
 
 class UserError(Exception):
@@ -9,3 +11,11 @@ class UserError(Exception):
 
 class RunFailed(Exception):
     """The run cannot go on (e.g. workers keep dying at start); said in one line, exit 1."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached the coordinator."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -40,15 +40,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from prep.accounting import EngineResult, routing_summary
 from prep.chunk import Chunk, Origins
 from prep.config import PipelineConfig
-from prep.engine import EngineResult, RunFailed, WorkerAccount, routing_summary
-from prep.errors import UserError
+from prep.errors import RunFailed, UserError
 from prep.ownership import MARKER, MARKER_TEXT, Entry, check_no_overlap, claim, deletion_order, shard_index
-from prep.retry import attempts_allowed, halves, quarantine_record, strict_fault_error
+from prep.retry import quarantine_record, strict_fault_error
 from prep.router import Router, make_router
 from prep.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks, total_input_bytes
 from prep.stage import selected_features
+from prep.taskbook import Outcome, TaskBook
 from prep.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id
 from prep.verify import batch_digest, check_committed_chunk, committed_digests, entry_files, first_bad_entry
 from prep.worker import single_thread_env
@@ -468,26 +469,8 @@ class _Actor:
     ping: Any = None  # ref of the pending ready() call while (re)starting
     ping_at: float | None = None  # when to ask again (it was unreachable: Ray may not know yet it died)
     alive: bool = True  # calls wait in the actor's queue while it starts, as tasks wait in a worker's pipe
-    started: bool = False  # has ever been ready (a death before that is a start-up failure)
-    queue: deque = field(default_factory=deque)  # task ids, in the order sent
-    head_since: float = 0.0
-    kill_reason: str | None = None
+    started: bool = False  # has ever been ready
     started_at: float = 0.0
-
-
-@dataclass
-class _Task:
-    task_id: int
-    seq: int
-    start: int
-    stop: int
-    nbytes: int
-    max_attempts: int
-    attempts: int = 0
-    worker: int = -1
-    queued_at: float = 0.0
-    result: Any = None  # ref of the (stats, timing) return; the output batch is `output`
-    output: Any = None
 
 
 @dataclass
@@ -499,7 +482,6 @@ class _ChunkState:
     input_bytes: int
     batch: Any
     origins: Origins  # each row's file and position, for a poison document's quarantine record
-    open_tasks: int = 0
     parts: dict = field(default_factory=dict)  # start -> (stop, output ref | None, stats)
     reported: bool = False  # progress counted (a result computed again is not counted twice)
 
@@ -631,12 +613,6 @@ class RayEngine:
         self.on_progress = on_progress or (lambda _bytes, _docs: None)
         self.slow_workers = slow_workers or {}
         self.manifest_base = manifest_base or {}
-        self.faults: list[str] = []
-        self.accounts = [WorkerAccount(j) for j in range(self.workers_n)]
-        self.routing: dict[str, list] = {
-            k: [] for k in ("seq", "start", "stop", "attempt", "worker", "bytes", "queued_at", "started_at",
-                            "finished_at")
-        }
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -697,9 +673,11 @@ class RayEngine:
         self.pinging: dict = {}  # ready() ref -> actor
         self.writing: dict = {}  # write_shard ref -> shard index
         self.nodes: dict[str, list] = {"workers": [None] * self.workers_n, "writers": [None] * self.writers_n}
+        self.book = TaskBook(self.router, chunk_bytes=self.config.chunk_bytes,
+                             chunk_timeout_s=self.config.chunk_timeout_s, t0=self.t0)
         self.writers = [self._new_writer(w) for w in range(self.writers_n)]
         self.actors = [self._new_actor(j) for j in range(self.workers_n)]
-        self.tasks: dict[int, _Task] = {}
+        self.refs: dict[int, tuple] = {}  # task id -> (result ref, output ref) of a task sent to an actor
         self.by_result: dict = {}  # result ref -> task id
         self.chunks: dict[int, _ChunkState] = {}
         self.shards: dict[int, _Shard] = {}
@@ -707,11 +685,8 @@ class RayEngine:
         self.next_shard = len(self.entries)
         self.next_file = sum(1 for e in self.entries if e["file"])
         self.committed: dict[int, dict] = {}
-        self.ready_tasks: deque[int] = deque()
-        self.outstanding = [0] * self.workers_n
         self.computing = 0  # admitted chunks with rows still to compute
-        self.next_task_id = self.deaths = self.startup_failures = self.writer_deaths = 0
-        self.no_worker_since: float | None = None
+        self.writer_deaths = 0
         self.next_check = 0.0
         source_done = False
 
@@ -762,37 +737,16 @@ class RayEngine:
             return
         shard.open_chunks += 1
         self.computing += 1
-        self._new_task(state, 0, info["rows"], attempts_allowed(0, info["rows"], whole_chunk=True))
-
-    def _new_task(self, state: _ChunkState, start: int, stop: int, max_attempts: int) -> None:
-        rows, text_bytes = state.info["rows"], state.info["text_bytes"]
-        nbytes = text_bytes if (start, stop) == (0, rows) else max(1, text_bytes * (stop - start) // max(1, rows))
-        task = _Task(self.next_task_id, state.seq, start, stop, nbytes, max_attempts)
-        self.next_task_id += 1
-        self.tasks[task.task_id] = task
-        state.open_tasks += 1
-        self.ready_tasks.append(task.task_id)
+        self.book.admit(seq, info["rows"], info["text_bytes"])
 
     def _dispatch(self) -> None:
-        alive = [a.alive and a.kill_reason is None for a in self.actors]
-        if not any(alive):
-            if self.ready_tasks and self.no_worker_since is None:
-                self.no_worker_since = time.perf_counter()
-            return
-        self.no_worker_since = None
-        while self.ready_tasks:
-            task = self.tasks[self.ready_tasks.popleft()]
-            j = self.router.choose(task.seq, task.nbytes, self.outstanding, alive)
-            actor = self.actors[j]
-            task.worker, task.queued_at = j, time.perf_counter()
-            if not actor.queue:
-                actor.head_since = task.queued_at
-            actor.queue.append(task.task_id)
-            self.outstanding[j] += task.nbytes
+        now = time.perf_counter()
+        for task in self.book.next_dispatch([a.alive for a in self.actors], now):
             batch = self.chunks[task.seq].batch
-            task.result, task.output = actor.handle.process.options(num_returns=2).remote(
+            result, output = self.actors[task.worker].handle.process.options(num_returns=2).remote(
                 batch, task.start, task.stop)
-            self.by_result[self._watch(task.result)] = task.task_id
+            self.refs[task.task_id] = (result, output)
+            self.by_result[self._watch(result)] = task.task_id
 
     def _seal(self) -> None:
         """Send every shard whose chunks are all computed to the writer that owns it.
@@ -833,7 +787,7 @@ class RayEngine:
             if ref in self.pinging:
                 self._on_ping(self.pinging.pop(ref), ref)
             elif ref in self.by_result:
-                self._on_result(self.tasks[self.by_result[ref]], ref)
+                self._on_result(self.by_result[ref], ref)
             elif ref in self.writing:
                 self._on_written(self.shards[self.writing.pop(ref)], ref)
             # anything else was superseded (its task routed again)
@@ -849,16 +803,11 @@ class RayEngine:
         if now < self.next_check:
             return WAIT_S
         self.next_check = now + WAIT_S
-        limit = self.config.chunk_timeout_s
-        for a in self.actors:
-            if a.queue and a.alive and a.kill_reason is None and now - a.head_since > limit:
-                a.kill_reason = f"timeout: no result after {limit:g} s"
-                self.ray.kill(a.handle, no_restart=False)
+        for j, _reason in self.book.overdue(now):  # a restarted actor is reported lost, then answers its ping
+            self.ray.kill(self.actors[j].handle, no_restart=False)
         for a in self.actors + self.writers:
             if a.ping_at is not None and now >= a.ping_at:
                 self._ping(a)
-        if self.no_worker_since is not None and now - self.no_worker_since > limit:
-            raise RunFailed(f"no live worker for {limit:g} s (deaths: {self.deaths})")
         return WAIT_S
 
     # ------------------------------------------------------------------------------------- results
@@ -875,114 +824,75 @@ class RayEngine:
             actor.ping_at = time.perf_counter() + 1.0
             return
         except ray.exceptions.RayActorError as exc:
-            if pool is self.actors and not actor.started:
-                self.startup_failures += 1
-                if self.startup_failures >= 3 * self.workers_n:
-                    raise RunFailed(f"workers keep dying at start ({self.startup_failures} times; last: "
-                                    f"{_first_line(exc)})") from None
+            if pool is self.actors:  # its queue goes elsewhere; dying at start again and again ends the run
+                self._carry_out(self.book.on_worker_lost(actor.index, _first_line(exc), time.perf_counter()))
             ray.kill(actor.handle)
             pool[actor.index] = new(actor.index)
             return
         actor.alive = actor.started = True
-        actor.kill_reason = None
         self.nodes["workers" if pool is self.actors else "writers"][actor.index] = node
         if pool is self.actors:
-            self.startup_failures = 0
+            self.book.on_ready(actor.index, time.perf_counter())
             self.timings.setdefault("first_worker_ready_s", time.perf_counter() - self.t0)
             if all(a.started for a in self.actors):
                 self.timings.setdefault("all_workers_ready_s", time.perf_counter() - self.t0)
 
-    def _on_result(self, task: _Task, ref: Any) -> None:
+    def _on_result(self, task_id: int, ref: Any) -> None:
         ray = self.ray
+        task = self.book.tasks[task_id]
         actor = self.actors[task.worker]
         try:
             stats, timing = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
-            self._on_actor_death(actor, actor.kill_reason or f"worker lost ({type(exc).__name__})")
+            self._on_actor_death(actor, f"worker lost ({type(exc).__name__})")
             return
         except ray.exceptions.ObjectLostError as exc:
             raise RunFailed(f"chunk {task.seq}: its input was lost and could not be read again "
                             f"({_first_line(exc)})") from None
         except ray.exceptions.RayTaskError as exc:
-            self._leave_actor(actor, task)
-            actor.head_since = time.perf_counter()
-            self._task_fault(task, "exception: " + _first_line(exc))
+            outcome = self.book.on_failed(task.worker, task_id, "exception: " + _first_line(exc), time.perf_counter())
+            if outcome is not None:
+                self._carry_out(outcome)
             return
-        now = time.perf_counter()
-        self._leave_actor(actor, task)
-        actor.head_since = now
-        del self.tasks[task.task_id]
-        self.router.observe(actor.index, task.nbytes, timing["busy_s"])
-        account = self.accounts[actor.index]
-        account.chunks += 1
-        account.bytes += task.nbytes
-        account.documents += stats["documents"]
-        account.tokens += stats["tokens"]
-        for key in ("busy_s", "tokenize_s", "features_s", "transport_s"):
-            setattr(account, key, getattr(account, key) + timing[key])
-        started = max(task.queued_at, now - timing["busy_s"])
-        account.queue_wait_s += started - task.queued_at
-        for key, value in zip(
-            self.routing,
-            (task.seq, task.start, task.stop, task.attempts, actor.index, task.nbytes, task.queued_at - self.t0,
-             started - self.t0, now - self.t0),
-            strict=True,
-        ):
-            self.routing[key].append(value)
-        self.chunks[task.seq].parts[task.start] = (task.stop, task.output, stats)
-        self._task_closed(task.seq)
-
-    def _leave_actor(self, actor: _Actor, task: _Task) -> None:
-        del self.by_result[task.result]
-        actor.queue.remove(task.task_id)
-        self.outstanding[actor.index] -= task.nbytes
-
-    def _task_closed(self, seq: int) -> None:
-        state = self.chunks[seq]
-        state.open_tasks -= 1
-        if state.open_tasks == 0:
-            self.computing -= 1
-            self.shards[state.shard].open_chunks -= 1
-            if not state.reported:
-                state.reported = True
-                self.on_progress(state.input_bytes, state.info["documents_in"])
-
-    def _task_fault(self, task: _Task, reason: str) -> None:
-        """Retry, then bisect, then quarantine: a poison document ends isolated, the rest written."""
-        task.attempts += 1
-        self.faults.append(f"chunk {task.seq} rows {task.start}-{task.stop}: {reason}")
-        if task.attempts < task.max_attempts:
-            self.ready_tasks.appendleft(task.task_id)
+        done = self.book.on_done(task.worker, task_id, stats["documents"], stats["tokens"], timing,
+                                 time.perf_counter())
+        if done is None:  # stale: routed again meanwhile
             return
-        del self.tasks[task.task_id]
-        state = self.chunks[task.seq]
-        if task.stop - task.start > 1:
-            for start, stop, allowed in halves(task.start, task.stop):
-                self._new_task(state, start, stop, allowed)
-        else:
-            row = self.ray.get(state.batch).slice(task.start, 1).to_pylist()[0]
+        result, output = self.refs.pop(task_id)
+        del self.by_result[result]
+        self.chunks[task.seq].parts[task.start] = (task.stop, output, stats)
+        if done.closed:
+            self._chunk_closed(task.seq)
+
+    def _carry_out(self, outcome: Outcome) -> None:
+        """Forget the refs of tasks taken off an actor, record the quarantined documents, close chunks."""
+        for task in outcome.released:
+            result, _ = self.refs.pop(task.task_id, (None, None))
+            self.by_result.pop(result, None)
+        for seq, row_index, reason in outcome.quarantine:
+            state = self.chunks[seq]
+            row = self.ray.get(state.batch).slice(row_index, 1).to_pylist()[0]
             if self.config.strict:
-                raise strict_fault_error(state.origins, task.start, row["id"], reason)
-            record = quarantine_record(state.origins, task.start, row["text"], reason)
-            state.parts[task.start] = (task.stop, None,
-                                       {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]})
-        self._task_closed(task.seq)
+                raise strict_fault_error(state.origins, row_index, row["id"], reason)
+            record = quarantine_record(state.origins, row_index, row["text"], reason)
+            state.parts[row_index] = (row_index + 1, None,
+                                      {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]})
+        for seq in outcome.closed:
+            self._chunk_closed(seq)
+
+    def _chunk_closed(self, seq: int) -> None:
+        """Every row of the chunk is computed (or quarantined): its shard may be sealed."""
+        state = self.chunks[seq]
+        self.computing -= 1
+        self.shards[state.shard].open_chunks -= 1
+        if not state.reported:
+            state.reported = True
+            self.on_progress(state.input_bytes, state.info["documents_in"])
 
     def _on_actor_death(self, actor: _Actor, reason: str) -> None:
         """Its queued tasks go to other actors; the one it was running is charged an attempt."""
-        self.deaths += 1
-        if self.deaths > 20 + 3 * self.next_task_id:
-            raise RunFailed(f"workers keep dying ({self.deaths} times; last: {reason})")
-        self.accounts[actor.index].restarts += 1
-        queue = list(actor.queue)
-        actor.alive, actor.kill_reason = False, None
-        for position, task_id in enumerate(queue):
-            task = self.tasks[task_id]
-            self._leave_actor(actor, task)
-            if position == 0 and actor.started:
-                self._task_fault(task, reason)
-            else:  # never started: route again without charging it
-                self.ready_tasks.appendleft(task_id)
+        actor.alive = False
+        self._carry_out(self.book.on_worker_lost(actor.index, reason, time.perf_counter()))
         self._ping(actor)  # answers once Ray has restarted it
 
     def _on_written(self, shard: _Shard, ref: Any) -> None:
@@ -992,7 +902,7 @@ class RayEngine:
             result = ray.get(ref)
         except ray.exceptions.RayActorError as exc:  # sent again once Ray has restarted the writer
             writer = self.writers[shard.index % self.writers_n]
-            self.faults.append(f"shard {shard.index}: writer {writer.index} lost ({type(exc).__name__}); "
+            self.book.faults.append(f"shard {shard.index}: writer {writer.index} lost ({type(exc).__name__}); "
                                "written again")
             if writer.alive:
                 writer.alive = False
@@ -1007,15 +917,16 @@ class RayEngine:
             for seq, start in result["lost"]:
                 state = self.chunks[seq]
                 stop, _, _ = state.parts.pop(start)
-                if state.open_tasks == 0:
+                if not self.book.is_open(seq):
                     self.computing += 1
                     shard.open_chunks += 1
-                self.faults.append(f"chunk {seq} rows {start}-{stop}: result lost with its node; computed again")
-                self._new_task(state, start, stop, attempts_allowed(start, stop, whole_chunk=True))
+                self.book.faults.append(f"chunk {seq} rows {start}-{stop}: result lost with its node; computed again")
+                self.book.reopen(seq, start, stop)
             return
         self.committed[shard.index] = result
         for seq in shard.seqs:
             del self.chunks[seq]
+            self.book.forget(seq)
         del self.shards[shard.index]
         while (n := len(self.entries)) in self.committed:  # the journal stays a prefix of the shards
             done = self.committed.pop(n)
@@ -1027,18 +938,18 @@ class RayEngine:
     def _finish(self) -> EngineResult:
         end = time.perf_counter()
         for a in self.actors:
-            account = self.accounts[a.index]
+            account = self.book.accounts[a.index]
             account.idle_s = max(0.0, (end - a.started_at) - account.busy_s)
         extra = dict(self.manifest_base)
-        extra["routing"] = routing_summary(self.router, self.accounts, len(self.routing["seq"]))
+        extra["routing"] = routing_summary(self.router, self.book.accounts, len(self.book.routing["seq"]))
         extra["timings"] = {"wall_s": round(end - self.t0, 4)}
         engine = dict(extra.get("engine", {}))
         engine.update({"writers": self.writers_n, "readers_ahead": self.feed.ahead,
                        "worker_nodes": self.nodes["workers"], "writer_nodes": self.nodes["writers"]})
         engine.update({k: round(v, 4) for k, v in self.timings.items()})
         extra["engine"] = engine
-        manifest = self.output.finish(self.config, self.entries, extra, self.routing)
-        return EngineResult(manifest, self.accounts, self.faults)
+        manifest = self.output.finish(self.config, self.entries, extra, self.book.routing)
+        return EngineResult(manifest, self.book.accounts, self.book.faults)
 
 
 # ------------------------------------------------------------------------------------------------ entry

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from prep.accounting import EngineResult
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
-from prep.engine import EngineResult, Interrupted, LocalEngine, remove_recorded_leftovers
-from prep.errors import UserError
+from prep.engine import LocalEngine, remove_recorded_leftovers
+from prep.errors import Interrupted, UserError
 from prep.ownership import MARKER, check_no_overlap, claim, delete_local, list_local, shard_index, write_marker_local
 from prep.router import make_router
 from prep.sources import expand_inputs, iter_chunks, total_input_bytes

@@ -97,19 +97,22 @@ class TaskBook:
         self.no_worker_since: float | None = None
 
     # ------------------------------------------------------------------------------------ chunks
-    def admit(self, seq: int, rows: int, text_bytes: int) -> None:
-        """A chunk with rows to compute: one task for all of it."""
+    def admit(self, seq: int, rows: int, text_bytes: int, parts: Sequence[tuple[int, int]] | None = None) -> None:
+        """A chunk with rows to compute: one task for all of it, or one per part given (rows to compute again
+        after their results were lost)."""
         self.chunks[seq] = _Chunk(seq, rows, text_bytes)
-        self._new_task(seq, 0, rows, attempts_allowed(0, rows, whole_chunk=True))
+        for start, stop in parts or [(0, rows)]:
+            self._new_task(seq, start, stop, attempts_allowed(start, stop, whole_chunk=True))
 
     def reopen(self, seq: int, start: int, stop: int) -> None:
-        """Rows of a closed chunk must be computed again (their result was lost with a node)."""
-        self.faults.append(f"chunk {seq} rows {start}-{stop}: result lost; computed again")
+        """Rows of a chunk the book still holds must be computed again (their result was lost: with a node,
+        or with a writer that died before committing it)."""
         self._new_task(seq, start, stop, attempts_allowed(start, stop, whole_chunk=True))
 
     def forget(self, seq: int) -> None:
-        """The executor needs the chunk no more (written): no task can reopen it."""
-        del self.chunks[seq]
+        """The executor needs the chunk no more (written): no task can reopen it. A chunk that had no rows to
+        compute was never admitted."""
+        self.chunks.pop(seq, None)
 
     def is_open(self, seq: int) -> bool:
         return self.chunks[seq].open_tasks > 0

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prep.messages import Failed, Ready, Result
 from prep.tokenizer import Backend
-from prep.transport import Location, SlotPool
+from prep.transport import SlotPool
 
 if TYPE_CHECKING:
     from prep.stage import Stage
@@ -37,18 +38,6 @@ if TYPE_CHECKING:
 FAULT_ENV = "PREP_DEBUG_FAULT"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
-
-
-@dataclass(frozen=True)
-class Task:
-    """Rows [start, stop) of chunk `seq`, whose input lies at `source`; output goes to `out_slot`."""
-
-    task_id: int
-    seq: int
-    start: int
-    stop: int
-    source: Location
-    out_slot: int
 
 
 def single_thread_env() -> None:
@@ -155,7 +144,7 @@ def worker_main(
         return
     name_process(f"prep-worker-{worker_id}")
     try:
-        conn.send(("ready", worker_id))
+        conn.send(Ready(worker_id))
         while True:
             task = conn.recv()
             if task is None:
@@ -173,7 +162,7 @@ def worker_main(
                 del batch, output
                 finished = time.perf_counter()
             except Exception:
-                conn.send(("failed", task.task_id, traceback.format_exc(limit=8)))
+                conn.send(Failed(task.task_id, traceback.format_exc(limit=8).strip().splitlines()[-1]))
                 continue
             if debug_slow > 1.0:  # a straggler on purpose, for routing experiments
                 time.sleep((finished - started) * (debug_slow - 1.0))
@@ -184,7 +173,7 @@ def worker_main(
                 "features_s": stats.features_s,
                 "transport_s": finished - t_write,
             }
-            conn.send(("done", task.task_id, loc, asdict(stats), timing))
+            conn.send(Result(task.task_id, loc, asdict(stats), timing))
     except (EOFError, OSError):  # the coordinator is gone: nobody wants the result
         pass
     finally:

@@ -161,7 +161,7 @@ def test_a_lost_result_reopens_a_closed_chunk():
     assert (again.seq, again.start, again.stop, again.nbytes) == (3, 0, 10, 1000)
     assert b.on_done(again.worker, again.task_id, 10, 5, TIMING, now=0.3).closed
     b.forget(3)
-    assert 3 not in b.chunks and "result lost" in b.faults[-1]
+    assert 3 not in b.chunks
 
 
 def test_capacity_bounds_what_is_dispatched():
