@@ -147,17 +147,16 @@ class Verdict:
     """What the rules decided for a batch: which documents stay, and why the others went."""
 
     keep: np.ndarray
-    rule: list[str | None] = field(default_factory=list)  # per document: the first rule it failed
-    value: np.ndarray | None = None  # the failing value (NaN for a whole-document event)
-    threshold: np.ndarray | None = None
+    rule: np.ndarray  # per document: index into `names` of the first rule it failed, -1 if none
+    names: list[str]
+    value: np.ndarray  # the failing value (NaN where none)
+    threshold: np.ndarray
     skipped: dict[str, int] = field(default_factory=dict)  # rule set -> documents it skipped (CJK)
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for rule in self.rule:
-            if rule is not None:
-                out[rule] = out.get(rule, 0) + 1
-        return out
+        """First rule failed -> documents, in rule order, rules that removed nothing left out."""
+        per_rule = np.bincount(self.rule[self.rule >= 0], minlength=len(self.names))
+        return {name: int(c) for name, c in zip(self.names, per_rule.tolist(), strict=True) if c}
 
 
 # A check: (rule name, values, fails-when "<" or ">" the threshold, threshold)
@@ -166,8 +165,9 @@ _Check = tuple[str, np.ndarray, str, float]
 
 def judge(checks: list[_Check], n: int, skipped: dict[str, int] | None = None) -> Verdict:
     """Evaluate checks in order; each document goes to the first it fails (NaN values never fail)."""
+    names = [c[0] for c in checks]
     if not checks:
-        return Verdict(np.ones(n, bool), [None] * n, np.full(n, np.nan), np.full(n, np.nan), skipped or {})
+        return Verdict(np.ones(n, bool), np.full(n, -1), names, np.full(n, np.nan), np.full(n, np.nan), skipped or {})
     values = np.stack([np.asarray(c[1], np.float64) for c in checks])
     thresholds = np.array([c[3] for c in checks], np.float64)[:, None]
     below = np.array([c[2] == "<" for c in checks])[:, None]
@@ -176,10 +176,10 @@ def judge(checks: list[_Check], n: int, skipped: dict[str, int] | None = None) -
     failed = fails.any(axis=0)
     first = np.argmax(fails, axis=0)
     cols = np.arange(n)
-    names = [c[0] for c in checks]
     return Verdict(
         ~failed,
-        [names[i] if f else None for i, f in zip(first.tolist(), failed.tolist(), strict=True)],
+        np.where(failed, first, -1),
+        names,
         np.where(failed, values[first, cols], np.nan),
         np.where(failed, thresholds[first, 0], np.nan),
         skipped or {},
@@ -191,10 +191,12 @@ def merge(first: Verdict, second: Verdict) -> Verdict:
     take = ~first.keep
     return Verdict(
         first.keep & second.keep,
-        [a if a is not None else b for a, b in zip(first.rule, second.rule, strict=True)],
+        np.where(take, first.rule, np.where(second.rule >= 0, second.rule + len(first.names), -1)),
+        first.names + second.names,
         np.where(take, first.value, second.value),
         np.where(take, first.threshold, second.threshold),
-        {k: first.skipped.get(k, 0) + second.skipped.get(k, 0) for k in {*first.skipped, *second.skipped}},
+        {k: first.skipped.get(k, 0) + second.skipped.get(k, 0)
+         for k in dict.fromkeys([*first.skipped, *second.skipped])},
     )
 
 

@@ -29,7 +29,7 @@ from prep.writer import JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL, read_
 
 SAMPLE_TEXT_BYTES = 256 * 1024  # of the first chunk, for the fast-path verification
 OWN_FILES = ("part-*.parquet", "_manifest.json", "_journal.jsonl", "_quarantine.jsonl", "_quarantine.jsonl.partial",
-             "_routing.parquet", "report.html", ".*.tmp")
+             "_filtered.parquet", "_filtered.jsonl.partial", "_routing.parquet", "report.html", ".*.tmp")
 _FINGERPRINT_PARTS = (("inputs", "input files"), ("tokenizer_sha256", "tokenizer"), ("config", "pipeline"))
 
 
@@ -230,6 +230,13 @@ def remove_uncommitted(out: Path, entries: list[dict]) -> None:
     if final.exists() and not partial.exists():  # interrupted between its rename and the manifest
         os.replace(final, partial)
     final.unlink(missing_ok=True)
+    from prep.writer import FILTERED, FILTERED_PARTIAL
+
+    (out / FILTERED).unlink(missing_ok=True)  # made again from the partial file at the end
+    filtered = out / FILTERED_PARTIAL
+    if filtered.exists():
+        with open(filtered, "rb+") as f:
+            f.truncate(entries[-1].get("filtered_bytes", 0) if entries else 0)
     keep = entries[-1].get("quarantine_bytes", 0) if entries else 0
     if partial.exists():
         with open(partial, "rb+") as f:
