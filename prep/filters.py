@@ -240,11 +240,20 @@ _B_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
 _C = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def _unique_first(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group id of each key, its group's size, whether it is its group's first occurrence)."""
+def _unique_first(keys: np.ndarray, bound: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group id of each key, its group's size, whether it is its group's first occurrence).
+
+    Keys known to lie in [0, bound) are sorted with their positions packed into the low bits
+    (numpy sorts plain integers several times faster than it argsorts); others are argsorted.
+    """
     m = len(keys)
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
+    shift = max(m - 1, 1).bit_length()
+    if bound is not None and bound << shift < 1 << 63:
+        packed = np.sort((keys.astype(np.int64) << shift) | np.arange(m))
+        order, ordered = packed & ((1 << shift) - 1), packed >> shift
+    else:
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
     new = np.empty(m, bool)
     new[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
@@ -277,6 +286,7 @@ class Texts:
     def __init__(self, texts: pa.Array) -> None:
         self.texts = texts.fill_null("") if texts.null_count else texts
         self.n = len(texts)
+        self._counts: dict[str, np.ndarray] = {}
 
     @functools.cached_property
     def num_chars(self) -> np.ndarray:
@@ -353,7 +363,9 @@ class Texts:
         return np.bincount(self.tokens["doc"], minlength=self.n)
 
     def count(self, substring: str) -> np.ndarray:
-        return np.asarray(pc.count_substring(self.texts, substring), np.int64)
+        if substring not in self._counts:
+            self._counts[substring] = np.asarray(pc.count_substring(self.texts, substring), np.int64)
+        return self._counts[substring]
 
     @functools.cached_property
     def splitlines(self) -> tuple[pa.Array, np.ndarray]:
@@ -384,19 +396,42 @@ class Texts:
         return (np.bincount(doc, minlength=self.n), np.bincount(doc[repeated], minlength=self.n),
                 np.bincount(doc[repeated], weights=chars[repeated], minlength=self.n))
 
-    def ngram_hashes(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(token index of each n-gram inside one text, a hash of the n-gram and its text)."""
+    @functools.cached_property
+    def token_ids(self) -> tuple[np.ndarray, int]:
+        """(dense id of each token, number of ids): equal ids for equal tokens of the same text only."""
         t = self.tokens
-        doc, hashes = t["doc"], t["hash"]
-        m = len(doc)
-        if m < n:
-            return np.zeros(0, np.int64), np.zeros(0, np.uint64)
-        at = np.flatnonzero(doc[: m - n + 1] == doc[n - 1 :])
         with np.errstate(over="ignore"):
-            h = doc[at].astype(np.uint64) * _C
-            for k in range(n):
-                h = h * _B + hashes[at + k]
-        return at, h
+            ids, _, _ = _unique_first(t["hash"] ^ (t["doc"].astype(np.uint64) * _C))
+        return ids, int(ids.max(initial=-1)) + 1
+
+    @functools.cached_property
+    def ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """n -> (first token of every n-gram that may repeat, how often it occurs in its text, whether this is
+        its first occurrence), n = 2..10; an n-gram at no listed position occurs once in its text.
+
+        2-grams are grouped by (token id, next token id) over pairs inside one text. An n-gram can
+        repeat only where the (n-1)-grams at its first and second token repeat, so a level only
+        groups those positions, by (id of the (n-1)-gram, last token id).
+        """
+        ids, width = self.token_ids
+        doc = self.tokens["doc"]
+        m = len(ids)
+        levels = {}
+        at = np.flatnonzero(doc[:-1] == doc[1:]) if m > 1 else np.zeros(0, np.int64)
+        group, count, first = _unique_first(ids[at] * width + ids[at + 1], width * width)
+        levels[2] = at, count, first
+        for n in range(3, 11):
+            repeated = np.zeros(m + 1, bool)
+            repeated[at[count >= 2]] = True
+            previous = np.zeros(m, np.int64)
+            previous[at] = group
+            groups = int(group.max(initial=-1)) + 1
+            at = np.flatnonzero(repeated[:-1] & repeated[1:])
+            at = at[(at + n - 1 < m)]
+            at = at[doc[at] == doc[np.minimum(at + n - 1, m - 1)]]
+            group, count, first = _unique_first(previous[at] * width + ids[at + n - 1], groups * width)
+            levels[n] = at, count, first
+        return levels
 
     @functools.cached_property
     def token_chars(self) -> np.ndarray:
@@ -457,19 +492,24 @@ def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
         ("max_dup_line_char_frac", _ratio(l_dup_chars, chars), ">", s["max_dup_line_char_frac"]),
     ]
     cumulative = t.token_chars
+    doc_of = t.tokens["doc"]
+    tokens = t.num_tokens
+    first_token = np.concatenate(([0], np.cumsum(tokens)))[:-1]
     for n in (2, 3, 4):
-        at, h = t.ngram_hashes(n)
+        # no n-gram repeats: the first one, once (datatrove's Counter.most_common(1))
+        has = tokens >= n
         top = np.zeros(t.n)
+        top[has] = cumulative[first_token[has] + n] - cumulative[first_token[has]] + (n - 1)
+        at, count, _ = t.ngrams[n]
+        at, count = at[count >= 2], count[count >= 2]
         if len(at):
-            _, sizes, _ = _unique_first(h)
-            doc = t.tokens["doc"][at]
+            doc = doc_of[at]
             seg = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
-            best = np.maximum.reduceat(sizes, seg)
-            is_best = sizes == np.repeat(best, np.diff(np.append(seg, len(at))))
-            pick = np.flatnonzero(is_best)
+            best = np.maximum.reduceat(count, seg)
+            pick = np.flatnonzero(count == np.repeat(best, np.diff(np.append(seg, len(at)))))
             pick = pick[np.concatenate(([True], doc[pick][1:] != doc[pick][:-1]))]  # the first to occur wins
             gram_chars = cumulative[at[pick] + n] - cumulative[at[pick]] + (n - 1)
-            top[doc[pick]] = sizes[pick] * gram_chars
+            top[doc[pick]] = count[pick] * gram_chars
         checks.append((f"max_top_{n}gram", _ratio(top, chars), ">", s[f"max_top_{n}gram"]))
     for n in range(5, 11):
         checks.append((f"max_dup_{n}gram", _ratio(_greedy_duplicates(t, n), chars), ">", s[f"max_dup_{n}gram"]))
@@ -479,11 +519,8 @@ def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
 def _greedy_duplicates(t: Texts, n: int) -> np.ndarray:
     """Characters of repeated n-grams as datatrove's find_all_duplicate counts them: scanning the words,
     an n-gram seen before counts and the scan jumps past it, else it moves on by one word."""
-    at, h = t.ngram_hashes(n)
+    at, _, first = t.ngrams[n]
     out = np.zeros(t.n)
-    if not len(at):
-        return out
-    _, _, first = _unique_first(h)
     rep = at[~first]
     if not len(rep):
         return out
@@ -521,19 +558,25 @@ def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
         ok &= ends & ~np.asarray(pc.ends_with(lines, "..."), bool)
     if s["min_words_per_line"] is not False:
         ok &= np.asarray(pc.list_value_length(words), np.int64) >= s["min_words_per_line"]
-    lower = pc.utf8_lower(lines)
+    # the remaining checks only concern the lines still kept (few, usually): look at those alone
+    live = np.flatnonzero(ok)
+    kept_lines = lines.take(pa.array(live))
+    lower = pc.utf8_lower(kept_lines)
+
+    def where(array: pa.Array, pattern: str, regex: bool = False) -> np.ndarray:
+        hit = np.zeros(n_lines, bool)
+        hit[live] = np.asarray((pc.match_substring_regex if regex else pc.match_substring)(array, pattern), bool)
+        return hit
+
     drops: list[tuple[str, np.ndarray]] = []
     if s["lorem_ipsum"]:
-        drops.append(("lorem_ipsum", ok & np.asarray(pc.match_substring(lower, "lorem ipsum"), bool)))
+        drops.append(("lorem_ipsum", where(lower, "lorem ipsum")))
     if s["javascript"]:
-        ok &= ~np.asarray(pc.match_substring(lower, "javascript"), bool)
+        ok &= ~where(lower, "javascript")
     if s["curly_bracket"]:
-        drops.append(("curly_bracket", ok & np.asarray(pc.match_substring(lines, "{"), bool)))
+        drops.append(("curly_bracket", ok & where(kept_lines, "{")))
     if s["policy"]:
-        policy = np.zeros(n_lines, bool)
-        for phrase in POLICY_SUBSTRINGS:
-            policy |= np.asarray(pc.match_substring(lower, phrase), bool)
-        ok &= ~policy
+        ok &= ~where(lower, "|".join(POLICY_SUBSTRINGS), regex=True)
     index = np.arange(n_lines)
     first_drop = {}
     for name, hit in drops:
@@ -547,7 +590,8 @@ def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
             hit = (first == earliest) & (first < np.iinfo(np.int64).max)
             checks.append((name, hit.astype(np.float64), ">", 0.5))
     if s["min_sentences"] is not False and s["min_sentences"] != -1:
-        breaks = np.asarray(pc.count_substring_regex(lines, _SENTENCE_BREAK), np.int64) + 1
+        breaks = np.zeros(n_lines, np.int64)
+        breaks[live] = np.asarray(pc.count_substring_regex(kept_lines, _SENTENCE_BREAK), np.int64) + 1
         sentences = np.bincount(line_doc[ok], weights=breaks[ok], minlength=t.n)
         checks.append(("min_sentences", sentences, "<", s["min_sentences"]))
     return checks
