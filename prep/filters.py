@@ -19,7 +19,6 @@ those documents are counted as skipped, not dropped.
 from __future__ import annotations
 
 import functools
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,32 +205,33 @@ _SPACE, _PUNCT, _ALPHA, _DIGIT, _TERMINAL, _CJK = (1 << i for i in range(6))
 
 @functools.cache
 def _classes() -> np.ndarray:
-    """Class bits of every code point: Python's isspace/isalpha/isdigit; punctuation as datatrove's
-    PUNCTUATION_SET approximately (Unicode P*, the ASCII symbols, control characters); CJK as frac_cjk."""
-    from prep.features import _CJK_BLOCKS
+    """Class bits of every code point: Python's isspace/isalpha, Unicode Nd, CJK as frac_cjk (all from the
+    feature tables); punctuation as datatrove's PUNCTUATION_SET approximately: Unicode P*, the ASCII symbols
+    and the control characters, whitespace excepted."""
+    from prep import features
 
+    class_ids, _, masks = features._char_classes()
+    bits = masks[class_ids]
+    space = (bits & features._SPACE) > 0
+    punct = (bits & features._PUNCT) > 0
+    punct[:0x20] = punct[0x7F:0xA0] = True
+    ascii_chars = np.arange(0x80)
+    alnum = np.array([chr(c).isalnum() for c in range(0x80)])
+    punct[ascii_chars[~alnum]] = True
+    punct &= ~space
     table = np.zeros(0x110000, np.uint8)
-    for c in range(0x110000):
-        ch = chr(c)
-        cat = unicodedata.category(ch)
-        bits = 0
-        if ch.isspace():
-            bits |= _SPACE
-        elif cat[0] == "P" or cat == "Cc" or (c < 0x80 and not ch.isalnum()):
-            bits |= _PUNCT
-        if ch.isalpha():
-            bits |= _ALPHA
-        if cat == "Nd":
-            bits |= _DIGIT
-        table[c] = bits
+    table[space] |= _SPACE
+    table[punct] |= _PUNCT
+    table[(bits & features._ALPHA) > 0] |= _ALPHA
+    table[(bits & features._DIGIT) > 0] |= _DIGIT
+    table[(bits & features._CJK) > 0] |= _CJK
     table[[ord(ch) for ch in TERMINAL_PUNCTUATION]] |= _TERMINAL
-    for first, last in _CJK_BLOCKS:
-        table[first : last + 1] |= _CJK
     return table
 
 
 def prepare() -> None:
-    """Build the lookup table now (about 0.5 s), e.g. once in the forkserver before workers fork."""
+    """Build the lookup table now (from the feature tables, which it builds first if need be), e.g. once in the
+    forkserver before workers fork."""
     _classes()
 
 
