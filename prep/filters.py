@@ -325,20 +325,39 @@ class Texts:
         before = seen - other - (seen - other)[word_start][word]  # other characters earlier in the word
         word_total = np.add.reduceat(other.astype(np.int64), word_start) if m else np.zeros(0, np.int64)
         after = word_total[word] - (seen - (seen - other)[word_start][word])
-        affix = punct & ((before == 0) | (after == 0))  # leading or trailing punctuation: tokens of their own
-        core = ~affix
-        start = gap.copy()
+        hyphen = c == ord("-")
+        # leading or trailing punctuation: tokens of their own; not a hyphen in a word (spaCy has no such affix)
+        affix = punct & ((before == 0) | (after == 0)) & ~(hyphen & (word_total[word] > 0))
         prev_c = np.concatenate(([0], c[:-1])).astype(np.uint32)
         prev_b = np.concatenate(([0], b[:-1])).astype(np.uint8)
         next_b = np.concatenate((b[1:], [0])).astype(np.uint8)
+        # abbreviations keep their final dot: "A.", "e.g.", "U.S." (spaCy's tokenizer exceptions, in part)
+        last = np.append(word_start[1:], m) - 1
+        size = last - word_start + 1
+        dotted = np.zeros(len(last), bool)
+        if m:
+            dotted = (c[last] == ord(".")) & ((prev_b[last] & _ALPHA) > 0) & (
+                (size == 2) | ((size >= 4) & (c[np.maximum(last - 2, 0)] == ord("."))))
+        affix[last[dotted]] = False
+        core = ~affix
+        start = gap.copy()
         prev_affix = np.concatenate(([False], affix[:-1]))
-        dots = affix & (c == ord(".")) & (prev_c == ord(".")) & prev_affix & ~gap
-        start |= affix & ~dots
+        runs = affix & ((c == ord(".")) | hyphen) & (prev_c == c) & prev_affix & ~gap  # "...", "--": one token
+        start |= affix & ~runs
         start |= core & prev_affix
-        hyphen = core & (c == ord("-")) & ((prev_b & (_ALPHA | _DIGIT)) > 0) & ((next_b & _ALPHA) > 0) & ~gap
-        start |= hyphen
-        start[np.flatnonzero(hyphen) + 1] = True
-        apostrophe = core & ((c == ord("'")) | (c == 0x2019)) & ((prev_b & _ALPHA) > 0) & ((next_b & _ALPHA) > 0)
+        same_word_after = ~np.append(gap[1:], True)
+        alnum_before = (prev_b & (_ALPHA | _DIGIT)) > 0
+        alpha_after = ((next_b & _ALPHA) > 0) & same_word_after
+        digit_around = ((prev_b & _DIGIT) > 0) & ((next_b & _DIGIT) > 0) & same_word_after
+        infix = core & ~gap & (
+            (hyphen & alnum_before & alpha_after)
+            | (np.isin(c, [ord(x) for x in "/:<>="]) & alnum_before & alpha_after)
+            | ((c == ord(",")) & ((prev_b & _ALPHA) > 0) & alpha_after)
+            | (np.isin(c, [ord(x) for x in "+-*^"]) & digit_around)
+        )  # spaCy's infixes: a character between these splits the word in three
+        start |= infix
+        start[np.flatnonzero(infix) + 1] = True
+        apostrophe = core & ((c == ord("'")) | (c == 0x2019)) & ((prev_b & _ALPHA) > 0) & alpha_after
         start |= apostrophe & ~gap
         t_start = np.flatnonzero(start)
         t_len = np.diff(np.append(t_start, m))
