@@ -20,6 +20,7 @@ documents, one huge document, and the slice hard-linked `--memory-factor` times.
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import json
 import os
@@ -48,7 +49,7 @@ from prep.router import ROUTERS
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEFAULT_CORPUS = SHARED / "corpus"
 DEFAULT_TOKENIZER = SHARED / "tokenizers" / "gpt2.tokenizer.json"
-SCENARIOS = ("main", "tiny", "huge", "memory")
+SCENARIOS = ("main", "tiny", "huge", "memory", "filters")
 BACKENDS = ("tokenizers", "tiktoken")
 TINY_MAX_BYTES = 200  # a "tiny" document is one line of 1..200 bytes
 CHUNK_BYTES = 2**20  # prep's default chunk; the ceilings encode batches of the same size
@@ -196,6 +197,8 @@ def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[st
                     router, base=base, scale=scale))
 
     for scenario in scenarios:
+        if scenario == "filters":  # measured in this process (filter_costs), no variant to run
+            continue
         corpus = {"main": "main", "memory": "main", "tiny": "tiny", "huge": "huge"}[scenario]
         for backend in backends:
             ceiling(scenario, corpus, backend)
@@ -472,6 +475,7 @@ def run_bench(opts: BenchOptions) -> dict:
             corpora["huge"] = make_huge(slice_tables, opts.huge_mb, work / "huge")
         if "memory" in opts.scenarios:
             corpora["scaled"] = make_scaled(corpora["main"], opts.memory_factor, work / "scaled")
+        filters = filter_costs(slice_tables, opts.repeats) if "filters" in opts.scenarios else None
         del source, slice_tables
         for key, c in corpora.items():
             opts.log(f"bench: {key}: {c.text_bytes / 1e6:.1f} MB of text, {c.documents:,} documents, {c.files} files")
@@ -493,7 +497,45 @@ def run_bench(opts: BenchOptions) -> dict:
     finally:
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
-    return summarize(variants, runs, corpora, opts, workers, notes)
+    result = summarize(variants, runs, corpora, opts, workers, notes)
+    if filters:
+        result["filters"] = filters
+    return result
+
+
+def filter_costs(tables: Sequence[pa.Table], repeats: int) -> dict:
+    """CPU milliseconds per MiB of text of each filter rule set alone, of all of them at once, and of the
+    text features, over the slice in prep's 1 MiB chunks (median over repeats, this process, one thread)."""
+    from prep.features import FEATURES, compute_features
+    from prep.filters import RULE_SETS, check_filters, prepare, text_verdict
+
+    prepare()
+    chunks = []
+    for table in tables:
+        texts = table.column("text").combine_chunks()
+        sizes = np.cumsum(pc.binary_length(texts).to_numpy())
+        cuts = np.searchsorted(sizes, np.arange(CHUNK_BYTES, sizes[-1] if len(sizes) else 0, CHUNK_BYTES))
+        for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(texts)])), strict=True):
+            if b > a:
+                chunks.append(texts.slice(int(a), int(b - a)))
+    mib = sum(int(pc.sum(pc.binary_length(c)).as_py() or 0) for c in chunks) / 2**20
+    text_features = [f for f in FEATURES if f not in ("num_tokens", "chars_per_token", "unique_token_ratio")]
+    jobs: dict[str, Callable[[pa.Array], object]] = {
+        name: functools.partial(text_verdict, filters=check_filters({name: {}}, FEATURES)) for name in RULE_SETS}
+    every = check_filters({name: {} for name in RULE_SETS}, FEATURES)
+    jobs["all rule sets"] = lambda c: text_verdict(c, every)
+    jobs["features (text ones)"] = lambda c: compute_features(
+        c, pa.array([[]] * len(c), pa.list_(pa.uint32())), text_features)
+    costs = {}
+    for name, job in jobs.items():
+        runs = []
+        for _ in range(repeats):
+            start = time.process_time()
+            for chunk in chunks:
+                job(chunk)
+            runs.append((time.process_time() - start) * 1000 / mib)
+        costs[name] = round(statistics.median(runs), 2)
+    return {"mib": round(mib, 2), "chunks": len(chunks), "cpu_ms_per_mib": costs}
 
 
 # ------------------------------------------------------------------------------------- summary
@@ -659,6 +701,11 @@ def format_report(result: dict) -> str:
              f"{result['machine']['note']}"]
     lines += [f"note: {n}" for n in result["notes"]]
     peers = sorted({v["peer"] for v in result["variants"] if v["kind"] == "peer"})
+    if result.get("filters"):
+        f = result["filters"]
+        lines += ["", f"== filters: CPU ms per MiB of text, {f['mib']:.1f} MiB in {f['chunks']} chunks, one thread "
+                  "(budget for all rules: 3 ms/MiB)"]
+        lines += _table(["rules", "ms/MiB"], [[k, f"{v:.2f}"] for k, v in f["cpu_ms_per_mib"].items()])
     for scenario in SCENARIOS:
         chosen = [v for v in result["variants"] if v["scenario"] == scenario]
         if not chosen:

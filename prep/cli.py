@@ -84,6 +84,9 @@ def run(
     backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tiktoken")] = None,
     append_eos: Annotated[bool | None, typer.Option("--append-eos/--no-append-eos")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="first bad record is an error")] = None,
+    keep_filtered: Annotated[bool | None, typer.Option("--keep-filtered/--no-keep-filtered",
+                                                       help="write _filtered.parquet: id, rule and failing "
+                                                            "value of each filtered document")] = None,
     chunk_timeout: Annotated[float | None, typer.Option(help="seconds per chunk_bytes of text: a hang")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run")] = False,
@@ -109,7 +112,7 @@ def run(
         load_pipeline(pipeline), tokenizer=tokenizer, workers=workers, router=router, seed=seed,
         chunk_bytes=chunk_bytes, shard_bytes=shard_bytes, text_field=text_field, id_field=id_field,
         keep_text=keep_text, keep_columns=keep_column, backend=backend, append_eos=append_eos, strict=strict,
-        chunk_timeout_s=chunk_timeout, max_document_bytes=max_document_bytes,
+        chunk_timeout_s=chunk_timeout, max_document_bytes=max_document_bytes, keep_filtered=keep_filtered,
         features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
     )
     if config.workers < 0:

@@ -52,6 +52,8 @@ class PipelineConfig:
     # features and filters
     features: list[str] = field(default_factory=lambda: ["all"])
     drop_empty: bool = True
+    filters: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filter.NAME] tables (prep.filters)
+    keep_filtered: bool = False  # write the removed documents' ids, rule and failing value to _filtered.parquet
     # output
     keep_text: bool = False
     shard_bytes: int = 256 * 2**20
@@ -77,7 +79,7 @@ _SECTIONS = {
     "input": {"text_field", "id_field", "keep_columns", "max_document_bytes"},
     "tokenizer": {"path", "backend", "append_eos", "eos_token"},
     "features": {"compute"},
-    "filter": {"drop_empty"},
+    "filter": {"drop_empty", "keep_filtered"},
     "output": {"keep_text", "shard_bytes", "compression"},
     "run": {"workers", "router", "seed", "chunk_bytes", "strict", "chunk_timeout_s"},
 }
@@ -102,12 +104,29 @@ def load_pipeline(path: str | Path | None) -> PipelineConfig:
         if section not in _SECTIONS or not isinstance(values, dict):
             raise UserError(f"bad pipeline file {path}: unknown section [{section}]")
         for key, value in values.items():
+            if section == "filter" and isinstance(value, dict):
+                config.filters[key] = value  # a rule set; checked below
+                continue
             if key not in _SECTIONS[section]:
-                raise UserError(f"bad pipeline file {path}: unknown key {key!r} in [{section}]")
+                known = sorted(_SECTIONS[section])
+                if section == "filter":
+                    from prep.filters import RULE_SETS
+
+                    known += [f"[filter.{name}]" for name in (*RULE_SETS, "bounds")]
+                raise UserError(f"bad pipeline file {path}: unknown key {key!r} in [{section}]; known: "
+                                f"{', '.join(known)}")
             name = _RENAMES.get((section, key), key)
             if name in _SIZES:
                 value = parse_size(value, name)
             setattr(config, name, value)
+    if config.filters:
+        from prep.features import FEATURES
+        from prep.filters import check_filters
+
+        try:
+            config.filters = check_filters(config.filters, FEATURES)
+        except UserError as exc:
+            raise UserError(f"bad pipeline file {path}: {exc}") from None
     if config.tokenizer and not Path(config.tokenizer).is_absolute():
         config.tokenizer = str((path.parent / config.tokenizer).resolve())
     return config

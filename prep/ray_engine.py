@@ -54,6 +54,8 @@ from prep.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eo
 from prep.verify import batch_digest, check_committed_chunk, committed_digests, entry_files, first_bad_entry
 from prep.worker import single_thread_env
 from prep.writer import (
+    FILTERED,
+    FILTERED_PARTIAL,
     JOURNAL,
     MANIFEST,
     QUARANTINE,
@@ -330,8 +332,9 @@ class WriterActor:
             entry = writer.entries[0]
             if entry["file"]:
                 publish_file(os.path.join(staging, entry["file"]), self.out.child(entry["file"]))
-            partial = Path(staging, QUARANTINE_PARTIAL)
-            return {"entry": entry, "quarantine": partial.read_bytes() if partial.exists() else b""}
+            partial, filtered = Path(staging, QUARANTINE_PARTIAL), Path(staging, FILTERED_PARTIAL)
+            return {"entry": entry, "quarantine": partial.read_bytes() if partial.exists() else b"",
+                    "filtered": filtered.read_bytes() if filtered.exists() else b""}
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -388,7 +391,7 @@ class Output:
                 entries, note = self._start_remote(fingerprint, overwrite, resume)
             lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole, as the local engine does
             write_atomic(self.dir / JOURNAL, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines).encode())
-            self._upload(QUARANTINE_PARTIAL, QUARANTINE, JOURNAL)
+            self._upload(QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, FILTERED, JOURNAL)
         except OSError as exc:
             raise UserError(f"cannot write to output directory {self.where}: {exc}") from None
         return entries, note
@@ -406,7 +409,7 @@ class Output:
         if any(e.name != MARKER for e in listing) and not (overwrite or resume):
             raise UserError(f"output directory {self.where} already holds data; pass --overwrite to replace it "
                             "or --resume to continue an interrupted run")
-        for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, MANIFEST):  # the mirror: what --resume reads
+        for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, MANIFEST):  # what --resume reads
             if resume and any(e.name == name and e.kind == "file" for e in listing):
                 pafs.copy_files(self.where.child(name).path, str(self.dir / name), source_filesystem=fs,
                                 destination_filesystem=pafs.LocalFileSystem())
@@ -437,9 +440,19 @@ class Output:
                 f.write(MARKER_TEXT)
         return entries, note
 
-    def append(self, entry: dict, quarantine: bytes, committed_bytes: int) -> None:
+    def append(self, entry: dict, quarantine: bytes, committed_bytes: int, filtered: bytes = b"",
+               filtered_bytes: int = 0) -> None:
         """A committed shard: its bad records after those of the shards before it, then its journal line
-        (which records how long the quarantine is, as `ShardWriter.commit` does)."""
+        (which records how long the quarantine is, as `ShardWriter.commit` does); the same for the records
+        of its filtered documents (--keep-filtered)."""
+        if filtered:
+            with open(self.dir / FILTERED_PARTIAL, "ab") as f:
+                f.truncate(filtered_bytes)
+                f.write(filtered)
+                f.flush()
+                os.fsync(f.fileno())
+                filtered_bytes = f.tell()
+        entry["filtered_bytes"] = filtered_bytes
         if quarantine:
             with open(self.dir / QUARANTINE_PARTIAL, "ab") as f:
                 f.truncate(committed_bytes)
@@ -449,13 +462,14 @@ class Output:
                 committed_bytes = f.tell()
         entry["quarantine_bytes"] = committed_bytes
         append_journal(self.dir, entry)
-        self._upload(*((QUARANTINE_PARTIAL,) if quarantine else ()), JOURNAL)
+        self._upload(*((QUARANTINE_PARTIAL,) if quarantine else ()), *((FILTERED_PARTIAL,) if filtered else ()),
+                     JOURNAL)
 
     def finish(self, config: PipelineConfig, entries: list[dict], extra: dict, routing_rows: dict) -> dict:
         """Quarantine, routing table and, last, the manifest, by `ShardWriter.finish` itself."""
         manifest = ShardWriter(self.dir, config.shard_bytes, config.compression, 0, entries).finish(extra,
                                                                                                   routing_rows)
-        self._upload(QUARANTINE, QUARANTINE_PARTIAL, ROUTING, MANIFEST)
+        self._upload(QUARANTINE, QUARANTINE_PARTIAL, FILTERED, FILTERED_PARTIAL, ROUTING, MANIFEST)
         return manifest
 
 
@@ -930,8 +944,9 @@ class RayEngine:
         del self.shards[shard.index]
         while (n := len(self.entries)) in self.committed:  # the journal stays a prefix of the shards
             done = self.committed.pop(n)
-            self.output.append(done["entry"], done["quarantine"],
-                               self.entries[-1]["quarantine_bytes"] if self.entries else 0)
+            last = self.entries[-1] if self.entries else {}
+            self.output.append(done["entry"], done["quarantine"], last.get("quarantine_bytes", 0),
+                               done.get("filtered", b""), last.get("filtered_bytes", 0))
             self.entries.append(done["entry"])
 
     # ------------------------------------------------------------------------------------------ the end

@@ -362,7 +362,19 @@ def _summary(manifest: dict) -> str:
         _card("documents / s", f"{docs_s:,.0f}"),
         _card("tokens / s", f"{tokens_s:,.0f}"),
     ]
-    return f'<h2>Summary</h2><div class="cards">{"".join(cards)}</div>{check}'
+    return f'<h2>Summary</h2><div class="cards">{"".join(cards)}</div>{check}{_filters_table(counts)}'
+
+
+def _filters_table(counts: dict) -> str:
+    """Documents removed per rule (each under the first rule it failed), and those a rule set skipped."""
+    by_rule, skipped = counts.get("filtered_by", {}), counts.get("filter_skipped", {})
+    if not by_rule and not any(skipped.values()):
+        return ""
+    total = counts["documents_in"] or 1
+    rows = [[rule, f"{n:,}", f"{100 * n / total:.2f} %"] for rule, n in by_rule.items()]
+    rows += [[f"{name} (skipped: CJK)", f"{n:,}", f"{100 * n / total:.2f} %"] for name, n in skipped.items() if n]
+    return ("<h3>Filtered, by the first rule each document failed</h3>"
+            + _table(["rule", "documents", "of documents in"], rows))
 
 
 def _workers_section(workers: list[dict]) -> str:

@@ -35,7 +35,16 @@ from prep.verify import (
     first_bad_entry,
     stamp,
 )
-from prep.writer import JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL, read_journal, write_atomic
+from prep.writer import (
+    FILTERED,
+    FILTERED_PARTIAL,
+    JOURNAL,
+    MANIFEST,
+    QUARANTINE,
+    QUARANTINE_PARTIAL,
+    read_journal,
+    write_atomic,
+)
 
 SAMPLE_TEXT_BYTES = 256 * 1024  # of the first chunk, for the fast-path verification
 _FINGERPRINT_PARTS = (("tokenizer_sha256", "tokenizer"), ("config", "pipeline"))
@@ -140,7 +149,7 @@ def journal_listed(out: Path, header: dict | None, entries: list[dict]) -> set[s
     """Names the directory's own journal proves prep wrote (its shards, itself, the side files)."""
     if header is None or "fingerprint" not in header:
         return set()
-    return {JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL} | {
+    return {JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL, FILTERED, FILTERED_PARTIAL} | {
         f["file"] for e in entries for f in entry_files(e)}
 
 
@@ -267,6 +276,11 @@ def remove_uncommitted(out: Path, entries: list[dict], names: list[str]) -> None
     if final.exists() and not partial.exists():  # interrupted between its rename and the manifest
         os.replace(final, partial)
     final.unlink(missing_ok=True)
+    (out / FILTERED).unlink(missing_ok=True)  # made again from the partial file at the end
+    filtered = out / FILTERED_PARTIAL
+    if filtered.exists():
+        with open(filtered, "rb+") as f:
+            f.truncate(entries[-1].get("filtered_bytes", 0) if entries else 0)
     keep = entries[-1].get("quarantine_bytes", 0) if entries else 0
     if partial.exists():
         with open(partial, "rb+") as f:

@@ -32,6 +32,9 @@ def format_summary(manifest: dict) -> str:
         f"  written      {counts['documents_out']:>14,}",
         f"  quarantined  {counts['quarantined']:>14,}",
         f"  filtered     {counts['filtered']:>14,}",
+        *[f"    {rule:<44} {count:>10,}" for rule, count in counts.get("filtered_by", {}).items()],
+        *[f"    skipped by {name:<33} {count:>10,} (CJK)" for name, count in counts.get("filter_skipped", {}).items()
+          if count],
         f"  check        {'in = written + quarantined + filtered' if balance else 'MISMATCH'}",
         f"tokens         {counts['tokens']:>14,}",
         f"text bytes     {_mb(counts['bytes_in']):>14}",

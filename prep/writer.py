@@ -18,7 +18,7 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -32,6 +32,8 @@ JOURNAL = "_journal.jsonl"
 MANIFEST = "_manifest.json"
 QUARANTINE = "_quarantine.jsonl"
 QUARANTINE_PARTIAL = QUARANTINE + ".partial"  # committed shards' records, while the run goes on
+FILTERED = "_filtered.parquet"  # --keep-filtered: id, rule, value, threshold of each filtered document
+FILTERED_PARTIAL = "_filtered.jsonl.partial"  # committed shards' filtered documents, while the run goes on
 ROUTING = "_routing.parquet"
 ROW_GROUP_BYTES = 16 * 2**20  # a row group of ~16 MiB in memory: sensible for readers, small for the writer
 
@@ -106,6 +108,7 @@ class ShardWriter:
         self.pending: dict[int, _Pending] = {}
         self.before_commit = before_commit or (lambda: None)
         self.quarantine_bytes = entries[-1].get("quarantine_bytes", 0) if entries else 0
+        self.filtered_bytes = entries[-1].get("filtered_bytes", 0) if entries else 0
         self._reset_shard()
 
     def _reset_shard(self) -> None:
@@ -114,7 +117,8 @@ class ShardWriter:
         self.buffered = 0
         self.current = {
             "rows": 0, "tokens": 0, "text_bytes": 0, "documents_in": 0, "quarantined": 0,
-            "filtered": 0, "first_seq": self.next_seq, "last_seq": None, "quarantine": [], "chunks": [],
+            "filtered": 0, "filtered_by": {}, "filter_skipped": {}, "first_seq": self.next_seq, "last_seq": None,
+            "quarantine": [], "filtered_rows": [], "chunks": [],
         }
 
     def add_chunk(self, seq: int, info: dict) -> list[dict]:
@@ -156,6 +160,9 @@ class ShardWriter:
         cur["chunks"].append([seq, info.get("source"), info.get("digest")])  # what --resume proves it skips
         for _start, _stop, table, stats in sorted(pending.parts, key=lambda p: p[0]):
             cur["filtered"] += stats.get("filtered", 0)
+            _add_counts(cur["filtered_by"], stats.get("filtered_by", {}))
+            _add_counts(cur["filter_skipped"], stats.get("filter_skipped", {}))
+            cur["filtered_rows"].extend(stats.get("filtered_rows", []))
             quarantine += stats.get("quarantine", [])
             if table is not None and table.num_rows:
                 cur["rows"] += table.num_rows
@@ -203,14 +210,11 @@ class ShardWriter:
             fsync_dir(self.out)
             entry.update(file=final.name, bytes=final.stat().st_size)
         quarantine = entry.pop("quarantine")
-        if quarantine:
-            with open(self.out / QUARANTINE_PARTIAL, "ab") as f:
-                f.truncate(self.quarantine_bytes)  # an append that failed half-way leaves no half record
-                f.write("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine).encode())
-                f.flush()
-                os.fsync(f.fileno())
-                self.quarantine_bytes = f.tell()
+        self.quarantine_bytes = append_records(self.out / QUARANTINE_PARTIAL, self.quarantine_bytes, quarantine)
         entry["quarantine_bytes"] = self.quarantine_bytes
+        self.filtered_bytes = append_records(self.out / FILTERED_PARTIAL, self.filtered_bytes,
+                                             entry.pop("filtered_rows"))
+        entry["filtered_bytes"] = self.filtered_bytes
         append_journal(self.out, entry)
         self.entries.append(entry)
         self.shard_index += 1 if entry["file"] else 0
@@ -229,6 +233,8 @@ class ShardWriter:
             "documents_out": sum(e["rows"] for e in entries),
             "quarantined": sum(e["quarantined"] for e in entries),
             "filtered": sum(e["filtered"] for e in entries),
+            "filtered_by": _sum_counts(e.get("filtered_by", {}) for e in entries),
+            "filter_skipped": _sum_counts(e.get("filter_skipped", {}) for e in entries),
             "tokens": sum(e["tokens"] for e in entries),
             "bytes_in": sum(e["text_bytes"] for e in entries),
         }
@@ -242,6 +248,9 @@ class ShardWriter:
         else:
             partial.unlink(missing_ok=True)
             qpath.unlink(missing_ok=True)
+        fpartial = self.out / FILTERED_PARTIAL
+        if self.filtered_bytes:
+            _write_filtered(fpartial, self.filtered_bytes, self.out / FILTERED)
         if routing_rows is not None:
             tmp = self.out / f".{ROUTING}.tmp"
             pq.write_table(pa.table(routing_rows), tmp, compression="zstd")
@@ -254,6 +263,7 @@ class ShardWriter:
         manifest = {"version": 1, **extra, "counts": counts, "shards": shards}
         manifest["timings"] = dict(manifest.get("timings", {}))
         write_atomic(self.out / MANIFEST, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+        fpartial.unlink(missing_ok=True)  # after the manifest: until then, --resume rebuilds from it
         return manifest
 
 
@@ -263,6 +273,45 @@ def check_accounting(counts: dict) -> None:
     if counts["documents_in"] != accounted:
         raise RuntimeError(f"accounting mismatch: documents_in {counts['documents_in']} != out + quarantined + "
                            f"filtered = {accounted} ({json.dumps(counts)})")
+
+
+def _add_counts(into: dict[str, int], more: dict[str, int]) -> None:
+    for key, count in more.items():
+        into[key] = into.get(key, 0) + count
+
+
+def _sum_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Per-rule counts of all shards, keys sorted (so the manifest does not depend on arrival order)."""
+    total: dict[str, int] = {}
+    for d in dicts:
+        _add_counts(total, d)
+    return dict(sorted(total.items()))
+
+
+def append_records(path: Path, committed: int, records: list[dict]) -> int:
+    """Append JSON lines after the first `committed` bytes (an append that failed half-way leaves no half
+    record); the new committed length."""
+    if not records:
+        return committed
+    with open(path, "ab") as f:
+        f.truncate(committed)
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+        f.flush()
+        os.fsync(f.fileno())
+        return f.tell()
+
+
+def _write_filtered(partial: Path, committed: int, final: Path) -> None:
+    """The filtered documents of the committed shards, as Parquet (id, rule, value, threshold)."""
+    with open(partial, "rb") as f:
+        lines = f.read(committed).decode().splitlines()
+    rows = [json.loads(line) for line in lines]
+    schema = pa.schema([("rule", pa.string()), ("value", pa.float64()), ("threshold", pa.float64())])
+    ids = pa.array([r["id"] for r in rows])
+    table = pa.Table.from_pylist(rows, schema=schema).add_column(0, "id", ids)
+    tmp = final.with_name(f".{final.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, final)
 
 
 def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, compression: str,

@@ -1,0 +1,672 @@
+"""Quality filter rules: the Gopher, C4 and FineWeb heuristics, and simple bounds on any feature.
+
+The rule sets and their defaults are those of datatrove (`GopherQualityFilter`,
+`GopherRepetitionFilter`, `C4QualityFilter`, `FineWebQualityFilter`, datatrove 0.10). They are
+computed for a whole batch at once: the texts are decoded once to one array of code points,
+classified through lookup tables, and cut into words the way spaCy's blank English tokenizer
+(datatrove's word splitter for English) cuts them, approximately: a whitespace-separated word
+loses its leading and trailing punctuation as tokens of their own (a run of dots is one token),
+a hyphen between letters splits a word in three and an apostrophe between letters in two.
+Lines, paragraphs and their repeats are found with Arrow string kernels; words and n-grams are
+grouped by sorting 64-bit hashes.
+
+Each document is judged by the rules in order (rule sets in the order of the pipeline file, the
+checks of a set in datatrove's order) and counted under the first rule it fails. A rule set
+written for English is skipped for documents whose `frac_cjk` exceeds its `skip_frac_cjk`;
+those documents are counted as skipped, not dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prep.errors import UserError
+
+# datatrove.utils.text.TERMINAL_PUNCTUATION (Unicode's Terminal_Punctuation characters), FineWeb's stop_chars
+TERMINAL_PUNCTUATION = (
+    "!.?\u0589\u061d\u061e\u061f\u06d4\u0700\u0701\u0702\u07f9\u0837\u0839\u083d\u083e\u0964\u0965\u104a\u104b"
+    "\u1362\u1367\u1368\u166e\u1735\u1736\u17d4\u17d5\u17d6\u17d9\u17da\u1803\u1809\u1944\u1945\u1aa8\u1aa9"
+    "\u1aaa\u1aab\u1b5a\u1b5b\u1b5e\u1b5f\u1b7d\u1b7e\u1c3b\u1c3c\u1c7e\u1c7f\u203c\u203d\u2047\u2048\u2049"
+    "\u2e2e\u2e3c\u2e53\u2e54\u3002\ua4ff\ua60e\ua60f\ua6f3\ua6f7\ua876\ua877\ua8ce\ua8cf\ua92f\ua9c8\ua9c9"
+    "\uaa5d\uaa5e\uaa5f\uaaf0\uaaf1\uabeb\ufe52\ufe56\ufe57\uff01\uff0e\uff1f\uff61\U00010a56\U00010a57"
+    "\U00010f55\U00010f56\U00010f57\U00010f58\U00010f59\U00010f86\U00010f87\U00010f88\U00010f89\U00011047"
+    "\U00011048\U000110be\U000110bf\U000110c0\U000110c1\U00011141\U00011142\U00011143\U000111c5\U000111c6"
+    "\U000111cd\U000111de\U000111df\U00011238\U00011239\U0001123b\U0001123c\U000112a9\U0001144b\U0001144c"
+    "\U000115c2\U000115c3\U000115c9\U000115ca\U000115cb\U000115cc\U000115cd\U000115ce\U000115cf\U000115d0"
+    "\U000115d1\U000115d2\U000115d3\U000115d4\U000115d5\U000115d6\U000115d7\U00011641\U00011642\U0001173c"
+    "\U0001173d\U0001173e\U00011944\U00011946\U00011a42\U00011a43\U00011a9b\U00011a9c\U00011c41\U00011c42"
+    "\U00011ef7\U00011ef8\U00011f43\U00011f44\U00016a6e\U00016a6f\U00016af5\U00016b37\U00016b38\U00016b44"
+    "\U00016e98\U0001bc9f\U0001da88"
+)
+STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
+POLICY_SUBSTRINGS = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
+_SPLITLINES = "\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"  # what Python's str.splitlines() breaks at
+_CITATION = r"\[\d*]|\[edit]|\[citation needed]"
+# a sentence ends at a lone . ! or ? (then any punctuation) before a word (spaCy's sentencizer)
+_SENTENCE_BREAK = r"(?:^|[^.!?])[.!?][\pP]*\s+\pP*[^\s\pP]"
+
+# Rule set -> threshold -> default. `skip_frac_cjk`: documents with more CJK than this skip the set.
+RULE_SETS: dict[str, dict[str, Any]] = {
+    "gopher_quality": {
+        "min_words": 50, "max_words": 100_000, "min_mean_word_length": 3, "max_mean_word_length": 10,
+        "max_hash_ratio": 0.1, "max_ellipsis_ratio": 0.1, "max_bullet_lines": 0.9, "max_ellipsis_lines": 0.3,
+        "min_alpha_words": 0.8, "min_stop_words": 2, "stop_words": STOP_WORDS, "skip_frac_cjk": 0.3,
+    },
+    "gopher_repetition": {
+        "max_dup_para_frac": 0.3, "max_dup_para_char_frac": 0.2, "max_dup_line_frac": 0.3,
+        "max_dup_line_char_frac": 0.2, "max_top_2gram": 0.20, "max_top_3gram": 0.18, "max_top_4gram": 0.16,
+        "max_dup_5gram": 0.15, "max_dup_6gram": 0.14, "max_dup_7gram": 0.13, "max_dup_8gram": 0.12,
+        "max_dup_9gram": 0.11, "max_dup_10gram": 0.10, "skip_frac_cjk": 0.3,
+    },
+    "c4": {
+        "max_word_length": 1000, "min_words_per_line": 3, "min_sentences": 5, "remove_citations": True,
+        "terminal_punct": True, "lorem_ipsum": True, "javascript": True, "curly_bracket": True, "policy": True,
+        "skip_frac_cjk": 0.3,
+    },
+    "fineweb": {
+        "min_line_punct": 0.12, "line_punct_exclude_zero": False, "max_short_lines": 0.67,
+        "short_line_length": 30, "max_dup_line_chars": 0.01, "max_newline_words": 0.3, "skip_frac_cjk": 0.3,
+    },
+}
+_FLAGS = {"remove_citations", "terminal_punct", "lorem_ipsum", "javascript", "curly_bracket", "policy",
+          "line_punct_exclude_zero"}
+_PARAMS = {"stop_words", "skip_frac_cjk", "short_line_length", "max_word_length", "min_words_per_line"}
+
+
+def check_filters(filters: Mapping[str, Any], feature_names: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Validate `[filter.*]` tables (a typo fails before any work) and fill in the defaults.
+
+    `bounds` maps a feature name to `{min = x, max = y}`; the others are rule sets of RULE_SETS.
+    """
+    known = [*RULE_SETS, "bounds"]
+    result: dict[str, dict[str, Any]] = {}
+    for name, table in filters.items():
+        if name not in known:
+            raise UserError(f"unknown filter rule set {name!r}; known: {', '.join(known)}")
+        if not isinstance(table, Mapping):
+            raise UserError(f"[filter.{name}] must be a table, e.g. [filter.{name}] on a line of its own")
+        if name == "bounds":
+            result[name] = _check_bounds(table, feature_names)
+            continue
+        defaults = RULE_SETS[name]
+        settings = dict(defaults)
+        for key, value in table.items():
+            if key not in defaults:
+                raise UserError(f"unknown threshold {key!r} in [filter.{name}]; known: {', '.join(defaults)}")
+            settings[key] = _check_value(name, key, value, defaults[key])
+        result[name] = settings
+    return result
+
+
+def _check_value(name: str, key: str, value: Any, default: Any) -> Any:
+    where = f"[filter.{name}] {key}"
+    if key == "stop_words":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{where} must be a list of strings")
+        return value
+    if key in _FLAGS:
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false")
+        return value
+    if value is False and key not in _PARAMS:
+        return False  # this check is off
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{where} must be a number{'' if key in _PARAMS else ' or false (off)'}")
+    return type(default)(value) if isinstance(default, int) and float(value).is_integer() else float(value)
+
+
+def _check_bounds(table: Mapping[str, Any], feature_names: Mapping[str, Any]) -> dict[str, Any]:
+    result = {}
+    for feature, bound in table.items():
+        if feature not in feature_names:
+            raise UserError(f"unknown feature {feature!r} in [filter.bounds]; known: {', '.join(feature_names)}")
+        if not isinstance(bound, Mapping) or not bound or set(bound) - {"min", "max"}:
+            raise UserError(f"[filter.bounds] {feature} must be {{min = X}}, {{max = Y}} or {{min = X, max = Y}}")
+        for side, value in bound.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UserError(f"[filter.bounds] {feature}.{side} must be a number")
+        result[feature] = dict(bound)
+    return result
+
+
+def bound_features(filters: Mapping[str, Any]) -> list[str]:
+    """Features that the bounds need (computed even when the output does not keep them)."""
+    return list(filters.get("bounds", {}))
+
+
+@dataclass
+class Verdict:
+    """What the rules decided for a batch: which documents stay, and why the others went."""
+
+    keep: np.ndarray
+    rule: np.ndarray  # per document: index into `names` of the first rule it failed, -1 if none
+    names: list[str]
+    value: np.ndarray  # the failing value (NaN where none)
+    threshold: np.ndarray
+    skipped: dict[str, int] = field(default_factory=dict)  # rule set -> documents it skipped (CJK)
+
+    def counts(self) -> dict[str, int]:
+        """First rule failed -> documents, in rule order, rules that removed nothing left out."""
+        per_rule = np.bincount(self.rule[self.rule >= 0], minlength=len(self.names))
+        return {name: int(c) for name, c in zip(self.names, per_rule.tolist(), strict=True) if c}
+
+
+# A check: (rule name, values, fails-when "<" or ">" the threshold, threshold)
+_Check = tuple[str, np.ndarray, str, float]
+
+
+def judge(checks: list[_Check], n: int, skipped: dict[str, int] | None = None) -> Verdict:
+    """Evaluate checks in order; each document goes to the first it fails (NaN values never fail)."""
+    names = [c[0] for c in checks]
+    if not checks:
+        return Verdict(np.ones(n, bool), np.full(n, -1), names, np.full(n, np.nan), np.full(n, np.nan), skipped or {})
+    values = np.stack([np.asarray(c[1], np.float64) for c in checks])
+    thresholds = np.array([c[3] for c in checks], np.float64)[:, None]
+    below = np.array([c[2] == "<" for c in checks])[:, None]
+    with np.errstate(invalid="ignore"):
+        fails = np.where(below, values < thresholds, values > thresholds)
+    failed = fails.any(axis=0)
+    first = np.argmax(fails, axis=0)
+    cols = np.arange(n)
+    return Verdict(
+        ~failed,
+        np.where(failed, first, -1),
+        names,
+        np.where(failed, values[first, cols], np.nan),
+        np.where(failed, thresholds[first, 0], np.nan),
+        skipped or {},
+    )
+
+
+def merge(first: Verdict, second: Verdict) -> Verdict:
+    """The verdict of two rule lists applied one after the other to the same documents."""
+    take = ~first.keep
+    return Verdict(
+        first.keep & second.keep,
+        np.where(take, first.rule, np.where(second.rule >= 0, second.rule + len(first.names), -1)),
+        first.names + second.names,
+        np.where(take, first.value, second.value),
+        np.where(take, first.threshold, second.threshold),
+        {k: first.skipped.get(k, 0) + second.skipped.get(k, 0)
+         for k in dict.fromkeys([*first.skipped, *second.skipped])},
+    )
+
+
+# Code point classes, one bit each.
+_SPACE, _PUNCT, _ALPHA, _DIGIT, _TERMINAL, _CJK = (1 << i for i in range(6))
+
+
+@functools.cache
+def _classes() -> np.ndarray:
+    """Class bits of every code point: Python's isspace/isalpha, Unicode Nd, CJK as frac_cjk (all from the
+    feature tables); punctuation as datatrove's PUNCTUATION_SET approximately: Unicode P*, the ASCII symbols
+    and the control characters, whitespace excepted."""
+    from prep import features
+
+    class_ids, _, masks = features._char_classes()
+    bits = masks[class_ids]
+    space = (bits & features._SPACE) > 0
+    punct = (bits & features._PUNCT) > 0
+    punct[:0x20] = punct[0x7F:0xA0] = True
+    ascii_chars = np.arange(0x80)
+    alnum = np.array([chr(c).isalnum() for c in range(0x80)])
+    punct[ascii_chars[~alnum]] = True
+    punct &= ~space
+    table = np.zeros(0x110000, np.uint8)
+    table[space] |= _SPACE
+    table[punct] |= _PUNCT
+    table[(bits & features._ALPHA) > 0] |= _ALPHA
+    table[(bits & features._DIGIT) > 0] |= _DIGIT
+    table[(bits & features._CJK) > 0] |= _CJK
+    table[[ord(ch) for ch in TERMINAL_PUNCTUATION]] |= _TERMINAL
+    return table
+
+
+def prepare() -> None:
+    """Build the lookup table now (from the feature tables, which it builds first if need be), e.g. once in the
+    forkserver before workers fork."""
+    _classes()
+
+
+_B = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2**64
+_B_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
+_C = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def _unique_first(keys: np.ndarray, bound: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group id of each key, its group's size, whether it is its group's first occurrence).
+
+    Keys known to lie in [0, bound) are sorted with their positions packed into the low bits
+    (numpy sorts plain integers several times faster than it argsorts); others are argsorted.
+    """
+    m = len(keys)
+    shift = max(m - 1, 1).bit_length()
+    if bound is not None and bound << shift < 1 << 63:
+        packed = np.sort((keys.astype(np.int64) << shift) | np.arange(m))
+        order, ordered = packed & ((1 << shift) - 1), packed >> shift
+    else:
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+    new = np.empty(m, bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    group = np.empty(m, np.int64)
+    group[order] = np.cumsum(new) - 1
+    sizes = np.diff(np.append(np.flatnonzero(new), m))
+    first = np.zeros(m, bool)
+    first[order[new]] = True
+    return group, sizes[group], first
+
+
+def _code_points(strings: pa.Array) -> np.ndarray:
+    """The code points of all strings of an Arrow string array, one after the other."""
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    _, offsets_buf, data_buf = strings.buffers()
+    offsets = np.frombuffer(offsets_buf, offset_type)[strings.offset : strings.offset + len(strings) + 1]
+    if data_buf is None or not len(offsets) or offsets[-1] == offsets[0]:
+        return np.zeros(0, np.uint32)
+    text = str(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])], "utf-8")
+    return np.frombuffer(text.encode("utf-32-le"), np.uint32)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
+
+
+class Texts:
+    """Lazily computed pieces of a batch of texts that the rules share."""
+
+    def __init__(self, texts: pa.Array) -> None:
+        self.texts = texts.fill_null("") if texts.null_count else texts
+        self.n = len(texts)
+        self._counts: dict[str, np.ndarray] = {}
+
+    @functools.cached_property
+    def num_chars(self) -> np.ndarray:
+        return np.asarray(pc.utf8_length(self.texts), np.int64)
+
+    @functools.cached_property
+    def code_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(code points of all texts, char offsets of each text)."""
+        return _code_points(self.texts), np.concatenate(([0], np.cumsum(self.num_chars)))
+
+    @functools.cached_property
+    def frac_cjk(self) -> np.ndarray:
+        cps, offsets = self.code_points
+        cjk = (_classes()[cps] & _CJK) > 0
+        counts = np.add.reduceat(cjk.astype(np.int64), offsets[:-1]) if len(cps) else np.zeros(self.n)
+        counts = np.where(np.diff(offsets) > 0, counts, 0)
+        return _ratio(counts, self.num_chars)
+
+    @functools.cached_property
+    def tokens(self) -> dict[str, np.ndarray]:
+        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per text and per token."""
+        cps, offsets = self.code_points
+        bits = _classes()[cps]
+        ns = np.flatnonzero((bits & _SPACE) == 0)  # positions of the non-space characters
+        c, b = cps[ns], bits[ns]
+        doc = np.searchsorted(offsets, ns, side="right") - 1
+        m = len(ns)
+        gap = np.ones(m, bool)  # a word starts here: a space or a text boundary before it
+        if m:
+            gap[1:] = (ns[1:] != ns[:-1] + 1) | (doc[1:] != doc[:-1])
+        word = np.cumsum(gap) - 1
+        punct = (b & _PUNCT) > 0
+        other = ~punct
+        seen = np.cumsum(other)
+        word_start = np.flatnonzero(gap)
+        before = seen - other - (seen - other)[word_start][word]  # other characters earlier in the word
+        word_total = np.add.reduceat(other.astype(np.int64), word_start) if m else np.zeros(0, np.int64)
+        after = word_total[word] - (seen - (seen - other)[word_start][word])
+        hyphen = c == ord("-")
+        # leading or trailing punctuation: tokens of their own; not a hyphen in a word (spaCy has no such affix)
+        affix = punct & ((before == 0) | (after == 0)) & ~(hyphen & (word_total[word] > 0))
+        prev_c = np.concatenate(([0], c[:-1])).astype(np.uint32)
+        prev_b = np.concatenate(([0], b[:-1])).astype(np.uint8)
+        next_b = np.concatenate((b[1:], [0])).astype(np.uint8)
+        # abbreviations keep their final dot: "A.", "e.g.", "U.S." (spaCy's tokenizer exceptions, in part)
+        last = np.append(word_start[1:], m) - 1
+        size = last - word_start + 1
+        dotted = np.zeros(len(last), bool)
+        if m:
+            dotted = (c[last] == ord(".")) & ((prev_b[last] & _ALPHA) > 0) & (
+                (size == 2) | ((size >= 4) & (c[np.maximum(last - 2, 0)] == ord("."))))
+        affix[last[dotted]] = False
+        core = ~affix
+        start = gap.copy()
+        prev_affix = np.concatenate(([False], affix[:-1]))
+        runs = affix & ((c == ord(".")) | hyphen) & (prev_c == c) & prev_affix & ~gap  # "...", "--": one token
+        start |= affix & ~runs
+        start |= core & prev_affix
+        same_word_after = ~np.append(gap[1:], True)
+        alnum_before = (prev_b & (_ALPHA | _DIGIT)) > 0
+        alpha_after = ((next_b & _ALPHA) > 0) & same_word_after
+        digit_around = ((prev_b & _DIGIT) > 0) & ((next_b & _DIGIT) > 0) & same_word_after
+        infix = core & ~gap & (
+            (hyphen & alnum_before & alpha_after)
+            | (np.isin(c, [ord(x) for x in "/:<>="]) & alnum_before & alpha_after)
+            | ((c == ord(",")) & ((prev_b & _ALPHA) > 0) & alpha_after)
+            | (np.isin(c, [ord(x) for x in "+-*^"]) & digit_around)
+        )  # spaCy's infixes: a character between these splits the word in three
+        start |= infix
+        start[np.flatnonzero(infix) + 1] = True
+        apostrophe = core & ((c == ord("'")) | (c == 0x2019)) & ((prev_b & _ALPHA) > 0) & alpha_after
+        start |= apostrophe & ~gap
+        t_start = np.flatnonzero(start)
+        t_len = np.diff(np.append(t_start, m))
+        t_other = np.add.reduceat(other.astype(np.int64), t_start) > 0 if m else np.zeros(0, bool)
+        t_alpha = np.add.reduceat(((b & _ALPHA) > 0).astype(np.int64), t_start) > 0 if m else np.zeros(0, bool)
+        t_doc = doc[t_start]
+        # a 64-bit polynomial hash of each token's characters, from prefix sums of c * B**i (mod 2**64)
+        with np.errstate(over="ignore"):
+            powers = np.cumprod(np.full(m, _B, np.uint64)) if m else np.zeros(0, np.uint64)
+            inverse = np.cumprod(np.full(m, _B_INV, np.uint64)) if m else np.zeros(0, np.uint64)
+            prefix = np.concatenate(([np.uint64(0)], np.cumsum(c.astype(np.uint64) * powers, dtype=np.uint64)))
+            t_end = t_start + t_len
+            t_hash = (prefix[t_end] - prefix[t_start]) * inverse[t_start] + t_len.astype(np.uint64)
+        return {"start": t_start, "len": t_len, "other": t_other, "alpha": t_alpha, "doc": t_doc, "hash": t_hash}
+
+    def per_text(self, values: np.ndarray) -> np.ndarray:
+        """Sum of per-token values over each text's tokens."""
+        return np.bincount(self.tokens["doc"], weights=values, minlength=self.n)
+
+    @functools.cached_property
+    def num_tokens(self) -> np.ndarray:
+        return np.bincount(self.tokens["doc"], minlength=self.n)
+
+    def count(self, substring: str) -> np.ndarray:
+        if substring not in self._counts:
+            self._counts[substring] = np.asarray(pc.count_substring(self.texts, substring), np.int64)
+        return self._counts[substring]
+
+    @functools.cached_property
+    def splitlines(self) -> tuple[pa.Array, np.ndarray]:
+        """(lines of all texts as str.splitlines() gives them, text of each line)."""
+        pieces = pc.split_pattern_regex(self.texts, _SPLITLINES)
+        per_text = np.asarray(pc.list_value_length(pieces), np.int64)
+        flat = pc.list_flatten(pieces)
+        lengths = np.asarray(pc.binary_length(flat), np.int64)
+        last = np.cumsum(per_text) - 1
+        keep = np.ones(len(flat), bool)
+        keep[last[lengths[last] == 0]] = False  # no empty line after a final line break, nor in an empty text
+        doc = np.repeat(np.arange(self.n), per_text)
+        return flat.filter(pa.array(keep)), doc[keep]
+
+    def split(self, pattern: str, strip: bool = False) -> tuple[pa.Array, np.ndarray]:
+        texts = pc.utf8_trim_whitespace(self.texts) if strip else self.texts
+        pieces = pc.split_pattern_regex(texts, pattern)
+        per_text = np.asarray(pc.list_value_length(pieces), np.int64)
+        return pc.list_flatten(pieces), np.repeat(np.arange(self.n), per_text)
+
+    def duplicates(self, elements: pa.Array, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(elements per text, repeated elements per text, characters of the repeated ones), as datatrove's
+        find_duplicates: an element repeats when an equal one came earlier in the same text."""
+        ids = np.asarray(pc.dictionary_encode(elements).indices, np.int64) if len(elements) else np.zeros(0, np.int64)
+        _, _, first = _unique_first(doc * (int(ids.max(initial=0)) + 1) + ids)
+        chars = np.asarray(pc.utf8_length(elements), np.int64)
+        repeated = ~first
+        return (np.bincount(doc, minlength=self.n), np.bincount(doc[repeated], minlength=self.n),
+                np.bincount(doc[repeated], weights=chars[repeated], minlength=self.n))
+
+    @functools.cached_property
+    def token_ids(self) -> tuple[np.ndarray, int]:
+        """(dense id of each token, number of ids): equal ids for equal tokens of the same text only."""
+        t = self.tokens
+        with np.errstate(over="ignore"):
+            ids, _, _ = _unique_first(t["hash"] ^ (t["doc"].astype(np.uint64) * _C))
+        return ids, int(ids.max(initial=-1)) + 1
+
+    @functools.cached_property
+    def ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """n -> (first token of every n-gram that may repeat, how often it occurs in its text, whether this is
+        its first occurrence), n = 2..10; an n-gram at no listed position occurs once in its text.
+
+        2-grams are grouped by (token id, next token id) over pairs inside one text. An n-gram can
+        repeat only where the (n-1)-grams at its first and second token repeat, so a level only
+        groups those positions, by (id of the (n-1)-gram, last token id).
+        """
+        ids, width = self.token_ids
+        doc = self.tokens["doc"]
+        m = len(ids)
+        levels = {}
+        at = np.flatnonzero(doc[:-1] == doc[1:]) if m > 1 else np.zeros(0, np.int64)
+        group, count, first = _unique_first(ids[at] * width + ids[at + 1], width * width)
+        levels[2] = at, count, first
+        for n in range(3, 11):
+            repeated = np.zeros(m + 1, bool)
+            repeated[at[count >= 2]] = True
+            previous = np.zeros(m, np.int64)
+            previous[at] = group
+            groups = int(group.max(initial=-1)) + 1
+            at = np.flatnonzero(repeated[:-1] & repeated[1:])
+            at = at[(at + n - 1 < m)]
+            at = at[doc[at] == doc[np.minimum(at + n - 1, m - 1)]]
+            group, count, first = _unique_first(previous[at] * width + ids[at + n - 1], groups * width)
+            levels[n] = at, count, first
+        return levels
+
+    @functools.cached_property
+    def token_chars(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self.tokens["len"])))
+
+
+def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
+    tok = t.tokens
+    words = t.num_tokens.astype(np.float64)
+    other = tok["other"]
+    content = t.per_text(other.astype(np.float64))  # words with a character that is not punctuation
+    content_chars = t.per_text(np.where(other, tok["len"], 0).astype(np.float64))
+    mean_length = np.divide(content_chars, content, out=np.full(t.n, np.nan), where=content > 0)
+    lines, line_doc = t.splitlines
+    num_lines = np.bincount(line_doc, minlength=t.n)
+    left = pc.utf8_ltrim_whitespace(lines)
+    bullet = np.asarray(pc.or_(pc.starts_with(left, "•"), pc.starts_with(left, "-")), bool)
+    right = pc.utf8_rtrim_whitespace(lines)
+    ellipsis_end = np.asarray(pc.or_(pc.ends_with(right, "..."), pc.ends_with(right, "…")), bool)
+    stop = np.array([_hash_word(w) for w in s["stop_words"]], np.uint64)
+    is_stop = np.isin(tok["hash"], stop)
+    stop_hashes = np.where(is_stop, tok["hash"], np.uint64(0))
+    _, _, first = _unique_first(tok["doc"].astype(np.uint64) * _C + stop_hashes)
+    distinct_stops = np.bincount(tok["doc"][is_stop & first], minlength=t.n)
+    return [
+        ("min_words", content, "<", s["min_words"]),
+        ("max_words", content, ">", s["max_words"]),
+        ("min_mean_word_length", mean_length, "<", s["min_mean_word_length"]),
+        ("max_mean_word_length", mean_length, ">", s["max_mean_word_length"]),
+        ("max_hash_ratio", _ratio(t.count("#"), words), ">", s["max_hash_ratio"]),
+        ("max_ellipsis_ratio", _ratio(t.count("...") + t.count("…"), words), ">", s["max_ellipsis_ratio"]),
+        ("max_bullet_lines", _ratio(np.bincount(line_doc[bullet], minlength=t.n), num_lines), ">",
+         s["max_bullet_lines"]),
+        ("max_ellipsis_lines", _ratio(np.bincount(line_doc[ellipsis_end], minlength=t.n), num_lines), ">",
+         s["max_ellipsis_lines"]),
+        ("min_alpha_words", _ratio(t.per_text(tok["alpha"].astype(np.float64)), words), "<", s["min_alpha_words"]),
+        ("min_stop_words", distinct_stops, "<", s["min_stop_words"]),
+    ]
+
+
+def _hash_word(word: str) -> np.uint64:
+    """The token hash of `Texts.tokens` for one word."""
+    value = sum(ord(ch) * pow(int(_B), i, 1 << 64) for i, ch in enumerate(word))
+    return np.uint64((value + len(word)) % (1 << 64))
+
+
+def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
+    chars = t.num_chars
+    paras, para_doc = t.split(r"\n{2,}", strip=True)
+    p_count, p_dup, p_dup_chars = t.duplicates(paras, para_doc)
+    lines, line_doc = t.split(r"\n+")
+    l_count, l_dup, l_dup_chars = t.duplicates(lines, line_doc)
+    checks = [
+        ("empty", (chars == 0).astype(np.float64), ">", 0.5),
+        ("max_dup_para_frac", _ratio(p_dup, p_count), ">", s["max_dup_para_frac"]),
+        ("max_dup_para_char_frac", _ratio(p_dup_chars, chars), ">", s["max_dup_para_char_frac"]),
+        ("max_dup_line_frac", _ratio(l_dup, l_count), ">", s["max_dup_line_frac"]),
+        ("max_dup_line_char_frac", _ratio(l_dup_chars, chars), ">", s["max_dup_line_char_frac"]),
+    ]
+    cumulative = t.token_chars
+    doc_of = t.tokens["doc"]
+    tokens = t.num_tokens
+    first_token = np.concatenate(([0], np.cumsum(tokens)))[:-1]
+    for n in (2, 3, 4):
+        # no n-gram repeats: the first one, once (datatrove's Counter.most_common(1))
+        has = tokens >= n
+        top = np.zeros(t.n)
+        top[has] = cumulative[first_token[has] + n] - cumulative[first_token[has]] + (n - 1)
+        at, count, _ = t.ngrams[n]
+        at, count = at[count >= 2], count[count >= 2]
+        if len(at):
+            doc = doc_of[at]
+            seg = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
+            best = np.maximum.reduceat(count, seg)
+            pick = np.flatnonzero(count == np.repeat(best, np.diff(np.append(seg, len(at)))))
+            pick = pick[np.concatenate(([True], doc[pick][1:] != doc[pick][:-1]))]  # the first to occur wins
+            gram_chars = cumulative[at[pick] + n] - cumulative[at[pick]] + (n - 1)
+            top[doc[pick]] = count[pick] * gram_chars
+        checks.append((f"max_top_{n}gram", _ratio(top, chars), ">", s[f"max_top_{n}gram"]))
+    for n in range(5, 11):
+        checks.append((f"max_dup_{n}gram", _ratio(_greedy_duplicates(t, n), chars), ">", s[f"max_dup_{n}gram"]))
+    return checks
+
+
+def _greedy_duplicates(t: Texts, n: int) -> np.ndarray:
+    """Characters of repeated n-grams as datatrove's find_all_duplicate counts them: scanning the words,
+    an n-gram seen before counts and the scan jumps past it, else it moves on by one word."""
+    at, _, first = t.ngrams[n]
+    out = np.zeros(t.n)
+    rep = at[~first]
+    if not len(rep):
+        return out
+    doc = t.tokens["doc"][rep]
+    follow = np.searchsorted(rep, rep + n)
+    chosen = np.zeros(len(rep), bool)
+    current = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
+    while len(current):
+        chosen[current] = True
+        nxt = follow[current]
+        ok = nxt < len(rep)
+        current, nxt = current[ok], nxt[ok]
+        current = nxt[doc[nxt] == doc[current]]
+    cumulative = t.token_chars
+    picked = rep[chosen]
+    return np.bincount(doc[chosen], weights=(cumulative[picked + n] - cumulative[picked]), minlength=t.n)
+
+
+def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
+    lines, line_doc = t.splitlines
+    lines = pc.utf8_trim_whitespace(lines)
+    n_lines = len(lines)
+    words = pc.utf8_split_whitespace(lines)
+    ok = np.ones(n_lines, bool)
+    if s["max_word_length"] is not False and s["max_word_length"] != -1:
+        longest = pc.max(pc.utf8_length(pc.list_flatten(words))) if n_lines else None
+        if longest is not None and (longest.as_py() or 0) > s["max_word_length"]:
+            word_lengths = np.asarray(pc.utf8_length(pc.list_flatten(words)), np.int64)
+            word_line = np.repeat(np.arange(n_lines), np.asarray(pc.list_value_length(words), np.int64))
+            ok &= np.bincount(word_line[word_lengths > s["max_word_length"]], minlength=n_lines) == 0
+    if s["remove_citations"]:
+        lines = pc.replace_substring_regex(lines, _CITATION, "")
+    if s["terminal_punct"]:
+        ends = np.asarray(pc.match_substring_regex(lines, r"[.?!\"']$"), bool)
+        ok &= ends & ~np.asarray(pc.ends_with(lines, "..."), bool)
+    if s["min_words_per_line"] is not False:
+        ok &= np.asarray(pc.list_value_length(words), np.int64) >= s["min_words_per_line"]
+    # the remaining checks only concern the lines still kept (few, usually): look at those alone
+    live = np.flatnonzero(ok)
+    kept_lines = lines.take(pa.array(live))
+    lower = pc.utf8_lower(kept_lines)
+
+    def where(array: pa.Array, pattern: str, regex: bool = False) -> np.ndarray:
+        hit = np.zeros(n_lines, bool)
+        hit[live] = np.asarray((pc.match_substring_regex if regex else pc.match_substring)(array, pattern), bool)
+        return hit
+
+    drops: list[tuple[str, np.ndarray]] = []
+    if s["lorem_ipsum"]:
+        drops.append(("lorem_ipsum", where(lower, "lorem ipsum")))
+    if s["javascript"]:
+        ok &= ~where(lower, "javascript")
+    if s["curly_bracket"]:
+        drops.append(("curly_bracket", ok & where(kept_lines, "{")))
+    if s["policy"]:
+        ok &= ~where(lower, "|".join(POLICY_SUBSTRINGS), regex=True)
+    index = np.arange(n_lines)
+    first_drop = {}
+    for name, hit in drops:
+        first = np.full(t.n, np.iinfo(np.int64).max)
+        np.minimum.at(first, line_doc[hit], index[hit])
+        first_drop[name] = first
+    checks: list[_Check] = []
+    if first_drop:
+        earliest = np.minimum.reduce(list(first_drop.values()))
+        for name, first in first_drop.items():
+            hit = (first == earliest) & (first < np.iinfo(np.int64).max)
+            checks.append((name, hit.astype(np.float64), ">", 0.5))
+    if s["min_sentences"] is not False and s["min_sentences"] != -1:
+        breaks = np.zeros(n_lines, np.int64)
+        breaks[live] = np.asarray(pc.count_substring_regex(kept_lines, _SENTENCE_BREAK), np.int64) + 1
+        sentences = np.bincount(line_doc[ok], weights=breaks[ok], minlength=t.n)
+        checks.append(("min_sentences", sentences, "<", s["min_sentences"]))
+    return checks
+
+
+def _fineweb(t: Texts, s: dict[str, Any]) -> list[_Check]:
+    lines, doc = t.split("\n")
+    blank = np.asarray(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0), bool)
+    lines, doc = lines.filter(pa.array(~blank)), doc[~blank]
+    count = np.bincount(doc, minlength=t.n)
+    last = pc.utf8_slice_codeunits(lines, -1)
+    last_cp = _code_points(last)
+    punct = (_classes()[last_cp] & _TERMINAL) > 0
+    punct_ratio = _ratio(np.bincount(doc[punct], minlength=t.n), count)
+    if s["line_punct_exclude_zero"]:
+        punct_ratio = np.where(punct_ratio == 0, np.nan, punct_ratio)
+    short = np.asarray(pc.utf8_length(lines), np.int64) <= s["short_line_length"]
+    _, _, dup_chars = t.duplicates(lines, doc)
+    newlines = t.count("\n")
+    return [
+        ("empty", (count == 0).astype(np.float64), ">", 0.5),
+        ("min_line_punct", punct_ratio, "<", s["min_line_punct"]),
+        ("max_short_lines", _ratio(np.bincount(doc[short], minlength=t.n), count), ">", s["max_short_lines"]),
+        ("max_dup_line_chars", _ratio(dup_chars, t.num_chars - newlines), ">", s["max_dup_line_chars"]),
+        ("max_newline_words", _ratio(newlines, t.num_tokens), ">", s["max_newline_words"]),
+    ]
+
+
+_RULES = {"gopher_quality": _gopher_quality, "gopher_repetition": _gopher_repetition, "c4": _c4,
+          "fineweb": _fineweb}
+
+
+def text_verdict(texts: pa.Array, filters: Mapping[str, Mapping[str, Any]]) -> Verdict:
+    """Apply the rule sets (not the bounds) to a batch of texts, in the order given."""
+    t = Texts(texts)
+    checks: list[_Check] = []
+    skipped: dict[str, int] = {}
+    for name, settings in filters.items():
+        if name == "bounds":
+            continue
+        skip = t.frac_cjk > settings["skip_frac_cjk"]
+        skipped[name] = int(skip.sum())
+        for rule, values, op, threshold in _RULES[name](t, settings):
+            if threshold is False:
+                continue
+            values = np.where(skip, np.nan, np.asarray(values, np.float64))
+            checks.append((f"{name}.{rule}", values, op, float(threshold)))
+    return judge(checks, t.n, skipped)
+
+
+def bounds_verdict(features: Mapping[str, pa.Array], bounds: Mapping[str, Mapping[str, float]], n: int) -> Verdict:
+    """Apply `[filter.bounds]` to computed feature columns."""
+    checks: list[_Check] = []
+    for feature, bound in bounds.items():
+        values = np.asarray(features[feature].cast(pa.float64()))
+        for side, op in (("min", "<"), ("max", ">")):
+            if side in bound:
+                checks.append((f"bounds.{feature}.{side}", values, op, float(bound[side])))
+    return judge(checks, n)

@@ -1,0 +1,239 @@
+"""Quality filter rules: configuration, each rule at its threshold, languages, accounting, determinism."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import CORPUS, GPT2, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
+
+from prep.config import load_pipeline
+from prep.errors import UserError
+from prep.features import FEATURES
+from prep.filters import RULE_SETS, check_filters, text_verdict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def verdict(texts: list[str], **filters) -> list[str | None]:
+    """The first rule each text fails (None: kept)."""
+    v = text_verdict(pa.array(texts), check_filters(filters, FEATURES))
+    return [v.names[r] if r >= 0 else None for r in v.rule.tolist()]
+
+
+def word(j: int) -> str:
+    """The j-th of 26**5 distinct five-letter words."""
+    return "".join(chr(97 + (j // 26**k) % 26) for k in range(5))
+
+
+def sentence(i: int) -> str:
+    """An English-looking sentence of 10 words; no two words of different sentences are equal but the
+    stop words."""
+    w = [word(8 * i + k) for k in range(8)]
+    return f"The {w[0]} {w[1]} {w[2]} of {w[3]} {w[4]} and {w[5]} {w[6]} {w[7]}."
+
+
+def prose(sentences: int) -> str:
+    return "\n".join(sentence(i) for i in range(sentences))
+
+
+def test_empty_table_means_datatrove_defaults_and_thresholds_override(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text("[filter.gopher_quality]\nmin_words = 30\n\n[filter.fineweb]\n\n"
+                    "[filter.bounds]\nnum_tokens = {min = 32}\n")
+    config = load_pipeline(path)
+    assert config.filters["gopher_quality"] == RULE_SETS["gopher_quality"] | {"min_words": 30}
+    assert config.filters["fineweb"] == RULE_SETS["fineweb"]
+    assert list(config.filters) == ["gopher_quality", "fineweb", "bounds"]  # the file's order is the rule order
+    assert RULE_SETS["gopher_quality"]["min_words"] == 50 and RULE_SETS["gopher_repetition"]["max_dup_10gram"] == 0.1
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[filter.gopher_qualty]\n", "unknown filter rule set 'gopher_qualty'; known: gopher_quality, "
+                                 "gopher_repetition, c4, fineweb, bounds"),
+    ("[filter.c4]\nmin_sentence = 3\n", "unknown threshold 'min_sentence' in [filter.c4]; known: max_word_length"),
+    ("[filter.bounds]\nnum_tokenz = {min = 3}\n", "unknown feature 'num_tokenz' in [filter.bounds]; known: num_bytes"),
+    ("[filter.bounds]\nnum_tokens = {least = 3}\n", "[filter.bounds] num_tokens must be {min = X}"),
+    ("[filter]\ngopher = 1\n", "unknown key 'gopher' in [filter]; known: drop_empty, keep_filtered, "
+                               "[filter.gopher_quality]"),
+    ("[filter.fineweb]\nmax_short_lines = 'x'\n", "[filter.fineweb] max_short_lines must be a number"),
+])
+def test_unknown_rule_or_threshold_is_a_user_error(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(toml)
+    with pytest.raises(UserError, match=None) as info:
+        load_pipeline(path)
+    assert message in str(info.value)
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "x"}])
+    proc = prep_cmd("run", path, "-i", inp, "-o", tmp_path / "out", "--tokenizer", GPT2)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gopher_quality_each_rule_at_its_threshold() -> None:
+    words50 = " ".join(["the", "and"] + [f"word{i}" for i in range(48)])
+    assert verdict([words50], gopher_quality={}) == [None]
+    assert verdict([words50.rsplit(" ", 1)[0]], gopher_quality={}) == ["gopher_quality.min_words"]
+    assert verdict([words50.rsplit(" ", 1)[0]], gopher_quality={"min_words": 49}) == [None]
+    assert verdict([words50.replace("the", "teh")], gopher_quality={}) == ["gopher_quality.min_stop_words"]
+    long_words = " ".join(["the", "and"] + [f"wordwordword{i}" for i in range(48)])
+    assert verdict([long_words], gopher_quality={}) == ["gopher_quality.max_mean_word_length"]
+    # six '#' among 52 words: 0.115 > 0.1; five: 0.096
+    assert verdict([words50 + " # # # # # #"], gopher_quality={}) == ["gopher_quality.max_hash_ratio"]
+    assert verdict([words50 + " # # # # #"], gopher_quality={"min_alpha_words": 0.5}) == [None]
+    bullets = "\n".join(f"- {w}" for w in words50.split())
+    assert verdict([bullets], gopher_quality={}) == ["gopher_quality.max_bullet_lines"]
+    assert verdict([bullets], gopher_quality={"max_bullet_lines": False, "min_alpha_words": 0.3}) == [None]
+
+
+def test_gopher_repetition_lines_paragraphs_and_ngrams() -> None:
+    text = prose(20)
+    assert verdict([text], gopher_repetition={}) == [None]
+    repeated = "\n".join([sentence(1)] * 4 + [sentence(i) for i in range(5, 12)])
+    assert verdict([repeated], gopher_repetition={}) == ["gopher_repetition.max_dup_line_char_frac"]
+    paragraphs = "\n\n".join([sentence(1)] * 4 + [sentence(i) for i in range(5, 10)])
+    assert verdict([paragraphs], gopher_repetition={}) == ["gopher_repetition.max_dup_para_frac"]
+    spam = " ".join(word(i) for i in range(180)) + " buy cheap pills now today" * 30
+    assert verdict([spam], gopher_repetition={"max_top_2gram": False, "max_top_3gram": False,
+                                              "max_top_4gram": False}) == ["gopher_repetition.max_dup_5gram"]
+
+
+def test_c4_lines_and_documents() -> None:
+    text = prose(6)
+    assert verdict([text], c4={}) == [None]
+    assert verdict([prose(4)], c4={}) == ["c4.min_sentences"]
+    assert verdict([text + "\nSome lorem ipsum dolor text."], c4={}) == ["c4.lorem_ipsum"]
+    assert verdict([text + "\nA function f() { return 1; } here."], c4={}) == ["c4.curly_bracket"]
+    # a line without terminal punctuation is not counted, so the document is one sentence short
+    assert verdict([prose(5).rstrip(".")], c4={}) == ["c4.min_sentences"]
+    assert verdict([prose(5) + "\nPlease enable javascript to see more."], c4={}) == [None]
+    assert verdict([prose(4) + "\nPlease enable javascript to see more."], c4={}) == ["c4.min_sentences"]
+    assert verdict([prose(4)], c4={"min_sentences": 4}) == [None]
+
+
+def test_fineweb_rules() -> None:
+    assert verdict([prose(10)], fineweb={}) == [None]
+    no_punct = "\n".join(sentence(i)[:-1] + " more words follow here" for i in range(10))
+    assert verdict([no_punct], fineweb={}) == ["fineweb.min_line_punct"]
+    short = prose(2) + "\n" + "\n".join(f"Item {i}." for i in range(8))
+    assert verdict([short], fineweb={}) == ["fineweb.max_short_lines"]
+    dup = prose(10) + "\n" + sentence(3)
+    assert verdict([dup], fineweb={}) == ["fineweb.max_dup_line_chars"]
+
+
+def test_first_rule_in_file_order_wins_and_chinese_is_skipped_not_dropped() -> None:
+    short = "The cat and the dog."
+    assert verdict([short], c4={}, gopher_quality={}) == ["c4.min_sentences"]
+    assert verdict([short], gopher_quality={}, c4={}) == ["gopher_quality.min_words"]
+    chinese = corpus_docs("zh_poetry", 50)
+    texts = [d["text"] for d in chinese]
+    v = text_verdict(pa.array(texts), check_filters({name: {} for name in RULE_SETS}, FEATURES))
+    assert v.keep.all()
+    assert v.skipped == {name: len(texts) for name in RULE_SETS}
+    v = text_verdict(pa.array(texts), check_filters({"gopher_quality": {"skip_frac_cjk": 1.0}}, FEATURES))
+    assert not v.keep.any()  # judged as English, every poem is "too short": why the skip exists
+
+
+def run_filtered(tmp_path: Path, inp: Path, name: str, *extra: str) -> Path:
+    pipeline = tmp_path / "fw.toml"
+    if not pipeline.exists():
+        text = (ROOT / "pipelines" / "fineweb-like.toml").read_text()
+        pipeline.write_text(text.replace('"../../shared/tokenizers/gpt2.tokenizer.json"', json.dumps(str(GPT2)))
+                            .replace('compute = ["all"]', 'compute = ["num_chars", "frac_cjk"]')
+                            .replace("num_tokens = {min = 32}", "num_tokens = {min = 100}\nfrac_digit = {max = 0.2}"))
+    out = tmp_path / name
+    prep_cmd("run", pipeline, "-i", inp, "-o", out, "--no-progress", "--chunk-bytes", "16KiB", "--shard-bytes",
+             "48KiB", *extra, check=True)
+    return out
+
+
+def test_run_accounts_for_every_document_and_is_deterministic(tmp_path: Path, mixed_corpus: Path) -> None:
+    out = run_filtered(tmp_path, mixed_corpus, "w1", "--workers", "1", "--keep-filtered")
+    manifest = json.loads((out / "_manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["documents_in"] == counts["documents_out"] + counts["quarantined"] + counts["filtered"]
+    assert sum(counts["filtered_by"].values()) == counts["filtered"] > 0
+    assert counts["filter_skipped"]["gopher_quality"] >= 400  # the Chinese poems
+    filtered = pq.read_table(out / "_filtered.parquet")
+    assert filtered.column_names == ["id", "rule", "value", "threshold"]
+    assert filtered.num_rows == counts["filtered"]
+    by_rule = {r: filtered.column("rule").to_pylist().count(r) for r in set(filtered.column("rule").to_pylist())}
+    assert by_rule == counts["filtered_by"]
+    bounds = filtered.filter(pa.compute.equal(filtered.column("rule"), "bounds.num_tokens.min")).to_pylist()
+    assert bounds and all(r["value"] < 100 and r["threshold"] == 100 for r in bounds)
+    # written ids = input ids minus the filtered ids, in input order
+    input_ids = []
+    for f in sorted(mixed_corpus.glob("*.jsonl")):
+        input_ids += [json.loads(line)["id"] for line in f.read_text().splitlines()]
+    written = pq.read_table(out, columns=["id", "num_tokens"])
+    gone = set(filtered.column("id").to_pylist())
+    assert written.column("id").to_pylist() == [i for i in input_ids if i not in gone]
+    assert min(written.column("num_tokens").to_pylist()) >= 100
+    schema = pq.read_schema(next(out.glob("part-*.parquet")))
+    assert "frac_digit" not in schema.names and "num_chars" in schema.names  # a bound's feature is not kept
+    out3 = run_filtered(tmp_path, mixed_corpus, "w3", "--workers", "3", "--router", "random", "--seed", "7",
+                        "--keep-filtered")
+    assert shard_bytes_of(out) == shard_bytes_of(out3)
+    assert (out / "_filtered.parquet").read_bytes() == (out3 / "_filtered.parquet").read_bytes()
+    assert len(list(out.glob("part-*.parquet"))) >= 3
+    top_rule = max(counts["filtered_by"], key=counts["filtered_by"].get)
+    assert top_rule in prep_cmd("inspect", out, check=True).stdout
+    prep_cmd("report", out, check=True)
+    page = (out / "report.html").read_text()
+    assert f"{top_rule}</td><td>{counts['filtered_by'][top_rule]:,}</td>" in page
+
+
+@pytest.mark.slow
+def test_ray_engine_filters_the_same(tmp_path: Path, mixed_corpus: Path) -> None:
+    local = run_filtered(tmp_path, mixed_corpus, "local", "--workers", "2", "--keep-filtered")
+    ray = run_filtered(tmp_path, mixed_corpus, "ray", "--workers", "2", "--keep-filtered", "--engine", "ray")
+    assert shard_bytes_of(ray) == shard_bytes_of(local)
+    assert (ray / "_filtered.parquet").read_bytes() == (local / "_filtered.parquet").read_bytes()
+    counts = [json.loads((o / "_manifest.json").read_text())["counts"] for o in (local, ray)]
+    assert counts[0] == counts[1] and counts[0]["filtered_by"]
+
+
+def test_resume_refused_when_filters_differ(tmp_path: Path) -> None:
+    from prep.run import check_resumable
+
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text("[filter.fineweb]\n")
+    b.write_text("[filter.fineweb]\nmax_short_lines = 0.5\n")
+    old, new = load_pipeline(a), load_pipeline(b)
+    recorded = {"config": old.output_fingerprint(), "inputs": [], "tokenizer_sha256": "x"}
+    fingerprint = {"config": new.output_fingerprint(), "inputs": [], "tokenizer_sha256": "x"}
+    with pytest.raises(UserError, match=r"different pipeline \(filters\)"):
+        check_resumable(tmp_path, recorded, fingerprint)
+    check_resumable(tmp_path, recorded, dict(fingerprint, config=old.output_fingerprint()))
+
+
+def english_docs(step: int) -> list[tuple[str, str]]:
+    """Every `step`-th document of every English file of the shared corpus (empty texts left out)."""
+    docs = []
+    for path in sorted(CORPUS.glob("en_*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            docs += [(path.name, json.loads(line)["text"]) for i, line in enumerate(f) if i % step == 0]
+    return [d for d in docs if d[1].strip()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RULE_SETS))
+def test_agrees_with_datatrove_on_the_english_corpus(name: str) -> None:
+    """datatrove's own filter (English words by spaCy's blank tokenizer: nothing is downloaded) against
+    ours, keep/drop per document, on every third document of every English file of the shared corpus."""
+    from datatrove.data import Document
+    from datatrove.pipeline import filters
+
+    theirs = {"gopher_quality": filters.GopherQualityFilter, "gopher_repetition": filters.GopherRepetitionFilter,
+              "c4": filters.C4QualityFilter, "fineweb": filters.FineWebQualityFilter}[name]()
+    docs = english_docs(3)
+    ours = text_verdict(pa.array([t for _, t in docs], pa.large_string()), check_filters({name: {}}, FEATURES)).keep
+    kept = np.array([theirs.filter(Document(text=t, id=str(i))) is True for i, (_, t) in enumerate(docs)])
+    agreement = float((kept == ours).mean())
+    assert agreement >= 0.98, f"{name}: {agreement:.4f} of {len(docs)} documents"
+    assert 0.02 < kept.mean() < 0.98  # the rules do decide something on this corpus
