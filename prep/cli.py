@@ -81,6 +81,11 @@ def run(
     features: Annotated[str | None, typer.Option(help="comma-separated features, or 'all'")] = None,
     backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tiktoken")] = None,
     append_eos: Annotated[bool | None, typer.Option("--append-eos/--no-append-eos")] = None,
+    format: Annotated[list[str] | None, typer.Option("--format", help="parquet (default) | megatron | llmc; "
+                                                     "repeat for several")] = None,
+    llmc_dtype: Annotated[str | None, typer.Option(help="auto (default) | uint16 | uint32")] = None,
+    pack_seq_len: Annotated[int | None, typer.Option(help="pack documents into rows of N tokens")] = None,
+    pack_method: Annotated[str | None, typer.Option(help="concat (default) | bfd")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="first bad record is an error")] = None,
     chunk_timeout: Annotated[float | None, typer.Option(help="seconds per chunk_bytes of text: a hang")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
@@ -107,7 +112,8 @@ def run(
         load_pipeline(pipeline), tokenizer=tokenizer, workers=workers, router=router, seed=seed,
         chunk_bytes=chunk_bytes, shard_bytes=shard_bytes, text_field=text_field, id_field=id_field,
         keep_text=keep_text, keep_columns=keep_column, backend=backend, append_eos=append_eos, strict=strict,
-        chunk_timeout_s=chunk_timeout,
+        chunk_timeout_s=chunk_timeout, formats=format, llmc_dtype=llmc_dtype, pack_seq_len=pack_seq_len,
+        pack_method=pack_method,
         features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
     )
     if config.workers < 0:

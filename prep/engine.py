@@ -31,6 +31,7 @@ from pathlib import Path
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
 from prep.errors import UserError
+from prep.formats import output_spec
 from prep.retry import CHUNK_ATTEMPTS, attempts_allowed, halves, quarantine_record
 from prep.router import Router
 from prep.theory import expected_imbalance_uniform
@@ -229,7 +230,7 @@ class LocalEngine:
         writer_conn, child = self.ctx.Pipe()
         self.writer = self._spawn(writer_main, (child, str(self.out), self.out_pool.spec(), self.config.shard_bytes,
                                                 self.config.compression, self.start_seq, self.journal_entries,
-                                                os.getpid()), "prep-writer")
+                                                os.getpid(), output_spec(self.config)), "prep-writer")
         child.close()
         self.writer_conn = writer_conn
         self.t0 = time.perf_counter()

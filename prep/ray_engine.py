@@ -45,6 +45,7 @@ from prep.chunk import Chunk
 from prep.config import PipelineConfig
 from prep.engine import EngineResult, RunFailed, WorkerAccount, routing_summary
 from prep.errors import UserError
+from prep.formats import OutputSpec, output_spec, shard_file_index
 from prep.retry import attempts_allowed, halves, quarantine_record
 from prep.router import Router, make_router
 from prep.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks, total_input_bytes
@@ -288,8 +289,8 @@ class StageActor:
 class WriterActor:
     """Writes whole shards it owns: fetch the results, `ShardWriter` into staging, publish atomically."""
 
-    def __init__(self, out: FsPath, shard_bytes: int, compression: str) -> None:
-        self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
+    def __init__(self, out: FsPath, shard_bytes: int, compression: str, formats: OutputSpec) -> None:
+        self.out, self.shard_bytes, self.compression, self.formats = out, shard_bytes, compression, formats
 
     def ready(self) -> str:
         return _node()
@@ -302,7 +303,8 @@ class WriterActor:
 
         staging = tempfile.mkdtemp(prefix=f"prep-shard-{index}-")
         try:
-            writer = ShardWriter(Path(staging), self.shard_bytes, self.compression, first_seq, [])
+            writer = ShardWriter(Path(staging), self.shard_bytes, self.compression, first_seq, [],
+                                 formats=self.formats)
             writer.shard_index = index  # the run's numbering: the file gets its final name
             lost = []
             for seq, info, parts in chunks:
@@ -324,8 +326,8 @@ class WriterActor:
             if len(writer.entries) != 1:
                 raise RuntimeError(f"shard {index}: boundaries differ from the driver's plan")
             entry = writer.entries[0]
-            if entry["file"]:
-                publish_file(os.path.join(staging, entry["file"]), self.out.child(entry["file"]))
+            for f in entry["files"]:
+                publish_file(os.path.join(staging, f["file"]), self.out.child(f["file"]))
             partial = Path(staging, QUARANTINE_PARTIAL)
             return {"entry": entry, "quarantine": partial.read_bytes() if partial.exists() else b""}
         finally:
@@ -433,7 +435,7 @@ class Output:
             return
         for e in self.where.fs.get_file_info(pafs.FileSelector(self.where.path)):
             name = e.base_name
-            stale = fnmatch.fnmatch(name, "part-*.parquet") and int(name.split("-")[1].split(".")[0]) >= committed
+            stale = (index := shard_file_index(name)) is not None and index >= committed
             if stale or fnmatch.fnmatch(name, ".*.tmp"):
                 self.where.fs.delete_file(e.path)
 
@@ -651,7 +653,7 @@ class RayEngine:
     def _new_writer(self, index: int) -> _Actor:
         handle = self.ray.remote(WriterActor).options(
             num_cpus=0, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
-        ).remote(self.output.where, self.config.shard_bytes, self.config.compression)
+        ).remote(self.output.where, self.config.shard_bytes, self.config.compression, output_spec(self.config))
         writer = _Actor(index, handle, started_at=time.perf_counter())
         self._ping(writer)
         return writer
@@ -1089,6 +1091,7 @@ def run_ray(request: Any, on_start: Callable[[dict], None] | None = None,
     selected_features(config)
     if config.append_eos:
         eos_id(config.tokenizer, config.eos_token)
+    output_spec(config)
     fingerprint = output_fingerprint(config, files, info.sha256)
     output = Output(resolve(request.output, output_filesystem))
     with output.locked():

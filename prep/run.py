@@ -21,6 +21,7 @@ from pathlib import Path
 from prep.config import PipelineConfig
 from prep.engine import EngineResult, Interrupted, LocalEngine
 from prep.errors import UserError
+from prep.formats import SHARD_FILE_PATTERNS, output_spec, shard_file_index
 from prep.router import make_router
 from prep.sources import expand_inputs, iter_chunks, total_input_bytes
 from prep.stage import selected_features
@@ -28,7 +29,7 @@ from prep.tokenizer import choose_backend, describe_tokenizer, eos_id
 from prep.writer import JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL, read_journal, write_atomic
 
 SAMPLE_TEXT_BYTES = 256 * 1024  # of the first chunk, for the fast-path verification
-OWN_FILES = ("part-*.parquet", "_manifest.json", "_journal.jsonl", "_quarantine.jsonl", "_quarantine.jsonl.partial",
+OWN_FILES = (*SHARD_FILE_PATTERNS, "_manifest.json", "_journal.jsonl", "_quarantine.jsonl", "_quarantine.jsonl.partial",
              "_routing.parquet", "report.html", ".*.tmp")
 _FINGERPRINT_PARTS = (("inputs", "input files"), ("tokenizer_sha256", "tokenizer"), ("config", "pipeline"))
 
@@ -142,6 +143,7 @@ def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = 
         selected_features(config)  # unknown feature names fail here, before any process starts
         if config.append_eos:
             eos_id(config.tokenizer, config.eos_token)
+        output_spec(config)  # formats and packing: user errors here, before any process starts
         make_output_dir(out)
         with output_lock(out):
             return _run_locked(request, files, info, on_start, on_progress)
@@ -221,8 +223,8 @@ def remove_uncommitted(out: Path, entries: list[dict]) -> None:
     """What the interrupted run wrote past its journal will be written again: shards, temp files and
     quarantined records beyond the committed length."""
     committed = len(entries)
-    for path in out.glob("part-*.parquet"):
-        if int(path.stem.split("-")[1]) >= committed:
+    for path in out.glob("part-*"):
+        if (index := shard_file_index(path.name)) is not None and index >= committed:
             path.unlink()
     for path in out.glob(".*.tmp"):
         path.unlink()
