@@ -164,6 +164,7 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
 ) -> None:
     """Show what a run wrote: counts, shards, schema, routing, timings."""
+    from prep.formats import describe_formats
     from prep.summary import format_schema, format_summary
     from prep.writer import JOURNAL, MANIFEST, read_journal
 
@@ -180,6 +181,8 @@ def inspect(
         return
     typer.echo(format_summary(manifest))
     typer.echo(format_schema(out, manifest))
+    if formats := describe_formats(out, manifest):
+        typer.echo(formats)
 
 
 def _register() -> None:

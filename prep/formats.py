@@ -443,3 +443,40 @@ class ShardFiles:
             os.replace(tmp, final)
             files.append({"format": fmt, "file": final.name, "bytes": final.stat().st_size, "sha256": digest})
         return files, (dict(self.packer.stats) if self.packer is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+
+
+def describe_formats(out: Path, manifest: dict) -> str:
+    """`prep inspect`: each binary format present, read from its own headers."""
+    files: dict[str, list[str]] = {}
+    for shard in manifest.get("shards", []):
+        for f in shard.get("files", []):
+            files.setdefault(f["format"], []).append(f["file"])
+    lines = []
+    if idx := [name for name in files.get("megatron", []) if name.endswith(".idx")]:
+        sequences, codes = 0, set()
+        for name in idx:
+            with open(out / name, "rb") as f:
+                head = f.read(len(MEGATRON_MAGIC) + 17)
+            codes.add(head[len(MEGATRON_MAGIC) + 8])
+            sequences += struct.unpack_from("<Q", head, len(MEGATRON_MAGIC) + 9)[0]
+        dtype = "/".join(n for n, (c, _) in MEGATRON_DTYPES.items() if c in codes)
+        lines.append(f"megatron       {len(idx)} .bin/.idx pair(s), {sequences:,} sequences, {dtype} tokens "
+                     f"(IndexedDataset path prefix: {out / idx[0][:-4]})")
+    if llmc := files.get("llmc"):
+        tokens, kinds = 0, set()
+        for name in llmc:
+            header = np.fromfile(out / name, "<i4", count=3)
+            kinds.add(next(n for n, (m, v, _) in LLMC_HEADER.items() if (m, v) == tuple(header[:2])))
+            tokens += int(header[2])
+        lines.append(f"llmc           {len(llmc)} shard(s), {tokens:,} tokens, {'/'.join(sorted(kinds))} "
+                     f"(header of {LLMC_HEADER_INTS} int32, magic {'/'.join(str(LLMC_HEADER[k][0]) for k in kinds)})")
+    return "\n".join(lines)
+
+
+def packing_line(packing: dict) -> str:
+    return (f"packing        {packing['method']} into {packing['seq_len']:,} tokens: {packing['sequences']:,} "
+            f"sequences, padding {100 * packing['padding_fraction']:.2f} %, {packing['documents_cut']:,} "
+            f"documents cut, {packing['docs_per_sequence']:.2f} documents per sequence")
