@@ -148,8 +148,8 @@ def test_llmc_uint32_and_megatron_int32_for_a_151k_vocabulary(tmp_path):
     docs = corpus_docs("zh_poetry", 150) + corpus_docs("en_fortunes", 150)
     write_jsonl(tmp_path / "in.jsonl", docs)
     out = tmp_path / "out"
-    prep_cmd("run", "--input", tmp_path / "in.jsonl", "--output", out, "--tokenizer", QWEN2, "--workers", "1", "--backend", "tokenizers",
-             "--format", "llmc", "--format", "megatron", "--no-progress", check=True)
+    prep_cmd("run", "--input", tmp_path / "in.jsonl", "--output", out, "--tokenizer", QWEN2, "--workers", "1",
+             "--backend", "tokenizers", "--format", "llmc", "--format", "megatron", "--no-progress", check=True)
     tok = Tokenizer.from_file(str(QWEN2))
     want = [tok.encode(d["text"]).ids for d in docs]
     eot = tok.token_to_id("<|endoftext|>")
