@@ -2,7 +2,7 @@
 
 For each (method, seq_len): one `prep run` (all three formats), its manifest's packing figures and engine wall
 time, against an unpacked run (Parquet only, and all three formats); then the packer alone, in this process,
-over the unpacked run's rows (its CPU cost without the machine's noise).
+over the unpacked run's rows (its CPU cost without the machine's noise). CPU s: the whole process tree's.
 
     .venv/bin/python scripts/packing_efficiency.py [--input DIR] [--seq-len 2048,8192] [--workers 2]
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,11 @@ FORMATS = ("--format", "parquet", "--format", "megatron", "--format", "llmc")
 def run(args: list[str], inputs: str, out: Path, tokenizer: str, workers: int) -> dict:
     cmd = [sys.executable, "-m", "prep", "run", "--input", inputs, "--output", str(out), "--tokenizer", tokenizer,
            "--workers", str(workers), "--no-progress", "--overwrite", *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-    return json.loads((out / "_manifest.json").read_text())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # the whole process tree's
+    return json.loads((out / "_manifest.json").read_text()) | {"cpu_s": cpu}
 
 
 def main() -> None:
@@ -49,10 +53,10 @@ def main() -> None:
     docs, tokens = plain["counts"]["documents_out"], plain["counts"]["tokens"]
     print(f"corpus: {args.input}: {docs:,} documents, {tokens:,} tokens, "
           f"{plain['counts']['bytes_in'] / 1e6:.1f} MB of text; {args.workers} workers")
-    print(f"unpacked, Parquet only: engine {plain['timings']['wall_s']:.2f} s; + megatron + llmc: engine "
-          f"{binary['timings']['wall_s']:.2f} s")
+    print(f"unpacked, Parquet only: engine {plain['timings']['wall_s']:.2f} s, CPU {plain['cpu_s']:.1f} s; "
+          f"+ megatron + llmc: engine {binary['timings']['wall_s']:.2f} s, CPU {binary['cpu_s']:.1f} s")
     tables = [pq.read_table(work / "plain" / s["file"], columns=["id", "input_ids"]) for s in plain["shards"]]
-    print("method  seq_len  sequences  padding %  docs cut  docs/seq  engine s  packer alone s  packer Mtok/s")
+    print("method  seq_len  sequences  padding %  docs cut  docs/seq  engine s  CPU s  packer alone s  packer Mtok/s")
     for seq_len in lengths:
         for method in ("concat", "bfd"):
             m = run([*FORMATS, "--pack-seq-len", str(seq_len), "--pack-method", method], args.input,
@@ -68,7 +72,7 @@ def main() -> None:
             alone = time.process_time() - t0
             print(f"{method:6}  {seq_len:7}  {p['sequences']:9,}  {100 * p['padding_fraction']:9.3f}  "
                   f"{p['documents_cut']:8,}  {p['docs_per_sequence']:8.2f}  {m['timings']['wall_s']:8.2f}  "
-                  f"{alone:14.2f}  {p['tokens'] / alone / 1e6:13.1f}")
+                  f"{m['cpu_s']:5.1f}  {alone:14.2f}  {p['tokens'] / alone / 1e6:13.1f}")
     print(f"outputs in {work}")
 
 

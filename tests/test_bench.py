@@ -175,8 +175,10 @@ def test_summary_of_made_up_runs():
     assert result["ceilings"]["main"]["tokenizers"]["cpu_mb_s"] == pytest.approx(1.25)
     w2 = s["prep tokenizers w2 random"]
     cost = s["prep tokenizers w2 random +megatron+llmc"]["vs_parquet_only"]
-    assert cost == {"base": "prep tokenizers w2 random", "speed_ratio": pytest.approx(5.0 / 5.5)}
-    assert "runs at 0.909x the speed of prep tokenizers w2 random (cost 9.1 %" in bench.format_report(result)
+    assert cost == {"base": "prep tokenizers w2 random", "speed_ratio": pytest.approx(5.0 / 5.5),
+                    "cpu_ratio": pytest.approx((1.0 + 5.5) / (1.0 + 5.0))}
+    assert ("runs at 0.909x the speed of prep tokenizers w2 random (cost 9.1 % of throughput, +8.3 % CPU"
+            in bench.format_report(result))
     assert w2["tokens_ok"] is False and w2["mb_s"]["n"] == 1  # the 4,999-token run is not a speed
     assert w2["fraction_of_ceiling"]["median"] == pytest.approx(2.0 / (2 * (1.0 + 10 / 12) / 2))
     assert w2["fraction_of_parallel_ceiling"]["median"] == pytest.approx(2.0 / (10 / 6))
