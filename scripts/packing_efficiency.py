@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prep.bench import _env, measure
 from prep.formats import OutputSpec, Packer
 from prep.tokenizer import eos_id
 
@@ -32,11 +31,11 @@ FORMATS = ("--format", "parquet", "--format", "megatron", "--format", "llmc")
 def run(args: list[str], inputs: str, out: Path, tokenizer: str, workers: int) -> dict:
     cmd = [sys.executable, "-m", "prep", "run", "--input", inputs, "--output", str(out), "--tokenizer", tokenizer,
            "--workers", str(workers), "--no-progress", "--overwrite", *args]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime  # the whole process tree's
-    return json.loads((out / "_manifest.json").read_text()) | {"cpu_s": cpu}
+    measured = measure(cmd, _env(1), timeout=3600, prep=True)  # the bench's: CPU of the whole process tree
+    if measured.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{measured.stderr}")
+    return json.loads((out / "_manifest.json").read_text()) | {"cpu_s": sum(measured.cpu_s.values()),
+                                                                "writer_cpu_s": measured.cpu_s.get("writer", 0.0)}
 
 
 def main() -> None:
@@ -53,10 +52,12 @@ def main() -> None:
     docs, tokens = plain["counts"]["documents_out"], plain["counts"]["tokens"]
     print(f"corpus: {args.input}: {docs:,} documents, {tokens:,} tokens, "
           f"{plain['counts']['bytes_in'] / 1e6:.1f} MB of text; {args.workers} workers")
-    print(f"unpacked, Parquet only: engine {plain['timings']['wall_s']:.2f} s, CPU {plain['cpu_s']:.1f} s; "
-          f"+ megatron + llmc: engine {binary['timings']['wall_s']:.2f} s, CPU {binary['cpu_s']:.1f} s")
+    for name, m in (("unpacked, Parquet only", plain), ("unpacked, + megatron + llmc", binary)):
+        print(f"{name}: engine {m['timings']['wall_s']:.2f} s, CPU {m['cpu_s']:.1f} s "
+              f"(writer {m['writer_cpu_s']:.1f} s)")
     tables = [pq.read_table(work / "plain" / s["file"], columns=["id", "input_ids"]) for s in plain["shards"]]
-    print("method  seq_len  sequences  padding %  docs cut  docs/seq  engine s  CPU s  packer alone s  packer Mtok/s")
+    print("method  seq_len  sequences  padding %  docs cut  docs/seq  engine s  CPU s  writer CPU s  packer alone s  "
+          "packer Mtok/s")
     for seq_len in lengths:
         for method in ("concat", "bfd"):
             m = run([*FORMATS, "--pack-seq-len", str(seq_len), "--pack-method", method], args.input,
@@ -72,7 +73,7 @@ def main() -> None:
             alone = time.process_time() - t0
             print(f"{method:6}  {seq_len:7}  {p['sequences']:9,}  {100 * p['padding_fraction']:9.3f}  "
                   f"{p['documents_cut']:8,}  {p['docs_per_sequence']:8.2f}  {m['timings']['wall_s']:8.2f}  "
-                  f"{m['cpu_s']:5.1f}  {alone:14.2f}  {p['tokens'] / alone / 1e6:13.1f}")
+                  f"{m['cpu_s']:5.1f}  {m['writer_cpu_s']:12.1f}  {alone:14.2f}  {p['tokens'] / alone / 1e6:13.1f}")
     print(f"outputs in {work}")
 
 
