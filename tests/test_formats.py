@@ -162,6 +162,8 @@ def test_llmc_uint32_and_megatron_int32_for_a_151k_vocabulary(tmp_path):
     assert [s.tolist() for s in sequences] == want
     assert not list(out.glob("part-*.parquet"))  # not asked for
     assert "llmc           1 shard(s)" in prep_cmd("inspect", out, check=True).stdout
+    prep_cmd("report", out, check=True)  # a run without Parquet shards
+    assert "part-00000-train.llmc.bin" in (out / "report.html").read_text()
 
 
 @pytest.mark.parametrize("args, needle", [
