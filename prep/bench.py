@@ -51,6 +51,7 @@ DEFAULT_CORPUS = SHARED / "corpus"
 DEFAULT_TOKENIZER = SHARED / "tokenizers" / "gpt2.tokenizer.json"
 SCENARIOS = ("main", "tiny", "huge", "memory", "filters")
 BACKENDS = ("tokenizers", "tiktoken")
+BINARY_FORMATS = ("megatron", "llmc")  # written besides Parquet by one variant: what they cost
 TINY_MAX_BYTES = 200  # a "tiny" document is one line of 1..200 bytes
 CHUNK_BYTES = 2**20  # prep's default chunk; the ceilings encode batches of the same size
 RSS_EVERY_S, PSS_EVERY_S, CHILDREN_EVERY_S = 0.05, 0.5, 0.05
@@ -174,6 +175,7 @@ class Variant:
     peer: str | None = None
     base: str = ""  # the corpus whose ceiling this variant is measured against (default: its own)
     scale: int = 1
+    formats: tuple[str, ...] = ()  # binary formats written besides Parquet
 
     @property
     def reference(self) -> str:
@@ -214,7 +216,9 @@ def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[st
                 prep(scenario, corpus, backend, workers, routers[0])
             if scenario == "memory":
                 prep(scenario, "scaled", backend, workers, routers[0], base="main", scale=memory_factor)
-        if scenario == "main":
+        if scenario == "main":  # the cost of the binary formats: the last prep run again, writing them too
+            add(Variant(f"prep {backends[0]} w{workers} {routers[0]} +megatron+llmc", scenario, "prep", corpus,
+                        backends[0], workers, routers[0], formats=BINARY_FORMATS))
             for peer in peers:
                 add(Variant(f"{peer} w{workers}", scenario, "peer", corpus, "tokenizers", workers, peer=peer))
     return list(out.values())
@@ -355,6 +359,7 @@ def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout:
                "--overwrite", "--no-progress", "--chunk-timeout", str(timeout)]
         if v.corpus == "huge":  # its one document may pass the default limit; JSON escapes at most 6x the text
             cmd += ["--max-document-bytes", str(6 * corpus.text_bytes + 2**20)]
+        cmd += [a for f in ("parquet", *v.formats) for a in ("--format", f)] if v.formats else []
         env = _env(1)
     else:
         cmd = [py, "-m", "prep.bench_peers", v.peer, "--input", str(corpus.path), "--tokenizer", str(tokenizer),
@@ -647,6 +652,13 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
             speed and r["scenario"] == "main") else {}
     by_name = {r["name"]: r for r in results}
     for r in results:
+        base = by_name.get(r["name"].split(" +")[0]) if r["formats"] else None
+        if base and r["summary"]["mb_s"] and base["summary"]["mb_s"]:  # the binary formats' cost, by wall time
+            cpu, base_cpu = r["summary"]["cpu_total_s"], base["summary"]["cpu_total_s"]  # and by CPU: load-proof
+            r["summary"]["vs_parquet_only"] = {
+                "base": base["name"], "speed_ratio": r["summary"]["mb_s"]["median"] / base["summary"]["mb_s"]["median"],
+                "cpu_ratio": cpu["median"] / base_cpu["median"] if cpu and base_cpu else None}
+    for r in results:
         base = by_name.get(r["name"].rsplit(" x", 1)[0]) if r["scale"] > 1 else None
         if base:  # memory against corpus size: the same run on the slice and on `scale` x the slice
             r["summary"]["memory_vs_1x"] = {"base": base["name"], **{
@@ -745,6 +757,11 @@ def format_report(result: dict) -> str:
         if m and m["peak_rss_mb_ratio"] and m["peak_pss_mb_ratio"]:
             lines.append(f"memory, {v['scale']}x the slice against 1x ({m['base']}): peak RSS x"
                          f"{m['peak_rss_mb_ratio']:.3f}, peak PSS x{m['peak_pss_mb_ratio']:.3f}")
+    for v in result["variants"]:
+        if cost := v["summary"].get("vs_parquet_only"):
+            cpu = f", {100 * (cost['cpu_ratio'] - 1):+.1f} % CPU of the process tree" if cost["cpu_ratio"] else ""
+            lines.append(f"binary formats: {v['name']} runs at {cost['speed_ratio']:.3f}x the speed of {cost['base']} "
+                         f"(cost {100 * (1 - cost['speed_ratio']):.1f} % of throughput{cpu}; target at most 10 %)")
     prep_runs = [v for v in result["variants"] if v["kind"] == "prep" and v["summary"].get("workers")]
     if prep_runs:
         lines += ["", "== where prep's time went (seconds per worker, median over repeats; from the manifest; "

@@ -83,6 +83,11 @@ def run(
     features: Annotated[str | None, typer.Option(help="comma-separated features, or 'all'")] = None,
     backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tiktoken")] = None,
     append_eos: Annotated[bool | None, typer.Option("--append-eos/--no-append-eos")] = None,
+    format: Annotated[list[str] | None, typer.Option("--format", help="parquet (default) | megatron | llmc; "
+                                                     "repeat for several")] = None,
+    llmc_dtype: Annotated[str | None, typer.Option(help="auto (default) | uint16 | uint32")] = None,
+    pack_seq_len: Annotated[int | None, typer.Option(help="pack documents into rows of N tokens")] = None,
+    pack_method: Annotated[str | None, typer.Option(help="concat (default) | bfd")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="first bad record is an error")] = None,
     keep_filtered: Annotated[bool | None, typer.Option("--keep-filtered/--no-keep-filtered",
                                                        help="write _filtered.parquet: id, rule and failing "
@@ -113,6 +118,7 @@ def run(
         chunk_bytes=chunk_bytes, shard_bytes=shard_bytes, text_field=text_field, id_field=id_field,
         keep_text=keep_text, keep_columns=keep_column, backend=backend, append_eos=append_eos, strict=strict,
         chunk_timeout_s=chunk_timeout, max_document_bytes=max_document_bytes, keep_filtered=keep_filtered,
+        formats=format, llmc_dtype=llmc_dtype, pack_seq_len=pack_seq_len, pack_method=pack_method,
         features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
     )
     if config.workers < 0:
@@ -167,6 +173,7 @@ def inspect(
                                          "sha256 against the manifest (exit 1 naming the first bad one)")] = True,
 ) -> None:
     """Show what a run wrote: counts, shards, schema, routing, timings."""
+    from prep.formats import describe_formats
     from prep.summary import format_schema, format_summary
     from prep.writer import JOURNAL, MANIFEST, read_journal
 
@@ -190,6 +197,8 @@ def inspect(
         return
     typer.echo(format_summary(manifest))
     typer.echo(format_schema(out, manifest))
+    if formats := describe_formats(out, manifest):
+        typer.echo(formats)
 
 
 def _register() -> None:

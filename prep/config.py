@@ -58,6 +58,12 @@ class PipelineConfig:
     keep_text: bool = False
     shard_bytes: int = 256 * 2**20
     compression: str = "zstd"
+    formats: list[str] = field(default_factory=lambda: ["parquet"])  # parquet, megatron, llmc (prep/formats.py)
+    llmc_dtype: str = "auto"
+    # packing: rows of exactly pack_seq_len tokens (None: one row per document)
+    pack_seq_len: int | None = None
+    pack_method: str = "concat"
+    pack_window_docs: int = 10_000
     # run (these decide where work runs, never what is written)
     workers: int = 0
     router: str = "p2c"
@@ -80,10 +86,13 @@ _SECTIONS = {
     "tokenizer": {"path", "backend", "append_eos", "eos_token"},
     "features": {"compute"},
     "filter": {"drop_empty", "keep_filtered"},
-    "output": {"keep_text", "shard_bytes", "compression"},
+    "output": {"keep_text", "shard_bytes", "compression", "formats", "llmc_dtype"},
+    "pack": {"seq_len", "method", "window_docs"},
     "run": {"workers", "router", "seed", "chunk_bytes", "strict", "chunk_timeout_s"},
 }
-_RENAMES = {("tokenizer", "path"): "tokenizer", ("features", "compute"): "features"}
+_RENAMES = {("tokenizer", "path"): "tokenizer", ("features", "compute"): "features",
+            ("pack", "seq_len"): "pack_seq_len", ("pack", "method"): "pack_method",
+            ("pack", "window_docs"): "pack_window_docs"}
 _SIZES = {"shard_bytes", "chunk_bytes", "max_document_bytes"}
 
 

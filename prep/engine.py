@@ -39,6 +39,7 @@ from prep.accounting import EngineResult, routing_summary
 from prep.chunk import Chunk
 from prep.config import PipelineConfig
 from prep.errors import Interrupted, RunFailed
+from prep.formats import output_spec
 from prep.messages import Failed, Ready, Result, Task, WorkerMessage
 from prep.retry import quarantine_record, strict_fault_error
 from prep.router import Router
@@ -248,8 +249,8 @@ class LocalEngine:
     def _start_writer(self, start_seq: int, entries: list[dict]) -> None:
         writer_conn, child = self.ctx.Pipe()
         self.writer = self._spawn(writer_main, (child, str(self.out), self.out_pool.spec(), self.config.shard_bytes,
-                                                self.config.compression, start_seq, entries, os.getpid()),
-                                  "prep-writer")
+                                                self.config.compression, start_seq, entries, os.getpid(),
+                                                output_spec(self.config)), "prep-writer")
         child.close()
         self.writer_conn = writer_conn
 

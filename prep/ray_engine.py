@@ -44,6 +44,7 @@ from prep.accounting import EngineResult, routing_summary
 from prep.chunk import Chunk, Origins
 from prep.config import PipelineConfig
 from prep.errors import RunFailed, UserError
+from prep.formats import OutputSpec, output_spec
 from prep.ownership import MARKER, MARKER_TEXT, Entry, check_no_overlap, claim, deletion_order, shard_index
 from prep.retry import quarantine_record, strict_fault_error
 from prep.router import Router, make_router
@@ -293,8 +294,8 @@ class StageActor:
 class WriterActor:
     """Writes whole shards it owns: fetch the results, `ShardWriter` into staging, publish atomically."""
 
-    def __init__(self, out: FsPath, shard_bytes: int, compression: str) -> None:
-        self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
+    def __init__(self, out: FsPath, shard_bytes: int, compression: str, formats: OutputSpec) -> None:
+        self.out, self.shard_bytes, self.compression, self.formats = out, shard_bytes, compression, formats
 
     def ready(self) -> str:
         return _node()
@@ -308,7 +309,8 @@ class WriterActor:
 
         staging = tempfile.mkdtemp(prefix=f"prep-shard-{index}-")
         try:
-            writer = ShardWriter(Path(staging), self.shard_bytes, self.compression, first_seq, [])
+            writer = ShardWriter(Path(staging), self.shard_bytes, self.compression, first_seq, [],
+                                 formats=self.formats)
             writer.shard_index = index  # the run's gapless file numbering: the file gets its final name
             lost = []
             for seq, info, parts in chunks:
@@ -330,8 +332,8 @@ class WriterActor:
             if len(writer.entries) != 1:
                 raise RuntimeError(f"shard {index}: boundaries differ from the driver's plan")
             entry = writer.entries[0]
-            if entry["file"]:
-                publish_file(os.path.join(staging, entry["file"]), self.out.child(entry["file"]))
+            for f in entry["files"]:
+                publish_file(os.path.join(staging, f["file"]), self.out.child(f["file"]))
             partial, filtered = Path(staging, QUARANTINE_PARTIAL), Path(staging, FILTERED_PARTIAL)
             return {"entry": entry, "quarantine": partial.read_bytes() if partial.exists() else b"",
                     "filtered": filtered.read_bytes() if filtered.exists() else b""}
@@ -643,7 +645,7 @@ class RayEngine:
     def _new_writer(self, index: int) -> _Actor:
         handle = self.ray.remote(WriterActor).options(
             num_cpus=0, max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
-        ).remote(self.output.where, self.config.shard_bytes, self.config.compression)
+        ).remote(self.output.where, self.config.shard_bytes, self.config.compression, output_spec(self.config))
         writer = _Actor(index, handle, started_at=time.perf_counter())
         self._ping(writer)
         return writer
@@ -697,7 +699,7 @@ class RayEngine:
         self.shards: dict[int, _Shard] = {}
         self.filling: _Shard | None = None
         self.next_shard = len(self.entries)
-        self.next_file = sum(1 for e in self.entries if e["file"])
+        self.next_file = sum(1 for e in self.entries if e.get("files") or e["file"])
         self.committed: dict[int, dict] = {}
         self.computing = 0  # admitted chunks with rows still to compute
         self.writer_deaths = 0
@@ -1028,6 +1030,7 @@ def run_ray(request: Any, on_start: Callable[[dict], None] | None = None,
     selected_features(config)
     if config.append_eos:
         eos_id(config.tokenizer, config.eos_token)
+    output_spec(config)
     fingerprint = output_fingerprint(config, files, info.sha256, {f.path: s.fs for s in splits for f in s.files})
     if input_filesystem is None and output_filesystem is None:
         check_no_overlap(request.inputs, request.output)

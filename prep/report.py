@@ -441,11 +441,12 @@ def _tokenizer_section(tok: dict) -> str:
 
 
 def _shards_section(shards: list[dict]) -> str:
-    rows = [[s["file"], f"{s['rows']:,}", f"{s['tokens']:,}", _bytes(s["bytes"]),
-             f"{s.get('first_seq', '?')}-{s.get('last_seq', '?')}", s["sha256"][:16]]
-            for s in shards[:SHOWN_SHARDS]]
+    # every file of a shard (Parquet and the binary formats), one row each
+    rows = [[f["file"], f"{s['rows']:,}", f"{s['tokens']:,}", _bytes(f["bytes"]),
+             f"{s.get('first_seq', '?')}-{s.get('last_seq', '?')}", f["sha256"][:16]]
+            for s in shards[:SHOWN_SHARDS] for f in s.get("files", [s])]
     more = f"<p>… and {len(shards) - SHOWN_SHARDS:,} more.</p>" if len(shards) > SHOWN_SHARDS else ""
-    total = sum(s["bytes"] for s in shards)
+    total = sum(f["bytes"] for s in shards for f in s.get("files", [s]))
     return (f"<h2>Shards</h2><p>{len(shards):,} shard(s), {escape(_bytes(total))} on disk.</p>"
             + _table(["file", "rows", "tokens", "size", "chunks", "sha256 (first 16)"], rows) + more)
 

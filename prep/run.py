@@ -21,6 +21,7 @@ from prep.chunk import Chunk
 from prep.config import PipelineConfig
 from prep.engine import LocalEngine, remove_recorded_leftovers
 from prep.errors import Interrupted, UserError
+from prep.formats import output_spec
 from prep.ownership import MARKER, check_no_overlap, claim, delete_local, list_local, shard_index, write_marker_local
 from prep.router import make_router
 from prep.sources import expand_inputs, iter_chunks, total_input_bytes
@@ -182,6 +183,7 @@ def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = 
         if config.append_eos:
             eos_id(config.tokenizer, config.eos_token)
         check_no_overlap(request.inputs, out)
+        output_spec(config)  # formats and packing: user errors here, before any process starts
         make_output_dir(out)
         with output_lock(out):
             return _run_locked(request, files, info, on_start, on_progress)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from prep.formats import packing_line
+
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
@@ -55,18 +57,24 @@ def format_summary(manifest: dict) -> str:
             for w in routing["workers"]
         ]
         lines += ["", _table(rows, ["", "chunks", "bytes", "docs", "busy", "idle", "queue wait", "restarts"])]
+    if packing := manifest.get("packing"):
+        lines.append(packing_line(packing))
     shards = manifest.get("shards", [])
-    lines += ["", f"shards         {len(shards)} ({_mb(sum(s['bytes'] for s in shards))} on disk)"]
+    on_disk = sum(f["bytes"] for s in shards for f in s.get("files", [s]))
+    formats = sorted({f["format"] for s in shards for f in s.get("files", [])})
+    kinds = f", {', '.join(formats)}" if formats else ""
+    lines += ["", f"shards         {len(shards)} ({_mb(on_disk)} on disk{kinds})"]
     for s in shards[:5]:
-        lines.append(f"  {s['file']}  {s['rows']:>10,} rows  {s['tokens']:>12,} tokens  {_mb(s['bytes'])}")
+        lines.append(f"  {s['file'] or s['files'][0]['file']}  {s['rows']:>10,} rows  {s['tokens']:>12,} tokens  "
+                     f"{_mb(sum(f['bytes'] for f in s.get('files', [s])))}")
     if len(shards) > 5:
         lines.append(f"  … and {len(shards) - 5} more")
     return "\n".join(lines)
 
 
 def format_schema(out: Path, manifest: dict) -> str:
-    shards = manifest.get("shards", [])
+    shards = [s for s in manifest.get("shards", []) if s["file"]]
     if not shards:
-        return "schema         (no shards)"
+        return "schema         (no Parquet shards)"
     schema = pq.read_schema(out / shards[0]["file"])
     return "schema\n" + "\n".join(f"  {field.name}: {field.type}" for field in schema)

@@ -12,7 +12,6 @@ last, so its presence means the run finished.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prep.formats import OutputSpec, ShardFiles, packing_summary
 from prep.transport import Location, SlotPool, release
 
 JOURNAL = "_journal.jsonl"
@@ -36,10 +36,6 @@ FILTERED = "_filtered.parquet"  # --keep-filtered: id, rule, value, threshold of
 FILTERED_PARTIAL = "_filtered.jsonl.partial"  # committed shards' filtered documents, while the run goes on
 ROUTING = "_routing.parquet"
 ROW_GROUP_BYTES = 16 * 2**20  # a row group of ~16 MiB in memory: sensible for readers, small for the writer
-
-
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}-train.parquet"  # "train" lets datasets.load_dataset(data_dir=OUT) skip side files
 
 
 def fsync_dir(path: Path) -> None:
@@ -100,11 +96,12 @@ class ShardWriter:
     """In-process core of the writer (the process loop below feeds it)."""
 
     def __init__(self, out: Path, shard_bytes: int, compression: str, start_seq: int, entries: list[dict],
-                 before_commit: Callable[[], None] | None = None):
+                 before_commit: Callable[[], None] | None = None, formats: OutputSpec | None = None):
         self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
+        self.formats = formats or OutputSpec()
         self.entries = list(entries)
         self.next_seq = start_seq
-        self.shard_index = sum(1 for e in entries if e["file"])  # gapless: a shard without rows has no file
+        self.shard_index = sum(1 for e in entries if e.get("files") or e["file"])  # gapless: no rows, no file
         self.pending: dict[int, _Pending] = {}
         self.before_commit = before_commit or (lambda: None)
         self.quarantine_bytes = entries[-1].get("quarantine_bytes", 0) if entries else 0
@@ -112,7 +109,7 @@ class ShardWriter:
         self._reset_shard()
 
     def _reset_shard(self) -> None:
-        self.writer: pq.ParquetWriter | None = None
+        self.files: ShardFiles | None = None  # opened with the shard's first rows
         self.buffer: list[pa.Table] = []
         self.buffered = 0
         self.current = {
@@ -182,33 +179,25 @@ class ShardWriter:
         # One contiguous piece per column: Parquet pages depend on how a table is cut, and a chunk
         # retried in parts after a fault must give the same bytes as one computed at once.
         table = pa.concat_tables(self.buffer).combine_chunks()
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(
-                self._tmp_path(), table.schema, compression=self.compression, write_statistics=True
-            )
-        elif table.schema != self.writer.schema:
-            table = table.cast(self.writer.schema)
-        self.writer.write_table(table, row_group_size=table.num_rows)
+        if self.files is None:
+            self.files = ShardFiles(self.formats, self.out, self.shard_index, self.compression)
+        self.files.write(table)  # every format asked for, in one pass
         self.buffer, self.buffered = [], 0
 
-    def _tmp_path(self) -> Path:
-        return self.out / f".{shard_name(self.shard_index)}.tmp"
-
     def commit(self) -> dict:
-        """Close the current shard: temp file, fsync, rename, its bad records, then one journal line."""
+        """Close the current shard: temp files, fsync, rename, its bad records, then one journal line that
+        lists every file (`file`, `sha256`, `bytes`: the Parquet one's)."""
         self._flush()
         self.before_commit()
-        entry = dict(self.current, shard=self.shard_index, file=None, sha256=None, bytes=0)
-        if self.writer is not None:
-            self.writer.close()
-            tmp, final = self._tmp_path(), self.out / shard_name(self.shard_index)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-                f.seek(0)
-                entry["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
-            os.replace(tmp, final)
+        entry = dict(self.current, shard=self.shard_index, file=None, sha256=None, bytes=0, files=[])
+        if self.files is not None:
+            entry["files"], packing = self.files.commit()
             fsync_dir(self.out)
-            entry.update(file=final.name, bytes=final.stat().st_size)
+            for f in entry["files"]:
+                if f["format"] == "parquet":
+                    entry.update(file=f["file"], sha256=f["sha256"], bytes=f["bytes"])
+            if packing is not None:
+                entry["packing"] = packing
         quarantine = entry.pop("quarantine")
         self.quarantine_bytes = append_records(self.out / QUARANTINE_PARTIAL, self.quarantine_bytes, quarantine)
         entry["quarantine_bytes"] = self.quarantine_bytes
@@ -217,7 +206,7 @@ class ShardWriter:
         entry["filtered_bytes"] = self.filtered_bytes
         append_journal(self.out, entry)
         self.entries.append(entry)
-        self.shard_index += 1 if entry["file"] else 0
+        self.shard_index += 1 if entry["files"] else 0
         self._reset_shard()
         return entry
 
@@ -256,11 +245,13 @@ class ShardWriter:
             pq.write_table(pa.table(routing_rows), tmp, compression="zstd")
             os.replace(tmp, self.out / ROUTING)
         shards = [
-            {k: e[k] for k in ("file", "rows", "tokens", "sha256", "bytes", "first_seq", "last_seq")}
+            {k: e[k] for k in ("file", "rows", "tokens", "sha256", "bytes", "first_seq", "last_seq", "files")}
             for e in entries
-            if e["file"]
+            if e["files"]
         ]
         manifest = {"version": 1, **extra, "counts": counts, "shards": shards}
+        if packed := [e["packing"] for e in entries if e.get("packing")]:
+            manifest["packing"] = packing_summary(packed)
         manifest["timings"] = dict(manifest.get("timings", {}))
         write_atomic(self.out / MANIFEST, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
         fpartial.unlink(missing_ok=True)  # after the manifest: until then, --resume rebuilds from it
@@ -315,7 +306,8 @@ def _write_filtered(partial: Path, committed: int, final: Path) -> None:
 
 
 def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, compression: str,
-                start_seq: int, entries: list[dict], coordinator_pid: int | None = None) -> None:
+                start_seq: int, entries: list[dict], coordinator_pid: int | None = None,
+                formats: OutputSpec | None = None) -> None:
     """The writer process: messages in from the coordinator, shards out to disk.
 
     It commits nothing once its coordinator is gone: a run resumed after a SIGKILL must
@@ -337,7 +329,7 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
         pool = SlotPool.attach(out_spec)
     except FileNotFoundError:  # the run ended while this writer started
         return
-    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive)
+    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive, formats)
     try:
         while True:
             message = conn.recv()

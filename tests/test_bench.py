@@ -71,6 +71,8 @@ def test_plan_covers_workers_routers_backends_peers_and_scenarios():
         "ceiling tokenizers 1 thread tiny", "ceiling tiktoken 1 thread tiny", "prep tokenizers w2 random tiny",
         "prep tiktoken w2 random tiny"}
     assert [(v.peer, v.workers) for v in variants if v.kind == "peer"] == [("pool", 2)]
+    assert [(v.name, v.formats) for v in variants if v.formats] == [
+        ("prep tokenizers w2 random +megatron+llmc", ("megatron", "llmc"))]
 
 
 def test_measure_sums_memory_over_the_process_tree():
@@ -165,12 +167,18 @@ def test_summary_of_made_up_runs():
             "ceiling tokenizers 2 processes": [run(6.0, 5000, 200, encode_cpu_s=12.0)],
             "prep tokenizers w1 random": [run(11.0, 5000, 300, **prep_extra)],
             "prep tokenizers w2 random": [run(5.0, 5000, 400, **prep_extra), run(6.0, 4999, 900, **prep_extra)],
-            "prep tokenizers w2 random x4": [run(20.0, 20000, 440, **prep_extra)]}
+            "prep tokenizers w2 random x4": [run(20.0, 20000, 440, **prep_extra)],
+            "prep tokenizers w2 random +megatron+llmc": [run(5.5, 5000, 400, **prep_extra)]}
     result = bench.summarize(variants, runs, corpora, bench.BenchOptions(), 2, [])
     s = {v["name"]: v["summary"] for v in result["variants"]}
     assert result["ceilings"]["main"]["tokenizers"]["mb_s"] == pytest.approx((1.0 + 10 / 12) / 2)  # median of 2
     assert result["ceilings"]["main"]["tokenizers"]["cpu_mb_s"] == pytest.approx(1.25)
     w2 = s["prep tokenizers w2 random"]
+    cost = s["prep tokenizers w2 random +megatron+llmc"]["vs_parquet_only"]
+    assert cost == {"base": "prep tokenizers w2 random", "speed_ratio": pytest.approx(5.0 / 5.5),
+                    "cpu_ratio": pytest.approx((1.0 + 5.5) / (1.0 + 5.0))}
+    assert ("runs at 0.909x the speed of prep tokenizers w2 random (cost 9.1 % of throughput, +8.3 % CPU"
+            in bench.format_report(result))
     assert w2["tokens_ok"] is False and w2["mb_s"]["n"] == 1  # the 4,999-token run is not a speed
     assert w2["fraction_of_ceiling"]["median"] == pytest.approx(2.0 / (2 * (1.0 + 10 / 12) / 2))
     assert w2["fraction_of_parallel_ceiling"]["median"] == pytest.approx(2.0 / (10 / 6))

@@ -111,6 +111,22 @@ def test_writers_spread_over_shards_and_user_errors_stay_one_line(tmp_path, refe
         _run(tmp_path / "bad", config=_config(text_field="body"))
 
 
+@pytest.mark.slow
+def test_binary_formats_and_packing_are_the_local_engines_bytes(tmp_path, local_ray):
+    """Megatron, llm.c and bfd-packed Parquet, written by Ray's writer actors, equal the local engine's files."""
+    local = tmp_path / "local"
+    prep_cmd("run", "--input", CORPUS, "--output", local, "--tokenizer", SAMPLE_TOKENIZER, "--workers", "2",
+             "--backend", "tokenizers", *SIZES, "--format", "parquet", "--format", "megatron", "--format", "llmc",
+             "--pack-seq-len", "200", "--pack-method", "bfd", "--no-progress", check=True)
+    config = _config(formats=["parquet", "megatron", "llmc"], pack_seq_len=200, pack_method="bfd")
+    result = _run(tmp_path / "ray", config=config, writers=3)
+    every = {p.name: p.read_bytes() for p in sorted(local.glob("part-*"))}
+    assert len([n for n in every if n.endswith(".idx")]) >= 4
+    assert {p.name: p.read_bytes() for p in sorted((tmp_path / "ray").glob("part-*"))} == every
+    assert _files(tmp_path / "ray") == _files(local)  # journal and quarantine too
+    assert result.manifest["packing"] == json.loads((local / MANIFEST).read_text())["packing"]
+
+
 def _crash_after_commits(journal: Path, shards: int):
     """A progress callback that interrupts the run (as Ctrl-C would) once `shards` shards are committed."""
 
