@@ -106,8 +106,9 @@ def run(
     from tqdm import tqdm
 
     from prep.config import apply_overrides, load_pipeline
-    from prep.run import RunRequest, run_pipeline
-    from prep.summary import format_summary
+    from prep.request import RunRequest
+    from prep.run import run_pipeline
+    from prep.tools.summary import format_summary
 
     if not input:
         raise UserError("no input: pass --input PATH (files, directories or globs)")
@@ -159,7 +160,7 @@ def run(
     if report and "://" in output:
         typer.echo("report         not written: --report needs a local output directory")
     elif report:
-        from prep.report import write_report
+        from prep.tools.report import write_report
 
         typer.echo(f"report         {write_report(Path(output))}")
 
@@ -173,9 +174,9 @@ def inspect(
                                          "sha256 against the manifest (exit 1 naming the first bad one)")] = True,
 ) -> None:
     """Show what a run wrote: counts, shards, schema, routing, timings."""
-    from prep.formats import describe_formats
-    from prep.summary import format_schema, format_summary
-    from prep.writer import JOURNAL, MANIFEST, read_journal
+    from prep.io.trainer_formats import describe_formats
+    from prep.io.writer import JOURNAL, MANIFEST, read_journal
+    from prep.tools.summary import format_schema, format_summary
 
     path = out / MANIFEST
     if not path.exists():
@@ -186,7 +187,7 @@ def inspect(
         raise UserError(f"no {MANIFEST} in {out}: not an output directory of prep run")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if verify:
-        from prep.verify import first_bad_entry
+        from prep.io.verify import first_bad_entry
 
         bad = first_bad_entry(manifest.get("shards", []), str(out.resolve()))
         if bad is not None:
@@ -202,10 +203,10 @@ def inspect(
 
 
 def _register() -> None:
-    from prep.bench import bench_command
-    from prep.report import report_command
-    from prep.simulate import simulate_command
-    from prep.train_tokenizer import train_tokenizer_command
+    from prep.tools.bench import bench_command
+    from prep.tools.report import report_command
+    from prep.tools.simulate import simulate_command
+    from prep.tools.train_tokenizer import train_tokenizer_command
 
     app.command("train-tokenizer", help="Train a byte-level BPE tokenizer.json on a corpus.")(
         friendly(train_tokenizer_command))

@@ -52,13 +52,13 @@ class PipelineConfig:
     # features and filters
     features: list[str] = field(default_factory=lambda: ["all"])
     drop_empty: bool = True
-    filters: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filter.NAME] tables (prep.filters)
+    filters: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filter.NAME] tables (prep.text.filters)
     keep_filtered: bool = False  # write the removed documents' ids, rule and failing value to _filtered.parquet
     # output
     keep_text: bool = False
     shard_bytes: int = 256 * 2**20
     compression: str = "zstd"
-    formats: list[str] = field(default_factory=lambda: ["parquet"])  # parquet, megatron, llmc (prep/formats.py)
+    formats: list[str] = field(default_factory=lambda: ["parquet"])  # parquet, megatron, llmc (io/trainer_formats.py)
     llmc_dtype: str = "auto"
     # packing: rows of exactly pack_seq_len tokens (None: one row per document)
     pack_seq_len: int | None = None
@@ -119,7 +119,7 @@ def load_pipeline(path: str | Path | None) -> PipelineConfig:
             if key not in _SECTIONS[section]:
                 known = sorted(_SECTIONS[section])
                 if section == "filter":
-                    from prep.filters import RULE_SETS
+                    from prep.text.filters import RULE_SETS
 
                     known += [f"[filter.{name}]" for name in (*RULE_SETS, "bounds")]
                 raise UserError(f"bad pipeline file {path}: unknown key {key!r} in [{section}]; known: "
@@ -129,8 +129,8 @@ def load_pipeline(path: str | Path | None) -> PipelineConfig:
                 value = parse_size(value, name)
             setattr(config, name, value)
     if config.filters:
-        from prep.features import FEATURES
-        from prep.filters import check_filters
+        from prep.text.features import FEATURES
+        from prep.text.filters import check_filters
 
         try:
             config.filters = check_filters(config.filters, FEATURES)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from prep.bench import measure
+from prep.tools.bench import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -1,4 +1,4 @@
-"""Write the README's feature table from the one definition of each feature (prep.features.FEATURES).
+"""Write the README's feature table from the one definition of each feature (prep.text.features.FEATURES).
 
 python scripts/feature_table.py          rewrite the table in README.md
 python scripts/feature_table.py --check  exit 1 when README.md differs (the test suite checks it too)
@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from prep.features import FEATURES
+from prep.text.features import FEATURES
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- feature table: scripts/feature_table.py -->", "<!-- end of feature table -->"

@@ -20,9 +20,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prep.bench import _env, measure
-from prep.formats import OutputSpec, Packer, packing_summary
-from prep.tokenizer import eos_id
+from prep.io.trainer_formats import OutputSpec, Packer, packing_summary
+from prep.text.tokenizer import eos_id
+from prep.tools.bench import _env, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from prep import bench
-from prep.bench_peers import input_files, text_batches
-from prep.tokenizer import load_hf_tokenizer
+from prep.text.tokenizer import load_hf_tokenizer
+from prep.tools import bench
+from prep.tools.bench_peers import input_files, text_batches
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"

@@ -6,7 +6,7 @@ undisturbed run's, `documents_in = out + quarantined + filtered`, and no process
 of the run is left. Each also checks that its fault landed where it meant to (a shard committed before the
 kill, a task charged an attempt, a process replaced). The tests that use the `reference` run go through both
 tokenizer backends: `tokenizers` and the default, `auto` (the fast path where it verifies). The fault hook is
-PREP_DEBUG_FAULT (see prep/worker.py).
+PREP_DEBUG_FAULT (see prep/engines/local/worker.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import psutil
 import pytest
 from conftest import ROOT, SAMPLE_TOKENIZER, as_if_not_root, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
 
-from prep.engine import SHM_RECORD
+from prep.engines.local.coordinator import SHM_RECORD
 
 ARGS = ("--tokenizer", str(SAMPLE_TOKENIZER), "--backend", "tokenizers", "--chunk-bytes", "16KiB",
         "--shard-bytes", "256KiB", "--no-progress")
@@ -323,7 +323,7 @@ def test_full_dev_shm_is_an_error_not_a_sigbus():
     (In a child process: shared memory starts a resource tracker, which must not outlive this test.)"""
     name = f"prep_test{os.getpid()}_"
     size = shutil.disk_usage("/dev/shm").free // 2 + 2**30
-    code = ("import errno, sys\nfrom prep.transport import SlotPool\n"
+    code = ("import errno, sys\nfrom prep.engines.local.transport import SlotPool\n"
             f"try:\n    SlotPool({name + 'in'!r}, 2, {size}, create=True)\n"
             "except OSError as exc:\n    sys.exit(0 if exc.errno == errno.ENOSPC else 3)\nsys.exit(4)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
@@ -364,7 +364,7 @@ def test_shared_memory_names_are_unpredictable_and_others_are_left_alone(small, 
 
 
 SHM_HOOK = """import secrets, sys
-from prep import transport
+from prep.engines.local import transport
 from prep.cli import main
 mode, token = sys.argv.pop(1), sys.argv.pop(1)
 real = secrets.token_hex
@@ -486,7 +486,7 @@ def test_shard_bytes_do_not_depend_on_how_a_chunk_was_split(tmp_path, monkeypatc
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from prep import writer
+    from prep.io import writer
 
     if row_group_bytes:
         monkeypatch.setattr(writer, "ROW_GROUP_BYTES", row_group_bytes)

@@ -1,4 +1,4 @@
-"""prep.features against straightforward pure-Python definitions, document by document."""
+"""prep.text.features against straightforward pure-Python definitions, document by document."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prep import features
 from prep.errors import UserError
-from prep.features import FEATURE_TYPES, FEATURES, check_feature_names, compute_features
+from prep.text import features
+from prep.text.features import FEATURE_TYPES, FEATURES, check_feature_names, compute_features
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 ALL = list(FEATURES)
@@ -252,7 +252,7 @@ def test_every_feature_has_a_one_line_definition():
 
 
 def test_readme_feature_table_is_the_code_s_definitions():
-    """One definition per feature: the README's table is generated from prep.features.FEATURES."""
+    """One definition per feature: the README's table is generated from prep.text.features.FEATURES."""
     import importlib.util
 
     from conftest import ROOT

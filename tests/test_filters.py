@@ -14,8 +14,8 @@ from conftest import CORPUS, GPT2, corpus_docs, prep_cmd, shard_bytes_of, write_
 
 from prep.config import load_pipeline
 from prep.errors import UserError
-from prep.features import FEATURES
-from prep.filters import RULE_SETS, check_filters, text_verdict
+from prep.text.features import FEATURES
+from prep.text.filters import RULE_SETS, check_filters, text_verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,7 +199,7 @@ def test_ray_engine_filters_the_same(tmp_path: Path, mixed_corpus: Path) -> None
 
 
 def test_resume_refused_when_filters_differ(tmp_path: Path) -> None:
-    from prep.run import check_resumable
+    from prep.io.output import check_resumable
 
     a, b = tmp_path / "a.toml", tmp_path / "b.toml"
     a.write_text("[filter.fineweb]\n")

@@ -308,7 +308,7 @@ def test_bfd_matches_a_plain_best_fit_decreasing_per_window(corpus, unpacked, tm
 
 def test_packing_does_not_depend_on_how_the_writer_was_fed():
     """The packer's rows are the same whether a shard's documents come at once or in pieces."""
-    from prep.formats import OutputSpec, Packer
+    from prep.io.trainer_formats import OutputSpec, Packer
 
     docs = corpus_docs("en_foldoc", 120)
     lengths = [len(d["text"]) % 700 + 1 for d in docs]

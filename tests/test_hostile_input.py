@@ -250,7 +250,7 @@ def check_huge(tmp_path: Path, size: int, tokenizer: Path, *extra: str) -> None:
     assert huge["num_bytes"] == len(text.encode()) and huge["num_chars"] == len(text)
     vocab = Tokenizer.from_file(str(tokenizer)).get_vocab()
     assert huge["input_ids"] == [vocab.get(word, 0) for word in text.split()]  # word level: an independent check
-    from prep.engine import SHM_RECORD
+    from prep.engines.local.coordinator import SHM_RECORD
 
     assert not (out / SHM_RECORD).exists()  # removed after the segments it names
 
@@ -384,7 +384,7 @@ LONG_DOC_PROBE = """
 import resource, sys
 import pyarrow as pa
 from prep.config import PipelineConfig
-from prep.stage import Stage
+from prep.core.stage import Stage
 stage = Stage(PipelineConfig(tokenizer=sys.argv[1], features=["num_bytes"]), "tokenizers")
 text = open(sys.argv[2], encoding="utf-8").read()
 stage(pa.RecordBatch.from_pydict({"id": ["warm"], "text": [text[:1000]]}))
@@ -418,9 +418,9 @@ def test_a_long_document_tokenized_in_pieces_gives_the_ids_of_the_whole(tokenize
     BERT's [CLS] and [SEP] once, around the whole document). Pieces are made small here, to have many cuts."""
     from conftest import SHARED
 
-    from prep import stage as stage_module
     from prep.config import PipelineConfig
-    from prep.stage import Stage
+    from prep.core import stage as stage_module
+    from prep.core.stage import Stage
 
     monkeypatch.setattr(stage_module, "PIECE_CHARS", 20_000)
     path = SHARED / "tokenizers" / f"{tokenizer}.tokenizer.json"

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import SAMPLE_TOKENIZER, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
 
-from prep.ownership import MARKER
-from prep.writer import ShardWriter
+from prep.io.ownership import MARKER
+from prep.io.writer import ShardWriter
 
 ARGS = ("--tokenizer", str(SAMPLE_TOKENIZER), "--backend", "tokenizers", "--chunk-bytes", "8KiB",
         "--shard-bytes", "32KiB", "--workers", "2", "--no-progress")

@@ -23,9 +23,9 @@ from conftest import SAMPLE, SAMPLE_TOKENIZER, corpus_docs, prep_cmd, shard_byte
 
 from prep.config import PipelineConfig
 from prep.errors import UserError
-from prep.ownership import MARKER
-from prep.run import RunRequest
-from prep.writer import JOURNAL, MANIFEST, QUARANTINE
+from prep.io.ownership import MARKER
+from prep.io.writer import JOURNAL, MANIFEST, QUARANTINE
+from prep.request import RunRequest
 
 CORPUS = SAMPLE / "corpus"  # JSONL, .jsonl.gz, CSV, Parquet and a run of .txt files, with bad records
 SIZES = ("--chunk-bytes", "16KiB", "--shard-bytes", "64KiB")  # ~25 chunks in ~6 shards
@@ -75,7 +75,7 @@ def local_ray():
 
 
 def _run(output, **kwargs):
-    from prep.ray_engine import run_ray
+    from prep.engines.ray.engine import run_ray
 
     inputs = kwargs.pop("inputs", [str(CORPUS)])
     request = RunRequest(inputs, output, kwargs.pop("config", _config()), overwrite=True,

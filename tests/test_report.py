@@ -1,7 +1,7 @@
 """`prep report`: the page about a finished run, from a hand-made manifest and routing table.
 
 The fixture's numbers are chosen by hand, so every expected value here is computed
-from the fixture, not from prep.report.
+from the fixture, not from prep.tools.report.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import typer
 from typer.testing import CliRunner
 
 from prep.errors import UserError
-from prep.report import build_report, report_command, report_numbers, write_report
+from prep.tools.report import build_report, report_command, report_numbers, write_report
 
 SVG = "{http://www.w3.org/2000/svg}"
 EVIL_PATH = '/tmp/<b>tok</b> & "quoted".json'

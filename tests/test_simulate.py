@@ -13,9 +13,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from prep import theory
+from prep.core import theory
 from prep.errors import UserError
-from prep.simulate import chunk_sizes, default_window, simulate, simulate_command
+from prep.tools.simulate import chunk_sizes, default_window, simulate, simulate_command
 
 MIB = 1 << 20
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prep.errors import UserError
-from prep.sources import InputFile, expand_inputs, iter_chunks, total_input_bytes
+from prep.io.sources import InputFile, expand_inputs, iter_chunks, total_input_bytes
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from prep.core.retry import CHUNK_ATTEMPTS, DOCUMENT_ATTEMPTS
+from prep.core.router import make_router
+from prep.core.taskbook import GIVE_UP_QUARANTINED, TaskBook
 from prep.errors import RunFailed
-from prep.retry import CHUNK_ATTEMPTS, DOCUMENT_ATTEMPTS
-from prep.router import make_router
-from prep.taskbook import GIVE_UP_QUARANTINED, TaskBook
 
 TIMING = {"busy_s": 0.01, "tokenize_s": 0.005, "features_s": 0.002, "transport_s": 0.0}
 

@@ -18,7 +18,7 @@ import pytest
 import tiktoken
 from tokenizers import Tokenizer, normalizers
 
-from prep.tiktoken_backend import (
+from prep.text.tiktoken_backend import (
     BYTE_LEVEL_PATTERN,
     HARD_STRINGS,
     TiktokenBackend,

@@ -1,4 +1,4 @@
-"""Tests for prep.train_tokenizer and the sample corpus it is trained on."""
+"""Tests for prep.tools.train_tokenizer and the sample corpus it is trained on."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, pre_tokenizers
 from typer.testing import CliRunner
 
 from prep.errors import UserError
-from prep.train_tokenizer import END_OF_TEXT, MIN_VOCAB_SIZE, train_tokenizer, train_tokenizer_command
+from prep.tools.train_tokenizer import END_OF_TEXT, MIN_VOCAB_SIZE, train_tokenizer, train_tokenizer_command
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 
@@ -193,7 +193,7 @@ def test_make_sample_reproduces_the_committed_corpus(tmp_path: Path) -> None:
 
 
 def _strict_text(raw: bytes) -> str:
-    """The text of one JSON line, or an exception for a bad record (independent of prep.sources)."""
+    """The text of one JSON line, or an exception for a bad record (independent of prep.io.sources)."""
     text = json.loads(raw.decode("utf-8"))["text"]
     if not isinstance(text, str):
         raise TypeError(type(text).__name__)

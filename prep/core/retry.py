@@ -9,9 +9,9 @@ poison document among n is found in about log2(n) + 5 failures, not 2 log2(n) + 
 
 from __future__ import annotations
 
-from prep.chunk import Origins
+from prep.core.chunk import Origins
 from prep.errors import UserError
-from prep.sources import bad_record
+from prep.io.sources import bad_record
 
 CHUNK_ATTEMPTS = 2  # a whole chunk: one retry, since a worker can die for reasons of its own (OOM, a kill)
 PART_ATTEMPTS = 1  # a part of a chunk that already failed: split again at once

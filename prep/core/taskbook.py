@@ -13,10 +13,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from prep.accounting import WorkerAccount
+from prep.core.accounting import WorkerAccount
+from prep.core.retry import attempts_allowed, halves
+from prep.core.router import Router
 from prep.errors import RunFailed
-from prep.retry import attempts_allowed, halves
-from prep.router import Router
 
 GIVE_UP_QUARANTINED = 10  # documents quarantined by faults, with none written yet: the stage is broken
 ROUTING_COLUMNS = ("seq", "start", "stop", "attempt", "worker", "bytes", "queued_at", "started_at", "finished_at")

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import typer
 
 from prep.errors import UserError
-from prep.writer import JOURNAL, MANIFEST, ROUTING, write_atomic
+from prep.io.writer import JOURNAL, MANIFEST, ROUTING, write_atomic
 
 REPORT = "report.html"
 

@@ -10,9 +10,10 @@ computed again, with everything after it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import xxhash
 
+from prep.core.chunk import Chunk
 from prep.errors import UserError
 
 
@@ -135,3 +137,15 @@ def first_bad_entry(entries: Sequence[dict], base: str, fs: Any = None) -> tuple
             if (problem := file_problem(fs, base, record)) is not None:
                 return i, problem
     return None
+
+
+def skip_committed(stream: Iterator[Chunk], entries: list[dict], start_seq: int) -> tuple[int, Iterator[Chunk]]:
+    """Read past the committed chunks, proving each is the one journalled, before anything is computed;
+    return the input bytes skipped and the rest of the stream."""
+    expected, skipped = committed_digests(entries), 0
+    for chunk in stream:
+        if chunk.seq >= start_seq:
+            return skipped, itertools.chain([chunk], stream)
+        check_committed_chunk(expected, chunk.seq, chunk.source, batch_digest(chunk.batch, chunk.quarantine))
+        skipped += chunk.input_bytes
+    return skipped, iter(())

@@ -125,7 +125,7 @@ def choose_backend(info: TokenizerInfo, requested: str, sample_texts: Sequence[s
     if requested == "tokenizers":
         info.backend, info.backend_reason = "tokenizers", "requested"
         return info
-    from prep import tiktoken_backend
+    from prep.text import tiktoken_backend
 
     try:
         fast = tiktoken_backend.convert(info.path)
@@ -155,7 +155,7 @@ def choose_backend(info: TokenizerInfo, requested: str, sample_texts: Sequence[s
 def load_backend(path: str | Path, name: str) -> Backend:
     """Inside a worker: build the backend the coordinator chose."""
     if name == "tiktoken":
-        from prep import tiktoken_backend
+        from prep.text import tiktoken_backend
 
         return tiktoken_backend.convert(path)
     return TokenizersBackend(path)

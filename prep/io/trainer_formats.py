@@ -1,6 +1,6 @@
 """A shard's output files: Parquet, Megatron's indexed dataset, llm.c token shards, packed sequences.
 
-The writer (`prep/writer.py`) decides the order of the rows and where a shard ends; `ShardFiles` turns one
+The writer (`prep/io/writer.py`) decides the order of the rows and where a shard ends; `ShardFiles` turns one
 shard's rows, in that order, into every format the pipeline asks for, in one pass, each under a temp name
 until `commit` fsyncs and renames them all. Both engines use it through `ShardWriter`, so their files are
 the same bytes.
@@ -98,7 +98,7 @@ def output_spec(config: Any) -> OutputSpec:
         raise UserError(f"pack window_docs must be a positive number of documents, not {window!r}")
     eos = None
     if "llmc" in formats or seq_len is not None:
-        from prep.tokenizer import eos_id
+        from prep.text.tokenizer import eos_id
 
         try:
             eos = eos_id(config.tokenizer, config.eos_token)
@@ -114,7 +114,7 @@ def output_spec(config: Any) -> OutputSpec:
 
 def tokenizer_id_space(path: str) -> int:
     """One more than the largest id of the tokenizer (added tokens included): what a dtype must hold."""
-    from prep.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import load_hf_tokenizer
 
     vocab = load_hf_tokenizer(path).get_vocab(with_added_tokens=True)
     return max(vocab.values(), default=-1) + 1

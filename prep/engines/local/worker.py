@@ -28,23 +28,17 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prep.messages import Failed, Ready, Result
-from prep.tokenizer import Backend
-from prep.transport import SlotPool
+from prep.core.stage import single_thread_env
+from prep.engines.local.messages import Failed, Ready, Result
+from prep.engines.local.transport import SlotPool
+from prep.text.tokenizer import Backend
 
 if TYPE_CHECKING:
-    from prep.stage import Stage
+    from prep.core.stage import Stage
 
 FAULT_ENV = "PREP_DEBUG_FAULT"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
-
-
-def single_thread_env() -> None:
-    """One tokenizer thread per worker: the pipeline's parallelism is its processes."""
-    os.environ["RAYON_NUM_THREADS"] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def bind_to_coordinator(coordinator_pid: int) -> None:
@@ -133,7 +127,7 @@ def worker_main(
     if ("start", "slow") in rules:
         time.sleep(1.0)
     from prep.config import PipelineConfig
-    from prep.stage import Stage
+    from prep.core.stage import Stage
 
     config = PipelineConfig(**config_dict)
     stage = Stage(config, backend)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prep.router import Router
-from prep.theory import expected_imbalance_uniform
+from prep.core.router import Router
+from prep.core.theory import expected_imbalance_uniform
 
 
 @dataclass

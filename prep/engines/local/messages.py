@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prep.transport import Location
+from prep.engines.local.transport import Location
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import typer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from prep.errors import UserError
-from prep.sources import InputFile, expand_inputs, iter_chunks
+from prep.io.sources import InputFile, expand_inputs, iter_chunks
 
 END_OF_TEXT = "<|endoftext|>"
 SPECIAL_TOKENS = [END_OF_TEXT]

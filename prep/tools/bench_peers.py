@@ -1,6 +1,6 @@
 """What `prep bench` compares `prep run` with, each run as a child process of its own.
 
-`python -m prep.bench_peers KIND --input DIR_OR_FILE --tokenizer PATH --workers N --output DIR`
+`python -m prep.tools.bench_peers KIND --input DIR_OR_FILE --tokenizer PATH --workers N --output DIR`
 
 * `ceiling-tokenizers`, `ceiling-tiktoken`: one process, one thread, the backend alone over
   texts already in memory, no output; the times printed (wall and CPU) cover encoding only.
@@ -80,11 +80,11 @@ def text_batches(texts: pa.ChunkedArray, batch_bytes: int) -> list[list[str]]:
 def _counter(tokenizer: str, backend: str) -> Callable[[list[str]], int]:
     """A function that encodes one batch with the backend and returns its token count."""
     if backend == "tiktoken":
-        from prep.tiktoken_backend import convert
+        from prep.text.tiktoken_backend import convert
 
         fast = convert(tokenizer)
         return lambda batch: int(fast.encode_batch(batch)[1][-1])
-    from prep.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
     return lambda batch: sum(map(len, hf.encode_batch_fast(batch)))
@@ -131,7 +131,7 @@ def ceiling(files: list[Path], tokenizer: str, backend: str, batch_bytes: int, w
 
 def hf_threads(files: list[Path], tokenizer: str, out: Path) -> dict:
     """One process: json.loads per line, tokenizers' encode_batch on its own threads, pyarrow Parquet."""
-    from prep.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
     schema = pa.schema([("id", pa.string()), ("input_ids", IDS)])
@@ -149,7 +149,7 @@ _POOL_TOKENIZER = None
 
 def _pool_init(tokenizer: str) -> None:
     global _POOL_TOKENIZER
-    from prep.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import load_hf_tokenizer
 
     _POOL_TOKENIZER = load_hf_tokenizer(tokenizer)
 
@@ -160,7 +160,7 @@ def _pool_encode(line: str) -> tuple[list[int], int]:
 
 def pool(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
     """Megatron-LM's way: raw lines to a Pool, one document per call; the parent writes .bin/.idx."""
-    from prep.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import load_hf_tokenizer
 
     dtype = np.uint16 if load_hf_tokenizer(tokenizer).get_vocab_size() < 65500 else np.int32
     sizes = []
@@ -178,7 +178,7 @@ _HF_MAP_TOKENIZER: dict = {}
 
 def _hf_map(batch: dict, tokenizer: str) -> dict:
     if tokenizer not in _HF_MAP_TOKENIZER:
-        from prep.tokenizer import load_hf_tokenizer
+        from prep.text.tokenizer import load_hf_tokenizer
 
         _HF_MAP_TOKENIZER[tokenizer] = load_hf_tokenizer(tokenizer)
     return {"input_ids": [e.ids for e in _HF_MAP_TOKENIZER[tokenizer].encode_batch_fast(batch["text"])]}
@@ -199,7 +199,7 @@ def hf_datasets(files: list[Path], tokenizer: str, workers: int, out: Path) -> d
 
 def _datatrove_tokenize(tokenizer: str, data: Iterator, rank: int = 0, world_size: int = 1) -> Iterator:
     """A datatrove pipeline step: ids into each document's metadata, a batch at a time."""
-    from prep.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
     for docs in _batched(data, DOCS_PER_BATCH):
@@ -253,7 +253,7 @@ def output_tokens(kind: str, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m prep.bench_peers", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m prep.tools.bench_peers", description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=CEILINGS + PEERS)
     parser.add_argument("--input", required=True)
     parser.add_argument("--tokenizer", required=True)

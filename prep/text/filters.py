@@ -208,7 +208,7 @@ def _classes() -> np.ndarray:
     """Class bits of every code point: Python's isspace/isalpha, Unicode Nd, CJK as frac_cjk (all from the
     feature tables); punctuation as datatrove's PUNCTUATION_SET approximately: Unicode P*, the ASCII symbols
     and the control characters, whitespace excepted."""
-    from prep import features
+    from prep.text import features
 
     class_ids, _, masks = features._char_classes()
     bits = masks[class_ids]

@@ -41,3 +41,17 @@ class Chunk:
     documents_in: int  # records met, good or bad: len(batch) + len(quarantine)
     quarantine: list[dict] = field(default_factory=list)
     origins: Origins | None = None  # each row's file and position (None: rebuilt only to sample texts)
+
+
+SAMPLE_TEXT_BYTES = 256 * 1024  # of the first chunk, for the fast-path verification
+
+
+def sample_texts(chunk: Chunk) -> list[str]:
+    """The first texts of a chunk, about SAMPLE_TEXT_BYTES of them: what a backend is verified on."""
+    texts, total = [], 0
+    for text in chunk.batch.column("text").to_pylist():
+        texts.append(text)
+        total += len(text)
+        if total >= SAMPLE_TEXT_BYTES:
+            break
+    return texts

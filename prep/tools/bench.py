@@ -2,10 +2,10 @@
 
 The ceiling on a machine is N cores x one core's tokenizer speed; everything else a pipeline
 does is overhead. The bench measures, interleaved and repeated so that machine noise shows
-as spread: each backend's one-thread ceiling (`python -m prep.bench_peers ceiling-*`) and N
+as spread: each backend's one-thread ceiling (`python -m prep.tools.bench_peers ceiling-*`) and N
 such processes run at once (what N cores really give here), `prep run` (the real command
 line, built-in pre-training pipeline: every feature, zstd) at 1..N workers and with each
-router and backend, and the peers of `prep.bench_peers` at N. Each run is a child process;
+router and backend, and the peers of `prep.tools.bench_peers` at N. Each run is a child process;
 its whole process tree is sampled (RSS every 50 ms, PSS every 0.5 s, CPU per process), so
 besides wall-clock fractions it reports CPU efficiency (the tokenizer's own CPU need over
 all CPU the tree spent), which other work on a shared machine does not move. Every run's
@@ -42,9 +42,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
-from prep.bench_peers import PEERS, datatrove_available, output_tokens
+from prep.core.router import ROUTERS
 from prep.errors import UserError
-from prep.router import ROUTERS
+from prep.tools.bench_peers import PEERS, datatrove_available, output_tokens
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEFAULT_CORPUS = SHARED / "corpus"
@@ -79,7 +79,7 @@ def read_source(corpus: Path) -> list[tuple[str, pa.Table]]:
     Empty and whitespace-only texts are left out: prep filters them by design, so every
     variant gets the same documents to tokenize.
     """
-    from prep.sources import expand_inputs, iter_chunks
+    from prep.io.sources import expand_inputs, iter_chunks
 
     tables = []
     for f in expand_inputs([str(corpus)]):
@@ -350,7 +350,7 @@ def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout:
     py = sys.executable
     record: dict = {"ok": True, "error": None, "loadavg_1m": round(os.getloadavg()[0], 2)}
     if v.kind == "ceiling":
-        cmd = [py, "-m", "prep.bench_peers", f"ceiling-{v.backend}", "--input", str(corpus.path),
+        cmd = [py, "-m", "prep.tools.bench_peers", f"ceiling-{v.backend}", "--input", str(corpus.path),
                "--tokenizer", str(tokenizer), "--batch-bytes", str(CHUNK_BYTES), "--workers", str(v.workers)]
         env = _env(1)
     elif v.kind == "prep":
@@ -362,7 +362,7 @@ def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout:
         cmd += [a for f in ("parquet", *v.formats) for a in ("--format", f)] if v.formats else []
         env = _env(1)
     else:
-        cmd = [py, "-m", "prep.bench_peers", v.peer, "--input", str(corpus.path), "--tokenizer", str(tokenizer),
+        cmd = [py, "-m", "prep.tools.bench_peers", v.peer, "--input", str(corpus.path), "--tokenizer", str(tokenizer),
                "--workers", str(v.workers), "--output", str(out)]
         env = _env(v.workers if v.peer == "hf-threads" else 1)
     m = measure(cmd, env, timeout, prep=v.kind == "prep")
@@ -428,7 +428,7 @@ def _available(opts: BenchOptions) -> tuple[list[str], list[str], list[str]]:
     for backend in opts.backends:
         if backend == "tiktoken":
             try:
-                from prep import tiktoken_backend
+                from prep.text import tiktoken_backend
 
                 tiktoken_backend.convert(opts.tokenizer)
             except Exception as exc:  # Unsupported, or the backend is not usable in this checkout
@@ -511,8 +511,8 @@ def run_bench(opts: BenchOptions) -> dict:
 def filter_costs(tables: Sequence[pa.Table], repeats: int) -> dict:
     """CPU milliseconds per MiB of text of each filter rule set alone, of all of them at once, and of the
     text features, over the slice in prep's 1 MiB chunks (median over repeats, this process, one thread)."""
-    from prep.features import FEATURES, compute_features
-    from prep.filters import RULE_SETS, check_filters, prepare, text_verdict
+    from prep.text.features import FEATURES, compute_features
+    from prep.text.filters import RULE_SETS, check_filters, prepare, text_verdict
 
     prepare()
     chunks = []

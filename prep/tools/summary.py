@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from prep.formats import packing_line
+from prep.io.trainer_formats import packing_line
 
 
 def _mb(n: float) -> str:

@@ -40,21 +40,28 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from prep.accounting import EngineResult, routing_summary
-from prep.chunk import Chunk, Origins
 from prep.config import PipelineConfig
-from prep.errors import RunFailed, UserError
-from prep.formats import OutputSpec, output_spec
-from prep.ownership import MARKER, MARKER_TEXT, Entry, check_no_overlap, claim, deletion_order, shard_index
-from prep.retry import quarantine_record, strict_fault_error
-from prep.router import Router, make_router
-from prep.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks, total_input_bytes
-from prep.stage import selected_features
-from prep.taskbook import Outcome, TaskBook
-from prep.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id
-from prep.verify import batch_digest, check_committed_chunk, committed_digests, entry_files, first_bad_entry
-from prep.worker import single_thread_env
-from prep.writer import (
+from prep.core.accounting import EngineResult, routing_summary
+from prep.core.chunk import Chunk, Origins, sample_texts
+from prep.core.retry import quarantine_record, strict_fault_error
+from prep.core.router import Router, make_router
+from prep.core.stage import selected_features, single_thread_env
+from prep.core.taskbook import Outcome, TaskBook
+from prep.errors import RunFailed, UserError, interruptible
+from prep.io.output import (
+    check_resumable,
+    journal_listed,
+    make_output_dir,
+    open_output,
+    output_fingerprint,
+    output_lock,
+    remove_uncommitted,
+)
+from prep.io.ownership import MARKER, MARKER_TEXT, Entry, check_no_overlap, claim, deletion_order, shard_index
+from prep.io.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks, total_input_bytes
+from prep.io.trainer_formats import OutputSpec, output_spec
+from prep.io.verify import batch_digest, check_committed_chunk, committed_digests, entry_files, first_bad_entry
+from prep.io.writer import (
     FILTERED,
     FILTERED_PARTIAL,
     JOURNAL,
@@ -68,6 +75,8 @@ from prep.writer import (
     read_journal,
     write_atomic,
 )
+from prep.request import RunRequest
+from prep.text.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id
 
 RAY_MISSING = "--engine ray needs Ray, an optional extra: pip install 'prep[ray]'"
 GENERATOR_BACKPRESSURE = 32  # objects a reader may run ahead of the driver (two per chunk)
@@ -266,7 +275,7 @@ class StageActor:
         import ray
 
         single_thread_env()
-        from prep.stage import Stage
+        from prep.core.stage import Stage
 
         with tempfile.TemporaryDirectory(prefix="prep-stage-") as tmp:
             path = os.path.join(tmp, os.path.basename(config["tokenizer"]))
@@ -356,8 +365,6 @@ class Output:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One run at a time per local output directory (object stores have no locks)."""
-        from prep.run import make_output_dir, output_lock
-
         if not self.where.local:
             try:
                 yield
@@ -383,9 +390,7 @@ class Output:
 
     def start(self, fingerprint: dict, overwrite: bool, resume: bool) -> tuple[list[dict], str | None]:
         """Claim the output (fresh, or resumed after its verified committed shards) by the rules of
-        `prep.ownership`; return the committed journal entries, and a note when one is computed again."""
-        from prep.run import open_output
-
+        `prep.io.ownership`; return the committed journal entries, and a note when one is computed again."""
         try:
             if self.where.local:
                 entries, note = open_output(self.dir, fingerprint, overwrite, resume)
@@ -399,8 +404,6 @@ class Output:
         return entries, note
 
     def _start_remote(self, fingerprint: dict, overwrite: bool, resume: bool) -> tuple[list[dict], str | None]:
-        from prep.run import check_resumable, journal_listed, remove_uncommitted
-
         fs, path = self.where.fs, self.where.path
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.File:
@@ -1009,19 +1012,17 @@ def _start_ray(address: str | None) -> tuple[bool, dict]:
     return True, {"address": address or "local", "ray_start_s": round(time.perf_counter() - t0, 4)}
 
 
-def run_ray(request: Any, on_start: Callable[[dict], None] | None = None,
+def run_ray(request: RunRequest, on_start: Callable[[dict], None] | None = None,
             on_progress: Callable[[int, int], None] | None = None, *,
             input_filesystem: pafs.FileSystem | None = None, output_filesystem: pafs.FileSystem | None = None,
             writers: int | None = None) -> EngineResult:
     """`prep run --engine ray`: the checks of `run_pipeline`, then the Ray engine.
 
-    `request` is a `prep.run.RunRequest`; its inputs and output may be local paths or URIs (s3://, gs://,
+    `request`'s inputs and output may be local paths or URIs (s3://, gs://,
     hdfs://), or paths inside `input_filesystem` / `output_filesystem` when those are given.
     """
-    from prep.run import interruptible, output_fingerprint
-
     require_ray()
-    address = _cluster_address(getattr(request, "ray_address", None))
+    address = _cluster_address(request.ray_address)
     config = request.config
     if not config.tokenizer:
         raise UserError("no tokenizer: pass --tokenizer PATH or a pipeline file that names one")
@@ -1049,13 +1050,11 @@ def run_ray(request: Any, on_start: Callable[[dict], None] | None = None,
     return result
 
 
-def _run_engine(request: Any, output: Output, files: list[InputFile], splits: list[Split], entries: list[dict],
+def _run_engine(request: RunRequest, output: Output, files: list[InputFile], splits: list[Split], entries: list[dict],
                 info: TokenizerInfo, engine_info: dict, on_start: Callable[[dict], None] | None,
                 on_progress: Callable[[int, int], None] | None, writers: int | None,
                 resume_note: str | None = None) -> EngineResult:
     """Readers first (the first chunk decides the backend), then the workers."""
-    from prep.run import sample_texts
-
     ray = sys.modules["ray"]
     config = request.config
     start_seq = entries[-1]["last_seq"] + 1 if entries else 0

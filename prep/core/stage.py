@@ -6,6 +6,7 @@ code, and a test can call it directly.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,9 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.config import PipelineConfig
-from prep.features import FEATURES, check_feature_names, compute_features
-from prep.filters import Verdict, bounds_verdict, judge, merge, text_verdict
-from prep.tokenizer import Backend, eos_id, load_backend
+from prep.text.features import FEATURES, check_feature_names, compute_features
+from prep.text.filters import Verdict, bounds_verdict, judge, merge, text_verdict
+from prep.text.tokenizer import Backend, eos_id, load_backend
 
 PIECE_CHARS = 1 << 18  # a longer document is tokenized in pieces of about this size (bounded memory)
 WINDOW_CHARS = 2048  # context each side of a cut in which it must change no token
@@ -188,3 +189,10 @@ class Stage:
         if any(len(d) - p - s < 1 for d in docs):
             return None
         return docs[0][:p], docs[0][len(docs[0]) - s:]
+
+
+def single_thread_env() -> None:
+    """One tokenizer thread per worker: the pipeline's parallelism is its processes."""
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

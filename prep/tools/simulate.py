@@ -29,9 +29,9 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from prep import theory
+from prep.core import theory
+from prep.core.router import ROUTERS, make_router
 from prep.errors import UserError
-from prep.router import ROUTERS, make_router
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 SIZE_KINDS = ("fixed", "lognormal")

@@ -35,20 +35,22 @@ from multiprocessing import forkserver
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from prep.accounting import EngineResult, routing_summary
-from prep.chunk import Chunk
 from prep.config import PipelineConfig
+from prep.core.accounting import EngineResult, routing_summary
+from prep.core.chunk import Chunk
+from prep.core.retry import quarantine_record, strict_fault_error
+from prep.core.router import Router
+from prep.core.stage import single_thread_env
+from prep.core.taskbook import Outcome, TaskBook
+from prep.engines.local.messages import Failed, Ready, Result, Task, WorkerMessage
+from prep.engines.local.transport import Location, SlotPool, release, remove_leftovers
+from prep.engines.local.worker import worker_main
+from prep.engines.local.writer_process import writer_main
 from prep.errors import Interrupted, RunFailed
-from prep.formats import output_spec
-from prep.messages import Failed, Ready, Result, Task, WorkerMessage
-from prep.retry import quarantine_record, strict_fault_error
-from prep.router import Router
-from prep.taskbook import Outcome, TaskBook
-from prep.tokenizer import TokenizerInfo
-from prep.transport import Location, SlotPool, release, remove_leftovers
-from prep.verify import batch_digest
-from prep.worker import single_thread_env, worker_main
-from prep.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal, writer_main
+from prep.io.trainer_formats import output_spec
+from prep.io.verify import batch_digest
+from prep.io.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal
+from prep.text.tokenizer import TokenizerInfo
 
 WRITER_DEATHS = 3  # writer deaths in a row with no shard committed in between: something kills it on purpose
 SHM_RECORD = ".prep-shm"  # the running (or killed) run's segment prefix, so the next run can remove its leftovers
@@ -167,7 +169,7 @@ class LocalEngine:
     def run(self, chunks: Iterator[Chunk]) -> EngineResult:
         single_thread_env()
         self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["prep.preload"])
+        self.ctx.set_forkserver_preload(["prep.engines.local.preload"])
         self.workers: list[_Worker] = []
         self.writer = None
         self.children: list[mp.Process] = []

@@ -41,7 +41,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from prep.chunk import Chunk, Origins
+from prep.core.chunk import Chunk, Origins
 from prep.errors import UserError
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".txt": "txt",

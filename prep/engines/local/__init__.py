@@ -1,0 +1,1 @@
+"""The local executor: forkserver worker processes, shared-memory slots, a writer process."""

@@ -1,0 +1,1 @@
+"""Inputs and outputs: sources, the writer, trainer formats, output ownership and verification."""

@@ -1,0 +1,1 @@
+"""Text to ids and numbers: tokenizer backends, features, filter rules."""

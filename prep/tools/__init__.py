@@ -1,0 +1,1 @@
+"""Commands beside the runtime: bench, report, simulate, train-tokenizer, the summary."""
