@@ -376,21 +376,23 @@ class LocalEngine:
             self.on_progress(chunk.input_bytes, chunk.documents_in)
             return
         slot = self.free_in.pop()
-        try:
-            loc = self.in_pool.write(slot, chunk.batch)
-        except OSError as exc:  # a huge document needs a segment of its own and /dev/shm is full
-            raise RunFailed(f"cannot put chunk {chunk.seq} ({chunk.text_bytes / 2**20:.0f} MiB of text, from "
-                            f"{chunk.source}) in shared memory: {exc.strerror or exc}") from None
-        state = _ChunkState(chunk, loc, slot)
+        state = _ChunkState(chunk, self._write_input(slot, chunk), slot)
         self.chunks[chunk.seq] = state
         rows = chunk.batch.num_rows
         self._new_task(state, 0, rows, attempts_allowed(0, rows, whole_chunk=True))
+
+    def _write_input(self, slot: int, chunk: Chunk) -> Location:
+        try:
+            return self.in_pool.write(slot, chunk.batch)
+        except OSError as exc:  # a huge document needs a segment of its own and /dev/shm is full
+            raise RunFailed(f"cannot put chunk {chunk.seq} ({chunk.text_bytes / 2**20:.0f} MiB of text, from "
+                            f"{chunk.source}) in shared memory: {exc.strerror or exc}") from None
 
     def _admit_again(self, seq: int, ranges: list[tuple[int, int]]) -> None:
         """Put a chunk whose results died with a writer back in an input slot and compute those rows again."""
         chunk = self.kept[seq].chunk
         slot = self.free_in.pop()
-        state = _ChunkState(chunk, self.in_pool.write(slot, chunk.batch), slot, again=True)
+        state = _ChunkState(chunk, self._write_input(slot, chunk), slot, again=True)
         self.chunks[seq] = state
         for start, stop in ranges:
             self._new_task(state, start, stop, attempts_allowed(start, stop, whole_chunk=True))
