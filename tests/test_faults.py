@@ -650,6 +650,35 @@ def test_sigkill_the_resource_tracker_is_survived(corpus, reference, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_new_writer_gets_the_bad_records_again(tmp_path):
+    """Bad records met by the reader and a poison document quarantined by the stage, in a shard not yet
+    committed when the writer dies: the new writer gets them again, and the quarantine equals an undisturbed
+    run's, line for line."""
+    docs = corpus_docs("en_fortunes", 1500)
+    docs[700] = dict(docs[700], text=docs[700]["text"] + " POISON")  # in the second of ~5 shards
+    path = write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"id": "broken", "text": \n{"id": "no-text"}\n')
+    extra = ("--shard-bytes", "64KiB", "--debug-slow-worker", "0:3", "--debug-slow-worker", "1:3")
+    env = {"PREP_DEBUG_FAULT": "raise:POISON"}
+    ref = Run(tmp_path / "in", tmp_path / "ref", *extra, env=env)
+    assert ref.wait()[0] == 0
+    out = tmp_path / "out"
+    run = Run(tmp_path / "in", out, *extra, env=env)
+    run.wait_for(lambda: run.committed() >= 1 and run.named("prep-writer"))
+    committed = committed_files(run)
+    run.named("prep-writer")[0].kill()
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    assert_same(out, snapshot(tmp_path / "ref"))
+    assert_not_rewritten(out, committed)
+    assert writer_restarts(out) == 1
+    reasons = [json.loads(line)["reason"] for line in (out / "_quarantine.jsonl").read_text().splitlines()]
+    assert len(reasons) == 3 and reasons[0].startswith("exception: RuntimeError: injected fault"), reasons
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("role, seed", [("writer", 3), ("writer", 5), ("forkserver", 3), ("forkserver", 8)])
 def test_sigkill_the_writer_or_the_forkserver_at_a_random_point(corpus, reference, tmp_path, role, seed):
     """At any moment, start-up and the last shard and manifest included."""
