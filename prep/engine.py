@@ -50,6 +50,7 @@ GIVE_UP_QUARANTINED = 10  # documents quarantined by faults, with none written y
 WRITER_DEATHS = 3  # writer deaths in a row with no shard committed in between: something kills it on purpose
 SHM_RECORD = ".prep-shm"  # the running (or killed) run's segment prefix, so the next run can remove its leftovers
 _PREFIX = re.compile(r"prep_[0-9a-f]{16}_\Z")
+_TRACKER_WARNING = "resource_tracker: process died unexpectedly"  # a new one is started; it tracks nothing of ours
 
 
 class RunFailed(Exception):
@@ -191,10 +192,13 @@ class LocalEngine:
         self._deferring = True
         try:
             for attempt in range(5):
-                self._start_forkserver()  # a forkserver that died (killed, or by accident) is started again
+                if not _forkserver_alive():  # killed, or died by accident: started again, with SIGINT ignored
+                    self._start_forkserver()
                 process = self.ctx.Process(target=target, args=args, name=name, daemon=True)
                 try:
-                    process.start()
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
+                        process.start()
                     break
                 except (OSError, EOFError) as exc:  # it is dying (not yet reaped, so it looked alive), or died since
                     if attempt == 4:
@@ -257,7 +261,7 @@ class LocalEngine:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="resource_tracker: process died unexpectedly")
+                warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
                 forkserver.ensure_running()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -755,6 +759,18 @@ def _repair_after_writer(out: Path) -> list[dict]:
     if final.exists() and not partial.exists():
         os.replace(final, partial)
     return read_journal(out)[1]
+
+
+def _forkserver_alive() -> bool:
+    """Whether this process's forkserver runs, asked without reaping it (multiprocessing reaps it when it starts
+    a new one). The check lets a run touch its SIGINT handler only when a forkserver must really be started."""
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001 - no public way to ask
+    if pid is None:
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
 
 
 def _exit_reason(code: int | None) -> str:
