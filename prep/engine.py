@@ -200,9 +200,10 @@ class LocalEngine:
                         warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
                         process.start()
                     break
-                except (OSError, EOFError) as exc:  # it is dying (not yet reaped, so it looked alive), or died since
-                    if attempt == 4:
+                except (OSError, EOFError) as exc:  # the child died while it was sent its arguments, or the
+                    if attempt == 4:               # forkserver is dying (not yet reaped, so it looked alive)
                         raise RunFailed(f"cannot start the {name} process: {exc or type(exc).__name__}") from None
+                    self._start_failed(name, exc)
                     time.sleep(0.05 * 2**attempt)
             self.children.append(process)
         finally:
@@ -210,6 +211,14 @@ class LocalEngine:
         if self._pending_signal is not None:
             raise Interrupted(self._pending_signal)
         return process
+
+    def _start_failed(self, name: str, exc: BaseException) -> None:
+        """A start that failed is a death like any other: counted, and said among the faults survived."""
+        self.faults.append(f"{name} died while starting ({exc or type(exc).__name__}); started again")
+        if name.startswith("prep-worker-"):
+            self.accounts[int(name.rsplit("-", 1)[1])].restarts += 1
+        else:
+            self.writer_restarts += 1
 
     def _start_worker(self, index: int) -> _Worker:
         parent, child = self.ctx.Pipe()
