@@ -55,6 +55,7 @@ from prep.text.tokenizer import TokenizerInfo
 WRITER_DEATHS = 3  # writer deaths in a row with no shard committed in between: something kills it on purpose
 SHM_RECORD = ".prep-shm"  # the running (or killed) run's segment prefix, so the next run can remove its leftovers
 _PREFIX = re.compile(r"prep_[0-9a-f]{16}_\Z")
+_TRACKER_WARNING = "resource_tracker: process died unexpectedly"  # a new one is started; it tracks nothing of ours
 
 
 def new_shm_prefix() -> str:
@@ -141,14 +142,18 @@ class LocalEngine:
         self._deferring = True
         try:
             for attempt in range(5):
-                self._start_forkserver()  # a forkserver that died (killed, or by accident) is started again
+                if not _forkserver_alive():  # killed, or died by accident: started again, with SIGINT ignored
+                    self._start_forkserver()
                 process = self.ctx.Process(target=target, args=args, name=name, daemon=True)
                 try:
-                    process.start()
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
+                        process.start()
                     break
-                except (OSError, EOFError) as exc:  # it is dying (not yet reaped, so it looked alive), or died since
-                    if attempt == 4:
+                except (OSError, EOFError) as exc:  # the child died while it was sent its arguments, or the
+                    if attempt == 4:               # forkserver is dying (not yet reaped, so it looked alive)
                         raise RunFailed(f"cannot start the {name} process: {exc or type(exc).__name__}") from None
+                    self._start_failed(name, exc)
                     time.sleep(0.05 * 2**attempt)
             self.children.append(process)
         finally:
@@ -156,6 +161,14 @@ class LocalEngine:
         if self._pending_signal is not None:
             raise Interrupted(self._pending_signal)
         return process
+
+    def _start_failed(self, name: str, exc: BaseException) -> None:
+        """A start that failed is a death like any other: counted, and said among the faults survived."""
+        self.book.faults.append(f"{name} died while starting ({exc or type(exc).__name__}); started again")
+        if name.startswith("prep-worker-"):
+            self.book.accounts[int(name.rsplit("-", 1)[1])].restarts += 1
+        else:
+            self.writer_restarts += 1
 
     def _start_worker(self, index: int) -> _Worker:
         parent, child = self.ctx.Pipe()
@@ -207,7 +220,7 @@ class LocalEngine:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="resource_tracker: process died unexpectedly")
+                warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
                 forkserver.ensure_running()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -263,10 +276,10 @@ class LocalEngine:
         self.writer_restarts = 0
         self.finish_message: tuple | None = None
         self.flush_sent = False
-        self._start_writer(self.start_seq, self.journal_entries)
-        self.t0 = time.perf_counter()
         self.book = TaskBook(self.router, chunk_bytes=self.config.chunk_bytes,
-                             chunk_timeout_s=self.config.chunk_timeout_s, t0=self.t0)
+                             chunk_timeout_s=self.config.chunk_timeout_s)  # first: a failed start is counted there
+        self._start_writer(self.start_seq, self.journal_entries)
+        self.t0 = self.book.t0 = time.perf_counter()
         self.workers = [self._start_worker(j) for j in range(self.workers_n)]
 
         self.free_in = list(range(self.window))
@@ -319,19 +332,21 @@ class LocalEngine:
             self.on_progress(chunk.input_bytes, chunk.documents_in)
             return
         slot = self.free_in.pop()
+        self.chunks[chunk.seq] = _ChunkState(chunk, self._write_input(slot, chunk), slot)
+        self.book.admit(chunk.seq, chunk.batch.num_rows, chunk.text_bytes)
+
+    def _write_input(self, slot: int, chunk: Chunk) -> Location:
         try:
-            loc = self.in_pool.write(slot, chunk.batch)
+            return self.in_pool.write(slot, chunk.batch)
         except OSError as exc:  # a huge document needs a segment of its own and /dev/shm is full
             raise RunFailed(f"cannot put chunk {chunk.seq} ({chunk.text_bytes / 2**20:.0f} MiB of text, from "
                             f"{chunk.source}) in shared memory: {exc.strerror or exc}") from None
-        self.chunks[chunk.seq] = _ChunkState(chunk, loc, slot)
-        self.book.admit(chunk.seq, chunk.batch.num_rows, chunk.text_bytes)
 
     def _admit_again(self, seq: int, ranges: list[tuple[int, int]]) -> None:
         """Put a chunk whose results died with a writer back in an input slot and compute those rows again."""
         chunk = self.kept[seq].chunk
         slot = self.free_in.pop()
-        self.chunks[seq] = _ChunkState(chunk, self.in_pool.write(slot, chunk.batch), slot, again=True)
+        self.chunks[seq] = _ChunkState(chunk, self._write_input(slot, chunk), slot, again=True)
         self.book.admit(seq, chunk.batch.num_rows, chunk.text_bytes, parts=ranges)
 
     def _dispatch(self) -> None:
@@ -608,6 +623,18 @@ def _repair_after_writer(out: Path) -> list[dict]:
     if final.exists() and not partial.exists():
         os.replace(final, partial)
     return read_journal(out)[1]
+
+
+def _forkserver_alive() -> bool:
+    """Whether this process's forkserver runs, asked without reaping it (multiprocessing reaps it when it starts
+    a new one). The check lets a run touch its SIGINT handler only when a forkserver must really be started."""
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001 - no public way to ask
+    if pid is None:
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
 
 
 def _exit_reason(code: int | None) -> str:
