@@ -136,11 +136,6 @@ def _check_bounds(table: Mapping[str, Any], feature_names: Mapping[str, Any]) ->
     return result
 
 
-def bound_features(filters: Mapping[str, Any]) -> list[str]:
-    """Features that the bounds need (computed even when the output does not keep them)."""
-    return list(filters.get("bounds", {}))
-
-
 @dataclass
 class Verdict:
     """What the rules decided for a batch: which documents stay, and why the others went."""
@@ -409,7 +404,8 @@ class Texts:
         """(elements per text, repeated elements per text, characters of the repeated ones), as datatrove's
         find_duplicates: an element repeats when an equal one came earlier in the same text."""
         ids = np.asarray(pc.dictionary_encode(elements).indices, np.int64) if len(elements) else np.zeros(0, np.int64)
-        _, _, first = _unique_first(doc * (int(ids.max(initial=0)) + 1) + ids)
+        width = int(ids.max(initial=0)) + 1
+        _, _, first = _unique_first(doc * width + ids, self.n * width)
         chars = np.asarray(pc.utf8_length(elements), np.int64)
         repeated = ~first
         return (np.bincount(doc, minlength=self.n), np.bincount(doc[repeated], minlength=self.n),
