@@ -94,7 +94,9 @@ def test_tiny_bench_checks_tokens_and_computes_fractions(tmp_path: Path, monkeyp
     assert result["problems"] == []
     names = [v["name"] for v in result["variants"]]
     assert names == ["ceiling tokenizers 1 thread", "ceiling tokenizers 2 processes", "prep tokenizers w1 random",
-                     "prep tokenizers w2 random", "pool w2"]
+                     "prep tokenizers w2 random", "prep tokenizers w2 random +megatron+llmc", "pool w2"]
+    cost = result["variants"][4]["summary"]["vs_parquet_only"]  # the same run writing the binary formats too
+    assert cost["base"] == "prep tokenizers w2 random" and cost["speed_ratio"] > 0 and cost["cpu_ratio"] > 0
     # the reference: tokenizers' own ids of the slice, document by document
     hf = load_hf_tokenizer(SAMPLE / "tokenizer.json")
     slice_dir = Path(result["corpora"]["main"]["path"])
