@@ -30,7 +30,7 @@ from prep.text.tokenizer import choose_backend, describe_tokenizer, eos_id
 def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = None,
                  on_progress: Callable[[int, int], None] | None = None) -> EngineResult:
     if request.engine == "ray":
-        from prep.engines.ray.engine import run_ray
+        from prep.engines.ray.run import run_ray
 
         return run_ray(request, on_start, on_progress)
     if request.engine != "local":

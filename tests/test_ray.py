@@ -75,7 +75,7 @@ def local_ray():
 
 
 def _run(output, **kwargs):
-    from prep.engines.ray.engine import run_ray
+    from prep.engines.ray.run import run_ray
 
     inputs = kwargs.pop("inputs", [str(CORPUS)])
     request = RunRequest(inputs, output, kwargs.pop("config", _config()), overwrite=True,
