@@ -23,7 +23,7 @@ from prep.io.sources import expand_inputs, iter_chunks, total_input_bytes
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import skip_committed
 from prep.io.writer import JOURNAL, write_atomic
-from prep.request import RunRequest
+from prep.request import Plan, RunRequest
 from prep.text.tokenizer import choose_backend, describe_tokenizer, eos_id
 
 
@@ -86,7 +86,8 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
                   "resume_note": resume_note})
     if on_progress and skipped_bytes:
         on_progress(skipped_bytes, 0)
-    engine = LocalEngine(config, info, router, out, start_seq=start_seq, journal_entries=entries,
-                         on_progress=on_progress, slow_workers=request.slow_workers, manifest_base=manifest_base)
+    plan = Plan(config, info, router, start_seq, entries, on_progress or Plan.on_progress,
+                request.slow_workers or {}, manifest_base)
+    engine = LocalEngine(plan, out)
     return engine.run(stream)
 

@@ -274,13 +274,18 @@ def _sum_counts(dicts: Iterable[dict[str, int]]) -> dict[str, int]:
 
 
 def append_records(path: Path, committed: int, records: list[dict]) -> int:
-    """Append JSON lines after the first `committed` bytes (an append that failed half-way leaves no half
-    record); the new committed length."""
-    if not records:
+    """Append JSON lines after the first `committed` bytes; the new committed length."""
+    return append_bytes(path, committed, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+
+
+def append_bytes(path: Path, committed: int, data: bytes) -> int:
+    """Append after the first `committed` bytes (an append that failed half-way leaves no half record), on
+    disk before it returns; the new committed length."""
+    if not data:
         return committed
     with open(path, "ab") as f:
         f.truncate(committed)
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
         return f.tell()

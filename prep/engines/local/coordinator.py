@@ -35,11 +35,9 @@ from multiprocessing import forkserver
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from prep.config import PipelineConfig
 from prep.core.accounting import EngineResult, routing_summary
 from prep.core.chunk import Chunk
 from prep.core.retry import quarantine_record, strict_fault_error
-from prep.core.router import Router
 from prep.core.stage import single_thread_env
 from prep.core.taskbook import Outcome, TaskBook
 from prep.engines.local.messages import Failed, Ready, Result, Task, WorkerMessage
@@ -50,7 +48,7 @@ from prep.errors import Interrupted, RunFailed
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import batch_digest
 from prep.io.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal
-from prep.text.tokenizer import TokenizerInfo
+from prep.request import Plan
 
 WRITER_DEATHS = 3  # writer deaths in a row with no shard committed in between: something kills it on purpose
 SHM_RECORD = ".prep-shm"  # the running (or killed) run's segment prefix, so the next run can remove its leftovers
@@ -112,28 +110,16 @@ class _Kept:
 class LocalEngine:
     """Run one pipeline over a chunk stream with M worker processes."""
 
-    def __init__(
-        self,
-        config: PipelineConfig,
-        tokenizer: TokenizerInfo,
-        router: Router,
-        out: Path,
-        *,
-        start_seq: int = 0,
-        journal_entries: list[dict] | None = None,
-        on_progress: Callable[[int, int], None] | None = None,
-        slow_workers: dict[int, float] | None = None,
-        manifest_base: dict | None = None,
-    ) -> None:
-        self.config, self.tokenizer, self.router, self.out = config, tokenizer, router, out
-        self.workers_n = router.workers
-        self.start_seq = start_seq
-        self.journal_entries = journal_entries or []
-        self.on_progress = on_progress or (lambda _bytes, _docs: None)
-        self.slow_workers = slow_workers or {}
+    def __init__(self, plan: Plan, out: Path) -> None:
+        self.config, self.tokenizer, self.router, self.out = plan.config, plan.tokenizer, plan.router, out
+        self.workers_n = plan.router.workers
+        self.start_seq = plan.start_seq
+        self.journal_entries = plan.journal_entries
+        self.on_progress = plan.on_progress
+        self.slow_workers = plan.slow_workers
+        self.manifest_base = plan.manifest_base
         self.window = max(4, 4 * self.workers_n)
         self.prefix: str | None = None
-        self.manifest_base = manifest_base or {}
 
     # ----------------------------------------------------------------- set-up
     def _spawn(self, target: Callable, args: tuple, name: str) -> mp.Process:

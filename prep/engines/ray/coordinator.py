@@ -24,15 +24,12 @@ import os
 import queue
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prep.config import PipelineConfig
 from prep.core.accounting import EngineResult, routing_summary
 from prep.core.chunk import Origins
 from prep.core.retry import quarantine_record, strict_fault_error
-from prep.core.router import Router
 from prep.core.taskbook import Outcome, TaskBook
 from prep.engines.ray.actors import FileActor, StageActor, WriterActor
 from prep.engines.ray.files import POLL_S, WAIT_S, Split
@@ -40,7 +37,7 @@ from prep.engines.ray.output import Output
 from prep.errors import RunFailed, UserError
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import check_committed_chunk, committed_digests
-from prep.text.tokenizer import TokenizerInfo
+from prep.request import Plan
 
 
 @dataclass(eq=False)
@@ -168,32 +165,19 @@ def first_line(exc: BaseException) -> str:
 class RayEngine:
     """Run one pipeline over planned splits with M worker actors and W writer actors."""
 
-    def __init__(
-        self,
-        config: PipelineConfig,
-        tokenizer: TokenizerInfo,
-        router: Router,
-        output: Output,
-        feed: Feed,
-        *,
-        start_seq: int = 0,
-        journal_entries: list[dict] | None = None,
-        on_progress: Callable[[int, int], None] | None = None,
-        slow_workers: dict[int, float] | None = None,
-        manifest_base: dict | None = None,
-        writers: int | None = None,
-    ) -> None:
-        self.config, self.tokenizer, self.router, self.output, self.feed = config, tokenizer, router, output, feed
-        self.workers_n = router.workers
+    def __init__(self, plan: Plan, output: Output, feed: Feed, writers: int | None = None) -> None:
+        self.config, self.tokenizer, self.router = plan.config, plan.tokenizer, plan.router
+        self.output, self.feed = output, feed
+        self.workers_n = plan.router.workers
         self.writers_n = writers or max(2, math.ceil(self.workers_n / 16))
         self.window = max(4, 4 * self.workers_n)
         self.max_open_shards = 2 * self.writers_n
-        self.start_seq = start_seq
-        self.entries = list(journal_entries or [])
+        self.start_seq = plan.start_seq
+        self.entries = list(plan.journal_entries)
         self.journalled = committed_digests(self.entries)
-        self.on_progress = on_progress or (lambda _bytes, _docs: None)
-        self.slow_workers = slow_workers or {}
-        self.manifest_base = manifest_base or {}
+        self.on_progress = plan.on_progress
+        self.slow_workers = plan.slow_workers
+        self.manifest_base = plan.manifest_base
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------ set-up

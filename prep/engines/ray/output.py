@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from prep.io.writer import (
     QUARANTINE_PARTIAL,
     ROUTING,
     ShardWriter,
+    append_bytes,
     append_journal,
     read_journal,
     write_atomic,
@@ -137,22 +137,8 @@ class Output:
         """A committed shard: its bad records after those of the shards before it, then its journal line
         (which records how long the quarantine is, as `ShardWriter.commit` does); the same for the records
         of its filtered documents (--keep-filtered)."""
-        if filtered:
-            with open(self.dir / FILTERED_PARTIAL, "ab") as f:
-                f.truncate(filtered_bytes)
-                f.write(filtered)
-                f.flush()
-                os.fsync(f.fileno())
-                filtered_bytes = f.tell()
-        entry["filtered_bytes"] = filtered_bytes
-        if quarantine:
-            with open(self.dir / QUARANTINE_PARTIAL, "ab") as f:
-                f.truncate(committed_bytes)
-                f.write(quarantine)
-                f.flush()
-                os.fsync(f.fileno())
-                committed_bytes = f.tell()
-        entry["quarantine_bytes"] = committed_bytes
+        entry["filtered_bytes"] = append_bytes(self.dir / FILTERED_PARTIAL, filtered_bytes, filtered)
+        entry["quarantine_bytes"] = append_bytes(self.dir / QUARANTINE_PARTIAL, committed_bytes, quarantine)
         append_journal(self.dir, entry)
         self._upload(*((QUARANTINE_PARTIAL,) if quarantine else ()), *((FILTERED_PARTIAL,) if filtered else ()),
                      JOURNAL)

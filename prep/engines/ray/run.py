@@ -25,7 +25,7 @@ from prep.io.output import (
 from prep.io.ownership import check_no_overlap
 from prep.io.sources import InputFile, total_input_bytes
 from prep.io.trainer_formats import output_spec
-from prep.request import RunRequest
+from prep.request import Plan, RunRequest
 from prep.text.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id
 
 
@@ -142,7 +142,7 @@ def _run_engine(request: RunRequest, output: Output, files: list[InputFile], spl
         on_start({"workers": workers, "total_bytes": total_input_bytes(files), "files": len(files),
                   "tokenizer": info, "start_seq": start_seq, "resumed_shards": len(entries),
                   "resume_note": resume_note})
-    engine = RayEngine(config, info, router, output, feed, start_seq=start_seq, journal_entries=entries,
-                       on_progress=on_progress, slow_workers=request.slow_workers, manifest_base=manifest_base,
-                       writers=writers)
+    plan = Plan(config, info, router, start_seq, entries, on_progress or Plan.on_progress,
+                request.slow_workers or {}, manifest_base)
+    engine = RayEngine(plan, output, feed, writers)
     return engine.run()
