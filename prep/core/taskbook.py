@@ -131,6 +131,8 @@ class TaskBook:
     def next_dispatch(self, alive: Sequence[bool], now: float, capacity: int | None = None) -> list[BookTask]:
         """Route waiting tasks to the workers that can take them (alive and not being killed), at most
         `capacity` of them (the executor's free output slots); each returned task is queued on its worker."""
+        if not self.ready_tasks:
+            return []
         usable = [a and w.kill_reason is None for a, w in zip(alive, self.workers, strict=True)]
         if not any(usable):
             if self.ready_tasks and self.no_worker_since is None:

@@ -337,6 +337,8 @@ class LocalEngine:
 
     def _dispatch(self) -> None:
         """Route what waits to live workers, as far as free output slots allow."""
+        if not self.book.ready_tasks or not self.free_out:
+            return
         alive = [w.process.is_alive() for w in self.workers]
         for task in self.book.next_dispatch(alive, time.perf_counter(), capacity=len(self.free_out)):
             slot = self.out_slots[task.task_id] = self.free_out.pop()

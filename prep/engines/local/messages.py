@@ -1,4 +1,5 @@
-"""The typed messages that cross the local engine's pipes: small, picklable, never text or batches.
+"""The typed messages that cross the local engine's pipes: small named tuples (as cheap to pickle as plain
+tuples), never text or batches.
 
 A process that receives a message of a kind it does not expect raises: a protocol slip is a bug to see,
 not something to drop in silence.
@@ -6,13 +7,12 @@ not something to drop in silence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from prep.engines.local.transport import Location
 
 
-@dataclass(frozen=True, slots=True)
-class Task:
+class Task(NamedTuple):
     """Coordinator -> worker: compute rows [start, stop) of chunk `seq`, whose input lies at `source`;
     write the output to `out_slot`."""
 
@@ -24,15 +24,13 @@ class Task:
     out_slot: int
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(NamedTuple):
     """Worker -> coordinator: started, tokenizer loaded, warm."""
 
     worker: int
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
+class Result(NamedTuple):
     """Worker -> coordinator: a task's output is at `location`."""
 
     task_id: int
@@ -41,8 +39,7 @@ class Result:
     timing: dict
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(NamedTuple):
     """Worker -> coordinator: the stage raised on a task (`error`: the exception's last line)."""
 
     task_id: int
