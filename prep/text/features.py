@@ -109,10 +109,9 @@ def compute_features(
     if not len(texts):
         return {name: pa.array([], FEATURE_TYPES[name]) for name in names}
     batch = _Batch(texts, input_ids)
-    return {
-        name: pa.array(np.asarray(_COMPUTE[name](batch), FEATURE_TYPES[name].to_pandas_dtype()))
-        for name in names
-    }
+    # n-gram features last: they release the word strings that content_hash needs
+    computed = {name: _COMPUTE[name](batch) for name in sorted(names, key=lambda name: name.startswith("top_"))}
+    return {name: pa.array(np.asarray(computed[name], FEATURE_TYPES[name].to_pandas_dtype())) for name in names}
 
 
 # Character classes: one bit each, combined per code point.
@@ -182,10 +181,9 @@ def _index_type(m: int) -> type[np.signedinteger]:
 def _group(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     """(dense id of each key, occurrences of each key), aligned with int64 `keys`, all in [0, bound).
 
-    `keys` is consumed (sorted in place; the caller must hold no other reference), so that one huge
-    document costs a few bytes per key. Sorting the keys with their positions packed into the low bits
-    is several times faster than `argsort` (numpy sorts plain integers with SIMD), so that is used
-    whenever it fits.
+    `keys` is scratch space: it is overwritten, so that one huge document costs a few bytes per key.
+    Sorting the keys with their positions packed into the low bits is several times faster than
+    `argsort` (numpy sorts plain integers with SIMD), so that is used whenever it fits.
     """
     m = len(keys)
     index = _index_type(m)
@@ -197,19 +195,20 @@ def _group(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.empty(m, index)
         np.bitwise_and(keys, (1 << shift) - 1, out=order, casting="unsafe")
         keys >>= shift
+        scratch = keys
     else:
-        order = np.argsort(keys).astype(index)
-        keys = keys[order]
+        order = np.argsort(keys)
+        scratch = keys[order]
+        order = order.astype(index)
     new = np.empty(m, bool)
     new[:1] = True
-    np.not_equal(keys[1:], keys[:-1], out=new[1:])
-    del keys
-    ids = np.empty(m, index)
-    ranks = np.cumsum(new, dtype=index)
+    np.not_equal(scratch[1:], scratch[:-1], out=new[1:])
+    ranks = np.cumsum(new, dtype=index, out=scratch.view(index)[:m])  # the sorted keys are no longer needed
     ranks -= 1
+    ids = np.empty(m, index)
     ids[order] = ranks
-    del order, ranks
-    return ids, np.diff(np.append(np.flatnonzero(new), m)).astype(index)[ids]
+    del ranks, scratch
+    return ids, np.take(np.diff(np.append(np.flatnonzero(new), m)).astype(index), ids, out=order)
 
 
 def _distinct_per_doc(lengths: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -380,69 +379,77 @@ class _Batch:
     def top_ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """n -> (count of each text's most frequent word n-gram, 0 if it does not repeat; its first word).
 
-        2-grams are keyed by (text, word, next word) over pairs inside one text. An n-gram can
-        repeat only where the (n-1)-grams at its first and second word repeat, so a level only
-        keys those positions, by (id of the (n-1)-gram, last word); ids are per text, and a
-        position whose (n-1)-gram crosses texts has none, so nothing counts across texts.
+        2-grams are keyed by (text, word, next word) at every word but the last; a pair that crosses
+        texts gets a key of its own above all others, so it never repeats. An n-gram can repeat only
+        where the (n-1)-grams at its first and second word repeat, so a level only keys those
+        positions, by (id of the (n-1)-gram, last word); ids are per text, so nothing counts across texts.
+        Needs the word strings only to number the words: they are released here (the n-gram features
+        are computed last), as are the other full-length arrays of a level before the next.
         """
         word_offsets, strings = self.words
+        self.word_lengths  # noqa: B018 -- needed later, computed before the strings go
+        self.word_chars  # noqa: B018
         word = np.asarray(pc.dictionary_encode(strings).indices)
+        self.__dict__["words"] = (word_offsets, None)
+        del strings
         m = len(word)
         index = _index_type(m + 1)
         width = int(word.max(initial=0)) + 1
-        inside = np.ones(max(m - 1, 0), bool)  # word i and word i + 1 are in the same text
-        last = word_offsets[1:] - 1
-        inside[last[(last >= 0) & (last < m - 1)]] = False
-        at = np.flatnonzero(inside).astype(index)
-        del inside
+        last = word_offsets[1:] - 1  # the last word of each text
+        crossing = np.unique(last[(last >= 0) & (last < m - 1)])
+        huge = self.n * width * width > _KEY_LIMIT  # then number words per text first: keys need not hold it
+        size = m if huge else max(m - 1, 0)
+        keys = np.zeros(size, np.int64)
         if self.n > 1:
-            doc = np.repeat(np.arange(self.n, dtype=index), np.diff(word_offsets))
-        if self.n * width * width <= _KEY_LIMIT:
-            keys = word[at].astype(np.int64)
-            if self.n > 1:
-                keys += doc[at].astype(np.int64) * width
-            keys *= width
-            keys += word[at + 1]
-            ids, counts = _group(keys, self.n * width * width)
-        else:  # a huge batch: number words per text first, so that keys need not hold the text
-            keys = word.astype(np.int64)
-            if self.n > 1:
-                keys += doc.astype(np.int64) * width
+            keys += np.repeat(np.arange(self.n, dtype=index), np.diff(word_offsets))[:size]
+        keys *= width
+        keys += word[:size]
+        if huge:
             word, _ = _group(keys, self.n * width)
-            width = m
-            keys = word[at].astype(np.int64)
+            width = bound = m
+            keys = word[:-1].astype(np.int64)
+        else:
+            bound = self.n * width * width
+        keys *= width
+        keys += word[1:]
+        keys[crossing] = bound + crossing
+        ids, counts = _group(keys, bound + m)
+        del keys
+        result = {2: self._first_top(None, counts, word_offsets)}
+        at = None
+        for n in (3, 4):
+            repeated = np.zeros(m + 1, bool)
+            repeated[slice(None, len(counts)) if at is None else at] = counts >= 2
+            distinct = int(ids.max(initial=-1)) + 1
+            previous = np.zeros(m, index)
+            previous[slice(None, len(ids)) if at is None else at] = ids
+            del ids, counts
+            at = np.flatnonzero(repeated[:-2] & repeated[1:-1]).astype(index)
+            del repeated
+            keys = previous[at].astype(np.int64)
+            del previous
             keys *= width
-            keys += word[at + 1]
-            ids, counts = _group(keys, width * width)
-        if self.n > 1:
-            del doc
-        result = {}
-        for n in (2, 3, 4):
-            if n > 2:
-                repeated = np.zeros(m + 1, bool)
-                repeated[at] = counts >= 2
-                previous = np.zeros(m, index)
-                previous[at] = ids
-                del ids, counts
-                at = np.flatnonzero(repeated[:-2] & repeated[1:-1]).astype(index)
-                del repeated
-                keys = previous[at].astype(np.int64)
-                del previous
-                keys *= width
-                keys += word[at + (n - 1)]
-                ids, counts = _group(keys, m * width)
+            keys += word[at + (n - 1)]
+            ids, counts = _group(keys, distinct * width)
+            del keys
             result[n] = self._first_top(at, counts, word_offsets)
         return result
 
-    def _first_top(self, at: np.ndarray, counts: np.ndarray, word_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(highest count of each text, 0 if below 2; first position with it) among ascending positions `at`."""
+    def _first_top(
+        self, at: np.ndarray | None, counts: np.ndarray, word_offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(highest count of each text, 0 if below 2; first position with it) among ascending positions `at`
+        (None: every word)."""
         scale = int(word_offsets[-1]) + 1  # score: count, then the earlier position, in one int64
         score = counts.astype(np.int64)
         score *= scale
         score += scale - 1
-        score -= at
+        score -= np.arange(len(counts)) if at is None else at
         score[counts < 2] = 0
-        begin, end = np.searchsorted(at, word_offsets[:-1]), np.searchsorted(at, word_offsets[1:])
+        if at is None:
+            begin, end = np.minimum(word_offsets[:-1], len(counts)), np.minimum(word_offsets[1:], len(counts))
+        else:
+            begin, end = np.searchsorted(at, word_offsets[:-1]), np.searchsorted(at, word_offsets[1:])
         best = np.zeros(self.n, np.int64)
         some = end > begin
         if some.any():
