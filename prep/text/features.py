@@ -351,7 +351,7 @@ class _Batch:
         word_bytes = np.zeros(len(ends) + 1, index if index is np.int32 else np.int64)
         np.cumsum(ends, out=word_bytes[1:])
         del ends
-        kept = data[~space]
+        kept = data[np.logical_not(space, out=space)]
         del space
         if index is np.int32:
             strings = pa.StringArray.from_buffers(len(word_bytes) - 1, pa.py_buffer(word_bytes), pa.py_buffer(kept))
@@ -371,9 +371,11 @@ class _Batch:
     def word_chars(self) -> np.ndarray:
         """Characters in words per text."""
         word_offsets, _ = self.words
-        cumulative = np.cumsum(self.word_lengths, dtype=np.int64)
-        at_end = np.where(word_offsets > 0, cumulative[np.maximum(word_offsets - 1, 0)], 0) if len(cumulative) else 0
-        return np.diff(np.broadcast_to(at_end, len(word_offsets)))
+        totals = np.zeros(self.n, np.int64)
+        some = np.diff(word_offsets) > 0
+        if some.any():
+            totals[some] = np.add.reduceat(self.word_lengths, word_offsets[:-1][some], dtype=np.int64)
+        return totals
 
     @cached_property
     def top_ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
