@@ -334,23 +334,29 @@ class _Batch:
             self._scan()
         space, index = self._space, _index_type(len(data) + 1)
         del self._space
-        starts, ends = [], []
+        lengths, counted, open_start = [], 0, None  # a word may go on into the next window
+        word_offsets = np.zeros(len(offsets), np.int64)
         for s, e, _, _ in self._windows():
             text = ~space[s:e]
             boundary = np.zeros(e - s + 1, bool)  # a text starts (or everything ends) before byte i
             boundary[offsets[(offsets >= s) & (offsets <= e)] - s] = True
             before = space[s - 1 : e - 1] if s else np.concatenate(([True], space[: e - 1]))
             after = space[s + 1 : e + 1] if e < len(data) else np.concatenate((space[s + 1 :], [True]))
-            starts.append((np.flatnonzero(text & (boundary[:-1] | before)) + s).astype(index))
-            ends.append((np.flatnonzero(text & (boundary[1:] | after)) + (s + 1)).astype(index))
-        starts = np.concatenate(starts) if starts else np.zeros(0, index)
-        word_offsets = np.searchsorted(starts, offsets)
-        ends = np.concatenate(ends) if ends else np.zeros(0, index)
-        ends -= starts
-        del starts
-        word_bytes = np.zeros(len(ends) + 1, index if index is np.int32 else np.int64)
-        np.cumsum(ends, out=word_bytes[1:])
-        del ends
+            starts = np.flatnonzero(text & (boundary[:-1] | before)) + s
+            ends = np.flatnonzero(text & (boundary[1:] | after)) + (s + 1)
+            here = (offsets >= s) & (offsets < e)
+            word_offsets[here] = counted + np.searchsorted(starts, offsets[here])
+            counted += len(starts)
+            if open_start is not None:
+                starts = np.concatenate(([open_start], starts))
+            open_start = starts[-1] if len(starts) > len(ends) else None
+            lengths.append((ends - starts[: len(ends)]).astype(index))
+        word_offsets[offsets >= len(data)] = counted
+        word_bytes = np.zeros(counted + 1, index)  # string offsets: cumulative bytes of the words
+        if lengths:
+            np.concatenate(lengths, out=word_bytes[1:])
+        del lengths
+        np.cumsum(word_bytes, out=word_bytes)
         kept = data[np.logical_not(space, out=space)]
         del space
         if index is np.int32:
