@@ -400,6 +400,7 @@ class _Batch:
         word = np.asarray(pc.dictionary_encode(strings).indices)
         self.__dict__["words"] = (word_offsets, None)
         del strings
+        pa.default_memory_pool().release_unused()  # what Arrow freed can serve numpy now
         m = len(word)
         index = _index_type(m + 1)
         width = int(word.max(initial=0)) + 1
@@ -489,6 +490,7 @@ class _Batch:
         line_id = np.asarray(pc.dictionary_encode(content).indices)[non_empty]
         del content
         per_doc = np.bincount(doc[non_empty], minlength=self.n)
+        pa.default_memory_pool().release_unused()  # what Arrow freed can serve numpy now
         return num_lines, per_doc, per_doc - _distinct_per_doc(per_doc, line_id)
 
     @cached_property
