@@ -264,3 +264,61 @@ def test_readme_feature_table_is_the_code_s_definitions():
     assert module.table() in readme, "README's feature table differs: run python scripts/feature_table.py"
     for name in FEATURES:
         assert readme.count(f"| `{name}` |") == 1
+
+
+@pytest.fixture(scope="module")
+def huge_document() -> str:
+    """About 2.4 MB (three of compute_features' 1 MiB windows): English, Chinese and code, CRLF and
+    ideographic spaces, and repeated lines and n-grams."""
+    parts = []
+    for name in ("en_fortunes", "zh_wiki_cmrc2018", "code_js_npm"):
+        with gzip.open(CORPUS / f"{name}.jsonl.gz", "rt", encoding="utf-8") as f:
+            parts += [json.loads(line)["text"] for line in itertools.islice(f, 150)]
+    text = "\r\n".join(parts) + "\u3000".join(HAND_MADE[:6])
+    return (text * (1_600_000 // len(text) + 1))[:1_600_000]
+
+
+def test_a_document_spanning_windows_matches_reference(huge_document):
+    """A document larger than the scan window, between small ones, gives the obvious definitions' values."""
+    texts = ["a b a b", huge_document, "", "x y x y"]
+    ids = code_point_ids(texts)
+    got = compute_features(*arrays(texts, ids), ALL)
+    assert_matches_reference(texts, ids, got)
+    assert len(huge_document.encode()) > 2 * features._WINDOW
+    assert got["top_4gram_frac"][1].as_py() > 0 and got["frac_cjk"][1].as_py() > 0.1
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 7, 4093])
+def test_window_size_does_not_change_values(monkeypatch, window, corpus_documents):
+    """Windows cut words, multi-byte characters and texts anywhere: every value stays the same."""
+    texts = HAND_MADE + (corpus_documents[::10] if window > 100 else [])
+    ids = code_point_ids(texts)
+    whole = compute_features(*arrays(texts, ids), ALL)
+    monkeypatch.setattr(features, "_WINDOW", window)
+    assert compute_features(*arrays(texts, ids), ALL) == whole
+    assert compute_features(*arrays(texts, ids, large=True), ALL) == whole
+
+
+def test_memory_for_one_huge_document_is_a_few_times_its_size():
+    """Peak RSS growth of compute_features (all features) on one 8 MB document, in a fresh process:
+    a few times the document (it was 34 times before the byte scan was windowed and the sorts made in place).
+    VmHWM, not ru_maxrss: the latter keeps the peak of the parent (pytest) across exec."""
+    import subprocess
+
+    code = f"""
+import gzip, itertools, json
+import numpy as np, pyarrow as pa
+from prep.text.features import FEATURES, compute_features, prepare
+with gzip.open({str(CORPUS / "en_fortunes.jsonl.gz")!r}, "rt", encoding="utf-8") as f:
+    base = "\\n".join(json.loads(line)["text"] for line in itertools.islice(f, 2000))
+size = 8_000_000
+texts = pa.array([(base * (size // len(base) + 1))[:size]])
+ids = pa.array([np.arange(size // 4, dtype=np.uint32) % 50257], pa.list_(pa.uint32()))
+prepare()
+before = int(open("/proc/self/statm").read().split()[1]) * 4096
+compute_features(texts, ids, list(FEATURES))
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) * 1024
+print((peak - before) / size)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) <= 8.0, out.stdout

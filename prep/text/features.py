@@ -3,10 +3,14 @@
 Workers call `compute_features` on every chunk, so it must stay far cheaper than
 tokenizing: the UTF-8 bytes of all texts are classified with numpy through lookup tables
 over all of Unicode (built once per process; multi-byte characters are decoded at their
-first byte) and counted per document with one `np.bincount`; words are cut at whitespace
+first byte) and counted per document with `np.bincount`; words are cut at whitespace
 bytes, and words, lines, n-grams and token ids are grouped by sorting integer keys. A Python
-loop runs over documents only to hash them. A document's features depend on that document
-alone, never on the rest of the batch, and are bit-for-bit reproducible.
+loop runs over documents only to hash them, and over windows of the bytes. A document's features
+depend on that document alone, never on the rest of the batch, and are bit-for-bit reproducible.
+
+Memory: one document may be as large as a batch (tens of MB), and then costs a few times its size
+(about 4.5x with every feature): per-byte work runs over 1 MiB windows, per-word arrays are int32,
+sorts happen in place, and Arrow's freed memory is handed back before numpy's big allocations.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -24,7 +28,6 @@ import pyarrow.compute as pc
 from prep.errors import UserError
 
 _F32, _I64 = pa.float32(), pa.int64()
-_SPACE_LARGE = pa.scalar(" ", pa.large_string())
 _KEY_LIMIT = 1 << 63  # integer keys stay below this (int64); tests lower it to check the fallbacks
 
 # name -> (type, definition); the order is the order of the README table.
@@ -110,10 +113,9 @@ def compute_features(
     if not len(texts):
         return {name: pa.array([], FEATURE_TYPES[name]) for name in names}
     batch = _Batch(texts, input_ids)
-    return {
-        name: pa.array(np.asarray(_COMPUTE[name](batch), FEATURE_TYPES[name].to_pandas_dtype()))
-        for name in names
-    }
+    # n-gram features last: they release the word strings that content_hash needs
+    computed = {name: _COMPUTE[name](batch) for name in sorted(names, key=lambda name: name.startswith("top_"))}
+    return {name: pa.array(np.asarray(computed[name], FEATURE_TYPES[name].to_pandas_dtype())) for name in names}
 
 
 # Character classes: one bit each, combined per code point.
@@ -175,39 +177,55 @@ def _char_classes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return class_ids, np.concatenate((class_ids[:0x80], np.full(0x80, class_ids[0]))), masks
 
 
+def _index_type(m: int) -> type[np.signedinteger]:
+    """The narrowest dtype that indexes `m` elements: per-word arrays of int32 halve their memory."""
+    return np.int32 if m < 1 << 31 else np.int64
+
+
 def _group(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     """(dense id of each key, occurrences of each key), aligned with int64 `keys`, all in [0, bound).
 
-    Sorting the keys with their positions packed into the low bits is several times faster
-    than `argsort` (numpy sorts plain integers with SIMD), so that is used whenever it fits.
+    `keys` is scratch space: it is overwritten, so that one huge document costs a few bytes per key.
+    Sorting the keys with their positions packed into the low bits is several times faster than
+    `argsort` (numpy sorts plain integers with SIMD), so that is used whenever it fits.
     """
     m = len(keys)
+    index = _index_type(m)
     shift = max(m - 1, 1).bit_length()
     if bound << shift <= _KEY_LIMIT:
-        packed = np.sort((keys << shift) | np.arange(m))
-        order, keys = packed & ((1 << shift) - 1), packed >> shift
+        keys <<= shift
+        keys |= np.arange(m, dtype=index)
+        keys.sort()
+        order = np.empty(m, index)
+        np.bitwise_and(keys, (1 << shift) - 1, out=order, casting="unsafe")
+        keys >>= shift
+        scratch = keys
     else:
         order = np.argsort(keys)
-        keys = keys[order]
+        scratch = keys[order]
+        order = order.astype(index)
     new = np.empty(m, bool)
     new[:1] = True
-    np.not_equal(keys[1:], keys[:-1], out=new[1:])
-    ids = np.empty(m, np.int64)
-    ids[order] = np.cumsum(new) - 1
-    return ids, np.diff(np.append(np.flatnonzero(new), m))[ids]
+    np.not_equal(scratch[1:], scratch[:-1], out=new[1:])
+    ranks = np.cumsum(new, dtype=index, out=scratch.view(index)[:m])  # the sorted keys are no longer needed
+    ranks -= 1
+    ids = np.empty(m, index)
+    ids[order] = ranks
+    del ranks, scratch
+    return ids, np.take(np.diff(np.append(np.flatnonzero(new), m)).astype(index), ids, out=order)
 
 
 def _distinct_per_doc(lengths: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Distinct values among each document's `lengths[i]` consecutive non-negative integer `values`.
 
-    Sorts (document, value) keys; uint32 keys where they fit sort about twice as fast.
+    Sorts (document, value) keys in place; uint32 keys where they fit sort about twice as fast.
     (`np.unique` is avoided: in numpy 2.x it hashes and is far slower here.)
     """
     width = int(values.max(initial=0)) + 1
     dtype = np.uint32 if len(lengths) * width <= 1 << 32 else np.int64
-    keys = np.sort(
-        np.repeat(np.arange(len(lengths), dtype=dtype) * dtype(width), lengths) + values.astype(dtype)
-    )
+    keys = np.repeat(np.arange(len(lengths), dtype=dtype) * dtype(width), lengths)
+    np.add(keys, values, out=keys, casting="unsafe")
+    keys.sort()
     first = np.empty(len(keys), bool)
     first[:1] = True
     np.not_equal(keys[1:], keys[:-1], out=first[1:])
@@ -219,8 +237,16 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
 
+_WINDOW = 1 << 20  # bytes scanned at a time, so that per-byte temporaries stay small for a huge document
+
+
 class _Batch:
-    """Lazily computed intermediates shared by the features of one batch."""
+    """Lazily computed intermediates shared by the features of one batch.
+
+    A single document may be as large as the batch (tens of MB), so full-length intermediates are
+    few and narrow: per-byte work runs over windows of `_WINDOW` bytes, per-word arrays are int32,
+    and sorts happen in place.
+    """
 
     def __init__(
         self, texts: pa.StringArray | pa.LargeStringArray, input_ids: pa.ListArray | pa.LargeListArray
@@ -239,23 +265,54 @@ class _Batch:
         data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
         return data[offsets[0] : offsets[-1]], offsets - offsets[0]
 
-    @cached_property
-    def byte_classes(self) -> np.ndarray:
-        """Class id of the character starting at each byte; UTF-8 continuation bytes get the class with
-        no bits. Working on bytes avoids compacting the buffer to characters first."""
+    def _windows(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """(start, end, first text, byte lengths of the texts from it) of each window of the bytes."""
+        data, offsets = self.utf8
+        for s in range(0, len(data), _WINDOW):
+            e = min(s + _WINDOW, len(data))
+            first = int(np.searchsorted(offsets, s, "right")) - 1
+            last = int(np.searchsorted(offsets, e, "left"))
+            yield s, e, first, np.diff(np.clip(offsets[first : last + 1], s, e))
+
+    def _scan(self) -> None:
+        """Class counts of each text and the whitespace mask of all bytes, in one pass over windows.
+
+        The class of a character is set on its first byte, UTF-8 continuation bytes getting the
+        class with no bits; multi-byte characters are decoded at their first byte. Working on bytes
+        avoids compacting the buffer to characters first.
+        """
         data, _ = self.utf8
-        by_code_point, by_byte, _ = _char_classes()
-        classes = np.take(by_byte, data)
-        lead = np.flatnonzero(data >= 0xC0)  # first byte of a multi-byte character
-        if len(lead):
-            first = data[lead].astype(np.int32)
-            size = 2 + (first >= 0xE0) + (first >= 0xF0)
-            padded = np.concatenate((data, np.zeros(3, np.uint8)))  # continuation reads stay in bounds
-            value = ((first & (0x7F >> size)) << 6) | (padded[lead + 1] & 0x3F)
-            value = np.where(size > 2, (value << 6) | (padded[lead + 2] & 0x3F), value)
-            value = np.where(size > 3, (value << 6) | (padded[lead + 3] & 0x3F), value)
-            classes[lead] = by_code_point[np.minimum(value, 0x10FFFF)]  # invalid UTF-8 stays in the table
-        return classes
+        by_code_point, by_byte, masks = _char_classes()
+        k = len(masks)
+        is_space = (masks & _SPACE) > 0
+        histogram = np.zeros((self.n, k), np.int64)
+        space = np.zeros(len(data), bool)
+        for s, e, first, lengths in self._windows():
+            window = data[s:e]
+            classes = np.take(by_byte, window)
+            lead = np.flatnonzero(window >= 0xC0)  # first byte of a multi-byte character
+            if len(lead):
+                padded = np.zeros(e - s + 3, np.uint8)  # continuation reads stay in bounds
+                padded[: min(e + 3, len(data)) - s] = data[s : e + 3]
+                head = window[lead].astype(np.int32)
+                size = 2 + (head >= 0xE0) + (head >= 0xF0)
+                value = ((head & (0x7F >> size)) << 6) | (padded[lead + 1] & 0x3F)
+                value = np.where(size > 2, (value << 6) | (padded[lead + 2] & 0x3F), value)
+                value = np.where(size > 3, (value << 6) | (padded[lead + 3] & 0x3F), value)
+                classes[lead] = by_code_point[np.minimum(value, 0x10FFFF)]  # invalid UTF-8 stays in the table
+            space[s:e] |= np.take(is_space, classes)
+            if len(lead):  # multi-byte whitespace: mark its other bytes too
+                wide = lead[np.take(is_space, classes[lead])]
+                wide_size = size[np.take(is_space, classes[lead])]
+                for j in (1, 2, 3):
+                    space[wide[wide_size > j] + s + j] = True
+            doc_base = np.repeat(np.arange(len(lengths), dtype=np.intp) * k, lengths)
+            doc_base += classes
+            histogram[first : first + len(lengths)] += np.bincount(doc_base, minlength=len(lengths) * k).reshape(
+                -1, k
+            )
+        self.__dict__["class_counts"] = histogram @ ((masks[:, None].astype(np.int64) >> np.arange(7)) & 1)
+        self._space = space
 
     @cached_property
     def num_chars(self) -> np.ndarray:
@@ -264,112 +321,163 @@ class _Batch:
     @cached_property
     def class_counts(self) -> np.ndarray:
         """Characters of each text having each class bit: shape (texts, 7), column i for bit 1 << i."""
-        _, offsets = self.utf8
-        _, _, masks = _char_classes()
-        k = len(masks)
-        doc_base = np.repeat(np.arange(self.n, dtype=np.int64) * k, np.diff(offsets))
-        histogram = np.bincount(doc_base + self.byte_classes, minlength=self.n * k).reshape(self.n, k)
-        return histogram @ ((masks[:, None].astype(np.int64) >> np.arange(7)) & 1)
+        self._scan()
+        return self.__dict__["class_counts"]
 
     def class_fraction(self, bit: int) -> np.ndarray:
         return _ratio(self.class_counts[:, bit.bit_length() - 1], self.num_chars)
 
     @cached_property
-    def byte_space(self) -> np.ndarray:
-        """Whether each byte belongs to a whitespace character."""
-        data, _ = self.utf8
-        _, _, masks = _char_classes()
-        space = np.take((masks & _SPACE) > 0, self.byte_classes)
-        wide = np.flatnonzero(space & (data >= 0xC0))  # multi-byte whitespace: mark its other bytes too
-        size = 2 + (data[wide] >= 0xE0) + (data[wide] >= 0xF0)
-        for k in (1, 2, 3):
-            space[wide[size > k] + k] = True
-        return space
+    def words(self) -> tuple[np.ndarray, pa.StringArray | pa.LargeStringArray]:
+        """(word offsets of each text, every word of every text in order as one string array).
 
-    @cached_property
-    def words(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(first byte of every word, byte after its end, word offsets of each text)."""
-        _, offsets = self.utf8
-        space = self.byte_space
-        text = ~space
-        boundary = np.zeros(len(space) + 1, bool)  # a text starts (or everything ends) before byte i
-        boundary[offsets] = True
-        space_before = np.concatenate(([True], space[:-1]))
-        space_after = np.concatenate((space[1:], [True]))
-        starts = np.flatnonzero(text & (boundary[:-1] | space_before))
-        ends = np.flatnonzero(text & (boundary[1:] | space_after)) + 1
-        return starts, ends, np.searchsorted(starts, offsets)
-
-    @cached_property
-    def word_strings(self) -> pa.LargeStringArray:
-        """Every word of every text, in order, as one string array (the texts without their whitespace)."""
-        data, _ = self.utf8
-        starts, ends, _ = self.words
-        kept = data[~self.byte_space]
-        offsets = np.concatenate(([0], np.cumsum(ends - starts)))
-        return pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(offsets), pa.py_buffer(kept))
-
-    @cached_property
-    def word_chars(self) -> tuple[np.ndarray, np.ndarray]:
-        """(cumulative characters of words, from 0, one more than words; characters in words per text)."""
-        _, _, word_offsets = self.words
-        lengths = np.asarray(pc.utf8_length(self.word_strings), np.int64)
-        cumulative = np.concatenate(([0], np.cumsum(lengths)))
-        return cumulative, np.diff(cumulative[word_offsets])
-
-    @cached_property
-    def word_docs(self) -> np.ndarray:
-        """Text of every word."""
-        _, _, word_offsets = self.words
-        return np.repeat(np.arange(self.n, dtype=np.int64), np.diff(word_offsets))
-
-    @cached_property
-    def repeated_ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """n -> (first word of every n-gram occurring more than once in its text, its count), n = 2, 3, 4.
-
-        2-grams are keyed by (text, word, next word) over pairs inside one text. An n-gram can
-        repeat only where the (n-1)-grams at its first and second word repeat, so a level only
-        keys those positions, by (id of the (n-1)-gram, last word); ids are per text, and a
-        position whose (n-1)-gram crosses texts has none, so nothing counts across texts.
+        The string array is the texts without their whitespace. Consumes the whitespace mask.
         """
-        word = np.asarray(pc.dictionary_encode(self.word_strings).indices, np.int64)
-        doc, m = self.word_docs, len(word)
+        data, offsets = self.utf8
+        if not hasattr(self, "_space"):
+            self._scan()
+        space, index = self._space, _index_type(len(data) + 1)
+        del self._space
+        lengths, counted, open_start = [], 0, None  # a word may go on into the next window
+        word_offsets = np.zeros(len(offsets), np.int64)
+        for s, e, _, _ in self._windows():
+            text = ~space[s:e]
+            boundary = np.zeros(e - s + 1, bool)  # a text starts (or everything ends) before byte i
+            boundary[offsets[(offsets >= s) & (offsets <= e)] - s] = True
+            before = space[s - 1 : e - 1] if s else np.concatenate(([True], space[: e - 1]))
+            after = space[s + 1 : e + 1] if e < len(data) else np.concatenate((space[s + 1 :], [True]))
+            starts = np.flatnonzero(text & (boundary[:-1] | before)) + s
+            ends = np.flatnonzero(text & (boundary[1:] | after)) + (s + 1)
+            here = (offsets >= s) & (offsets < e)
+            word_offsets[here] = counted + np.searchsorted(starts, offsets[here])
+            counted += len(starts)
+            if open_start is not None:
+                starts = np.concatenate(([open_start], starts))
+            open_start = starts[-1] if len(starts) > len(ends) else None
+            lengths.append((ends - starts[: len(ends)]).astype(index))
+        word_offsets[offsets >= len(data)] = counted
+        word_bytes = np.zeros(counted + 1, index)  # string offsets: cumulative bytes of the words
+        if lengths:
+            np.concatenate(lengths, out=word_bytes[1:])
+        del lengths
+        np.cumsum(word_bytes, out=word_bytes)
+        kept = data[np.logical_not(space, out=space)]
+        del space
+        if index is np.int32:
+            strings = pa.StringArray.from_buffers(len(word_bytes) - 1, pa.py_buffer(word_bytes), pa.py_buffer(kept))
+        else:
+            strings = pa.LargeStringArray.from_buffers(
+                len(word_bytes) - 1, pa.py_buffer(word_bytes), pa.py_buffer(kept)
+            )
+        return word_offsets, strings
+
+    @cached_property
+    def word_lengths(self) -> np.ndarray:
+        """Characters of every word."""
+        _, strings = self.words
+        return np.asarray(pc.utf8_length(strings))
+
+    @cached_property
+    def word_chars(self) -> np.ndarray:
+        """Characters in words per text."""
+        word_offsets, _ = self.words
+        totals = np.zeros(self.n, np.int64)
+        some = np.diff(word_offsets) > 0
+        if some.any():
+            totals[some] = np.add.reduceat(self.word_lengths, word_offsets[:-1][some], dtype=np.int64)
+        return totals
+
+    @cached_property
+    def top_ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """n -> (count of each text's most frequent word n-gram, 0 if it does not repeat; its first word).
+
+        2-grams are keyed by (text, word, next word) at every word but the last; a pair that crosses
+        texts gets a key of its own above all others, so it never repeats. An n-gram can repeat only
+        where the (n-1)-grams at its first and second word repeat, so a level only keys those
+        positions, by (id of the (n-1)-gram, last word); ids are per text, so nothing counts across texts.
+        Needs the word strings only to number the words: they are released here (the n-gram features
+        are computed last), as are the other full-length arrays of a level before the next.
+        """
+        word_offsets, strings = self.words
+        self.word_lengths  # noqa: B018 -- needed later, computed before the strings go
+        self.word_chars  # noqa: B018
+        word = np.asarray(pc.dictionary_encode(strings).indices)
+        self.__dict__["words"] = (word_offsets, None)
+        del strings
+        pa.default_memory_pool().release_unused()  # what Arrow freed can serve numpy now
+        m = len(word)
+        index = _index_type(m + 1)
         width = int(word.max(initial=0)) + 1
-        at = np.flatnonzero(doc[:-1] == doc[1:])
-        if self.n * width * width <= _KEY_LIMIT:
-            ids, counts = _group((doc[at] * width + word[at]) * width + word[at + 1], self.n * width * width)
-        else:  # a huge batch: number words per text first, so that keys need not hold the text
-            word, _ = _group(doc * width + word, self.n * width)
-            width = m
-            ids, counts = _group(word[at] * width + word[at + 1], width * width)
-        result = {}
-        for n in (2, 3, 4):
-            if n > 2:
-                repeated = np.zeros(m + 1, bool)
-                repeated[at[counts >= 2]] = True
-                previous = np.zeros(m, np.int64)
-                previous[at] = ids
-                at = np.flatnonzero(repeated[:-2] & repeated[1:-1])
-                ids, counts = _group(previous[at] * width + word[at + n - 1], m * width)
-            keep = counts >= 2
-            result[n] = at[keep], counts[keep]
+        last = word_offsets[1:] - 1  # the last word of each text
+        crossing = np.unique(last[(last >= 0) & (last < m - 1)])
+        huge = self.n * width * width > _KEY_LIMIT  # then number words per text first: keys need not hold it
+        size = m if huge else max(m - 1, 0)
+        keys = np.zeros(size, np.int64)
+        if self.n > 1:
+            keys += np.repeat(np.arange(self.n, dtype=index), np.diff(word_offsets))[:size]
+        keys *= width
+        keys += word[:size]
+        if huge:
+            word, _ = _group(keys, self.n * width)
+            width = bound = m
+            keys = word[:-1].astype(np.int64)
+        else:
+            bound = self.n * width * width
+        keys *= width
+        keys += word[1:]
+        keys[crossing] = bound + crossing
+        ids, counts = _group(keys, bound + m)
+        del keys
+        result = {2: self._first_top(None, counts, word_offsets)}
+        at = None
+        for n in (3, 4):
+            repeated = np.zeros(m + 1, bool)
+            repeated[slice(None, len(counts)) if at is None else at] = counts >= 2
+            distinct = int(ids.max(initial=-1)) + 1
+            previous = np.zeros(m, index)
+            previous[slice(None, len(ids)) if at is None else at] = ids
+            del ids, counts
+            at = np.flatnonzero(repeated[:-2] & repeated[1:-1]).astype(index)
+            del repeated
+            keys = previous[at].astype(np.int64)
+            del previous
+            keys *= width
+            keys += word[at + (n - 1)]
+            ids, counts = _group(keys, distinct * width)
+            del keys
+            result[n] = self._first_top(at, counts, word_offsets)
         return result
 
+    def _first_top(
+        self, at: np.ndarray | None, counts: np.ndarray, word_offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(highest count of each text, 0 if below 2; first position with it) among ascending positions `at`
+        (None: every word)."""
+        scale = int(word_offsets[-1]) + 1  # score: count, then the earlier position, in one int64
+        score = counts.astype(np.int64)
+        score *= scale
+        score += scale - 1
+        score -= np.arange(len(counts)) if at is None else at
+        score[counts < 2] = 0
+        if at is None:
+            begin, end = np.minimum(word_offsets[:-1], len(counts)), np.minimum(word_offsets[1:], len(counts))
+        else:
+            begin, end = np.searchsorted(at, word_offsets[:-1]), np.searchsorted(at, word_offsets[1:])
+        best = np.zeros(self.n, np.int64)
+        some = end > begin
+        if some.any():
+            best[some] = np.maximum.reduceat(score, begin[some])
+        return best // scale, scale - 1 - best % scale
+
     def top_ngram_frac(self, n: int) -> np.ndarray:
-        at, counts = self.repeated_ngrams[n]
-        cumulative, total = self.word_chars
+        top, at = self.top_ngrams[n]
         covered = np.zeros(self.n, np.int64)
-        if not len(at):
-            return covered
-        doc = self.word_docs[at]
-        segment = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
-        top = np.maximum.reduceat(counts, segment)
-        is_top = counts == np.repeat(top, np.diff(np.append(segment, len(at))))
-        at, doc = at[is_top], doc[is_top]
-        first = np.concatenate(([True], doc[1:] != doc[:-1]))  # positions ascend: the first to occur wins
-        at, doc = at[first], doc[first]
-        covered[doc] = top * (cumulative[at + n] - cumulative[at])
-        return _ratio(covered, total)
+        has = top > 0
+        if has.any():
+            lengths = self.word_lengths
+            chars = sum(lengths[at[has] + j].astype(np.int64) for j in range(n))
+            covered[has] = top[has] * chars
+        return _ratio(covered, self.word_chars)
 
     @cached_property
     def lines(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -378,11 +486,15 @@ class _Batch:
         per_text = np.asarray(pc.list_value_length(pieces), np.int64)
         content = pc.utf8_rtrim(pc.list_flatten(pieces), "\r")
         raw_length = np.asarray(pc.binary_length(pc.list_flatten(pieces)), np.int64)
+        del pieces
         num_lines = per_text - (raw_length[np.cumsum(per_text) - 1] == 0)
+        del raw_length
         doc = np.repeat(np.arange(self.n, dtype=np.int64), per_text)
         non_empty = np.asarray(pc.binary_length(content), np.int64) > 0
         line_id = np.asarray(pc.dictionary_encode(content).indices)[non_empty]
+        del content
         per_doc = np.bincount(doc[non_empty], minlength=self.n)
+        pa.default_memory_pool().release_unused()  # what Arrow freed can serve numpy now
         return num_lines, per_doc, per_doc - _distinct_per_doc(per_doc, line_id)
 
     @cached_property
@@ -396,12 +508,12 @@ class _Batch:
         return _ratio(_distinct_per_doc(lengths, ids), lengths)
 
     def content_hash(self) -> np.ndarray:
-        _, _, word_offsets = self.words
-        joined = pc.binary_join(
-            pa.LargeListArray.from_arrays(pa.array(word_offsets), self.word_strings), _SPACE_LARGE
-        )
+        word_offsets, strings = self.words
+        words = pa.LargeListArray.from_arrays(pa.array(word_offsets), strings)
+        joined = pc.binary_join(words, pa.scalar(" ", strings.type))
         _, offsets_buf, data_buf = joined.buffers()
-        offsets = np.frombuffer(offsets_buf, np.int64)[: self.n + 1].tolist()
+        offset_type = np.int64 if pa.types.is_large_string(joined.type) else np.int32
+        offsets = np.frombuffer(offsets_buf, offset_type)[: self.n + 1].tolist()
         data = memoryview(data_buf if data_buf is not None else b"")
         digests = [
             hashlib.blake2b(data[a:b], digest_size=8).digest()
@@ -413,11 +525,11 @@ class _Batch:
 _COMPUTE: dict[str, Callable[[_Batch], np.ndarray]] = {
     "num_bytes": lambda b: np.diff(b.utf8[1]),
     "num_chars": lambda b: b.num_chars,
-    "num_words": lambda b: np.diff(b.words[2]),
+    "num_words": lambda b: np.diff(b.words[0]),
     "num_lines": lambda b: b.lines[0],
     "num_tokens": lambda b: b.tokens[0],
     "chars_per_token": lambda b: _ratio(b.num_chars, b.tokens[0]),
-    "mean_word_length": lambda b: _ratio(b.word_chars[1], np.diff(b.words[2])),
+    "mean_word_length": lambda b: _ratio(b.word_chars, np.diff(b.words[0])),
     **{name: functools.partial(_Batch.class_fraction, bit=bit) for name, bit in _CLASS_BITS.items()},
     "frac_dup_lines": lambda b: _ratio(b.lines[2], b.lines[1]),
     **{f"top_{n}gram_frac": functools.partial(_Batch.top_ngram_frac, n=n) for n in (2, 3, 4)},
