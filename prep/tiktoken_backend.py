@@ -345,18 +345,21 @@ def _write_cache(path: Path, conversion: dict) -> None:
         Path(temp).unlink(missing_ok=True)
 
 
-def _conversion(text: str, hf: Tokenizer) -> dict:
-    """What tiktoken needs for this tokenizer.json (plain data, so it can be cached), or raise Unsupported."""
+def _conversion(path: str | Path, text: str) -> dict:
+    """What tiktoken needs for this tokenizer.json (plain data, so it can be cached), or raise Unsupported.
+
+    The model is checked before `tokenizers` loads the file: some options it declines make the loader panic."""
     spec = json.loads(text)
     model = spec["model"]
     # Some files leave the model's type out; tokenizers then tells it from the fields.
-    _check_model(model, model.get("type") or type(hf.model).__name__)
+    _check_model(model, model.get("type") or type(load_hf_tokenizer(path).model).__name__)
     normalizer = spec.get("normalizer")
     if normalizer is not None and normalizer.get("type") not in ("NFC", "NFKC"):
         raise Unsupported(f"normalizer {normalizer.get('type')} (only none, NFC, NFKC)")
     pattern, add_prefix_space = _pre_tokenizer(spec.get("pre_tokenizer"))
     prefix, suffix = _template(spec.get("post_processor"))
 
+    hf = load_hf_tokenizer(path)
     added = [t for t in hf.get_added_tokens_decoder().values() if t.content]
     ranks = _mergeable_ranks(model, hf, {t.content for t in added})
     normalize = hf.normalizer.normalize_str if normalizer else str
@@ -379,11 +382,10 @@ def _conversion(text: str, hf: Tokenizer) -> dict:
 def convert(tokenizer_json_path: str | Path) -> TiktokenBackend:
     """Build the tiktoken backend for a tokenizer.json, or raise Unsupported with the reason."""
     raw = Path(tokenizer_json_path).read_bytes()
-    hf = load_hf_tokenizer(tokenizer_json_path)
     cache = _cache_path(raw)
     conversion = _read_cache(cache)
     if conversion is None:
-        conversion = _conversion(raw.decode("utf-8"), hf)
+        conversion = _conversion(tokenizer_json_path, raw.decode("utf-8"))
         _write_cache(cache, conversion)
     try:
         encoding = tiktoken.Encoding(
@@ -396,7 +398,7 @@ def convert(tokenizer_json_path: str | Path) -> TiktokenBackend:
         raise Unsupported(f"pre-tokenizer regex rejected by tiktoken: {exc}") from exc
     return TiktokenBackend(
         encoding,
-        hf,
+        load_hf_tokenizer(tokenizer_json_path),
         normal_form=conversion["normal_form"],
         add_prefix_space=conversion["add_prefix_space"],
         prefix=conversion["prefix"],
