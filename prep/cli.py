@@ -187,25 +187,32 @@ def inspect(
     typer.echo(format_schema(out, manifest))
 
 
-def _register() -> None:
-    from prep.bench import bench_command
-    from prep.report import report_command
-    from prep.simulate import simulate_command
-    from prep.train_tokenizer import train_tokenizer_command
-
-    app.command("train-tokenizer", help="Train a byte-level BPE tokenizer.json on a corpus.")(
-        friendly(train_tokenizer_command))
-    app.command("simulate", help="Simulate routers without tokenizing.")(friendly(simulate_command))
-    app.command("report", help="Write OUT/report.html about a finished run.")(friendly(report_command))
-    app.command("bench", help="Benchmark prep against its ceiling (workers x one tokenizer thread) and the tools "
-                "users run today.")(friendly(bench_command))
+# Subcommands whose modules are imported only when they run (or when help lists them): `prep run` should not
+# pay for the benchmark's or the report's imports. name -> (module, function, help)
+_LAZY_COMMANDS = {
+    "train-tokenizer": ("prep.train_tokenizer", "train_tokenizer_command",
+                        "Train a byte-level BPE tokenizer.json on a corpus."),
+    "simulate": ("prep.simulate", "simulate_command", "Simulate routers without tokenizing."),
+    "report": ("prep.report", "report_command", "Write OUT/report.html about a finished run."),
+    "bench": ("prep.bench", "bench_command", "Benchmark prep against its ceiling (workers x one tokenizer thread) "
+              "and the tools users run today."),
+}
 
 
-_register()
+def _register(only: str | None = None) -> None:
+    """Add the lazy subcommands: all of them, or only the one named."""
+    import importlib
+
+    for name, (module, function, help_text) in _LAZY_COMMANDS.items():
+        if only is None or name == only:
+            app.command(name, help=help_text)(friendly(getattr(importlib.import_module(module), function)))
 
 
-def main() -> None:
-    app(prog_name="prep")
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
+    _register(command if command in _LAZY_COMMANDS or command in ("run", "inspect") else None)
+    app(args=args, prog_name="prep")
 
 
 if __name__ == "__main__":

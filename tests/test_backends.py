@@ -12,6 +12,8 @@ import hashlib
 import itertools
 import json
 import os
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -189,3 +191,17 @@ def test_every_backend_matches_the_reference_on_the_whole_corpus(name: str, back
     """All 179,111 documents, through the Backend API the stage calls: 0 differing documents."""
     compared, differing, first = _differing(name, backend, sample=None, processes=min(4, os.cpu_count() or 1))
     assert (compared, differing) == (179_111, 0), first
+
+
+def test_prep_run_does_not_import_the_other_commands(tmp_path: Path) -> None:
+    """Fixed cost: `prep run` imports neither the benchmark, the report, the simulator nor the trainer."""
+    code = ("import sys; from prep.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m in "
+            "('prep.bench', 'prep.report', 'prep.simulate', 'prep.train_tokenizer')))")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", code, "run", "--input", str(SAMPLE / "corpus" / "en.jsonl"),
+                           "--output", str(out), "--tokenizer", str(SAMPLE_TOKENIZER), "--workers", "1",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert (out / "_manifest.json").exists(), proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
