@@ -53,16 +53,20 @@ def switch_off_padding(tokenizer) -> None:
         tokenizer.truncation = None
 
 
-@functools.cache
 def load_hf_tokenizer(path: str | Path):
     """Load a tokenizer.json with padding and truncation switched off (ids as `encode` gives).
 
     Cached: this is the process's one load of the file (describe, verification, the backend and
     the tiktoken fallback share it), and a large vocabulary takes a good part of a second to load."""
+    return _load_hf_tokenizer(str(path))
+
+
+@functools.cache
+def _load_hf_tokenizer(path: str):
     from tokenizers import Tokenizer
 
     try:
-        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer = Tokenizer.from_file(path)
     except Exception as exc:  # tokenizers raises a bare Exception (1.x: ValueError) for bad files
         raise UserError(f"cannot read tokenizer {path}: {str(exc).splitlines()[0]}") from None
     switch_off_padding(tokenizer)
@@ -168,9 +172,13 @@ def describe_tokenizer(path: str | Path) -> TokenizerInfo:
 
 @functools.cache
 def eos_id(path: str | Path, token: str | None) -> int:
-    """The id appended after each document when the pipeline asks for it."""
-    load_hf_tokenizer(path)  # a file tokenizers cannot read is told so, not a JSON error
-    vocab = _vocab(json.loads(Path(path).read_bytes()))
+    """The id appended after each document when the pipeline asks for it.
+
+    Read from the JSON, so that a worker given a converted backend does not load the tokenizer a second time."""
+    try:
+        vocab = _vocab(json.loads(Path(path).read_bytes()))
+    except (OSError, ValueError) as exc:  # describe_tokenizer tells the coordinator first; this is for the record
+        raise UserError(f"cannot read tokenizer {path}: {exc}") from None
     candidates = [token] if token else ["<|endoftext|>", "</s>", "<eos>", "[SEP]"]
     for candidate in candidates:
         if candidate in vocab:

@@ -205,3 +205,34 @@ def test_prep_run_does_not_import_the_other_commands(tmp_path: Path) -> None:
                            "--no-progress"], capture_output=True, text=True, timeout=300)
     assert (out / "_manifest.json").exists(), proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_coordinator_loads_the_tokenizer_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fixed cost: describe, the end-of-document id, choosing (converting, verifying) share one load."""
+    import tokenizers
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "gpt2.json"
+    path.write_bytes(GPT2.read_bytes())
+    real, loads = tokenizers.Tokenizer, []
+
+    class Counting:
+        @staticmethod
+        def from_file(file: str):
+            loads.append(file)
+            return real.from_file(file)
+
+        @staticmethod
+        def from_str(text: str):
+            loads.append("from_str")
+            return real.from_str(text)
+
+    monkeypatch.setattr(tokenizers, "Tokenizer", Counting)
+    if MAJOR == 0:
+        from prep import tiktoken_backend
+
+        monkeypatch.setattr(tiktoken_backend, "Tokenizer", Counting)
+    info = describe_tokenizer(path)
+    assert eos_id(path, "<|endoftext|>") == 50256
+    assert choose_backend(info, "auto", _sample_texts()).backend == AUTO["gpt2"]
+    assert loads == [str(path)]
