@@ -79,7 +79,7 @@ def run(
     keep_text: Annotated[bool | None, typer.Option("--keep-text/--no-keep-text", help="write the text")] = None,
     keep_column: Annotated[list[str] | None, typer.Option("--keep-column", help="input column to carry")] = None,
     features: Annotated[str | None, typer.Option(help="comma-separated features, or 'all'")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tiktoken")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tokenizers-1 | tiktoken")] = None,
     append_eos: Annotated[bool | None, typer.Option("--append-eos/--no-append-eos")] = None,
     strict: Annotated[bool | None, typer.Option("--strict/--no-strict", help="first bad record is an error")] = None,
     chunk_timeout: Annotated[float | None, typer.Option(help="seconds per chunk_bytes of text: a hang")] = None,
