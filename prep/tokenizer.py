@@ -1,4 +1,5 @@
-"""Tokenizer backends: HF `tokenizers` (the reference) and the verified tiktoken fast path.
+"""Tokenizer backends: HF `tokenizers` (the reference; the stable 0.2x API, or 1.x with `prep[fast]`) and
+the verified tiktoken fast path (0.2x only).
 
 A backend turns a list of texts into flat ids plus offsets, the shape Arrow wants,
 so that no list of lists is ever built for the output.
