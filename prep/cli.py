@@ -81,7 +81,7 @@ def run(
     keep_text: Annotated[bool | None, typer.Option("--keep-text/--no-keep-text", help="write the text")] = None,
     keep_column: Annotated[list[str] | None, typer.Option("--keep-column", help="input column to carry")] = None,
     features: Annotated[str | None, typer.Option(help="comma-separated features, or 'all'")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tiktoken")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto | tokenizers | tokenizers-1 | tiktoken")] = None,
     append_eos: Annotated[bool | None, typer.Option("--append-eos/--no-append-eos")] = None,
     format: Annotated[list[str] | None, typer.Option("--format", help="parquet (default) | megatron | llmc; "
                                                      "repeat for several")] = None,
@@ -202,25 +202,32 @@ def inspect(
         typer.echo(formats)
 
 
-def _register() -> None:
-    from prep.tools.bench import bench_command
-    from prep.tools.report import report_command
-    from prep.tools.simulate import simulate_command
-    from prep.tools.train_tokenizer import train_tokenizer_command
-
-    app.command("train-tokenizer", help="Train a byte-level BPE tokenizer.json on a corpus.")(
-        friendly(train_tokenizer_command))
-    app.command("simulate", help="Simulate routers without tokenizing.")(friendly(simulate_command))
-    app.command("report", help="Write OUT/report.html about a finished run.")(friendly(report_command))
-    app.command("bench", help="Benchmark prep against its ceiling (workers x one tokenizer thread) and the tools "
-                "users run today.")(friendly(bench_command))
+# Subcommands whose modules are imported only when they run (or when help lists them): `prep run` should not
+# pay for the benchmark's or the report's imports. name -> (module, function, help)
+_LAZY_COMMANDS = {
+    "train-tokenizer": ("prep.tools.train_tokenizer", "train_tokenizer_command",
+                        "Train a byte-level BPE tokenizer.json on a corpus."),
+    "simulate": ("prep.tools.simulate", "simulate_command", "Simulate routers without tokenizing."),
+    "report": ("prep.tools.report", "report_command", "Write OUT/report.html about a finished run."),
+    "bench": ("prep.tools.bench", "bench_command", "Benchmark prep against its ceiling (workers x one tokenizer "
+              "thread) and the tools users run today."),
+}
 
 
-_register()
+def _register(only: str | None = None) -> None:
+    """Add the lazy subcommands: all of them, or only the one named."""
+    import importlib
+
+    for name, (module, function, help_text) in _LAZY_COMMANDS.items():
+        if only is None or name == only:
+            app.command(name, help=help_text)(friendly(getattr(importlib.import_module(module), function)))
 
 
-def main() -> None:
-    app(prog_name="prep")
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
+    _register(command if command in _LAZY_COMMANDS or command in ("run", "inspect") else None)
+    app(args=args, prog_name="prep")
 
 
 if __name__ == "__main__":

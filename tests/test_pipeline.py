@@ -50,7 +50,8 @@ def test_token_ids_equal_direct_encode(tmp_path, tokenizer):
         ids = reference.encode(doc["text"]).ids
         assert rows[doc_id]["input_ids"] == ids, doc_id
         assert rows[doc_id]["num_tokens"] == len(ids)
-    assert manifest["tokenizer"]["vocab_size"] == reference.get_vocab_size()
+    # ../shared/tokenizers/README.md (1.x has no get_vocab_size to ask)
+    assert manifest["tokenizer"]["vocab_size"] == {GPT2: 50257, BERT_ZH: 21128}[tokenizer]
     assert pq.read_schema(next(out.glob("part-*.parquet"))).field("input_ids").type.value_type == "uint32"
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import itertools
 import json
+import os
 import pickle
 import random
-import time
+import subprocess
+import sys
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ import pytest
 import tiktoken
 from tokenizers import Tokenizer, normalizers
 
+from prep.text import tiktoken_backend
 from prep.text.tiktoken_backend import (
     BYTE_LEVEL_PATTERN,
     HARD_STRINGS,
@@ -100,6 +104,14 @@ def _variant(tmp_path: Path, base: Path, edit: Callable[[dict], None], name: str
     path = tmp_path / name
     path.write_text(json.dumps(spec), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory) -> Iterator[None]:
+    """Conversions go to a cache of this module's own, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -345,37 +357,65 @@ def test_verify(converted, sample) -> None:
     assert not result.ok and result.differing == result.documents and "raised" in result.first_difference
 
 
+def _ids_of(backend: TiktokenBackend, texts: list[str]) -> list[list[int]]:
+    return _split(*backend.encode_batch(texts))
+
+
+def test_conversion_is_cached_by_content(tmp_path, monkeypatch, sample) -> None:
+    """The second convert of the same file reads the cache instead of converting; another file does not."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = convert(GPT2)
+    (cached,) = (tmp_path / "cache" / "prep").glob("tiktoken-*.marshal")
+    assert tiktoken_backend.cache_dir() == tmp_path / "cache" / "prep"
+    assert hashlib.sha256(GPT2.read_bytes()).hexdigest() in cached.name
+
+    def no_conversion(*args):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(tiktoken_backend, "_conversion", no_conversion)
+    again = convert(GPT2)
+    assert _ids_of(again, sample[:300]) == _ids_of(first, sample[:300]) == _reference(GPT2, sample[:300])
+    copy_of = tmp_path / "copy.json"
+    copy_of.write_bytes(GPT2.read_bytes().replace(b'"<|endoftext|>"', b'"<|endoftext|> "', 1))
+    with pytest.raises(AssertionError, match="converted again"):
+        convert(copy_of)
+
+
+def test_bad_or_unwritable_cache_costs_only_time(tmp_path, monkeypatch, sample) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    convert(GPT2)
+    (cached,) = (cache / "prep").glob("tiktoken-*.marshal")
+    for damage in (b"", b"\x00garbage", cached.read_bytes()[:1000]):
+        cached.write_bytes(damage)
+        assert _ids_of(convert(GPT2), sample[:100]) == _reference(GPT2, sample[:100])
+        assert cached.stat().st_size > 100_000  # converted again and rewritten whole
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert _ids_of(convert(GPT2), sample[:100]) == _reference(GPT2, sample[:100])
+
+
+def test_concurrent_writers_leave_one_whole_file(tmp_path) -> None:
+    """Four processes convert at once into an empty cache: one whole file, no temp files, all ids right."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    code = ("import sys; from prep.text.tiktoken_backend import convert; "
+            "print(convert(sys.argv[1]).encode_batch(['Hello world'])[0].tolist())")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(GPT2)], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outputs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert outputs == ["[15496, 995]"] * 4
+    files = list((tmp_path / "prep").iterdir())
+    assert len(files) == 1 and files[0].name.endswith(".marshal")
+    assert tiktoken_backend._read_cache(files[0])["ranks"] == convert(GPT2).encoding._mergeable_ranks
+
+
 def test_backend_pickles(converted, sample) -> None:
     """Workers may receive a converted backend instead of converting again."""
     _, backend = converted
     clone = pickle.loads(pickle.dumps(backend))
     for a, b in zip(backend.encode_batch(sample[:200]), clone.encode_batch(sample[:200]), strict=True):
         assert np.array_equal(a, b)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", [GPT2, QWEN2], ids=["gpt2", "qwen2"])
-def test_whole_corpus_identical(path) -> None:
-    """Every document of every corpus file; tokenizers runs on all cores here, it is only the reference."""
-    backend = convert(path)
-    reference = Tokenizer.from_file(str(path))
-    files = sorted((SHARED / "corpus").glob("*.jsonl.gz"))
-    documents = 0
-    started = time.perf_counter()
-    for file in files:
-        with gzip.open(file, "rt", encoding="utf-8") as f:
-            texts = [json.loads(line)["text"] for line in f]
-        documents += len(texts)
-        ids, offsets = backend.encode_batch(texts)
-        want = [e.ids for e in reference.encode_batch_fast(texts)]
-        lengths = np.fromiter(map(len, want), dtype=np.int64, count=len(want))
-        same_lengths = np.array_equal(np.diff(offsets), lengths)
-        if not (same_lengths and np.array_equal(ids, np.fromiter(itertools.chain(*want), dtype=np.uint32))):
-            got = _split(ids, offsets)
-            bad = next(i for i in range(len(texts)) if got[i] != want[i])
-            pytest.fail(f"{file.name}: document {bad} differs: {texts[bad][:80]!r}")
-    print(f"{path.name}: {documents} documents identical in {time.perf_counter() - started:.0f} s")
-    assert documents == 179_111
 
 
 @pytest.mark.slow

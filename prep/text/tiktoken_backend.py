@@ -24,14 +24,24 @@ Why the ids are identical:
 * NFC/NFKC. Text that Python already finds normalized is left as is: Python's Unicode
   tables are newer than those of `tokenizers`, and text normalized under the newer tables
   is unchanged by the older ones. Other text goes through the tokenizer's own normalizer.
+
+Converting a large vocabulary takes about a second, so its result (ranks, regex, options) is
+cached by the tokenizer file's sha256 and the library versions, under $XDG_CACHE_HOME/prep
+(else ~/.cache/prep). It needs the `tokenizers` 0.2x API (models, normalizers); with 1.x
+installed, `tokenizers` itself is the faster exact backend.
 """
 
 from __future__ import annotations
 
 import array
+import hashlib
 import itertools
 import json
+import marshal
+import os
 import re
+import sys
+import tempfile
 import time
 import unicodedata
 from collections import defaultdict
@@ -41,8 +51,11 @@ from pathlib import Path
 
 import numpy as np
 import tiktoken
+import tokenizers
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
+
+from prep.text.tokenizer import hf_encode_ids, load_hf_tokenizer
 
 # The regex of tokenizers' ByteLevel pre-tokenizer with use_regex=True (byte_level.rs).
 BYTE_LEVEL_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -106,11 +119,6 @@ class VerifyResult:
     differing: int
     first_difference: str | None
     seconds: float
-
-
-def _hf_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    """tokenizers' ids with special tokens added (encode_batch_fast skips offsets where present)."""
-    return [e.ids for e in getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)(texts)]
 
 
 def _pre_tokenizer(spec: dict | None) -> tuple[str, bool]:
@@ -284,7 +292,7 @@ class TiktokenBackend:
             docs = [encode(t) for t in normalized]
         if hard:
             self.fallback_documents += len(hard)
-            for i, ids in zip(hard, _hf_ids(self.hf, [texts[i] for i in hard]), strict=True):
+            for i, ids in zip(hard, hf_encode_ids(self.hf, [texts[i] for i in hard]), strict=True):
                 docs[i] = ids
         offsets = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum(np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)), out=offsets[1:])
@@ -294,42 +302,109 @@ class TiktokenBackend:
         return np.frombuffer(flat, dtype=np.uint32), offsets
 
 
-def convert(tokenizer_json_path: str | Path) -> TiktokenBackend:
-    """Build the tiktoken backend for a tokenizer.json, or raise Unsupported with the reason."""
-    text = Path(tokenizer_json_path).read_text(encoding="utf-8")
+# Bump when what `_conversion` returns changes meaning.
+CACHE_FORMAT = 1
+
+
+def cache_dir() -> Path:
+    """Where converted backends are kept: $XDG_CACHE_HOME/prep, else ~/.cache/prep."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prep"
+
+
+def _cache_path(raw: bytes) -> Path:
+    """One file per tokenizer content and library versions (the ranks depend on tokenizers' BPE)."""
+    python = f"py{sys.version_info[0]}{sys.version_info[1]}"  # marshal's format is Python's own
+    versions = f"{CACHE_FORMAT}-{tiktoken.__version__}-{tokenizers.__version__}-{python}"
+    return cache_dir() / f"tiktoken-{hashlib.sha256(raw).hexdigest()}-{versions}.marshal"
+
+
+def _read_cache(path: Path) -> dict | None:
+    """The cached conversion, or None when absent or unreadable (it is then converted again)."""
+    try:
+        with open(path, "rb") as f:
+            cached = marshal.load(f)
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    return cached if isinstance(cached, dict) and cached.get("format") == CACHE_FORMAT else None
+
+
+def _write_cache(path: Path, conversion: dict) -> None:
+    """Temp file + rename: concurrent runs each write a whole file, and a reader sees one whole file.
+
+    A cache that cannot be written (read-only home, full disk) only costs the next run the conversion."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            marshal.dump(conversion, f)
+        os.replace(temp, path)
+    except OSError:
+        Path(temp).unlink(missing_ok=True)
+
+
+def _conversion(path: str | Path, text: str) -> dict:
+    """What tiktoken needs for this tokenizer.json (plain data, so it can be cached), or raise Unsupported.
+
+    The model is checked before `tokenizers` loads the file: some options it declines make the loader panic."""
     spec = json.loads(text)
     model = spec["model"]
     # Some files leave the model's type out; tokenizers then tells it from the fields.
-    _check_model(model, model.get("type") or type(Tokenizer.from_str(text).model).__name__)
+    _check_model(model, model.get("type") or type(load_hf_tokenizer(path).model).__name__)
     normalizer = spec.get("normalizer")
     if normalizer is not None and normalizer.get("type") not in ("NFC", "NFKC"):
         raise Unsupported(f"normalizer {normalizer.get('type')} (only none, NFC, NFKC)")
     pattern, add_prefix_space = _pre_tokenizer(spec.get("pre_tokenizer"))
     prefix, suffix = _template(spec.get("post_processor"))
 
-    hf = Tokenizer.from_str(text)
-    hf.no_truncation()
-    hf.no_padding()
+    hf = load_hf_tokenizer(path)
     added = [t for t in hf.get_added_tokens_decoder().values() if t.content]
     ranks = _mergeable_ranks(model, hf, {t.content for t in added})
-    # Text between two regex matches is a piece of its own in Split(Isolated).
-    whole = f"(?:{pattern})|(?:(?!(?:{pattern}))[\\s\\S])+"
+    normalize = hf.normalizer.normalize_str if normalizer else str
+    raw_added = _alternation([t.content for t in added if not t.normalized])
+    normalized_added = _alternation([normalize(t.content) for t in added if t.normalized])
+    return {
+        "format": CACHE_FORMAT,
+        # Text between two regex matches is a piece of its own in Split(Isolated).
+        "pat_str": f"(?:{pattern})|(?:(?!(?:{pattern}))[\\s\\S])+",
+        "ranks": ranks,
+        "normal_form": normalizer and normalizer["type"],
+        "add_prefix_space": add_prefix_space,
+        "prefix": prefix,
+        "suffix": suffix,
+        "raw_added": raw_added and raw_added.pattern,
+        "normalized_added": normalized_added and normalized_added.pattern,
+    }
+
+
+def convert(tokenizer_json_path: str | Path) -> TiktokenBackend:
+    """Build the tiktoken backend for a tokenizer.json, or raise Unsupported with the reason."""
+    raw = Path(tokenizer_json_path).read_bytes()
+    cache = _cache_path(raw)
+    conversion = _read_cache(cache)
+    if conversion is None:
+        conversion = _conversion(tokenizer_json_path, raw.decode("utf-8"))
+        _write_cache(cache, conversion)
     try:
         encoding = tiktoken.Encoding(
-            f"prep:{Path(tokenizer_json_path).name}", pat_str=whole, mergeable_ranks=ranks, special_tokens={}
+            f"prep:{Path(tokenizer_json_path).name}",
+            pat_str=conversion["pat_str"],
+            mergeable_ranks=conversion["ranks"],
+            special_tokens={},
         )
     except ValueError as exc:
         raise Unsupported(f"pre-tokenizer regex rejected by tiktoken: {exc}") from exc
-    normalize = hf.normalizer.normalize_str if normalizer else str
     return TiktokenBackend(
         encoding,
-        hf,
-        normal_form=normalizer and normalizer["type"],
-        add_prefix_space=add_prefix_space,
-        prefix=prefix,
-        suffix=suffix,
-        raw_added=_alternation([t.content for t in added if not t.normalized]),
-        normalized_added=_alternation([normalize(t.content) for t in added if t.normalized]),
+        load_hf_tokenizer(tokenizer_json_path),
+        normal_form=conversion["normal_form"],
+        add_prefix_space=conversion["add_prefix_space"],
+        prefix=conversion["prefix"],
+        suffix=conversion["suffix"],
+        raw_added=conversion["raw_added"] and re.compile(conversion["raw_added"]),
+        normalized_added=conversion["normalized_added"] and re.compile(conversion["normalized_added"]),
     )
 
 
@@ -357,15 +432,13 @@ def _capped(texts: Sequence[str], budget: int) -> list[str]:
 def verify(tokenizer_json_path: str | Path, backend: TiktokenBackend, sample_texts: Sequence[str]) -> VerifyResult:
     """Compare `backend` with tokenizers on hard strings and the first 256 Ki characters of sample text.
 
-    The reference is a fresh `Tokenizer.from_file` (special tokens added, no padding or
-    truncation). A backend that raises counts as differing on every document.
+    The reference is `Tokenizer.from_file` (special tokens added, no padding or truncation), loaded
+    once per process. A backend that raises counts as differing on every document.
     """
     start = time.perf_counter()
     texts = _hard_strings(backend) + _capped(sample_texts, VERIFY_SAMPLE_CHARS)
-    reference = Tokenizer.from_file(str(tokenizer_json_path))
-    reference.no_truncation()
-    reference.no_padding()
-    expected = _hf_ids(reference, texts)
+    reference = load_hf_tokenizer(tokenizer_json_path)
+    expected = hf_encode_ids(reference, texts)
     try:
         ids, offsets = backend.encode_batch(texts)
     except Exception as exc:  # a fast path that crashes has failed verification; the run goes on without it

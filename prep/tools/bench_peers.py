@@ -84,10 +84,10 @@ def _counter(tokenizer: str, backend: str) -> Callable[[list[str]], int]:
 
         fast = convert(tokenizer)
         return lambda batch: int(fast.encode_batch(batch)[1][-1])
-    from prep.text.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import hf_encode_ids, load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
-    return lambda batch: sum(map(len, hf.encode_batch_fast(batch)))
+    return lambda batch: sum(map(len, hf_encode_ids(hf, batch)))
 
 
 def _timed(batches: list[list[str]], count: Callable[[list[str]], int]) -> tuple[float, float, float, int]:
@@ -131,16 +131,16 @@ def ceiling(files: list[Path], tokenizer: str, backend: str, batch_bytes: int, w
 
 def hf_threads(files: list[Path], tokenizer: str, out: Path) -> dict:
     """One process: json.loads per line, tokenizers' encode_batch on its own threads, pyarrow Parquet."""
-    from prep.text.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import hf_encode_ids, load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
     schema = pa.schema([("id", pa.string()), ("input_ids", IDS)])
     with pq.ParquetWriter(out / "data.parquet", schema, compression="zstd") as writer:
         for lines in _batched(_raw_lines(files), DOCS_PER_BATCH):
             docs = [json.loads(line) for line in lines]
-            encodings = hf.encode_batch_fast([d["text"] for d in docs])
+            id_lists = hf_encode_ids(hf, [d["text"] for d in docs])
             writer.write_table(pa.table({"id": [d["id"] for d in docs],
-                                         "input_ids": pa.array([e.ids for e in encodings], IDS)}, schema=schema))
+                                         "input_ids": pa.array(id_lists, IDS)}, schema=schema))
     return {}
 
 
@@ -160,9 +160,9 @@ def _pool_encode(line: str) -> tuple[list[int], int]:
 
 def pool(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
     """Megatron-LM's way: raw lines to a Pool, one document per call; the parent writes .bin/.idx."""
-    from prep.text.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import describe_tokenizer
 
-    dtype = np.uint16 if load_hf_tokenizer(tokenizer).get_vocab_size() < 65500 else np.int32
+    dtype = np.uint16 if describe_tokenizer(tokenizer).vocab_size < 65500 else np.int32
     sizes = []
     with multiprocessing.Pool(workers, initializer=_pool_init, initargs=(tokenizer,)) as workers_pool, \
             open(out / "data.bin", "wb") as binary:
@@ -181,7 +181,9 @@ def _hf_map(batch: dict, tokenizer: str) -> dict:
         from prep.text.tokenizer import load_hf_tokenizer
 
         _HF_MAP_TOKENIZER[tokenizer] = load_hf_tokenizer(tokenizer)
-    return {"input_ids": [e.ids for e in _HF_MAP_TOKENIZER[tokenizer].encode_batch_fast(batch["text"])]}
+    from prep.text.tokenizer import hf_encode_ids
+
+    return {"input_ids": hf_encode_ids(_HF_MAP_TOKENIZER[tokenizer], batch["text"])}
 
 
 def hf_datasets(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
@@ -199,12 +201,12 @@ def hf_datasets(files: list[Path], tokenizer: str, workers: int, out: Path) -> d
 
 def _datatrove_tokenize(tokenizer: str, data: Iterator, rank: int = 0, world_size: int = 1) -> Iterator:
     """A datatrove pipeline step: ids into each document's metadata, a batch at a time."""
-    from prep.text.tokenizer import load_hf_tokenizer
+    from prep.text.tokenizer import hf_encode_ids, load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
     for docs in _batched(data, DOCS_PER_BATCH):
-        for doc, encoding in zip(docs, hf.encode_batch_fast([d.text for d in docs]), strict=True):
-            doc.metadata = {"input_ids": encoding.ids}
+        for doc, ids in zip(docs, hf_encode_ids(hf, [d.text for d in docs]), strict=True):
+            doc.metadata = {"input_ids": ids}
             yield doc
 
 

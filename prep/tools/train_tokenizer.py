@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from prep.errors import UserError
 from prep.io.sources import InputFile, expand_inputs, iter_chunks
@@ -62,6 +61,13 @@ def train_tokenizer(
     Returns {"documents", "vocab_size", "seconds"}; vocab_size is the size reached,
     which is smaller than asked when the corpus has too few distinct pairs.
     """
+    from prep.text.tokenizer import tokenizers_major
+
+    if tokenizers_major() >= 1:
+        raise UserError(f"train-tokenizer needs the tokenizers 0.2x API (trainers); tokenizers {tokenizers_major()}.x "
+                        "has none: run it where prep is installed without [fast]")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
     if vocab_size < MIN_VOCAB_SIZE:
         raise UserError(
             f"--vocab-size {vocab_size} is too small: a byte-level BPE needs at least {MIN_VOCAB_SIZE} "
