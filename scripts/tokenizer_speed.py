@@ -17,7 +17,8 @@ from pathlib import Path
 
 os.environ["RAYON_NUM_THREADS"] = "1"
 
-from prep.text.tokenizer import choose_backend, describe_tokenizer, load_backend, tokenizers_major  # noqa: E402
+from prep.text.hf import tokenizers_major  # noqa: E402
+from prep.text.tokenizer import choose_backend, describe_tokenizer, load_backend  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 

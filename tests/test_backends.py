@@ -23,7 +23,8 @@ import pytest
 from conftest import BERT_ZH, CORPUS, GPT2, QWEN2, SAMPLE, SAMPLE_TOKENIZER, SHARED, prep_cmd
 
 from prep.errors import UserError
-from prep.text.tokenizer import Backend, choose_backend, describe_tokenizer, eos_id, load_backend, tokenizers_major
+from prep.text.hf import tokenizers_major
+from prep.text.tokenizer import Backend, choose_backend, describe_tokenizer, eos_id, load_backend
 
 REFERENCE = SHARED / "reference"
 TOKENIZERS = {"gpt2": GPT2, "qwen2": QWEN2, "bert-base-chinese": BERT_ZH}

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from prep.text.tokenizer import load_hf_tokenizer
+from prep.text.hf import load_hf_tokenizer
 from prep.tools import bench
 from prep.tools.bench_peers import input_files, text_batches
 

@@ -55,7 +55,7 @@ import tokenizers
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
 
-from prep.text.tokenizer import hf_encode_ids, load_hf_tokenizer
+from prep.text.hf import hf_encode_ids, load_hf_tokenizer
 
 # The regex of tokenizers' ByteLevel pre-tokenizer with use_regex=True (byte_level.rs).
 BYTE_LEVEL_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"

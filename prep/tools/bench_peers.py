@@ -84,7 +84,7 @@ def _counter(tokenizer: str, backend: str) -> Callable[[list[str]], int]:
 
         fast = convert(tokenizer)
         return lambda batch: int(fast.encode_batch(batch)[1][-1])
-    from prep.text.tokenizer import hf_encode_ids, load_hf_tokenizer
+    from prep.text.hf import hf_encode_ids, load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
     return lambda batch: sum(map(len, hf_encode_ids(hf, batch)))
@@ -131,7 +131,7 @@ def ceiling(files: list[Path], tokenizer: str, backend: str, batch_bytes: int, w
 
 def hf_threads(files: list[Path], tokenizer: str, out: Path) -> dict:
     """One process: json.loads per line, tokenizers' encode_batch on its own threads, pyarrow Parquet."""
-    from prep.text.tokenizer import hf_encode_ids, load_hf_tokenizer
+    from prep.text.hf import hf_encode_ids, load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
     schema = pa.schema([("id", pa.string()), ("input_ids", IDS)])
@@ -149,7 +149,7 @@ _POOL_TOKENIZER = None
 
 def _pool_init(tokenizer: str) -> None:
     global _POOL_TOKENIZER
-    from prep.text.tokenizer import load_hf_tokenizer
+    from prep.text.hf import load_hf_tokenizer
 
     _POOL_TOKENIZER = load_hf_tokenizer(tokenizer)
 
@@ -178,10 +178,10 @@ _HF_MAP_TOKENIZER: dict = {}
 
 def _hf_map(batch: dict, tokenizer: str) -> dict:
     if tokenizer not in _HF_MAP_TOKENIZER:
-        from prep.text.tokenizer import load_hf_tokenizer
+        from prep.text.hf import load_hf_tokenizer
 
         _HF_MAP_TOKENIZER[tokenizer] = load_hf_tokenizer(tokenizer)
-    from prep.text.tokenizer import hf_encode_ids
+    from prep.text.hf import hf_encode_ids
 
     return {"input_ids": hf_encode_ids(_HF_MAP_TOKENIZER[tokenizer], batch["text"])}
 
@@ -201,7 +201,7 @@ def hf_datasets(files: list[Path], tokenizer: str, workers: int, out: Path) -> d
 
 def _datatrove_tokenize(tokenizer: str, data: Iterator, rank: int = 0, world_size: int = 1) -> Iterator:
     """A datatrove pipeline step: ids into each document's metadata, a batch at a time."""
-    from prep.text.tokenizer import hf_encode_ids, load_hf_tokenizer
+    from prep.text.hf import hf_encode_ids, load_hf_tokenizer
 
     hf = load_hf_tokenizer(tokenizer)
     for docs in _batched(data, DOCS_PER_BATCH):

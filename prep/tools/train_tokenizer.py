@@ -61,7 +61,7 @@ def train_tokenizer(
     Returns {"documents", "vocab_size", "seconds"}; vocab_size is the size reached,
     which is smaller than asked when the corpus has too few distinct pairs.
     """
-    from prep.text.tokenizer import tokenizers_major
+    from prep.text.hf import tokenizers_major
 
     if tokenizers_major() >= 1:
         raise UserError(f"train-tokenizer needs the tokenizers 0.2x API (trainers); tokenizers {tokenizers_major()}.x "
