@@ -659,7 +659,10 @@ def test_sigkill_the_writer_or_the_forkserver_is_survived(corpus, reference, tmp
     assert 1 <= len(committed) < len(reference["shards"])  # the kill landed mid-run, after a commit
     assert writer_restarts(out) == 1
     workers = json.loads((out / "_manifest.json").read_text())["routing"]["workers"]
-    assert sum(w["restarts"] for w in workers) == (2 if role == "forkserver" else 0)
+    restarts = sum(w["restarts"] for w in workers)
+    # The forkserver's death takes both workers with it; a replacement started while the new forkserver comes
+    # up may die in its start too (counted as one more restart), so at least two.
+    assert restarts >= 2 if role == "forkserver" else restarts == 0
     assert "faults survived" in stdout
 
 
