@@ -114,10 +114,9 @@ def output_spec(config: Any) -> OutputSpec:
 
 def tokenizer_id_space(path: str) -> int:
     """One more than the largest id of the tokenizer (added tokens included): what a dtype must hold."""
-    from prep.text.hf import load_hf_tokenizer
+    from prep.text.tokenizer import vocabulary
 
-    vocab = load_hf_tokenizer(path).get_vocab(with_added_tokens=True)
-    return max(vocab.values(), default=-1) + 1
+    return max(vocabulary(path).values(), default=-1) + 1
 
 
 # ---------------------------------------------------------------------------------------------- tokens

@@ -109,6 +109,11 @@ def _vocab(data: dict) -> dict[str, int]:
     return vocab | {t["content"]: t["id"] for t in data.get("added_tokens") or []}
 
 
+def vocabulary(path: str | Path) -> dict[str, int]:
+    """token -> id of a tokenizer.json, added tokens included, in either tokenizers API."""
+    return _vocab(json.loads(Path(path).read_bytes()))
+
+
 def describe_tokenizer(path: str | Path) -> TokenizerInfo:
     """Check the file loads; note padding/truncation it configures (prep switches them off)."""
     path = Path(path)
