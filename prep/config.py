@@ -54,6 +54,9 @@ class PipelineConfig:
     drop_empty: bool = True
     filters: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filter.NAME] tables (prep.text.filters)
     keep_filtered: bool = False  # write the removed documents' ids, rule and failing value to _filtered.parquet
+    # deduplication (prep.core.dedup): decided by the writer, in seq order
+    dedup_exact: bool = False
+    dedup_memory: int = 2 * 2**30  # the index's memory budget; past it, it spills to disk (never changes output)
     # output
     keep_text: bool = False
     shard_bytes: int = 256 * 2**20
@@ -74,7 +77,7 @@ class PipelineConfig:
 
     def output_fingerprint(self) -> dict[str, Any]:
         """The fields that decide the output bytes (what `--resume` must match)."""
-        ignored = {"workers", "router", "seed", "chunk_timeout_s", "name"}
+        ignored = {"workers", "router", "seed", "chunk_timeout_s", "name", "dedup_memory"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,12 +91,15 @@ _SECTIONS = {
     "filter": {"drop_empty", "keep_filtered"},
     "output": {"keep_text", "shard_bytes", "compression", "formats", "llmc_dtype"},
     "pack": {"seq_len", "method", "window_docs"},
+    "dedup": {"exact", "memory"},
     "run": {"workers", "router", "seed", "chunk_bytes", "strict", "chunk_timeout_s"},
 }
 _RENAMES = {("tokenizer", "path"): "tokenizer", ("features", "compute"): "features",
             ("pack", "seq_len"): "pack_seq_len", ("pack", "method"): "pack_method",
-            ("pack", "window_docs"): "pack_window_docs"}
-_SIZES = {"shard_bytes", "chunk_bytes", "max_document_bytes"}
+            ("pack", "window_docs"): "pack_window_docs", ("dedup", "exact"): "dedup_exact",
+            ("dedup", "memory"): "dedup_memory"}
+_SIZES = {"shard_bytes", "chunk_bytes", "max_document_bytes", "dedup_memory"}
+_BOOLS = {"dedup_exact"}
 
 
 def load_pipeline(path: str | Path | None) -> PipelineConfig:
@@ -127,6 +133,8 @@ def load_pipeline(path: str | Path | None) -> PipelineConfig:
             name = _RENAMES.get((section, key), key)
             if name in _SIZES:
                 value = parse_size(value, name)
+            if name in _BOOLS and not isinstance(value, bool):
+                raise UserError(f"bad pipeline file {path}: [{section}] {key} must be true or false")
             setattr(config, name, value)
     if config.filters:
         from prep.text.features import FEATURES
