@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from prep.core.accounting import EngineResult
 from prep.core.chunk import sample_texts
-from prep.core.dedup import dedup_settings
 from prep.core.router import make_router
 from prep.core.stage import selected_features
 from prep.engines.local.coordinator import LocalEngine, remove_recorded_leftovers
@@ -31,9 +30,6 @@ from prep.text.tokenizer import choose_backend, describe_tokenizer, eos_id
 def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = None,
                  on_progress: Callable[[int, int], None] | None = None) -> EngineResult:
     if request.engine == "ray":
-        if dedup_settings(request.config) is not None:
-            raise UserError("dedup runs on --engine local only for now: its decisions are taken in seq order by "
-                            "the local writer; use --engine local")
         from prep.engines.ray.engine import run_ray
 
         return run_ray(request, on_start, on_progress)

@@ -129,30 +129,29 @@ class Deduper:
         self.cluster_extra: dict[bytes, int] = {}  # key of a kept document -> duplicates removed for it
         self.records: list[dict] = []  # index records since the last commit (for INDEX_FILE)
 
-    def decide(self, keys: bytes, ids: pa.Array) -> tuple[np.ndarray, list[dict], dict[str, int]]:
-        """(keep mask, filtered rows {id, rule, value, threshold, duplicate_of} if asked, removed per rule) for
-        documents in the order given."""
+    def decide(self, keys: bytes, ids: list) -> dict:
+        """The decision for documents offered in order: {"drop": their positions, "rows": filtered rows {id, rule,
+        value, threshold, duplicate_of} if asked, "counts": removed per rule}. A plain dict: the Ray driver
+        decides and sends it to the writer that applies it."""
         n = len(ids)
         if len(keys) != n * KEY_BYTES:
             raise RuntimeError(f"dedup: {len(keys)} key bytes for {n} documents")
-        keep = np.ones(n, bool)
-        removed = []
-        id_list = ids.to_pylist()
+        drop, rows = [], []
         for i in range(n):
             key = keys[i * KEY_BYTES:(i + 1) * KEY_BYTES]
-            doc_id = str(id_list[i])
+            doc_id = str(ids[i])
             first = self.exact.get(key)
             if first is None:
                 self.exact.add(key, doc_id)
                 self.records.append({"k": key.hex(), "id": doc_id})
                 continue
-            keep[i] = False
+            drop.append(i)
             self.cluster_extra[key] = self.cluster_extra.get(key, 0) + 1
             self.records.append({"k": key.hex(), "of": first})
-            removed.append({"id": id_list[i], "rule": RULE_EXACT, "value": 1.0, "threshold": None,
-                            "duplicate_of": first})
-        counts = {RULE_EXACT: len(removed)} if removed else {}
-        return keep, removed if self.settings.keep_rows else [], counts
+            if self.settings.keep_rows:
+                rows.append({"id": ids[i], "rule": RULE_EXACT, "value": 1.0, "threshold": None,
+                             "duplicate_of": first})
+        return {"drop": drop, "rows": rows, "counts": {RULE_EXACT: len(drop)} if drop else {}}
 
     def take_records(self) -> list[dict]:
         records, self.records = self.records, []

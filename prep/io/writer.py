@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -104,7 +105,8 @@ class ShardWriter:
         self.quarantine_bytes = entries[-1].get("quarantine_bytes", 0) if entries else 0
         self.filtered_bytes = entries[-1].get("filtered_bytes", 0) if entries else 0
         self.dedup_bytes = entries[-1].get("dedup_bytes", 0) if entries else 0
-        self.deduper = None
+        self.deduper: Deduper | None = None
+        self.deduped = False  # a part had dedup applied: tokens are counted from the rows kept
         if dedup is not None:  # the index of the committed shards, as an uninterrupted run would hold it
             self.deduper = Deduper(dedup)
             self.deduper.load(out / INDEX_FILE, self.dedup_bytes)
@@ -159,7 +161,7 @@ class ShardWriter:
         cur["chunks"].append([seq, info.get("source"), info.get("digest")])  # what --resume proves it skips
         duplicates: list[dict] = []  # after the chunk's other filtered rows, however it was cut into parts
         for _start, _stop, table, stats in sorted(pending.parts, key=lambda p: p[0]):
-            if self.deduper is not None and table is not None and table.num_rows:
+            if table is not None and table.num_rows and (self.deduper is not None or "dedup" in stats):
                 table, removed = self._dedup(table, stats)
                 duplicates += removed
             cur["filtered"] += stats.get("filtered", 0)
@@ -169,7 +171,7 @@ class ShardWriter:
             quarantine += stats.get("quarantine", [])
             if table is not None and table.num_rows:
                 cur["rows"] += table.num_rows
-                cur["tokens"] += stats.get("tokens", 0) if self.deduper is None else _tokens(table)
+                cur["tokens"] += _tokens(table) if self.deduped else stats.get("tokens", 0)
                 self.buffer.append(table)
                 self.buffered += table.nbytes
         cur["filtered_rows"].extend(duplicates)
@@ -181,12 +183,20 @@ class ShardWriter:
             self._flush()
 
     def _dedup(self, table: pa.Table, stats: dict) -> tuple[pa.Table, list[dict]]:
-        """The part's rows less the duplicates of earlier documents (counted as filtered)."""
-        keep, removed, counts = self.deduper.decide(stats.get("dedup_keys", b""), table.column("id"))
-        for rule, count in counts.items():
+        """The part's rows less the duplicates of earlier documents (counted as filtered), decided here in seq
+        order, or by the Ray driver (also in seq order) when the stats carry its decision."""
+        self.deduped = True
+        decision = stats.get("dedup")
+        if decision is None:
+            decision = self.deduper.decide(stats.get("dedup_keys", b""), table.column("id").to_pylist())
+        for rule, count in decision["counts"].items():
             self.current["filtered"] += count
             self.current["filtered_by"][rule] = self.current["filtered_by"].get(rule, 0) + count
-        return (table if keep.all() else table.filter(pa.array(keep))), removed
+        if not decision["drop"]:
+            return table, decision["rows"]
+        keep = np.ones(table.num_rows, bool)
+        keep[decision["drop"]] = False
+        return table.filter(pa.array(keep)), decision["rows"]
 
     def _flush(self) -> None:
         if not self.buffer:

@@ -43,6 +43,7 @@ import pyarrow.fs as pafs
 from prep.config import PipelineConfig
 from prep.core.accounting import EngineResult, routing_summary
 from prep.core.chunk import Chunk, Origins, sample_texts
+from prep.core.dedup import INDEX_FILE, Deduper, dedup_settings
 from prep.core.retry import quarantine_record, strict_fault_error
 from prep.core.router import Router, make_router
 from prep.core.stage import selected_features, single_thread_env
@@ -71,6 +72,7 @@ from prep.io.writer import (
     ROUTING,
     ShardWriter,
     append_journal,
+    append_records,
     fsync_dir,
     read_journal,
     write_atomic,
@@ -297,7 +299,10 @@ class StageActor:
             finished = time.perf_counter()
         timing = {"busy_s": finished - started, "tokenize_s": stats.tokenize_s,
                   "features_s": stats.features_s, "transport_s": 0.0}
-        return (asdict(stats), timing), output
+        stats_dict = asdict(stats)
+        if self.stage.dedup:  # the driver decides duplicates in seq order: it needs the ids beside the keys
+            stats_dict["dedup_ids"] = output.column("id").to_pylist()
+        return (stats_dict, timing), output
 
 
 class WriterActor:
@@ -350,6 +355,16 @@ class WriterActor:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _for_writer(stats: dict, decision: dict | None) -> dict:
+    """A part's stats as its writer needs them: the driver's dedup decision instead of the keys and ids."""
+    if "dedup_keys" not in stats:
+        return stats
+    stats = {k: v for k, v in stats.items() if k not in ("dedup_keys", "dedup_ids")}
+    if decision is not None:
+        stats["dedup"] = decision
+    return stats
+
+
 # ------------------------------------------------------------------------------------------------ output
 
 
@@ -398,7 +413,7 @@ class Output:
                 entries, note = self._start_remote(fingerprint, overwrite, resume)
             lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole, as the local engine does
             write_atomic(self.dir / JOURNAL, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines).encode())
-            self._upload(QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, FILTERED, JOURNAL)
+            self._upload(QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, FILTERED, INDEX_FILE, JOURNAL)
         except OSError as exc:
             raise UserError(f"cannot write to output directory {self.where}: {exc}") from None
         return entries, note
@@ -414,7 +429,7 @@ class Output:
         if any(e.name != MARKER for e in listing) and not (overwrite or resume):
             raise UserError(f"output directory {self.where} already holds data; pass --overwrite to replace it "
                             "or --resume to continue an interrupted run")
-        for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, MANIFEST):  # what --resume reads
+        for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, INDEX_FILE, MANIFEST):  # --resume reads
             if resume and any(e.name == name and e.kind == "file" for e in listing):
                 pafs.copy_files(self.where.child(name).path, str(self.dir / name), source_filesystem=fs,
                                 destination_filesystem=pafs.LocalFileSystem())
@@ -446,7 +461,7 @@ class Output:
         return entries, note
 
     def append(self, entry: dict, quarantine: bytes, committed_bytes: int, filtered: bytes = b"",
-               filtered_bytes: int = 0) -> None:
+               filtered_bytes: int = 0, dedup_records: list[dict] | None = None, dedup_bytes: int = 0) -> None:
         """A committed shard: its bad records after those of the shards before it, then its journal line
         (which records how long the quarantine is, as `ShardWriter.commit` does); the same for the records
         of its filtered documents (--keep-filtered)."""
@@ -466,15 +481,19 @@ class Output:
                 os.fsync(f.fileno())
                 committed_bytes = f.tell()
         entry["quarantine_bytes"] = committed_bytes
+        if dedup_records is not None:  # the dedup index records of the shard, as ShardWriter.commit appends them
+            entry["dedup_bytes"] = append_records(self.dir / INDEX_FILE, dedup_bytes, dedup_records)
         append_journal(self.dir, entry)
         self._upload(*((QUARANTINE_PARTIAL,) if quarantine else ()), *((FILTERED_PARTIAL,) if filtered else ()),
-                     JOURNAL)
+                     *((INDEX_FILE,) if dedup_records else ()), JOURNAL)
 
-    def finish(self, config: PipelineConfig, entries: list[dict], extra: dict, routing_rows: dict) -> dict:
+    def finish(self, config: PipelineConfig, entries: list[dict], extra: dict, routing_rows: dict,
+               deduper: Deduper | None = None) -> dict:
         """Quarantine, routing table and, last, the manifest, by `ShardWriter.finish` itself."""
-        manifest = ShardWriter(self.dir, config.shard_bytes, config.compression, 0, entries).finish(extra,
-                                                                                                  routing_rows)
-        self._upload(QUARANTINE, QUARANTINE_PARTIAL, FILTERED, FILTERED_PARTIAL, ROUTING, MANIFEST)
+        writer = ShardWriter(self.dir, config.shard_bytes, config.compression, 0, entries)
+        writer.deduper = deduper  # the driver's: the manifest's dedup section
+        manifest = writer.finish(extra, routing_rows)
+        self._upload(QUARANTINE, QUARANTINE_PARTIAL, FILTERED, FILTERED_PARTIAL, INDEX_FILE, ROUTING, MANIFEST)
         return manifest
 
 
@@ -633,6 +652,13 @@ class RayEngine:
         self.slow_workers = slow_workers or {}
         self.manifest_base = manifest_base or {}
         self.timings: dict[str, float] = {}
+        # dedup: decided here, in seq order, from the keys and ids the stage actors return (prep.core.dedup)
+        settings = dedup_settings(config)
+        self.deduper = Deduper(settings) if settings is not None else None
+        if self.deduper is not None:
+            self.deduper.load(output.dir / INDEX_FILE, self.entries[-1].get("dedup_bytes", 0) if self.entries else 0)
+        self.decisions: dict[int, dict[int, dict]] = {}  # seq -> start -> decision, until the shard is committed
+        self.dedup_records: dict[int, list[dict]] = {}  # shard index -> its index records, until journalled
 
     # ------------------------------------------------------------------------------------------ set-up
     def _new_actor(self, index: int) -> _Actor:
@@ -777,6 +803,7 @@ class RayEngine:
                 if shard.last_seq is None or shard.open_chunks:
                     break
                 rows = sum(stats["documents"] for seq in shard.seqs for _, _, stats in self.chunks[seq].parts.values())
+                rows -= self._dedup(shard)
                 shard.file_index = self.next_file
                 self.next_file += 1 if rows else 0
             writer = self.writers[shard.index % self.writers_n]
@@ -785,11 +812,28 @@ class RayEngine:
             chunks = []
             for seq in shard.seqs:
                 state = self.chunks[seq]
-                parts = [(start, stop, None if ref is None else [ref], stats)
+                decisions = self.decisions.get(seq, {})
+                parts = [(start, stop, None if ref is None else [ref], _for_writer(stats, decisions.get(start)))
                          for start, (stop, ref, stats) in sorted(state.parts.items())]
                 chunks.append((seq, state.info, parts))
             shard.writing = self._watch(writer.handle.write_shard.remote(shard.file_index, shard.first_seq, chunks))
             self.writing[shard.writing] = shard.index
+
+    def _dedup(self, shard: _Shard) -> int:
+        """Decide the duplicates of a shard whose chunks are all computed, every shard before it decided: so in
+        seq order, as the local writer does. The decisions are kept until the shard is committed (a result
+        computed again gets the same one); returns the documents removed."""
+        if self.deduper is None:
+            return 0
+        removed = 0
+        for seq in shard.seqs:
+            for start, (_, _, stats) in sorted(self.chunks[seq].parts.items()):
+                if stats["documents"]:
+                    decision = self.deduper.decide(stats["dedup_keys"], stats["dedup_ids"])
+                    self.decisions.setdefault(seq, {})[start] = decision
+                    removed += len(decision["drop"])
+        self.dedup_records[shard.index] = self.deduper.take_records()
+        return removed
 
     def _wait_and_handle(self, feed: bool) -> None:
         """Handle what completed; block until something does (or the next chunk is read, when one may be
@@ -945,13 +989,15 @@ class RayEngine:
         self.committed[shard.index] = result
         for seq in shard.seqs:
             del self.chunks[seq]
+            self.decisions.pop(seq, None)
             self.book.forget(seq)
         del self.shards[shard.index]
         while (n := len(self.entries)) in self.committed:  # the journal stays a prefix of the shards
             done = self.committed.pop(n)
             last = self.entries[-1] if self.entries else {}
             self.output.append(done["entry"], done["quarantine"], last.get("quarantine_bytes", 0),
-                               done.get("filtered", b""), last.get("filtered_bytes", 0))
+                               done.get("filtered", b""), last.get("filtered_bytes", 0),
+                               self.dedup_records.pop(n, None), last.get("dedup_bytes", 0))
             self.entries.append(done["entry"])
 
     # ------------------------------------------------------------------------------------------ the end
@@ -968,7 +1014,7 @@ class RayEngine:
                        "worker_nodes": self.nodes["workers"], "writer_nodes": self.nodes["writers"]})
         engine.update({k: round(v, 4) for k, v in self.timings.items()})
         extra["engine"] = engine
-        manifest = self.output.finish(self.config, self.entries, extra, self.book.routing)
+        manifest = self.output.finish(self.config, self.entries, extra, self.book.routing, self.deduper)
         return EngineResult(manifest, self.book.accounts, self.book.faults)
 
 
