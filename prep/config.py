@@ -56,6 +56,12 @@ class PipelineConfig:
     keep_filtered: bool = False  # write the removed documents' ids, rule and failing value to _filtered.parquet
     # deduplication (prep.core.dedup): decided by the writer, in seq order
     dedup_exact: bool = False
+    dedup_near: bool = False  # MinHash LSH on word n-grams
+    dedup_ngram: int = 5
+    dedup_num_perm: int = 112
+    dedup_bands: int = 14
+    dedup_rows: int = 8
+    dedup_threshold: float | None = None  # near: also require this estimated Jaccard similarity
     dedup_memory: int = 2 * 2**30  # the index's memory budget; past it, it spills to disk (never changes output)
     # output
     keep_text: bool = False
@@ -91,15 +97,16 @@ _SECTIONS = {
     "filter": {"drop_empty", "keep_filtered"},
     "output": {"keep_text", "shard_bytes", "compression", "formats", "llmc_dtype"},
     "pack": {"seq_len", "method", "window_docs"},
-    "dedup": {"exact", "memory"},
+    "dedup": {"exact", "near", "memory", "ngram", "num_perm", "bands", "rows", "threshold"},
     "run": {"workers", "router", "seed", "chunk_bytes", "strict", "chunk_timeout_s"},
 }
 _RENAMES = {("tokenizer", "path"): "tokenizer", ("features", "compute"): "features",
             ("pack", "seq_len"): "pack_seq_len", ("pack", "method"): "pack_method",
             ("pack", "window_docs"): "pack_window_docs", ("dedup", "exact"): "dedup_exact",
-            ("dedup", "memory"): "dedup_memory"}
+            **{("dedup", k): f"dedup_{k}" for k in ("near", "memory", "ngram", "num_perm", "bands", "rows",
+                                                    "threshold")}}
 _SIZES = {"shard_bytes", "chunk_bytes", "max_document_bytes", "dedup_memory"}
-_BOOLS = {"dedup_exact"}
+_BOOLS = {"dedup_exact", "dedup_near"}
 
 
 def load_pipeline(path: str | Path | None) -> PipelineConfig:
@@ -144,6 +151,12 @@ def load_pipeline(path: str | Path | None) -> PipelineConfig:
             config.filters = check_filters(config.filters, FEATURES)
         except UserError as exc:
             raise UserError(f"bad pipeline file {path}: {exc}") from None
+    from prep.core.dedup import check_dedup
+
+    try:
+        check_dedup(config)
+    except UserError as exc:
+        raise UserError(f"bad pipeline file {path}: {exc}") from None
     if config.tokenizer and not Path(config.tokenizer).is_absolute():
         config.tokenizer = str((path.parent / config.tokenizer).resolve())
     return config

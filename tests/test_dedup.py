@@ -17,7 +17,7 @@ from test_output_safety import interrupted
 
 from prep.config import PipelineConfig
 from prep.core import dedup as dedup_module
-from prep.core.dedup import Deduper, DedupSettings, dedup_keys
+from prep.core.dedup import Deduper, DedupSettings, MinHasher, dedup_keys
 from prep.core.stage import Stage
 from prep.text.features import compute_features
 
@@ -83,7 +83,7 @@ def test_exact_dedup_keeps_the_first_of_each_text_across_workers(tmp_path: Path)
     assert manifest["dedup"] == {"exact_removed": len(removed), "near_removed": 0, "clusters": len(sizes),
                                  "largest_cluster": max(sizes.values()), "cluster_sizes": dict(sorted(
                                      hist.items(), key=lambda kv: int(kv[0]))),
-                                 "index_entries": len(kept), "spilled": False}
+                                 "indexed_documents": len(kept), "spilled": False}
     filtered = pq.read_table(outs[0] / "_filtered.parquet").to_pylist()
     assert {r["id"]: r["duplicate_of"] for r in filtered} == removed
     assert {(r["rule"], r["value"]) for r in filtered} == {("dedup_exact", 1.0)}
@@ -105,12 +105,12 @@ def test_a_tiny_memory_budget_spills_to_disk_and_decides_the_same(tmp_path: Path
 
 def test_resume_rebuilds_the_index_and_decides_as_an_uninterrupted_run(tmp_path: Path) -> None:
     inp, docs = planted_corpus(tmp_path / "in.jsonl")
-    done = run_dedup(inp, tmp_path / "done", "--workers", "2")
+    done = run_dedup(inp, tmp_path / "done", "--workers", "2", "--dedup", "exact,near")
     shards = len(list(done.glob("part-*.parquet")))
     assert shards >= 4
     cut = interrupted(done, tmp_path / "cut", keep=2)
     assert (cut / "_dedup.jsonl").exists()
-    run_dedup(inp, cut, "--workers", "3", "--resume", "--dedup-memory", "1KiB")
+    run_dedup(inp, cut, "--workers", "3", "--resume", "--dedup-memory", "1KiB", "--dedup", "exact,near")
     assert shard_bytes_of(cut) == shard_bytes_of(done)
     assert (cut / "_dedup.jsonl").read_bytes() == (done / "_dedup.jsonl").read_bytes()
     assert json.loads((cut / "_manifest.json").read_text())["dedup"]["clusters"] == \
@@ -118,8 +118,8 @@ def test_resume_rebuilds_the_index_and_decides_as_an_uninterrupted_run(tmp_path:
     # resuming with different dedup settings is refused
     again = interrupted(done, tmp_path / "again", keep=2)
     proc = prep_cmd("run", "-i", inp, "-o", again, "--tokenizer", GPT2, "--no-progress", "--chunk-bytes", "2KiB",
-                    "--shard-bytes", "8KiB", "--features", "num_chars", "--resume")
-    assert proc.returncode == 2 and "dedup_exact" in proc.stderr and proc.stderr.count("\n") == 1
+                    "--shard-bytes", "8KiB", "--features", "num_chars", "--resume", "--dedup", "exact")
+    assert proc.returncode == 2 and "dedup_near" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_a_64_bit_collision_never_removes_a_distinct_document(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,9 +153,9 @@ def test_spill_path_in_process_decides_as_in_memory() -> None:
     keys = dedup_keys(texts).tobytes()
     memory, disk = Deduper(DedupSettings(exact=True)), Deduper(DedupSettings(exact=True, memory=4096))
     results = [d.decide(keys, ids) for d in (memory, disk)]
-    assert disk.exact.spilled and not memory.exact.spilled
     assert results[0] == results[1]
     assert 2000 - len(results[0]["drop"]) == len(set(texts.to_pylist()))
+    assert disk.index.spilled and not memory.index.spilled
 
 
 def test_dedup_off_computes_and_writes_nothing(tmp_path: Path) -> None:
@@ -170,10 +170,13 @@ def test_dedup_off_computes_and_writes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("toml", "flags", "message"), [
-    ("", ["--dedup", "fuzzy"], "bad --dedup 'fuzzy': use exact, or off"),
+    ("", ["--dedup", "fuzzy"], "bad --dedup 'fuzzy': use exact, near, exact,near or off"),
     ("[dedup]\nexact = 'yes'\n", [], "[dedup] exact must be true or false"),
     ("[dedup]\nmemory = 'lots'\n", [], "bad dedup_memory 'lots'"),
     ("[dedup]\nexcat = true\n", [], "unknown key 'excat' in [dedup]"),
+    ("[dedup]\nnear = true\nnum_perm = 64\n", [], "[dedup] num_perm 64 is fewer than bands x rows = 112"),
+    ("[dedup]\nbands = 0\n", [], "[dedup] bands must be a whole number of at least 1, not 0"),
+    ("[dedup]\nthreshold = 1.5\n", [], "[dedup] threshold must be a number in (0, 1], not 1.5"),
 ])
 def test_bad_dedup_settings_are_one_line_user_errors(tmp_path: Path, toml: str, flags: list[str],
                                                      message: str) -> None:
@@ -188,15 +191,81 @@ def test_bad_dedup_settings_are_one_line_user_errors(tmp_path: Path, toml: str, 
 @pytest.mark.slow
 def test_ray_engine_dedups_the_same_and_resumes(tmp_path: Path) -> None:
     inp, docs = planted_corpus(tmp_path / "in.jsonl")
-    local = run_dedup(inp, tmp_path / "local", "--workers", "2", "--keep-filtered")
-    ray = run_dedup(inp, tmp_path / "ray", "--workers", "2", "--keep-filtered", "--engine", "ray")
+    local = run_dedup(inp, tmp_path / "local", "--workers", "2", "--keep-filtered", "--dedup", "exact,near")
+    ray = run_dedup(inp, tmp_path / "ray", "--workers", "2", "--keep-filtered", "--engine", "ray", "--dedup",
+                    "exact,near")
     assert shard_bytes_of(ray) == shard_bytes_of(local)
     for name in ("_filtered.parquet", "_dedup.jsonl"):
         assert (ray / name).read_bytes() == (local / name).read_bytes()
     manifests = [json.loads((o / "_manifest.json").read_text()) for o in (local, ray)]
     assert manifests[0]["counts"] == manifests[1]["counts"] and manifests[0]["dedup"] == manifests[1]["dedup"]
-    plain = run_dedup(inp, tmp_path / "plain", "--workers", "1")  # a local run cut short, resumed by Ray
+    plain = run_dedup(inp, tmp_path / "plain", "--workers", "1", "--dedup", "exact,near")  # resumed by Ray
     cut = interrupted(plain, tmp_path / "cut", keep=2)
-    run_dedup(inp, cut, "--workers", "3", "--engine", "ray", "--resume")
+    run_dedup(inp, cut, "--workers", "3", "--engine", "ray", "--resume", "--dedup", "exact,near")
     assert shard_bytes_of(cut) == shard_bytes_of(local)
-    assert (cut / "_dedup.jsonl").read_bytes() == (local / "_dedup.jsonl").read_bytes()
+    assert (cut / "_dedup.jsonl").read_bytes() == (plain / "_dedup.jsonl").read_bytes()
+
+
+def near_corpus(path: Path, seed: int = 5) -> tuple[Path, list[dict], set[str]]:
+    """Distinct 150-word documents, with planted variants of earlier ones: case changed (a near duplicate),
+    1% of words changed (near), 20% changed (not a duplicate). Returns the ids a near dedup must remove."""
+    rng = random.Random(seed)
+    vocab = [f"v{i}q" for i in range(20000)]
+    docs: list[dict] = []
+    planted: set[str] = set()
+    for i in range(160):
+        roll = rng.random()
+        originals = [d for d in docs if d["id"].startswith("o")]
+        if originals and roll < 0.3:
+            words = rng.choice(originals)["text"].split()
+            kind = rng.choice(["case", "one", "twenty"])
+            if kind == "case":
+                text = " ".join(w.upper() if j % 3 == 0 else w for j, w in enumerate(words))
+            else:
+                frac = 0.01 if kind == "one" else 0.2
+                changed = rng.sample(range(len(words)), max(1, int(frac * len(words))))
+                for j in changed:
+                    words[j] = f"new{rng.randrange(10**9)}"
+                text = " ".join(words)
+            docs.append({"id": f"{kind}{i}", "text": text})
+            if kind != "twenty":
+                planted.add(f"{kind}{i}")
+        else:
+            docs.append({"id": f"o{i}", "text": " ".join(rng.choice(vocab) for _ in range(150))})
+    return write_jsonl(path, docs), docs, planted
+
+
+def test_near_dedup_removes_the_planted_near_copies_across_workers(tmp_path: Path) -> None:
+    inp, docs, planted = near_corpus(tmp_path / "in.jsonl")
+    assert len(planted) >= 20 and any(d["id"].startswith("twenty") for d in docs)
+    outs = [run_dedup(inp, tmp_path / f"w{w}", "--workers", str(w), "--dedup", "near", "--keep-filtered")
+            for w in (1, 3)]
+    assert pq.read_table(outs[0], columns=["id"]).column("id").to_pylist() == \
+        [d["id"] for d in docs if d["id"] not in planted]
+    assert shard_bytes_of(outs[0]) == shard_bytes_of(outs[1])
+    assert (outs[0] / "_filtered.parquet").read_bytes() == (outs[1] / "_filtered.parquet").read_bytes()
+    manifest = json.loads((outs[0] / "_manifest.json").read_text())
+    assert manifest["dedup"]["near_removed"] == len(planted) == manifest["counts"]["filtered_by"]["dedup_near"]
+    rows = pq.read_table(outs[0] / "_filtered.parquet").to_pylist()
+    assert all(r["duplicate_of"].startswith("o") and r["value"] > 0.7 for r in rows)
+    # with a threshold above the 1%-changed copies' similarity, only the case variants (similarity 1) go
+    strict = run_dedup(inp, tmp_path / "strict", "--workers", "2", "--dedup", "near",
+                       "--dedup-threshold", "1.0")
+    assert set(pq.read_table(strict, columns=["id"]).column("id").to_pylist()) == \
+        {d["id"] for d in docs if not d["id"].startswith("case")}
+
+
+def test_minhash_estimates_match_exact_jaccard() -> None:
+    rng = random.Random(2)
+    vocab = [f"w{i}" for i in range(3000)]
+    hasher = MinHasher(num_perm=256, bands=14, rows=8)
+    errors = []
+    for frac in (0.01, 0.05, 0.1, 0.2, 0.4):
+        for _ in range(8):
+            a = [rng.choice(vocab) for _ in range(300)]
+            b = [w if rng.random() > frac else rng.choice(vocab) + "x" for w in a]
+            sig, has = hasher.signatures(pa.array([" ".join(a), " ".join(b)]))
+            grams = [{tuple(x[i:i + 5]) for i in range(len(x) - 4)} for x in (a, b)]
+            exact = len(grams[0] & grams[1]) / len(grams[0] | grams[1])
+            errors.append(float(np.mean(sig[0] == sig[1])) - exact)
+    assert abs(np.mean(errors)) < 0.02 and max(map(abs, errors)) < 0.12  # unbiased; sd ~ 0.03 at 256

@@ -357,9 +357,7 @@ class WriterActor:
 
 def _for_writer(stats: dict, decision: dict | None) -> dict:
     """A part's stats as its writer needs them: the driver's dedup decision instead of the keys and ids."""
-    if "dedup_keys" not in stats:
-        return stats
-    stats = {k: v for k, v in stats.items() if k not in ("dedup_keys", "dedup_ids")}
+    stats = {k: v for k, v in stats.items() if k not in ("dedup_keys", "dedup_bands", "dedup_sigs", "dedup_ids")}
     if decision is not None:
         stats["dedup"] = decision
     return stats
@@ -829,7 +827,8 @@ class RayEngine:
         for seq in shard.seqs:
             for start, (_, _, stats) in sorted(self.chunks[seq].parts.items()):
                 if stats["documents"]:
-                    decision = self.deduper.decide(stats["dedup_keys"], stats["dedup_ids"])
+                    decision = self.deduper.decide(stats["dedup_keys"], stats["dedup_ids"], stats["dedup_bands"],
+                                                   stats["dedup_sigs"])
                     self.decisions.setdefault(seq, {})[start] = decision
                     removed += len(decision["drop"])
         self.dedup_records[shard.index] = self.deduper.take_records()
