@@ -91,6 +91,8 @@ def test_exact_dedup_keeps_the_first_of_each_text_across_workers(tmp_path: Path)
     assert counts["tokens"] == written_tokens
     summary = prep_cmd("inspect", outs[0], check=True).stdout
     assert "dedup" in summary and "cluster sizes" in summary
+    prep_cmd("report", outs[0], check=True)
+    assert "cluster size (documents)" in (outs[0] / "report.html").read_text()
 
 
 def test_a_tiny_memory_budget_spills_to_disk_and_decides_the_same(tmp_path: Path) -> None:

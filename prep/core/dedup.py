@@ -1,16 +1,20 @@
-"""Exact deduplication: keys computed in the workers, decisions taken in seq order where order is known.
+"""Deduplication, exact and near: keys computed in the workers, decisions taken in seq order where order is known.
 
-A worker gives every document it keeps a 24-byte key: its `content_hash` (BLAKE2b-64 of the text with
+Exact: a worker gives every document it keeps a 24-byte key: its `content_hash` (BLAKE2b-64 of the text with
 whitespace runs made one space, the ends stripped) followed by a second, independent BLAKE2b-128 of the same
-normalised text (another `person`). The writer, which sees the documents in seq order, removes a document
-whose key equals that of an earlier kept one. Two documents with equal `content_hash` but different texts
-differ in the second digest (a chance of 2**-128), so a 64-bit collision never removes a distinct document,
-and no text is held to compare: only the keys, and the id of the first document of each.
+normalised text (another `person`). A document whose key equals that of an earlier kept one is removed. Two
+documents with equal `content_hash` but different texts differ in the second digest (a chance of 2**-128), so a
+64-bit collision never removes a distinct document, and no text is held to compare.
 
-The index lives in a dict below its memory budget; past it, the dict is moved into an sqlite table on disk
-(the standard library's embedded store) and the run goes on. Every committed shard's index records (kept
-keys, and one line per removed duplicate) are appended to `_dedup.jsonl`, whose committed length the journal
-records, so `--resume` rebuilds the same index and takes the same decisions as an uninterrupted run.
+Near: MinHash signatures of lower-cased word n-gram shingles, vectorised with numpy over the batch, cut into
+bands x rows; a document sharing a band hash with an earlier kept document is a near duplicate of the earliest
+(with a threshold: of the earliest whose estimated Jaccard similarity reaches it).
+
+The decisions are taken by `Deduper`, fed in seq order by the writer (or by the Ray driver). Its index lives in
+a dict below its memory budget; past it, the entries move into an sqlite table on disk (the standard library's
+embedded store) and the run goes on. Every committed shard's index records are appended to `_dedup.jsonl`,
+whose committed length the journal records, so `--resume` rebuilds the same index and takes the same decisions
+as an uninterrupted run.
 """
 
 from __future__ import annotations
