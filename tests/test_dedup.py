@@ -15,7 +15,7 @@ import pytest
 from conftest import GPT2, prep_cmd, shard_bytes_of, write_jsonl
 from test_output_safety import interrupted
 
-from prep.config import PipelineConfig
+from prep.config import PipelineConfig, load_pipeline
 from prep.core import dedup as dedup_module
 from prep.core.dedup import Deduper, DedupSettings, MinHasher, dedup_keys
 from prep.core.stage import Stage
@@ -271,3 +271,10 @@ def test_minhash_estimates_match_exact_jaccard() -> None:
             exact = len(grams[0] & grams[1]) / len(grams[0] | grams[1])
             errors.append(float(np.mean(sig[0] == sig[1])) - exact)
     assert abs(np.mean(errors)) < 0.02 and max(map(abs, errors)) < 0.12  # unbiased; sd ~ 0.03 at 256
+
+
+def test_the_dedup_pipeline_file_loads() -> None:
+    config = load_pipeline(Path(__file__).resolve().parent.parent / "pipelines" / "pretrain-dedup.toml")
+    assert (config.dedup_exact, config.dedup_near, config.dedup_bands, config.dedup_rows) == (True, True, 14, 8)
+    assert config.dedup_memory == 2 * 2**30 and "dedup_memory" not in config.output_fingerprint()
+    assert config.output_fingerprint()["dedup_near"] is True
