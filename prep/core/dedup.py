@@ -176,18 +176,37 @@ class Index:
         self.entries = 0
         self.db: sqlite3.Connection | None = None
         self._spill_dir: tempfile.TemporaryDirectory | None = None
+        self.fetched: dict[bytes, object] = {}
+        self.fetched_keys: set[bytes] = set()
 
     def get(self, key: bytes) -> object | None:
         found = self.mem.get(key)
         if found is None and self.db is not None:
+            if key in self.fetched_keys:
+                return self.fetched.get(key)
             row = self.db.execute("SELECT v FROM idx WHERE k = ?", (key,)).fetchone()
             found = row[0] if row else None
         return found
+
+    def prefetch(self, keys: list[bytes]) -> None:
+        """Look up many keys on disk at once (a batch's, before its documents are decided one by one): one
+        query per 500 keys instead of one each. Valid until the next spill, which happens between batches."""
+        self.fetched, self.fetched_keys = {}, set()
+        if self.db is None:
+            return
+        self.fetched_keys = set(keys)
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            query = f"SELECT k, v FROM idx WHERE k IN ({','.join('?' * len(part))})"
+            self.fetched.update(self.db.execute(query, part).fetchall())
 
     def add(self, key: bytes, value: object) -> None:
         self.mem[key] = value
         self.entries += 1
         self.mem_bytes += sys.getsizeof(key) + sys.getsizeof(value) + _ENTRY_OVERHEAD
+
+    def fit(self) -> None:
+        """Spill if over budget (between batches: a batch's prefetched lookups stay valid while it is decided)."""
         if self.mem_bytes > self.memory:
             self.spill()
 
@@ -198,11 +217,13 @@ class Index:
             self.db = sqlite3.connect(os.path.join(self._spill_dir.name, "index.sqlite"))
             self.db.execute("PRAGMA journal_mode = OFF")
             self.db.execute("PRAGMA synchronous = OFF")
+            self.db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages
             self.db.execute("CREATE TABLE idx (k BLOB PRIMARY KEY, v NOT NULL) WITHOUT ROWID")
         self.db.executemany("INSERT INTO idx VALUES (?, ?)", self.mem.items())
         self.db.commit()
         self.mem.clear()
         self.mem_bytes = 0
+        self.fetched, self.fetched_keys = {}, set()
 
     @property
     def spilled(self) -> bool:
@@ -244,6 +265,11 @@ class Deduper:
         if (st.exact and len(keys) != n * KEY_BYTES) or (st.near and len(bands) != n * nb):
             raise RuntimeError(f"dedup: {len(keys)} key and {len(bands)} band bytes for {n} documents")
         drop, rows, counts = [], [], {}
+        if self.index.spilled:
+            wanted = [b"e" + keys[i * KEY_BYTES:(i + 1) * KEY_BYTES] for i in range(n)] if st.exact else []
+            if st.near:
+                wanted += [b"b" + bytes([j % st.bands]) + bands[j * 8:(j + 1) * 8] for j in range(n * st.bands)]
+            self.index.prefetch(wanted)
         for i in range(n):
             key = keys[i * KEY_BYTES:(i + 1) * KEY_BYTES] if st.exact else b""
             doc_bands = bands[i * nb:(i + 1) * nb] if st.near else b""
@@ -264,6 +290,7 @@ class Deduper:
             if st.keep_rows:
                 rows.append({"id": ids[i], "rule": rule, "value": value, "threshold": st.threshold if rule ==
                              RULE_NEAR else None, "duplicate_of": self.index.get(b"i" + _ordinal(first))})
+        self.index.fit()
         return {"drop": drop, "rows": rows, "counts": counts}
 
     def _near(self, doc_bands: bytes, sig: bytes) -> tuple[int | None, float]:
@@ -320,6 +347,7 @@ class Deduper:
             else:
                 self._keep(bytes.fromhex(record["k"]), bytes.fromhex(record["b"]), bytes.fromhex(record["s"]),
                            record["id"], record=False)
+                self.index.fit()
 
     def summary(self, filtered_by: dict[str, int]) -> dict:
         """The manifest's `dedup` section: removed per method, clusters (a kept document and its duplicates)."""
