@@ -44,7 +44,6 @@ class StageStats:
     tokenize_s: float = 0.0
     features_s: float = 0.0
     filter_s: float = 0.0
-    dedup_s: float = 0.0
     dedup_keys: bytes = b""  # with dedup: prep.core.dedup keys of the documents kept, in order (the writer decides)
     dedup_bands: bytes = b""  # with near dedup: their LSH band keys
     dedup_sigs: bytes = b""  # with near dedup and a similarity wanted: their MinHash signatures
@@ -104,11 +103,9 @@ class Stage:
         keys = dedup_keys(texts) if self.dedup and self.dedup.exact else None
         sigs = bands = None
         if self.hasher is not None:
-            t = time.perf_counter()
             sigs, has = self.hasher.signatures(texts)
             bands = self.hasher.band_keys(sigs)
             bands[~has] = 0  # no words: never a candidate
-            stats.dedup_s = time.perf_counter() - t
         t0 = time.perf_counter()
         ids, offsets = self._encode(texts.to_pylist())
         if self.eos is not None and len(batch):
