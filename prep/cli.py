@@ -92,6 +92,12 @@ def run(
     keep_filtered: Annotated[bool | None, typer.Option("--keep-filtered/--no-keep-filtered",
                                                        help="write _filtered.parquet: id, rule and failing "
                                                             "value of each filtered document")] = None,
+    dedup: Annotated[str | None, typer.Option(help="remove duplicates of earlier documents: exact | near | "
+                                                           "exact,near | off")] = None,
+    dedup_memory: Annotated[str | None, typer.Option(help="dedup index memory before it spills to disk "
+                                                          "(default 2GiB)")] = None,
+    dedup_threshold: Annotated[float | None, typer.Option(help="near dedup: also require this estimated "
+                                                                "Jaccard similarity")] = None,
     chunk_timeout: Annotated[float | None, typer.Option(help="seconds per chunk_bytes of text: a hang")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run")] = False,
@@ -106,6 +112,7 @@ def run(
     from tqdm import tqdm
 
     from prep.config import apply_overrides, load_pipeline
+    from prep.core.dedup import check_dedup, parse_methods
     from prep.request import RunRequest
     from prep.run import run_pipeline
     from prep.tools.summary import format_summary
@@ -121,7 +128,10 @@ def run(
         chunk_timeout_s=chunk_timeout, max_document_bytes=max_document_bytes, keep_filtered=keep_filtered,
         formats=format, llmc_dtype=llmc_dtype, pack_seq_len=pack_seq_len, pack_method=pack_method,
         features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
+        dedup_exact=None if dedup is None else "exact" in parse_methods(dedup), dedup_memory=dedup_memory,
+        dedup_near=None if dedup is None else "near" in parse_methods(dedup), dedup_threshold=dedup_threshold,
     )
+    check_dedup(config)
     if config.workers < 0:
         raise UserError(f"--workers {config.workers}: give a count of at least 1, or 0 for the CPU count")
     bar = None

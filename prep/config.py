@@ -54,6 +54,15 @@ class PipelineConfig:
     drop_empty: bool = True
     filters: dict[str, dict[str, Any]] = field(default_factory=dict)  # [filter.NAME] tables (prep.text.filters)
     keep_filtered: bool = False  # write the removed documents' ids, rule and failing value to _filtered.parquet
+    # deduplication (prep.core.dedup): decided by the writer, in seq order
+    dedup_exact: bool = False
+    dedup_near: bool = False  # MinHash LSH on word n-grams
+    dedup_ngram: int = 5
+    dedup_num_perm: int = 112
+    dedup_bands: int = 14
+    dedup_rows: int = 8
+    dedup_threshold: float | None = None  # near: also require this estimated Jaccard similarity
+    dedup_memory: int = 2 * 2**30  # the index's memory budget; past it, it spills to disk (never changes output)
     # output
     keep_text: bool = False
     shard_bytes: int = 256 * 2**20
@@ -74,7 +83,7 @@ class PipelineConfig:
 
     def output_fingerprint(self) -> dict[str, Any]:
         """The fields that decide the output bytes (what `--resume` must match)."""
-        ignored = {"workers", "router", "seed", "chunk_timeout_s", "name"}
+        ignored = {"workers", "router", "seed", "chunk_timeout_s", "name", "dedup_memory"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,12 +97,16 @@ _SECTIONS = {
     "filter": {"drop_empty", "keep_filtered"},
     "output": {"keep_text", "shard_bytes", "compression", "formats", "llmc_dtype"},
     "pack": {"seq_len", "method", "window_docs"},
+    "dedup": {"exact", "near", "memory", "ngram", "num_perm", "bands", "rows", "threshold"},
     "run": {"workers", "router", "seed", "chunk_bytes", "strict", "chunk_timeout_s"},
 }
 _RENAMES = {("tokenizer", "path"): "tokenizer", ("features", "compute"): "features",
             ("pack", "seq_len"): "pack_seq_len", ("pack", "method"): "pack_method",
-            ("pack", "window_docs"): "pack_window_docs"}
-_SIZES = {"shard_bytes", "chunk_bytes", "max_document_bytes"}
+            ("pack", "window_docs"): "pack_window_docs", ("dedup", "exact"): "dedup_exact",
+            **{("dedup", k): f"dedup_{k}" for k in ("near", "memory", "ngram", "num_perm", "bands", "rows",
+                                                    "threshold")}}
+_SIZES = {"shard_bytes", "chunk_bytes", "max_document_bytes", "dedup_memory"}
+_BOOLS = {"dedup_exact", "dedup_near"}
 
 
 def load_pipeline(path: str | Path | None) -> PipelineConfig:
@@ -127,6 +140,8 @@ def load_pipeline(path: str | Path | None) -> PipelineConfig:
             name = _RENAMES.get((section, key), key)
             if name in _SIZES:
                 value = parse_size(value, name)
+            if name in _BOOLS and not isinstance(value, bool):
+                raise UserError(f"bad pipeline file {path}: [{section}] {key} must be true or false")
             setattr(config, name, value)
     if config.filters:
         from prep.text.features import FEATURES
@@ -136,6 +151,12 @@ def load_pipeline(path: str | Path | None) -> PipelineConfig:
             config.filters = check_filters(config.filters, FEATURES)
         except UserError as exc:
             raise UserError(f"bad pipeline file {path}: {exc}") from None
+    from prep.core.dedup import check_dedup
+
+    try:
+        check_dedup(config)
+    except UserError as exc:
+        raise UserError(f"bad pipeline file {path}: {exc}") from None
     if config.tokenizer and not Path(config.tokenizer).is_absolute():
         config.tokenizer = str((path.parent / config.tokenizer).resolve())
     return config

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.config import PipelineConfig
+from prep.core.dedup import MinHasher, dedup_keys, dedup_settings
 from prep.text.features import FEATURES, check_feature_names, compute_features
 from prep.text.filters import Verdict, bounds_verdict, judge, merge, text_verdict
 from prep.text.tokenizer import Backend, eos_id, load_backend
@@ -43,6 +44,9 @@ class StageStats:
     tokenize_s: float = 0.0
     features_s: float = 0.0
     filter_s: float = 0.0
+    dedup_keys: bytes = b""  # with dedup: prep.core.dedup keys of the documents kept, in order (the writer decides)
+    dedup_bands: bytes = b""  # with near dedup: their LSH band keys
+    dedup_sigs: bytes = b""  # with near dedup and a similarity wanted: their MinHash signatures
 
     def add(self, verdict: Verdict, ids: pa.Array, keep_rows: bool) -> None:
         """Count the documents a verdict removed (and, if asked, keep their ids and failing values)."""
@@ -74,6 +78,9 @@ class Stage:
         # features the bounds need but the output does not keep: computed, judged, then dropped
         self.bound_only = [f for f in self.bounds if f not in self.features and f != "num_tokens"]
         self.eos = eos_id(config.tokenizer, config.eos_token) if config.append_eos else None
+        self.dedup = dedup_settings(config)
+        self.hasher = (MinHasher(config.dedup_ngram, config.dedup_num_perm, config.dedup_bands, config.dedup_rows)
+                       if config.dedup_near else None)
 
     def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
         stats = StageStats()
@@ -93,6 +100,12 @@ class Stage:
             elif verdict.skipped:
                 stats.add(verdict, batch.column("id"), False)
             stats.filter_s = time.perf_counter() - t
+        keys = dedup_keys(texts) if self.dedup and self.dedup.exact else None
+        sigs = bands = None
+        if self.hasher is not None:
+            sigs, has = self.hasher.signatures(texts)
+            bands = self.hasher.band_keys(sigs)
+            bands[~has] = 0  # no words: never a candidate
         t0 = time.perf_counter()
         ids, offsets = self._encode(texts.to_pylist())
         if self.eos is not None and len(batch):
@@ -119,11 +132,20 @@ class Stage:
                 stats.add(verdict, batch.column("id"), self.config.keep_filtered)
                 keep = pa.array(verdict.keep)
                 columns = {name: pc.filter(column, keep) for name, column in columns.items()}
+                keys = keys[verdict.keep] if keys is not None else None
+                sigs = sigs[verdict.keep] if sigs is not None else None
+                bands = bands[verdict.keep] if bands is not None else None
                 stats.tokens = int(pc.sum(columns["num_tokens"]).as_py() or 0)
             stats.filter_s += time.perf_counter() - t2
         for name in self.bound_only:
             del columns[name]
         stats.documents = len(columns["id"])
+        if keys is not None:
+            stats.dedup_keys = keys.tobytes()
+        if bands is not None:
+            stats.dedup_bands = bands.tobytes()
+            if self.dedup.signatures:
+                stats.dedup_sigs = sigs.tobytes()
         return pa.RecordBatch.from_pydict(columns), stats
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prep.config import PipelineConfig
+from prep.core.dedup import INDEX_FILE
 from prep.errors import UserError
 from prep.io.ownership import MARKER, claim, delete_local, list_local, shard_index, write_marker_local
 from prep.io.verify import changed_input, entry_files, first_bad_entry, stamp
@@ -99,7 +100,7 @@ def journal_listed(out: Path, header: dict | None, entries: list[dict]) -> set[s
     """Names the directory's own journal proves prep wrote (its shards, itself, the side files)."""
     if header is None or "fingerprint" not in header:
         return set()
-    return {JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL, FILTERED, FILTERED_PARTIAL} | {
+    return {JOURNAL, MANIFEST, QUARANTINE, QUARANTINE_PARTIAL, FILTERED, FILTERED_PARTIAL, INDEX_FILE} | {
         f["file"] for e in entries for f in entry_files(e)}
 
 
@@ -146,6 +147,10 @@ def remove_uncommitted(out: Path, entries: list[dict], names: list[str]) -> None
     if filtered.exists():
         with open(filtered, "rb+") as f:
             f.truncate(entries[-1].get("filtered_bytes", 0) if entries else 0)
+    index = out / INDEX_FILE  # the dedup index of the committed shards: what a resumed writer reloads
+    if index.exists():
+        with open(index, "rb+") as f:
+            f.truncate(entries[-1].get("dedup_bytes", 0) if entries else 0)
     keep = entries[-1].get("quarantine_bytes", 0) if entries else 0
     if partial.exists():
         with open(partial, "rb+") as f:

@@ -24,7 +24,7 @@ MANIFEST_NAME = "_manifest.json"
 OWNED_NAMES = re.compile(
     r"part-\d{5}-train(\.parquet|_text_document\.bin|_text_document\.idx|\.llmc\.bin)"
     r"|_manifest\.json|_journal\.jsonl|_quarantine\.jsonl(\.partial)?|_filtered\.jsonl\.partial|_filtered\.parquet"
-    r"|_routing\.parquet|report\.html|\.prep-shm"
+    r"|_dedup\.jsonl|_routing\.parquet|report\.html|\.prep-shm"
 )
 _TEMP = re.compile(r"\.(?P<name>.+)\.tmp")
 _SHARD = re.compile(r"part-(?P<index>\d{5})-train\.[a-z._]+")

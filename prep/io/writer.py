@@ -17,9 +17,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from prep.core.dedup import INDEX_FILE, Deduper, DedupSettings
 from prep.io.trainer_formats import OutputSpec, ShardFiles, packing_summary
 
 JOURNAL = "_journal.jsonl"
@@ -90,7 +93,8 @@ class ShardWriter:
     """In-process core of the writer (the process loop below feeds it)."""
 
     def __init__(self, out: Path, shard_bytes: int, compression: str, start_seq: int, entries: list[dict],
-                 before_commit: Callable[[], None] | None = None, formats: OutputSpec | None = None):
+                 before_commit: Callable[[], None] | None = None, formats: OutputSpec | None = None,
+                 dedup: DedupSettings | None = None):
         self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
         self.formats = formats or OutputSpec()
         self.entries = list(entries)
@@ -100,6 +104,12 @@ class ShardWriter:
         self.before_commit = before_commit or (lambda: None)
         self.quarantine_bytes = entries[-1].get("quarantine_bytes", 0) if entries else 0
         self.filtered_bytes = entries[-1].get("filtered_bytes", 0) if entries else 0
+        self.dedup_bytes = entries[-1].get("dedup_bytes", 0) if entries else 0
+        self.deduper: Deduper | None = None
+        self.deduped = False  # a part had dedup applied: tokens are counted from the rows kept
+        if dedup is not None:  # the index of the committed shards, as an uninterrupted run would hold it
+            self.deduper = Deduper(dedup)
+            self.deduper.load(out / INDEX_FILE, self.dedup_bytes)
         self._reset_shard()
 
     def _reset_shard(self) -> None:
@@ -149,7 +159,11 @@ class ShardWriter:
         cur["documents_in"] += info["documents_in"]
         quarantine = list(info["quarantine"])
         cur["chunks"].append([seq, info.get("source"), info.get("digest")])  # what --resume proves it skips
+        duplicates: list[dict] = []  # after the chunk's other filtered rows, however it was cut into parts
         for _start, _stop, table, stats in sorted(pending.parts, key=lambda p: p[0]):
+            if table is not None and table.num_rows and (self.deduper is not None or "dedup" in stats):
+                table, removed = self._dedup(table, stats)
+                duplicates += removed
             cur["filtered"] += stats.get("filtered", 0)
             _add_counts(cur["filtered_by"], stats.get("filtered_by", {}))
             _add_counts(cur["filter_skipped"], stats.get("filter_skipped", {}))
@@ -157,15 +171,33 @@ class ShardWriter:
             quarantine += stats.get("quarantine", [])
             if table is not None and table.num_rows:
                 cur["rows"] += table.num_rows
-                cur["tokens"] += stats.get("tokens", 0)
+                cur["tokens"] += _tokens(table) if self.deduped else stats.get("tokens", 0)
                 self.buffer.append(table)
                 self.buffered += table.nbytes
+        cur["filtered_rows"].extend(duplicates)
         # In input order: the Source's bad records and the stage's poison documents, by line or row (stable, so a
         # group of .txt files, all at position 0, keeps the Source's order, then the stage's).
         cur["quarantine"] += sorted(quarantine, key=lambda q: q["position"])
         cur["quarantined"] = len(cur["quarantine"])
         if self.buffered >= ROW_GROUP_BYTES:
             self._flush()
+
+    def _dedup(self, table: pa.Table, stats: dict) -> tuple[pa.Table, list[dict]]:
+        """The part's rows less the duplicates of earlier documents (counted as filtered), decided here in seq
+        order, or by the Ray driver (also in seq order) when the stats carry its decision."""
+        self.deduped = True
+        decision = stats.get("dedup")
+        if decision is None:
+            decision = self.deduper.decide(stats.get("dedup_keys", b""), table.column("id").to_pylist(),
+                                           stats.get("dedup_bands", b""), stats.get("dedup_sigs", b""))
+        for rule, count in decision["counts"].items():
+            self.current["filtered"] += count
+            self.current["filtered_by"][rule] = self.current["filtered_by"].get(rule, 0) + count
+        if not decision["drop"]:
+            return table, decision["rows"]
+        keep = np.ones(table.num_rows, bool)
+        keep[decision["drop"]] = False
+        return table.filter(pa.array(keep)), decision["rows"]
 
     def _flush(self) -> None:
         if not self.buffer:
@@ -198,6 +230,9 @@ class ShardWriter:
         self.filtered_bytes = append_records(self.out / FILTERED_PARTIAL, self.filtered_bytes,
                                              entry.pop("filtered_rows"))
         entry["filtered_bytes"] = self.filtered_bytes
+        if self.deduper is not None:
+            self.dedup_bytes = append_records(self.out / INDEX_FILE, self.dedup_bytes, self.deduper.take_records())
+            entry["dedup_bytes"] = self.dedup_bytes
         append_journal(self.out, entry)
         self.entries.append(entry)
         self.shard_index += 1 if entry["files"] else 0
@@ -244,6 +279,9 @@ class ShardWriter:
             if e["files"]
         ]
         manifest = {"version": 1, **extra, "counts": counts, "shards": shards}
+        if self.deduper is not None:
+            manifest["dedup"] = self.deduper.summary(counts["filtered_by"])
+            self.deduper.close()
         if packed := [e["packing"] for e in entries if e.get("packing")]:
             manifest["packing"] = packing_summary(packed)
         manifest["timings"] = dict(manifest.get("timings", {}))
@@ -258,6 +296,11 @@ def check_accounting(counts: dict) -> None:
     if counts["documents_in"] != accounted:
         raise RuntimeError(f"accounting mismatch: documents_in {counts['documents_in']} != out + quarantined + "
                            f"filtered = {accounted} ({json.dumps(counts)})")
+
+
+def _tokens(table: pa.Table) -> int:
+    """Tokens of a document table (num_tokens is always a column)."""
+    return int(pc.sum(table.column("num_tokens")).as_py() or 0)
 
 
 def _add_counts(into: dict[str, int], more: dict[str, int]) -> None:
@@ -292,11 +335,15 @@ def append_bytes(path: Path, committed: int, data: bytes) -> int:
 
 
 def _write_filtered(partial: Path, committed: int, final: Path) -> None:
-    """The filtered documents of the committed shards, as Parquet (id, rule, value, threshold)."""
+    """The filtered documents of the committed shards, as Parquet (id, rule, value, threshold, and with dedup
+    duplicate_of; value is then the similarity)."""
     with open(partial, "rb") as f:
         lines = f.read(committed).decode().splitlines()
     rows = [json.loads(line) for line in lines]
-    schema = pa.schema([("rule", pa.string()), ("value", pa.float64()), ("threshold", pa.float64())])
+    fields = [("rule", pa.string()), ("value", pa.float64()), ("threshold", pa.float64())]
+    if any("duplicate_of" in r for r in rows):  # dedup: the kept document each removed one duplicates
+        fields.append(("duplicate_of", pa.string()))
+    schema = pa.schema(fields)
     ids = pa.array([r["id"] for r in rows])
     table = pa.Table.from_pylist(rows, schema=schema).add_column(0, "id", ids)
     tmp = final.with_name(f".{final.name}.tmp")

@@ -362,7 +362,18 @@ def _summary(manifest: dict) -> str:
         _card("documents / s", f"{docs_s:,.0f}"),
         _card("tokens / s", f"{tokens_s:,.0f}"),
     ]
-    return f'<h2>Summary</h2><div class="cards">{"".join(cards)}</div>{check}{_filters_table(counts)}'
+    return (f'<h2>Summary</h2><div class="cards">{"".join(cards)}</div>{check}{_filters_table(counts)}'
+            f'{_dedup_table(manifest.get("dedup"))}')
+
+
+def _dedup_table(dedup: dict | None) -> str:
+    """Clusters (a kept document and the duplicates removed for it) by size."""
+    if not dedup:
+        return ""
+    rows = [[size, f"{n:,}"] for size, n in dedup.get("cluster_sizes", {}).items()]
+    return (f"<h3>Dedup: {dedup['exact_removed']:,} exact and {dedup['near_removed']:,} near duplicates removed, "
+            f"{dedup['clusters']:,} clusters, largest {dedup['largest_cluster']:,}</h3>"
+            + _table(["cluster size (documents)", "clusters"], rows))
 
 
 def _filters_table(counts: dict) -> str:

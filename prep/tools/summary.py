@@ -46,6 +46,12 @@ def format_summary(manifest: dict) -> str:
         f"tokenizer      {Path(tok.get('path', '?')).name} ({tok.get('vocab_size', '?')} ids, backend "
         f"{tok.get('backend', '?')}{': ' + tok['backend_reason'] if tok.get('backend_reason') else ''})",
     ]
+    if dedup := manifest.get("dedup"):
+        sizes = ", ".join(f"{size}: {n:,}" for size, n in dedup.get("cluster_sizes", {}).items()) or "none"
+        lines += [f"dedup          {dedup['exact_removed']:,} exact, {dedup['near_removed']:,} near duplicates "
+                  f"removed; {dedup['clusters']:,} clusters, largest {dedup['largest_cluster']:,}"
+                  f"{' (index spilled to disk)' if dedup.get('spilled') else ''}",
+                  f"  cluster sizes (documents: clusters) {sizes}"]
     if routing:
         lines.append(
             f"routing        {routing['router']} (seed {routing['seed']}): imbalance {routing['imbalance']:.3f} "

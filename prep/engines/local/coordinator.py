@@ -37,6 +37,7 @@ from pathlib import Path
 
 from prep.core.accounting import EngineResult, routing_summary
 from prep.core.chunk import Chunk
+from prep.core.dedup import dedup_settings
 from prep.core.retry import quarantine_record, strict_fault_error
 from prep.core.stage import single_thread_env
 from prep.core.taskbook import Outcome, TaskBook
@@ -251,7 +252,8 @@ class LocalEngine:
         writer_conn, child = self.ctx.Pipe()
         self.writer = self._spawn(writer_main, (child, str(self.out), self.out_pool.spec(), self.config.shard_bytes,
                                                 self.config.compression, start_seq, entries, os.getpid(),
-                                                output_spec(self.config)), "prep-writer")
+                                                output_spec(self.config), dedup_settings(self.config)),
+                                   "prep-writer")
         child.close()
         self.writer_conn = writer_conn
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from prep.core.dedup import DedupSettings
 from prep.engines.local.transport import Location, SlotPool, release
 from prep.io.trainer_formats import OutputSpec
 from prep.io.writer import ShardWriter
@@ -23,7 +24,7 @@ from prep.io.writer import ShardWriter
 
 def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, compression: str,
                 start_seq: int, entries: list[dict], coordinator_pid: int | None = None,
-                formats: OutputSpec | None = None) -> None:
+                formats: OutputSpec | None = None, dedup: DedupSettings | None = None) -> None:
     """The writer process: messages in from the coordinator, shards out to disk.
 
     It commits nothing once its coordinator is gone: a run resumed after a SIGKILL must
@@ -45,7 +46,7 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
         pool = SlotPool.attach(out_spec)
     except FileNotFoundError:  # the run ended while this writer started
         return
-    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive, formats)
+    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive, formats, dedup)
     try:
         while True:
             message = conn.recv()

@@ -69,7 +69,10 @@ class StageActor:
             finished = time.perf_counter()
         timing = {"busy_s": finished - started, "tokenize_s": stats.tokenize_s,
                   "features_s": stats.features_s, "transport_s": 0.0}
-        return (asdict(stats), timing), output
+        stats_dict = asdict(stats)
+        if self.stage.dedup:  # the driver decides duplicates in seq order: it needs the ids beside the keys
+            stats_dict["dedup_ids"] = output.column("id").to_pylist()
+        return (stats_dict, timing), output
 
 
 class WriterActor:

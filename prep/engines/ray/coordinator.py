@@ -29,6 +29,7 @@ from typing import Any
 
 from prep.core.accounting import EngineResult, routing_summary
 from prep.core.chunk import Origins
+from prep.core.dedup import INDEX_FILE, Deduper, dedup_settings
 from prep.core.retry import quarantine_record, strict_fault_error
 from prep.core.taskbook import Outcome, TaskBook
 from prep.engines.ray.actors import FileActor, StageActor, WriterActor
@@ -162,6 +163,14 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
+
+def _for_writer(stats: dict, decision: dict | None) -> dict:
+    """A part's stats as its writer needs them: the driver's dedup decision instead of the keys and ids."""
+    stats = {k: v for k, v in stats.items() if k not in ("dedup_keys", "dedup_bands", "dedup_sigs", "dedup_ids")}
+    if decision is not None:
+        stats["dedup"] = decision
+    return stats
+
 class RayEngine:
     """Run one pipeline over planned splits with M worker actors and W writer actors."""
 
@@ -179,6 +188,13 @@ class RayEngine:
         self.slow_workers = plan.slow_workers
         self.manifest_base = plan.manifest_base
         self.timings: dict[str, float] = {}
+        # dedup: decided here, in seq order, from the keys and ids the stage actors return (prep.core.dedup)
+        settings = dedup_settings(self.config)
+        self.deduper = Deduper(settings) if settings is not None else None
+        if self.deduper is not None:
+            self.deduper.load(output.dir / INDEX_FILE, self.entries[-1].get("dedup_bytes", 0) if self.entries else 0)
+        self.decisions: dict[int, dict[int, dict]] = {}  # seq -> start -> decision, until the shard is committed
+        self.dedup_records: dict[int, list[dict]] = {}  # shard index -> its index records, until journalled
 
     # ------------------------------------------------------------------------------------------ set-up
     def _new_actor(self, index: int) -> _Actor:
@@ -323,6 +339,7 @@ class RayEngine:
                 if shard.last_seq is None or shard.open_chunks:
                     break
                 rows = sum(stats["documents"] for seq in shard.seqs for _, _, stats in self.chunks[seq].parts.values())
+                rows -= self._dedup(shard)
                 shard.file_index = self.next_file
                 self.next_file += 1 if rows else 0
             writer = self.writers[shard.index % self.writers_n]
@@ -331,11 +348,29 @@ class RayEngine:
             chunks = []
             for seq in shard.seqs:
                 state = self.chunks[seq]
-                parts = [(start, stop, None if ref is None else [ref], stats)
+                decisions = self.decisions.get(seq, {})
+                parts = [(start, stop, None if ref is None else [ref], _for_writer(stats, decisions.get(start)))
                          for start, (stop, ref, stats) in sorted(state.parts.items())]
                 chunks.append((seq, state.info, parts))
             shard.writing = self._watch(writer.handle.write_shard.remote(shard.file_index, shard.first_seq, chunks))
             self.writing[shard.writing] = shard.index
+
+    def _dedup(self, shard: _Shard) -> int:
+        """Decide the duplicates of a shard whose chunks are all computed, every shard before it decided: so in
+        seq order, as the local writer does. The decisions are kept until the shard is committed (a result
+        computed again gets the same one); returns the documents removed."""
+        if self.deduper is None:
+            return 0
+        removed = 0
+        for seq in shard.seqs:
+            for start, (_, _, stats) in sorted(self.chunks[seq].parts.items()):
+                if stats["documents"]:
+                    decision = self.deduper.decide(stats["dedup_keys"], stats["dedup_ids"], stats["dedup_bands"],
+                                                   stats["dedup_sigs"])
+                    self.decisions.setdefault(seq, {})[start] = decision
+                    removed += len(decision["drop"])
+        self.dedup_records[shard.index] = self.deduper.take_records()
+        return removed
 
     def _wait_and_handle(self, feed: bool) -> None:
         """Handle what completed; block until something does (or the next chunk is read, when one may be
@@ -491,13 +526,15 @@ class RayEngine:
         self.committed[shard.index] = result
         for seq in shard.seqs:
             del self.chunks[seq]
+            self.decisions.pop(seq, None)
             self.book.forget(seq)
         del self.shards[shard.index]
         while (n := len(self.entries)) in self.committed:  # the journal stays a prefix of the shards
             done = self.committed.pop(n)
             last = self.entries[-1] if self.entries else {}
             self.output.append(done["entry"], done["quarantine"], last.get("quarantine_bytes", 0),
-                               done.get("filtered", b""), last.get("filtered_bytes", 0))
+                               done.get("filtered", b""), last.get("filtered_bytes", 0),
+                               self.dedup_records.pop(n, None), last.get("dedup_bytes", 0))
             self.entries.append(done["entry"])
 
     # ------------------------------------------------------------------------------------------ the end
@@ -514,5 +551,5 @@ class RayEngine:
                        "worker_nodes": self.nodes["workers"], "writer_nodes": self.nodes["writers"]})
         engine.update({k: round(v, 4) for k, v in self.timings.items()})
         extra["engine"] = engine
-        manifest = self.output.finish(self.config, self.entries, extra, self.book.routing)
+        manifest = self.output.finish(self.config, self.entries, extra, self.book.routing, self.deduper)
         return EngineResult(manifest, self.book.accounts, self.book.faults)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from prep.config import PipelineConfig
+from prep.core.dedup import INDEX_FILE, Deduper
 from prep.engines.ray.files import FsPath, publish_file
 from prep.errors import UserError
 from prep.io.output import (
@@ -35,6 +36,7 @@ from prep.io.writer import (
     ShardWriter,
     append_bytes,
     append_journal,
+    append_records,
     read_journal,
     write_atomic,
 )
@@ -85,7 +87,7 @@ class Output:
                 entries, note = self._start_remote(fingerprint, overwrite, resume)
             lines = [{"fingerprint": fingerprint}, *entries]  # rewritten whole, as the local engine does
             write_atomic(self.dir / JOURNAL, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in lines).encode())
-            self._upload(QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, FILTERED, JOURNAL)
+            self._upload(QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, FILTERED, INDEX_FILE, JOURNAL)
         except OSError as exc:
             raise UserError(f"cannot write to output directory {self.where}: {exc}") from None
         return entries, note
@@ -101,7 +103,7 @@ class Output:
         if any(e.name != MARKER for e in listing) and not (overwrite or resume):
             raise UserError(f"output directory {self.where} already holds data; pass --overwrite to replace it "
                             "or --resume to continue an interrupted run")
-        for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, MANIFEST):  # what --resume reads
+        for name in (JOURNAL, QUARANTINE_PARTIAL, QUARANTINE, FILTERED_PARTIAL, INDEX_FILE, MANIFEST):  # --resume reads
             if resume and any(e.name == name and e.kind == "file" for e in listing):
                 pafs.copy_files(self.where.child(name).path, str(self.dir / name), source_filesystem=fs,
                                 destination_filesystem=pafs.LocalFileSystem())
@@ -133,19 +135,23 @@ class Output:
         return entries, note
 
     def append(self, entry: dict, quarantine: bytes, committed_bytes: int, filtered: bytes = b"",
-               filtered_bytes: int = 0) -> None:
+               filtered_bytes: int = 0, dedup_records: list[dict] | None = None, dedup_bytes: int = 0) -> None:
         """A committed shard: its bad records after those of the shards before it, then its journal line
         (which records how long the quarantine is, as `ShardWriter.commit` does); the same for the records
         of its filtered documents (--keep-filtered)."""
         entry["filtered_bytes"] = append_bytes(self.dir / FILTERED_PARTIAL, filtered_bytes, filtered)
         entry["quarantine_bytes"] = append_bytes(self.dir / QUARANTINE_PARTIAL, committed_bytes, quarantine)
+        if dedup_records is not None:  # the dedup index records of the shard, as ShardWriter.commit appends them
+            entry["dedup_bytes"] = append_records(self.dir / INDEX_FILE, dedup_bytes, dedup_records)
         append_journal(self.dir, entry)
         self._upload(*((QUARANTINE_PARTIAL,) if quarantine else ()), *((FILTERED_PARTIAL,) if filtered else ()),
-                     JOURNAL)
+                     *((INDEX_FILE,) if dedup_records else ()), JOURNAL)
 
-    def finish(self, config: PipelineConfig, entries: list[dict], extra: dict, routing_rows: dict) -> dict:
+    def finish(self, config: PipelineConfig, entries: list[dict], extra: dict, routing_rows: dict,
+               deduper: Deduper | None = None) -> dict:
         """Quarantine, routing table and, last, the manifest, by `ShardWriter.finish` itself."""
-        manifest = ShardWriter(self.dir, config.shard_bytes, config.compression, 0, entries).finish(extra,
-                                                                                                  routing_rows)
-        self._upload(QUARANTINE, QUARANTINE_PARTIAL, FILTERED, FILTERED_PARTIAL, ROUTING, MANIFEST)
+        writer = ShardWriter(self.dir, config.shard_bytes, config.compression, 0, entries)
+        writer.deduper = deduper  # the driver's: the manifest's dedup section
+        manifest = writer.finish(extra, routing_rows)
+        self._upload(QUARANTINE, QUARANTINE_PARTIAL, FILTERED, FILTERED_PARTIAL, INDEX_FILE, ROUTING, MANIFEST)
         return manifest
