@@ -62,7 +62,8 @@ def reference(corpus, tmp_path_factory, request) -> dict:
     assert rc == 0, err
     backend = json.loads((out / "_manifest.json").read_text())["tokenizer"]["backend"]
     assert (backend == "tokenizers") == (request.param == "tokenizers"), backend  # auto took the fast path
-    return snapshot(out) | {"args": args}
+    wall_s = json.loads((out / "_manifest.json").read_text())["timings"]["wall_s"]
+    return snapshot(out) | {"args": args, "wall_s": wall_s}
 
 
 def snapshot(out: Path) -> dict:
