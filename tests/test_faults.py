@@ -875,7 +875,7 @@ def test_hung_worker_dies_with_a_killed_coordinator_and_leftovers_are_cleaned(co
     assert run.proc.poll() is None
     run.kill()
     run.assert_no_process_left()
-    (out / ".part-00077.parquet.tmp").write_bytes(b"PAR1 half a shard")
+    (out / ".part-00077-train.parquet.tmp").write_bytes(b"PAR1 half a shard")
     leftovers = segments(run)
     assert leftovers, "a SIGKILLed coordinator leaves its segments"
     assert (out / SHM_RECORD).read_text().strip() + "in" in leftovers  # and the record that names them
