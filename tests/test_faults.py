@@ -575,9 +575,12 @@ def busy_worker(run: Run) -> psutil.Process:
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_sigkill_one_worker_at_a_random_point(corpus, reference, tmp_path, seed):
     rng = random.Random(seed)
-    run = Run(corpus, tmp_path / "out", args=reference["args"])
+    # Slowed workers (they sleep after each task, still busy) so that a worker seen busy is killed on its task,
+    # not after its last result while the run is ending.
+    run = Run(corpus, tmp_path / "out", "--debug-slow-worker", "0:2", "--debug-slow-worker", "1:2",
+              args=reference["args"])
     run.wait_for(lambda: len(run.named("prep-worker")) == 2)
-    at_random_point(run, rng, at_most=5)
+    at_random_point(run, rng, at_most=4)
     busy_worker(run).kill()
     assert_recovered_from_one_death(run, tmp_path / "out", reference)
     assert retried_tasks(tmp_path / "out") >= 1  # the kill cost a task an attempt: it landed on work

@@ -171,3 +171,17 @@ def test_capacity_bounds_what_is_dispatched():
         b.admit(seq, rows=1, text_bytes=10)
     assert len(b.next_dispatch([True, True], now=0.0, capacity=2)) == 2
     assert len(b.ready_tasks) == 3
+
+
+def test_a_chunk_reopened_after_its_last_result_stays_open():
+    """The local writer may die while it is told of a chunk's last part: the part is computed again before the
+    executor closes the chunk, which must then stay open (the executor asks is_open, not the stale answer)."""
+    b = book(workers=1)
+    ready_all(b)
+    b.admit(5, rows=4, text_bytes=100)
+    (task,) = b.next_dispatch([True], now=0.0)
+    assert b.on_done(0, task.task_id, 4, 2, TIMING, now=0.1).closed
+    b.reopen(5, 0, 4)
+    assert b.is_open(5)
+    (again,) = b.next_dispatch([True], now=0.2)
+    assert b.on_done(0, again.task_id, 4, 2, TIMING, now=0.3).closed and not b.is_open(5)

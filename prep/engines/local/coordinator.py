@@ -429,7 +429,10 @@ class LocalEngine:
             self._chunk_closed(seq)
 
     def _chunk_closed(self, seq: int) -> None:
-        """Every row of the chunk is accounted for: its input slot is free."""
+        """Every row of the chunk is accounted for: its input slot is free. Not so when a writer that died while
+        it was being told of the last part had its rows computed again meanwhile (the book reopened it)."""
+        if self.book.is_open(seq):
+            return
         state = self.chunks.pop(seq)
         self.book.forget(seq)
         self.free_in.append(state.slot)
