@@ -422,7 +422,6 @@ def test_a_long_document_tokenized_in_pieces_gives_the_ids_of_the_whole(tokenize
     from prep.config import PipelineConfig
     from prep.core import stage as stage_module
     from prep.core.stage import Stage
-
     from prep.text.hf import tokenizers_major
 
     monkeypatch.setattr(stage_module, "PIECE_CHARS", 20_000)
