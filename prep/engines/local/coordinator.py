@@ -186,7 +186,6 @@ class LocalEngine:
         for s in previous:
             signal.signal(s, interrupt)
         try:
-            remove_recorded_leftovers(self.out)  # of a killed run in this output directory
             self._create_pools()
             self._start_forkserver()
             return self._run(chunks)
