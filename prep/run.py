@@ -19,6 +19,7 @@ from prep.engines.local.coordinator import LocalEngine, remove_recorded_leftover
 from prep.errors import UserError, interruptible
 from prep.io.output import make_output_dir, open_output, output_fingerprint, output_lock
 from prep.io.ownership import check_no_overlap
+from prep.io.records import ReadOptions, parse_chunk
 from prep.io.sources import expand_inputs, iter_chunks, total_input_bytes
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import skip_committed
@@ -68,9 +69,9 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
 
     chunks = iter_chunks(files, text_field=config.text_field, id_field=config.id_field,
                          keep_columns=config.keep_columns, chunk_bytes=config.chunk_bytes, strict=config.strict,
-                         max_document_bytes=config.max_document_bytes)
+                         max_document_bytes=config.max_document_bytes, raw=True)
     first = next(chunks, None)
-    sample = [] if first is None else sample_texts(first)
+    sample = [] if first is None else sample_texts(parse_chunk(first, ReadOptions.of(config)))
     stream = chunks if first is None else itertools.chain([first], chunks)
     skipped_bytes, stream = skip_committed(stream, entries, start_seq)
     info = choose_backend(info, config.backend, sample)

@@ -296,8 +296,10 @@ def test_poison_document_that_kills_its_worker_is_isolated(tmp_path):
     assert_clean(run)
     assert shard_bytes_of(tmp_path / "out") == shard_bytes_of(tmp_path / "ref")
     quarantine = [json.loads(line) for line in (tmp_path / "out" / "_quarantine.jsonl").read_text().splitlines()]
+    poison_line = (tmp_path / "poisoned" / "in.jsonl").read_text().splitlines()[333]  # the record, as written
+    assert json.loads(poison_line) == poison
     assert quarantine == [{"source": "in.jsonl", "position": 334, "reason": "worker killed by signal SIGKILL",
-                           "raw": poison["text"][:1000], "file": "in.jsonl", "line": 334}]
+                           "raw": poison_line[:1000], "file": "in.jsonl", "line": 334}]
     counts = json.loads((tmp_path / "out" / "_manifest.json").read_text())["counts"]
     assert [counts[k] for k in ("documents_in", "documents_out", "quarantined", "filtered")] == [700, 699, 1, 0]
     assert "faults survived" in out

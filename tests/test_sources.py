@@ -168,13 +168,18 @@ def test_chunking_follows_chunk_bytes_huge_docs_and_is_deterministic(tmp_path):
     assert [c.seq for c in chunks] == list(range(len(chunks)))
     sizes = [len(d["text"].encode()) for d in docs]
     expected = [[docs[i]["id"] for i in chunk] for chunk in greedy_chunks(sizes, limit)]
-    for source in ("a.jsonl.gz", "b.parquet", "c.csv"):
+    for source in ("b.parquet", "c.csv"):
         got = [[r["id"] for r in c.batch.to_pylist()] for c in chunks if c.source == source]
         assert got == expected, source
     assert ["huge"] in expected
     for c in chunks:
         assert c.text_bytes == sum(len(t.encode()) for t in c.batch.column("text").to_pylist())
         assert c.text_bytes <= limit or c.batch.num_rows == 1
+    # JSON Lines is cut without parsing: the same packing, by the bytes of each line (newline included)
+    line_sizes = [len(line) + 1 for line in jsonl_bytes(docs).split(b"\n")[:-1]]
+    expected_lines = [[docs[i]["id"] for i in chunk] for chunk in greedy_chunks(line_sizes, limit)]
+    assert [[r["id"] for r in c.batch.to_pylist()] for c in chunks if c.source == "a.jsonl.gz"] == expected_lines
+    assert ["huge"] in expected_lines
     again = read([a, b, cs], chunk_bytes=limit)
     assert [(c.seq, c.source, c.batch.to_pylist(), c.input_bytes) for c in again] == \
         [(c.seq, c.source, c.batch.to_pylist(), c.input_bytes) for c in chunks]

@@ -23,14 +23,28 @@ class Origins:
         return file, self.unit, int(self.positions[row])
 
 
+@dataclass(frozen=True)
+class RawSpec:
+    """What a worker needs to parse a raw chunk: whole records of one file, cut by the Source, never parsed by
+    the coordinator. `units` are its records (lines), what tasks split and a poison record is isolated by."""
+
+    format: str  # "jsonl"
+    source: str  # the file, as displayed
+    first: int  # position of the first unit (1-based line)
+    units: int
+    schema: pa.Schema | None  # the file's column types, learnt once from its start (None: no record yet)
+
+
 @dataclass
 class Chunk:
     """A batch of documents with a gapless, deterministic sequence number.
 
-    `batch` always has the columns `id` (string) and `text` (string), then any kept
-    columns. `quarantine` holds the bad records met while building this chunk, as
-    dicts {"source", "position", "reason", "raw", "file", "line" or "row"}; they are
-    written by the writer in `seq` order so that `_quarantine.jsonl` is deterministic too.
+    `batch` has the columns `id` (string) and `text` (string), then any kept columns; for a raw chunk (JSON
+    Lines, parsed by a worker) it holds the records' bytes instead, `text_bytes` is their size and
+    `documents_in` counts only the records the Source set aside (over-long lines, read errors). `quarantine`
+    holds the bad records met while building this chunk, as dicts {"source", "position", "reason", "raw",
+    "file", "line" or "row"}; they are written by the writer in `seq` order so that `_quarantine.jsonl` is
+    deterministic too.
     """
 
     seq: int
@@ -41,6 +55,12 @@ class Chunk:
     documents_in: int  # records met, good or bad: len(batch) + len(quarantine)
     quarantine: list[dict] = field(default_factory=list)
     origins: Origins | None = None  # each row's file and position (None: rebuilt only to sample texts)
+    raw: RawSpec | None = None  # set: `batch` is one row of raw record bytes (column `data`), parsed by a worker
+
+    @property
+    def units(self) -> int:
+        """What tasks are cut in: rows of a parsed chunk, records (lines) of a raw one."""
+        return self.raw.units if self.raw is not None else self.batch.num_rows
 
 
 SAMPLE_TEXT_BYTES = 256 * 1024  # of the first chunk, for the fast-path verification

@@ -9,9 +9,11 @@ poison document among n is found in about log2(n) + 5 failures, not 2 log2(n) + 
 
 from __future__ import annotations
 
-from prep.core.chunk import Origins
+import pyarrow as pa
+
+from prep.core.chunk import Origins, RawSpec
 from prep.errors import UserError
-from prep.io.sources import bad_record
+from prep.io.records import bad_record, raw_data, raw_record
 
 CHUNK_ATTEMPTS = 2  # a whole chunk: one retry, since a worker can die for reasons of its own (OOM, a kill)
 PART_ATTEMPTS = 1  # a part of a chunk that already failed: split again at once
@@ -42,3 +44,21 @@ def strict_fault_error(origins: Origins, index: int, doc_id: str, reason: str) -
     """With --strict, a document that failed every try ends the run: said with its id, file and line or row."""
     file, unit, position = origins.of(index)
     return UserError(f"{file}, document {doc_id} ({unit} {position}): {reason} (strict mode)")
+
+
+def poison_record(batch: pa.RecordBatch, raw: RawSpec | None, origins: Origins | None, index: int, reason: str,
+                  strict: bool) -> dict:
+    """The quarantine part of unit `index` of a chunk, which failed every try (with --strict, the error that
+    ends the run): a row of a parsed chunk, or a line of a raw one, named by file and position either way.
+    Returned as the part's stats; a raw chunk's records are counted by its parts (`in_documents`)."""
+    if raw is not None:
+        position = raw.first + index
+        if strict:
+            raise UserError(f"{raw.source}, line {position}: {reason} (strict mode)")
+        record = bad_record(raw.source, "line", position, reason, raw_record(raw_data(batch), index))
+    else:
+        row = batch.slice(index, 1).to_pylist()[0]
+        if strict:
+            raise strict_fault_error(origins, index, row["id"], reason)
+        record = quarantine_record(origins, index, row["text"], reason)
+    return {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record], "in_documents": int(raw is not None)}

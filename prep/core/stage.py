@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from prep.config import PipelineConfig
 from prep.core.dedup import MinHasher, dedup_keys, dedup_settings
+from prep.io.records import Parsed
 from prep.text.features import FEATURES, check_feature_names, compute_features
 from prep.text.filters import Verdict, bounds_verdict, judge, merge, text_verdict
 from prep.text.tokenizer import Backend, eos_id, load_backend
@@ -211,6 +212,14 @@ class Stage:
         if any(len(d) - p - s < 1 for d in docs):
             return None
         return docs[0][:p], docs[0][len(docs[0]) - s:]
+
+
+def input_stats(stats: dict, parsed: Parsed | None) -> dict:
+    """A task's stats with what parsing it found, for the writer's accounting: records met, their text, and
+    the bad ones (a raw chunk's counts arrive with its parts, a parsed chunk's with the chunk)."""
+    if parsed is not None:
+        stats.update(in_documents=parsed.documents_in, in_text_bytes=parsed.text_bytes, quarantine=parsed.quarantine)
+    return stats
 
 
 def single_thread_env() -> None:

@@ -36,8 +36,10 @@ def batch_digest(batch: pa.RecordBatch, quarantine: Sequence[dict] = ()) -> str:
         h.update(name.encode() + b"\0")
         if col.null_count:
             h.update(np.asarray(col.is_null(), dtype=np.bool_).tobytes())
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type):
-            width = np.int64 if pa.types.is_large_string(col.type) else np.int32
+        if any(is_(col.type) for is_ in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                         pa.types.is_large_binary)):
+            large = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)
+            width = np.int64 if large else np.int32
             offsets = np.frombuffer(col.buffers()[1], dtype=width)[col.offset:col.offset + len(col) + 1]
             data = col.buffers()[2]
             if data is not None and len(offsets):

@@ -116,6 +116,7 @@ class ShardWriter:
         self.files: ShardFiles | None = None  # opened with the shard's first rows
         self.buffer: list[pa.Table] = []
         self.buffered = 0
+        self.weight = 0  # the chunks' input weights: a shard ends once they reach shard_bytes
         self.current = {
             "rows": 0, "tokens": 0, "text_bytes": 0, "documents_in": 0, "quarantined": 0,
             "filtered": 0, "filtered_by": {}, "filter_skipped": {}, "first_seq": self.next_seq, "last_seq": None,
@@ -149,13 +150,14 @@ class ShardWriter:
             del self.pending[self.next_seq]
             self._append(self.next_seq, pending)
             self.next_seq += 1
-            if self.current["text_bytes"] >= self.shard_bytes:
+            if self.weight >= self.shard_bytes:
                 committed.append(self.commit())
 
     def _append(self, seq: int, pending: _Pending) -> None:
         cur, info = self.current, pending.info
         cur["last_seq"] = seq
         cur["text_bytes"] += info["text_bytes"]
+        self.weight += info.get("weight", info["text_bytes"])
         cur["documents_in"] += info["documents_in"]
         quarantine = list(info["quarantine"])
         cur["chunks"].append([seq, info.get("source"), info.get("digest")])  # what --resume proves it skips
@@ -165,6 +167,8 @@ class ShardWriter:
                 table, removed = self._dedup(table, stats)
                 duplicates += removed
             cur["filtered"] += stats.get("filtered", 0)
+            cur["documents_in"] += stats.get("in_documents", 0)  # a raw chunk's records, parsed by the workers
+            cur["text_bytes"] += stats.get("in_text_bytes", 0)
             _add_counts(cur["filtered_by"], stats.get("filtered_by", {}))
             _add_counts(cur["filter_skipped"], stats.get("filter_skipped", {}))
             cur["filtered_rows"].extend(stats.get("filtered_rows", []))

@@ -49,7 +49,8 @@ from prep.tools.bench_peers import PEERS, datatrove_available, output_tokens
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEFAULT_CORPUS = SHARED / "corpus"
 DEFAULT_TOKENIZER = SHARED / "tokenizers" / "gpt2.tokenizer.json"
-SCENARIOS = ("main", "tiny", "huge", "memory", "filters")
+SCENARIOS = ("main", "tiny", "huge", "memory", "filters", "feed")
+FEED_TARGET_GB_S = 1.5  # enough uncompressed JSON Lines for 32 workers at 50 MB/s
 BACKENDS = ("tokenizers", "tiktoken")
 BINARY_FORMATS = ("megatron", "llmc")  # written besides Parquet by one variant: what they cost
 TINY_MAX_BYTES = 200  # a "tiny" document is one line of 1..200 bytes
@@ -199,7 +200,7 @@ def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[st
                     router, base=base, scale=scale))
 
     for scenario in scenarios:
-        if scenario == "filters":  # measured in this process (filter_costs), no variant to run
+        if scenario in ("filters", "feed"):  # measured in this process (filter_costs, feed_rate): no variant
             continue
         corpus = {"main": "main", "memory": "main", "tiny": "tiny", "huge": "huge"}[scenario]
         for backend in backends:
@@ -481,6 +482,7 @@ def run_bench(opts: BenchOptions) -> dict:
         if "memory" in opts.scenarios:
             corpora["scaled"] = make_scaled(corpora["main"], opts.memory_factor, work / "scaled")
         filters = filter_costs(slice_tables, opts.repeats) if "filters" in opts.scenarios else None
+        feed = feed_rate(corpora["main"], opts.repeats) if "feed" in opts.scenarios else None
         del source, slice_tables
         for key, c in corpora.items():
             opts.log(f"bench: {key}: {c.text_bytes / 1e6:.1f} MB of text, {c.documents:,} documents, {c.files} files")
@@ -505,6 +507,8 @@ def run_bench(opts: BenchOptions) -> dict:
     result = summarize(variants, runs, corpora, opts, workers, notes)
     if filters:
         result["filters"] = filters
+    if feed:
+        result["feed"] = feed
     return result
 
 
@@ -541,6 +545,33 @@ def filter_costs(tables: Sequence[pa.Table], repeats: int) -> dict:
             runs.append((time.process_time() - start) * 1000 / mib)
         costs[name] = round(statistics.median(runs), 2)
     return {"mib": round(mib, 2), "chunks": len(chunks), "cpu_ms_per_mib": costs}
+
+
+def feed_rate(corpus: Corpus, repeats: int) -> dict:
+    """How fast the coordinator feeds workers with a stage that does nothing: its whole per-chunk work (cut the
+    input into raw chunks, digest each for --resume, write it into a shared-memory slot), in this process,
+    over the slice's JSON Lines (median over repeats, wall and CPU)."""
+    from prep.engines.local.coordinator import new_shm_prefix
+    from prep.engines.local.transport import SlotPool
+    from prep.io.sources import expand_inputs, iter_chunks
+    from prep.io.verify import batch_digest
+
+    files = expand_inputs([str(corpus.path)])
+    size = sum(f.size for f in files)
+    pool = SlotPool(new_shm_prefix() + "feed", 2, 2 * CHUNK_BYTES + 2**18, create=True)
+    walls, cpus, chunks = [], [], 0
+    try:
+        for _ in range(repeats):
+            wall, cpu = time.perf_counter(), time.process_time()
+            for chunks, chunk in enumerate(iter_chunks(files, chunk_bytes=CHUNK_BYTES, raw=True), 1):
+                batch_digest(chunk.batch, chunk.quarantine)
+                pool.write(chunks % 2, chunk.batch)
+            walls.append(time.perf_counter() - wall)
+            cpus.append(time.process_time() - cpu)
+    finally:
+        pool.close()
+    return {"mib": round(size / 2**20, 2), "chunks": chunks, "gb_s": round(size / statistics.median(walls) / 1e9, 3),
+            "cpu_ms_per_mib": round(statistics.median(cpus) * 1000 / (size / 2**20), 3)}
 
 
 # ------------------------------------------------------------------------------------- summary
@@ -718,6 +749,11 @@ def format_report(result: dict) -> str:
         lines += ["", f"== filters: CPU ms per MiB of text, {f['mib']:.1f} MiB in {f['chunks']} chunks, one thread "
                   "(budget for all rules: 3 ms/MiB)"]
         lines += _table(["rules", "ms/MiB"], [[k, f"{v:.2f}"] for k, v in f["cpu_ms_per_mib"].items()])
+    if result.get("feed"):
+        f = result["feed"]
+        lines += ["", f"== feed: the coordinator's work with a no-op stage (cut, digest, shared memory), "
+                  f"{f['mib']:.1f} MiB of JSON Lines in {f['chunks']} chunks: {f['gb_s']:.2f} GB/s, "
+                  f"{f['cpu_ms_per_mib']:.2f} CPU ms/MiB (target {FEED_TARGET_GB_S} GB/s)"]
     for scenario in SCENARIOS:
         chosen = [v for v in result["variants"] if v["scenario"] == scenario]
         if not chosen:

@@ -38,7 +38,7 @@ from pathlib import Path
 from prep.core.accounting import EngineResult, routing_summary
 from prep.core.chunk import Chunk
 from prep.core.dedup import dedup_settings
-from prep.core.retry import quarantine_record, strict_fault_error
+from prep.core.retry import poison_record
 from prep.core.stage import single_thread_env
 from prep.core.taskbook import Outcome, TaskBook
 from prep.engines.local.messages import Failed, Ready, Result, Task, WorkerMessage
@@ -46,6 +46,7 @@ from prep.engines.local.transport import Location, SlotPool, release, remove_lef
 from prep.engines.local.worker import worker_main
 from prep.engines.local.writer_process import writer_main
 from prep.errors import Interrupted, RunFailed
+from prep.io.records import strict_record_error
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import batch_digest
 from prep.io.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal
@@ -95,6 +96,7 @@ class _ChunkState:
     slot: int  # the input slot it holds (also when the batch went to a segment of its own)
     open_tasks: int = 0
     again: bool = False  # computed a second time, after a writer died: its progress was counted already
+    parsed_in: int = 0  # records its workers' parsing met (a raw chunk), for the progress bar
 
 
 @dataclass
@@ -306,8 +308,9 @@ class LocalEngine:
     # ------------------------------------------------------------- the chunk flow
     def _admit(self, chunk: Chunk) -> None:
         info = {
-            "rows": chunk.batch.num_rows,
-            "text_bytes": chunk.text_bytes,
+            "rows": chunk.units,
+            "weight": chunk.text_bytes,  # what shards are cut by: known before any worker parses the chunk
+            "text_bytes": 0 if chunk.raw else chunk.text_bytes,  # a raw chunk's arrive with its parts
             "documents_in": chunk.documents_in,
             "quarantine": chunk.quarantine,
             "source": chunk.source,
@@ -315,12 +318,12 @@ class LocalEngine:
         }
         self.kept[chunk.seq] = _Kept(chunk, info)
         self._send_writer(("chunk", chunk.seq, info))
-        if chunk.batch.num_rows == 0:  # only bad records: nothing to compute, the writer has it all
+        if chunk.units == 0:  # only bad records: nothing to compute, the writer has it all
             self.on_progress(chunk.input_bytes, chunk.documents_in)
             return
         slot = self.free_in.pop()
         self.chunks[chunk.seq] = _ChunkState(chunk, self._write_input(slot, chunk), slot)
-        self.book.admit(chunk.seq, chunk.batch.num_rows, chunk.text_bytes)
+        self.book.admit(chunk.seq, chunk.units, chunk.text_bytes)
 
     def _write_input(self, slot: int, chunk: Chunk) -> Location:
         try:
@@ -334,7 +337,7 @@ class LocalEngine:
         chunk = self.kept[seq].chunk
         slot = self.free_in.pop()
         self.chunks[seq] = _ChunkState(chunk, self._write_input(slot, chunk), slot, again=True)
-        self.book.admit(seq, chunk.batch.num_rows, chunk.text_bytes, parts=ranges)
+        self.book.admit(seq, chunk.units, chunk.text_bytes, parts=ranges)
 
     def _dispatch(self) -> None:
         """Route what waits to live workers, as far as free output slots allow."""
@@ -343,7 +346,8 @@ class LocalEngine:
         alive = [w.process.is_alive() for w in self.workers]
         for task in self.book.next_dispatch(alive, time.perf_counter(), capacity=len(self.free_out)):
             slot = self.out_slots[task.task_id] = self.free_out.pop()
-            message = Task(task.task_id, task.seq, task.start, task.stop, self.chunks[task.seq].loc, slot)
+            state = self.chunks[task.seq]
+            message = Task(task.task_id, task.seq, task.start, task.stop, state.loc, slot, state.chunk.raw)
             with contextlib.suppress(OSError):  # dead: its sentinel fires next and the task is re-routed
                 self.workers[task.worker].conn.send(message)
 
@@ -398,6 +402,9 @@ class LocalEngine:
             if done is None:
                 return
             task = done.task
+            if self.config.strict and message.stats.get("quarantine"):  # a bad record the worker's parse found
+                raise strict_record_error(message.stats["quarantine"][0])
+            self.chunks[task.seq].parsed_in += message.stats.get("in_documents", 0)
             slot = self.out_slots.pop(task.task_id)
             if message.location.segment is not None:  # the output went to a segment of its own: slot unused
                 self.free_out.append(slot)
@@ -415,12 +422,10 @@ class LocalEngine:
             if slot is not None:
                 self.free_out.append(slot)
         for seq, row_index, reason in outcome.quarantine:
-            chunk = self.chunks[seq].chunk
-            row = chunk.batch.slice(row_index, 1).to_pylist()[0]
-            if self.config.strict:
-                raise strict_fault_error(chunk.origins, row_index, row["id"], reason)
-            record = quarantine_record(chunk.origins, row_index, row["text"], reason)
-            stats = {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]}
+            state = self.chunks[seq]
+            chunk = state.chunk
+            stats = poison_record(chunk.batch, chunk.raw, chunk.origins, row_index, reason, self.config.strict)
+            state.parsed_in += stats["in_documents"]
             message = ("part", seq, row_index, row_index + 1, None, stats)
             self.kept[seq].quarantined.append(message)
             self._send_writer(message)
@@ -437,7 +442,7 @@ class LocalEngine:
         self.free_in.append(state.slot)
         release(state.loc)
         if not state.again:
-            self.on_progress(state.chunk.input_bytes, state.chunk.documents_in)
+            self.on_progress(state.chunk.input_bytes, state.chunk.documents_in + state.parsed_in)
 
     def _on_worker_death(self, w: _Worker) -> None:
         """Re-route a dead worker's tasks: the one it was computing is charged a fault, the rest are not."""

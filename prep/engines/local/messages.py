@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from prep.core.chunk import RawSpec
 from prep.engines.local.transport import Location
 
 
 class Task(NamedTuple):
     """Coordinator -> worker: compute rows [start, stop) of chunk `seq`, whose input lies at `source`;
-    write the output to `out_slot`."""
+    write the output to `out_slot`. For a raw chunk (`raw` set) the rows are its lines, parsed first."""
 
     task_id: int
     seq: int
@@ -22,6 +23,7 @@ class Task(NamedTuple):
     stop: int
     source: Location
     out_slot: int
+    raw: RawSpec | None = None
 
 
 class Ready(NamedTuple):

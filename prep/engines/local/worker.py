@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prep.core.stage import single_thread_env
+from prep.core.stage import input_stats, single_thread_env
 from prep.engines.local.messages import Failed, Ready, Result
 from prep.engines.local.transport import SlotPool
+from prep.io.records import ReadOptions, parse_raw, raw_data
 from prep.text.tokenizer import Backend
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ def worker_main(
     from prep.core.stage import Stage
 
     config = PipelineConfig(**config_dict)
+    read_options = ReadOptions.of(config)
     stage = Stage(config, backend)
     _warm_up(stage, config.keep_columns)
     try:
@@ -146,7 +148,11 @@ def worker_main(
             started = time.perf_counter()
             try:
                 batch = in_pool.read(task.source)
-                if task.start or task.stop < len(batch):
+                parsed = None
+                if task.raw is not None:
+                    parsed = parse_raw(raw_data(batch), task.raw, read_options, task.start, task.stop)
+                    batch = parsed.batch
+                elif task.start or task.stop < len(batch):
                     batch = batch.slice(task.start, task.stop - task.start)
                 if rules:
                     _inject_fault(rules, batch)
@@ -167,7 +173,7 @@ def worker_main(
                 "features_s": stats.features_s,
                 "transport_s": finished - t_write,
             }
-            conn.send(Result(task.task_id, loc, asdict(stats), timing))
+            conn.send(Result(task.task_id, loc, input_stats(asdict(stats), parsed), timing))
     except (EOFError, OSError):  # the coordinator is gone: nobody wants the result
         pass
     finally:

@@ -12,8 +12,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from prep.config import PipelineConfig
-from prep.core.stage import single_thread_env
+from prep.core.chunk import RawSpec
+from prep.core.stage import input_stats, single_thread_env
 from prep.engines.ray.files import FsPath, publish_file
+from prep.io.records import ReadOptions, parse_raw, raw_data
 from prep.io.trainer_formats import OutputSpec
 from prep.io.writer import (
     FILTERED_PARTIAL,
@@ -52,15 +54,23 @@ class StageActor:
         with tempfile.TemporaryDirectory(prefix="prep-stage-") as tmp:
             path = os.path.join(tmp, os.path.basename(config["tokenizer"]))
             Path(path).write_bytes(ray.get(ray.get_actor(files).get.remote()))
-            self.stage = Stage(PipelineConfig(**(config | {"tokenizer": path})), backend)
+            pipeline = PipelineConfig(**(config | {"tokenizer": path}))
+            self.stage = Stage(pipeline, backend)
+        self.read_options = ReadOptions.of(pipeline)
         self.slow = slow
 
     def ready(self) -> str:
         return _node()
 
-    def process(self, batch: pa.RecordBatch, start: int, stop: int) -> tuple[tuple[dict, dict], pa.RecordBatch]:
+    def process(self, batch: pa.RecordBatch, start: int, stop: int,
+                raw: RawSpec | None = None) -> tuple[tuple[dict, dict], pa.RecordBatch]:
+        """Rows [start, stop) of a chunk through the stage; a raw chunk's lines are parsed here first."""
         started = time.perf_counter()
-        if start or stop < len(batch):
+        parsed = None
+        if raw is not None:
+            parsed = parse_raw(raw_data(batch), raw, self.read_options, start, stop)
+            batch = parsed.batch
+        elif start or stop < len(batch):
             batch = batch.slice(start, stop - start)
         output, stats = self.stage(batch)
         finished = time.perf_counter()
@@ -69,7 +79,7 @@ class StageActor:
             finished = time.perf_counter()
         timing = {"busy_s": finished - started, "tokenize_s": stats.tokenize_s,
                   "features_s": stats.features_s, "transport_s": 0.0}
-        stats_dict = asdict(stats)
+        stats_dict = input_stats(asdict(stats), parsed)
         if self.stage.dedup:  # the driver decides duplicates in seq order: it needs the ids beside the keys
             stats_dict["dedup_ids"] = output.column("id").to_pylist()
         return (stats_dict, timing), output

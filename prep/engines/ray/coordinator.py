@@ -28,14 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prep.core.accounting import EngineResult, routing_summary
-from prep.core.chunk import Origins
+from prep.core.chunk import Origins, RawSpec
 from prep.core.dedup import INDEX_FILE, Deduper, dedup_settings
-from prep.core.retry import quarantine_record, strict_fault_error
+from prep.core.retry import poison_record
 from prep.core.taskbook import Outcome, TaskBook
 from prep.engines.ray.actors import FileActor, StageActor, WriterActor
 from prep.engines.ray.files import POLL_S, WAIT_S, Split
 from prep.engines.ray.output import Output
 from prep.errors import RunFailed, UserError
+from prep.io.records import strict_record_error
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import check_committed_chunk, committed_digests
 from prep.request import Plan
@@ -60,16 +61,18 @@ class _ChunkState:
     source: str
     input_bytes: int
     batch: Any
-    origins: Origins  # each row's file and position, for a poison document's quarantine record
+    origins: Origins | None  # each row's file and position, for a poison document's quarantine record
+    raw: RawSpec | None  # a raw chunk: its rows are lines that the actors parse
     parts: dict = field(default_factory=dict)  # start -> (stop, output ref | None, stats)
     reported: bool = False  # progress counted (a result computed again is not counted twice)
+    parsed_in: int = 0  # records the actors' parsing met (a raw chunk), for the progress bar
 
 
 @dataclass
 class _Shard:
     index: int
     first_seq: int
-    text_bytes: int = 0
+    weight: int = 0  # its chunks' weights: it ends once they reach shard_bytes, as ShardWriter's shards do
     last_seq: int | None = None  # set once the shard takes no more chunks
     seqs: list = field(default_factory=list)
     open_chunks: int = 0
@@ -301,16 +304,18 @@ class RayEngine:
             check_committed_chunk(self.journalled, seq, meta["source"], meta["digest"])
             self.on_progress(meta["input_bytes"], 0)
             return
-        info = {k: meta[k] for k in ("rows", "text_bytes", "documents_in", "quarantine", "source", "digest")}
+        info = {k: meta[k] for k in ("rows", "weight", "text_bytes", "documents_in", "quarantine", "source",
+                                     "digest")}
         shard = self.filling
         if shard is None:
             shard = self.filling = self.shards[self.next_shard] = _Shard(self.next_shard, seq)
             self.next_shard += 1
         shard.seqs.append(seq)
-        shard.text_bytes += info["text_bytes"]
-        if shard.text_bytes >= self.config.shard_bytes:  # the rule ShardWriter commits by
+        shard.weight += info["weight"]
+        if shard.weight >= self.config.shard_bytes:  # the rule ShardWriter commits by
             shard.last_seq, self.filling = seq, None
-        state = _ChunkState(seq, shard.index, info, meta["source"], meta["input_bytes"], batch, meta["origins"])
+        state = _ChunkState(seq, shard.index, info, meta["source"], meta["input_bytes"], batch, meta["origins"],
+                            meta["raw"])
         self.chunks[seq] = state
         if info["rows"] == 0:  # only bad records: nothing to compute
             state.reported = True
@@ -318,14 +323,14 @@ class RayEngine:
             return
         shard.open_chunks += 1
         self.computing += 1
-        self.book.admit(seq, info["rows"], info["text_bytes"])
+        self.book.admit(seq, info["rows"], info["weight"])
 
     def _dispatch(self) -> None:
         now = time.perf_counter()
         for task in self.book.next_dispatch([a.alive for a in self.actors], now):
-            batch = self.chunks[task.seq].batch
+            state = self.chunks[task.seq]
             result, output = self.actors[task.worker].handle.process.options(num_returns=2).remote(
-                batch, task.start, task.stop)
+                state.batch, task.start, task.stop, state.raw)
             self.refs[task.task_id] = (result, output)
             self.by_result[self._watch(result)] = task.task_id
 
@@ -458,6 +463,9 @@ class RayEngine:
                                  time.perf_counter())
         if done is None:  # stale: routed again meanwhile
             return
+        if self.config.strict and stats.get("quarantine"):  # a bad record the actor's parse found
+            raise strict_record_error(stats["quarantine"][0])
+        self.chunks[task.seq].parsed_in += stats.get("in_documents", 0)
         result, output = self.refs.pop(task_id)
         del self.by_result[result]
         self.chunks[task.seq].parts[task.start] = (task.stop, output, stats)
@@ -471,12 +479,10 @@ class RayEngine:
             self.by_result.pop(result, None)
         for seq, row_index, reason in outcome.quarantine:
             state = self.chunks[seq]
-            row = self.ray.get(state.batch).slice(row_index, 1).to_pylist()[0]
-            if self.config.strict:
-                raise strict_fault_error(state.origins, row_index, row["id"], reason)
-            record = quarantine_record(state.origins, row_index, row["text"], reason)
-            state.parts[row_index] = (row_index + 1, None,
-                                      {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record]})
+            stats = poison_record(self.ray.get(state.batch), state.raw, state.origins, row_index, reason,
+                                  self.config.strict)
+            state.parsed_in += stats["in_documents"]
+            state.parts[row_index] = (row_index + 1, None, stats)
         for seq in outcome.closed:
             self._chunk_closed(seq)
 
@@ -487,7 +493,7 @@ class RayEngine:
         self.shards[state.shard].open_chunks -= 1
         if not state.reported:
             state.reported = True
-            self.on_progress(state.input_bytes, state.info["documents_in"])
+            self.on_progress(state.input_bytes, state.info["documents_in"] + state.parsed_in)
 
     def _on_actor_death(self, actor: _Actor, reason: str) -> None:
         """Its queued tasks go to other actors; the one it was running is charged an attempt."""

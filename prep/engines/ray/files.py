@@ -184,7 +184,8 @@ def read_split(split: Split, options: dict) -> Iterator:
                 files[i] = replace(f, path=local)
         for chunk in iter_chunks(files, **options):
             yield chunk.batch
-            yield {"rows": chunk.batch.num_rows, "text_bytes": chunk.text_bytes,
+            yield {"rows": chunk.units, "weight": chunk.text_bytes, "text_bytes": 0 if chunk.raw else chunk.text_bytes,
+                   "raw": chunk.raw,
                    "digest": batch_digest(chunk.batch, chunk.quarantine),
                    "documents_in": chunk.documents_in, "quarantine": chunk.quarantine,
                    "input_bytes": chunk.input_bytes, "source": chunk.source, "origins": chunk.origins}

@@ -23,6 +23,7 @@ from prep.io.output import (
     output_fingerprint,
 )
 from prep.io.ownership import check_no_overlap
+from prep.io.records import ReadOptions, parse_chunk
 from prep.io.sources import InputFile, total_input_bytes
 from prep.io.trainer_formats import output_spec
 from prep.request import Plan, RunRequest
@@ -116,7 +117,7 @@ def _run_engine(request: RunRequest, output: Output, files: list[InputFile], spl
     router = make_router(config.router, workers, config.seed)
     options = {"text_field": config.text_field, "id_field": config.id_field,
                "keep_columns": tuple(config.keep_columns), "chunk_bytes": config.chunk_bytes, "strict": config.strict,
-               "max_document_bytes": config.max_document_bytes}
+               "max_document_bytes": config.max_document_bytes, "raw": True}
     reader = ray.remote(read_split).options(num_cpus=0, scheduling_strategy="SPREAD", max_retries=3,
                                             _generator_backpressure_num_objects=GENERATOR_BACKPRESSURE)
     feed = Feed(reader, splits, options, ahead=max(2, math.ceil(workers / 8)))
@@ -125,8 +126,9 @@ def _run_engine(request: RunRequest, output: Output, files: list[InputFile], spl
         sample = []
         if first is not None and config.backend != "tokenizers":  # one chunk, for the fast-path check
             seq, batch, meta = first
-            sample = sample_texts(Chunk(seq, ray.get(batch), meta["source"], meta["text_bytes"],
-                                         meta["input_bytes"], meta["documents_in"]))
+            chunk = Chunk(seq, ray.get(batch), meta["source"], meta["weight"], meta["input_bytes"],
+                          meta["documents_in"], raw=meta["raw"])
+            sample = sample_texts(parse_chunk(chunk, ReadOptions.of(config)))
         info = choose_backend(info, config.backend, sample)
     except BaseException:
         feed.cancel()
