@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from prep.core.chunk import Origins, RawSpec
 from prep.errors import UserError
-from prep.io.records import bad_record, raw_data, raw_record
+from prep.io.records import POSITION_KEY, bad_record, raw_record
 
 CHUNK_ATTEMPTS = 2  # a whole chunk: one retry, since a worker can die for reasons of its own (OOM, a kill)
 PART_ATTEMPTS = 1  # a part of a chunk that already failed: split again at once
@@ -49,13 +49,14 @@ def strict_fault_error(origins: Origins, index: int, doc_id: str, reason: str) -
 def poison_record(batch: pa.RecordBatch, raw: RawSpec | None, origins: Origins | None, index: int, reason: str,
                   strict: bool) -> dict:
     """The quarantine part of unit `index` of a chunk, which failed every try (with --strict, the error that
-    ends the run): a row of a parsed chunk, or a line of a raw one, named by file and position either way.
+    ends the run): a row of a parsed chunk, or a record of a raw one, named by file and position either way.
     Returned as the part's stats; a raw chunk's records are counted by its parts (`in_documents`)."""
     if raw is not None:
-        position = raw.first + index
+        position, data = raw_record(batch, raw, index)
+        unit = POSITION_KEY[raw.format]
         if strict:
-            raise UserError(f"{raw.source}, line {position}: {reason} (strict mode)")
-        record = bad_record(raw.source, "line", position, reason, raw_record(raw_data(batch), index))
+            raise UserError(f"{raw.source}, {unit} {position}: {reason} (strict mode)")
+        record = bad_record(raw.source, unit, position, reason, data)
     else:
         row = batch.slice(index, 1).to_pylist()[0]
         if strict:

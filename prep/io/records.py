@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from prep.config import PipelineConfig
@@ -35,7 +36,7 @@ UNIT = {"jsonl": "line", "csv": "row", "parquet": "row", "hf_dataset": "row", "t
 POSITION_KEY = {"jsonl": "line", "csv": "row", "parquet": "row", "hf_dataset": "row", "txt": "row"}
 HEAD_BYTES = 4 * RAW_CHARS  # bytes kept of an over-long record: enough for RAW_CHARS characters
 BOM = b"\xef\xbb\xbf"
-READ_ERRORS = (OSError, pa.ArrowException)
+READ_ERRORS = (OSError, EOFError, pa.ArrowException)  # EOFError: a truncated gzip stream
 NO_POSITIONS = np.zeros(0, np.int64)
 LEARN_BYTES = 1 << 16  # a JSON Lines file's column types are learnt from this much of its start
 
@@ -50,11 +51,6 @@ class ReadOptions:
     chunk_bytes: int
     strict: bool
     max_document_bytes: int
-
-    @property
-    def block_bytes(self) -> int:
-        """Read block: near chunk_bytes, but big enough to parse fast and small enough for the cache."""
-        return min(max(self.chunk_bytes, 1 << 16), 1 << 22)
 
     @classmethod
     def of(cls, config: PipelineConfig) -> ReadOptions:
@@ -90,15 +86,32 @@ def raw_data(batch: pa.RecordBatch) -> bytes:
     return batch.column(0)[0].as_py()
 
 
-def _unit_bounds(data: bytes) -> np.ndarray:
-    """Offset of each line's start, then of the end: lines [a, b) of a raw chunk are data[o[a]:o[b]]."""
-    return np.concatenate([[0], np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1])
+def _unit_bounds(data: bytes, fmt: str) -> np.ndarray:
+    """Offset of each record's start, then of the end: records [a, b) of a raw chunk are data[o[a]:o[b]]."""
+    ends = csv_record_ends(data, 0) if fmt == "csv" else np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
+    return np.concatenate([[0], ends]).astype(np.int64)
 
 
-def raw_record(data: bytes, index: int) -> bytes:
-    """Line `index` of a raw chunk (a poison record, for its quarantine record), without its line end."""
-    bounds = _unit_bounds(data)
-    return data[bounds[index]:bounds[index + 1]].rstrip(b"\r\n")
+def counted_records(data: bytes, fmt: str) -> int:
+    """The records of `data` that take a position: for CSV, the non-empty ones (pyarrow skips empty lines and
+    does not number them); for JSON Lines, every line (blank ones are numbered, though they are no record)."""
+    if fmt != "csv":
+        return int(np.count_nonzero(np.frombuffer(data, np.uint8) == 10))
+    bounds = _unit_bounds(data, fmt)
+    starts, length = bounds[:-1], np.diff(bounds)
+    empty = length == 1
+    two = length == 2
+    empty[two] = np.frombuffer(data, np.uint8)[starts[two]] == 13  # "\r\n" alone
+    return int(len(length) - np.count_nonzero(empty))
+
+
+def raw_record(batch: pa.RecordBatch, spec: RawSpec, index: int) -> tuple[int, bytes]:
+    """Position and bytes (without the line end) of record `index` of a raw chunk: a poison record, for its
+    quarantine record."""
+    data = raw_data(batch)
+    bounds = _unit_bounds(data, spec.format)
+    position = spec.first + counted_records(data[:bounds[index]], spec.format)
+    return position, data[bounds[index]:bounds[index + 1]].rstrip(b"\r\n")
 
 
 @dataclass
@@ -114,14 +127,19 @@ class Parsed:
 
 
 def parse_raw(data: bytes, spec: RawSpec, opts: ReadOptions, start: int = 0, stop: int | None = None) -> Parsed:
-    """The worker's half of reading: parse, validate and shape lines [start, stop) of a raw chunk. A pure
-    function of the bytes and the file's types, so any worker (or a retry) gives the same rows."""
+    """The worker's half of reading: parse, validate and shape records [start, stop) of a raw chunk. A pure
+    function of the bytes and the file's types (or CSV header), so any worker (or a retry) gives the same rows."""
     stop = spec.units if stop is None else stop
+    first = spec.first
     if (start, stop) != (0, spec.units):
-        bounds = _unit_bounds(data)
+        bounds = _unit_bounds(data, spec.format)
+        first += counted_records(data[:bounds[start]], spec.format)
         data = data[bounds[start]:bounds[stop]]
     f = InputFile("", spec.format, None, 0, spec.source)
-    rows, positions, quarantine = JsonlParser(f, opts, spec.schema).parse(data, spec.first + start)
+    if spec.format == "csv":
+        rows, positions, quarantine = parse_csv(data, first, spec.schema.names, f, opts)
+    else:
+        rows, positions, quarantine = JsonlParser(f, opts, spec.schema).parse(data, first)
     batch = to_batch(rows)
     text_bytes = int(pc.sum(pc.binary_length(batch.column(1))).as_py() or 0)
     origins = Origins(POSITION_KEY[spec.format], positions, (spec.source,))
@@ -487,6 +505,36 @@ def record_lines(block: bytes, first_line: int) -> np.ndarray:
 
 
 # ----- CSV
+
+
+def parse_csv(block: bytes, first_row: int, names: Sequence[str], f: InputFile,
+              opts: ReadOptions) -> tuple[pa.Table, np.ndarray, list[dict]]:
+    """Whole CSV records (after the header) whose first non-empty one is data row `first_row`. Values are read as
+    text: CSV has no types, so kept columns are strings too. A block pyarrow cannot split (an unbalanced quote
+    runs to the end of the file) is one bad record."""
+    columns = [c for c in dict.fromkeys((opts.id_field, opts.text_field, *opts.keep)) if c in names]
+    invalid: list[tuple[int, str, str]] = []
+
+    def skip(bad_row: pacsv.InvalidRow) -> str:
+        invalid.append((bad_row.number, f"expected {bad_row.expected_columns} fields, found "
+                                        f"{bad_row.actual_columns}", bad_row.text))
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(block),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=len(block) + 1, column_names=list(names)),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(include_columns=columns,
+                                                 column_types=dict.fromkeys(columns, pa.binary())))
+    except pa.ArrowInvalid as err:
+        return empty_rows(opts.keep), NO_POSITIONS, [fault_record(f, first_row, err)]
+    numbers = np.arange(1, table.num_rows + len(invalid) + 1)
+    positions = first_row - 1 + numbers[~np.isin(numbers, [n for n, _, _ in invalid])]
+    rows, positions, quarantine = screen_columns(table, positions, columns, f, opts, empty_id=True)
+    quarantine += [file_record(f, first_row - 1 + n, reason, text) for n, reason, text in invalid]
+    quarantine.sort(key=lambda q: q["position"])
+    return rows, positions, quarantine
 
 
 def csv_record_ends(data: bytes, quotes_before: int) -> np.ndarray:
