@@ -72,10 +72,12 @@ def run(
     workers: Annotated[int | None, typer.Option(help="worker processes; 0 (the default) means the CPU count")] = None,
     router: Annotated[str | None, typer.Option(help="p2c (default) | random | weighted | round-robin")] = None,
     seed: Annotated[int | None, typer.Option(help="routing seed")] = None,
-    chunk_bytes: Annotated[str | None, typer.Option(help="input per chunk (JSON Lines, CSV: bytes of whole records; other formats: text), e.g. 1MiB")] = None,
+    chunk_bytes: Annotated[str | None, typer.Option(
+        help="input per chunk (JSON Lines, CSV: bytes of whole records; other formats: text), e.g. 1MiB")] = None,
     max_document_bytes: Annotated[str | None, typer.Option(help="a longer record is quarantined (default "
                                                                 "64MiB)")] = None,
-    shard_bytes: Annotated[str | None, typer.Option(help="input per shard, counted as --chunk-bytes counts it, e.g. 256MiB")] = None,
+    shard_bytes: Annotated[str | None, typer.Option(
+        help="input per shard, counted as --chunk-bytes counts it, e.g. 256MiB")] = None,
     text_field: Annotated[str | None, typer.Option(help="field holding the text")] = None,
     id_field: Annotated[str | None, typer.Option(help="field holding the document id")] = None,
     keep_text: Annotated[bool | None, typer.Option("--keep-text/--no-keep-text", help="write the text")] = None,
