@@ -96,7 +96,9 @@ class Run:
     def watch(self) -> list[psutil.Process]:
         """Record the run's processes and its segment prefix now; return the processes."""
         with contextlib.suppress(OSError):
-            self.prefixes.add((self.out / SHM_RECORD).read_text().strip())
+            prefix = (self.out / SHM_RECORD).read_text().strip()
+            if re.fullmatch(r"prep_[0-9a-f]{16}_", prefix):  # not "" (read while being written): that globs all
+                self.prefixes.add(prefix)
         try:
             found = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
