@@ -127,8 +127,9 @@ def test_worker_bars_are_proportional(run_dir: Path) -> None:
     loads = np.array(worker_bytes(), dtype=float)
     np.testing.assert_allclose(widths / widths.max(), loads / loads.max(), atol=0.002)
     segs = rects(charts["chart-worker-time"], "seg")
-    assert len(segs) == 3 * 5  # tokenize, features, transport, other busy, idle
-    totals = np.array([sum(float(r.get("width")) for r in segs[5 * j:5 * j + 5]) for j in range(3)])
+    n = 7  # parse, filter, tokenize, features, transport, other busy, idle
+    assert len(segs) == 3 * n
+    totals = np.array([sum(float(r.get("width")) for r in segs[n * j:n * j + n]) for j in range(3)])
     np.testing.assert_allclose(totals, totals[0], atol=0.05)  # busy + idle = the same wall time for each
 
 

@@ -184,7 +184,7 @@ class TaskBook:
         account.bytes += task.nbytes
         account.documents += documents
         account.tokens += tokens
-        for key in ("busy_s", "tokenize_s", "features_s", "transport_s"):
+        for key in ("busy_s", "parse_s", "filter_s", "tokenize_s", "features_s", "transport_s"):
             setattr(account, key, getattr(account, key) + timing.get(key, 0.0))
         started = max(task.queued_at, now - timing["busy_s"])
         account.queue_wait_s += started - task.queued_at

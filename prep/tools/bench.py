@@ -394,11 +394,26 @@ def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout:
     return record
 
 
+_PARTS = ("parse_s", "filter_s", "tokenize_s", "features_s", "transport_s")  # the named parts of busy time
+
+
+def _per_mib(summary: dict, text_bytes: int) -> str:
+    """CPU ms per MiB of text of each stage, summed over the process tree: the overhead budget at a glance
+    (the workers' parts are their busy seconds, single-threaded)."""
+    mib = text_bytes / 2**20 or 1.0
+    cpu = summary["cpu_s"]
+    parts = [cpu.get("coordinator", 0.0)]
+    parts += [sum(w.get(k, 0.0) for w in summary["workers"]) for k in ("parse_s", "tokenize_s", "features_s",
+                                                                        "transport_s")]
+    parts.append(cpu.get("writer", 0.0))
+    return ", ".join(f"{1000 * p / mib:.1f}" for p in parts)
+
+
 def _split(w: dict) -> dict:
     """One worker's time, from prep's accounting: busy = tokenize + features + transport + other."""
-    keys = ("busy_s", "tokenize_s", "features_s", "transport_s", "idle_s", "queue_wait_s")
+    keys = ("busy_s", *_PARTS, "idle_s", "queue_wait_s")
     split = {k: w.get(k, 0.0) for k in keys} | {"chunks": w.get("chunks", 0), "bytes": w.get("bytes", 0)}
-    split["other_s"] = max(0.0, split["busy_s"] - split["tokenize_s"] - split["features_s"] - split["transport_s"])
+    split["other_s"] = max(0.0, split["busy_s"] - sum(split[k] for k in _PARTS))
     return split
 
 
@@ -802,8 +817,8 @@ def format_report(result: dict) -> str:
     if prep_runs:
         lines += ["", "== where prep's time went (seconds per worker, median over repeats; from the manifest; "
                   "cpu from the process tree)"]
-        header = ["variant", "worker", "busy", "tokenize", "features", "transport", "other", "idle", "queue wait",
-                  "cpu"]
+        header = ["variant", "worker", "busy", "parse", "filter", "tokenize", "features", "transport", "other",
+                  "idle", "queue wait", "cpu", "CPU ms/MiB: coordinator, parse, tokenize, features, transport, writer"]
         rows = []
         for v in prep_runs:
             s = v["summary"]
@@ -812,9 +827,9 @@ def format_report(result: dict) -> str:
                      f" s; cpu: coordinator {cpu.get('coordinator', 0):.1f} s, writer {cpu.get('writer', 0):.1f} s)")
             for j, w in enumerate(s["workers"]):
                 wcpu = s["worker_cpu_s"][j] if j < len(s["worker_cpu_s"]) else float("nan")
-                rows.append([label if j == 0 else "", str(j)] + [f"{w[k]:.2f}" for k in (
-                    "busy_s", "tokenize_s", "features_s", "transport_s", "other_s", "idle_s", "queue_wait_s")]
-                    + [f"{wcpu:.2f}"])
+                rows.append([label if j == 0 else "", str(j)] + [f"{w.get(k, 0.0):.2f}" for k in (
+                    "busy_s", *_PARTS, "other_s", "idle_s", "queue_wait_s")]
+                    + [f"{wcpu:.2f}", _per_mib(s, result["corpora"][v["corpus"]]["text_bytes"]) if j == 0 else ""])
         lines += _table(header, rows)
     roles = ["coordinator", "main", "writer", "worker", "child", "helper"]
     rows = [[v["name"]] + [f"{v['summary']['peak_rss_by_role_mb'].get(r, 0):,.0f}" for r in roles]

@@ -29,10 +29,12 @@ PLOT_W = WIDTH - LEFT - RIGHT
 ROW_H = 24
 BLUE, LIGHT_BLUE, ORANGE, GREY = "#3b6fb6", "#8fb3e3", "#e4572e", "#d9d9d9"
 PHASES = (  # parts of a worker's life, in bar order: (key in the manifest's workers, label, colour)
+    ("parse_s", "parse", "#c77c5a"),
+    ("filter_s", "filter", "#b5b84d"),
     ("tokenize_s", "tokenize", BLUE),
     ("features_s", "features", "#5fa8a0"),
     ("transport_s", "transport", "#e0a030"),
-    ("", "other busy", "#a58bc4"),  # busy_s minus the three above
+    ("", "other busy", "#a58bc4"),  # busy_s minus the named parts above
     ("idle_s", "idle", GREY),
 )
 MAX_HIST_BINS = 40
@@ -203,7 +205,8 @@ def chart_worker_bytes(workers: list[dict]) -> str:
 
 def worker_phases(workers: list[dict]) -> np.ndarray:
     """Seconds per worker (rows) in each part of PHASES (columns); other busy = busy minus named parts."""
-    named = np.array([[w.get(k, 0.0) for k, _, _ in PHASES[:3]] for w in workers], dtype=float).reshape(-1, 3)
+    keys = [k for k, _, _ in PHASES if k not in ("", "idle_s")]
+    named = np.array([[w.get(k, 0.0) for k in keys] for w in workers], dtype=float).reshape(-1, len(keys))
     busy = np.array([w["busy_s"] for w in workers], dtype=float)
     idle = np.array([w["idle_s"] for w in workers], dtype=float)
     return np.column_stack([named, np.clip(busy - named.sum(axis=1), 0, None), idle])

@@ -154,6 +154,7 @@ def worker_main(
                     batch = parsed.batch
                 elif task.start or task.stop < len(batch):
                     batch = batch.slice(task.start, task.stop - task.start)
+                parsed_at = time.perf_counter()
                 if rules:
                     _inject_fault(rules, batch)
                 output, stats = stage(batch)
@@ -169,6 +170,8 @@ def worker_main(
                 finished = time.perf_counter()
             timing = {
                 "busy_s": finished - started,
+                "parse_s": parsed_at - started,
+                "filter_s": stats.filter_s,
                 "tokenize_s": stats.tokenize_s,
                 "features_s": stats.features_s,
                 "transport_s": finished - t_write,

@@ -72,12 +72,14 @@ class StageActor:
             batch = parsed.batch
         elif start or stop < len(batch):
             batch = batch.slice(start, stop - start)
+        parsed_at = time.perf_counter()
         output, stats = self.stage(batch)
         finished = time.perf_counter()
         if self.slow > 1.0:  # a straggler on purpose, for routing experiments
             time.sleep((finished - started) * (self.slow - 1.0))
             finished = time.perf_counter()
-        timing = {"busy_s": finished - started, "tokenize_s": stats.tokenize_s,
+        timing = {"busy_s": finished - started, "parse_s": parsed_at - started, "filter_s": stats.filter_s,
+                  "tokenize_s": stats.tokenize_s,
                   "features_s": stats.features_s, "transport_s": 0.0}
         stats_dict = input_stats(asdict(stats), parsed)
         if self.stage.dedup:  # the driver decides duplicates in seq order: it needs the ids beside the keys
