@@ -46,7 +46,7 @@ from prep.core.router import ROUTERS
 from prep.errors import UserError
 from prep.tools.bench_peers import PEERS, datatrove_available, output_tokens
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"  # beside the checkout
 DEFAULT_CORPUS = SHARED / "corpus"
 DEFAULT_TOKENIZER = SHARED / "tokenizers" / "gpt2.tokenizer.json"
 SCENARIOS = ("main", "tiny", "huge", "memory", "filters", "feed")
