@@ -15,7 +15,7 @@ from prep.core.accounting import EngineResult
 from prep.core.chunk import sample_texts
 from prep.core.router import make_router
 from prep.core.stage import selected_features
-from prep.engines.local.coordinator import LocalEngine, remove_recorded_leftovers
+from prep.engines.local.coordinator import LocalEngine, remove_recorded_leftovers, start_forkserver
 from prep.errors import UserError, interruptible
 from prep.io.output import make_output_dir, open_output, output_fingerprint, output_lock
 from prep.io.ownership import check_no_overlap
@@ -38,6 +38,7 @@ def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = 
         raise UserError(f"unknown engine {request.engine!r}; choose local or ray")
     config, out = request.config, request.output
     with interruptible():
+        start_forkserver()  # its imports run while the request is checked and the input opened
         if not config.tokenizer:
             raise UserError("no tokenizer: pass --tokenizer PATH or a pipeline file that names one")
         files = expand_inputs(request.inputs)

@@ -14,8 +14,9 @@ Positions (in quarantine records and generated ids `display:position`): the 1-ba
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +57,43 @@ class ReadOptions:
     def of(cls, config: PipelineConfig) -> ReadOptions:
         return cls(config.text_field, config.id_field, tuple(config.keep_columns), config.chunk_bytes,
                    config.strict, config.max_document_bytes)
+
+
+def int64_values(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Integers or booleans without nulls as an int64 numpy array, read from the buffer: pyarrow's to_numpy
+    imports pandas on first use (~0.5 s), which the coordinator need not pay."""
+    array = values.cast(pa.int64())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not len(array):
+        return np.zeros(0, np.int64)
+    return np.frombuffer(array.buffers()[1], np.int64, len(array), array.offset * 8)
+
+
+def value_sizes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Bytes of each value of a string or binary column, from its offsets (a null's is whatever its offsets say):
+    pc.fill_null and pa.array import pandas on first use, which the coordinator need not pay."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    sizes = [np.zeros(0, np.int64)]
+    for chunk in chunks:
+        if len(chunk):
+            large = pa.types.is_large_string(chunk.type) or pa.types.is_large_binary(chunk.type)
+            width = np.int64 if large else np.int32
+            offsets = np.frombuffer(chunk.buffers()[1], width, len(chunk) + 1, chunk.offset * np.dtype(width).itemsize)
+            sizes.append(np.diff(offsets).astype(np.int64))
+    return np.concatenate(sizes)
+
+
+def binary_array(values: Sequence[bytes], type_: pa.DataType) -> pa.Array:
+    """A string or binary array built from its buffers (pa.array imports pandas on first use)."""
+    large = pa.types.is_large_string(type_) or pa.types.is_large_binary(type_)
+    offsets = np.zeros(len(values) + 1, np.int64 if large else np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
+
+
+def bool_array(mask: np.ndarray) -> pa.Array:
+    return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(np.packbits(mask, bitorder="little"))])
 
 
 def empty_rows(keep: Sequence[str]) -> pa.Table:
@@ -274,9 +312,10 @@ def screen_columns(table: pa.Table, positions: np.ndarray, as_text: Sequence[str
     n = table.num_rows
     reasons = np.full(n, "", dtype=object)
     text = table.column(opts.text_field)
-    null_text = pc.is_null(text).to_numpy(zero_copy_only=False)
+    null_text = int64_values(pc.is_null(text)).astype(bool)
     reasons[null_text] = f"null {opts.text_field!r}"
-    sizes = pc.fill_null(pc.binary_length(text), 0).to_numpy()
+    sizes = value_sizes(text)
+    sizes[null_text] = 0
     for i in np.flatnonzero(sizes > opts.max_document_bytes):
         reasons[i] = f"text of {sizes[i]} bytes is longer than max_document_bytes ({opts.max_document_bytes})"
     for name in table.column_names:
@@ -325,9 +364,16 @@ class JsonlParser:
         """Learn the types from the first LEARN_BYTES of whole lines of a block, or from all of it when those
         hold no usable record: a bounded cost for the Source, whatever the file's size."""
         cut = block.rfind(b"\n", 0, LEARN_BYTES) + 1 or len(block)
-        self.parse(block[:cut], 1)
-        if self.types is None and cut < len(block):
-            self.parse(block, 1)
+        for sample in (block[:cut], block) if cut < len(block) else (block[:cut],):
+            table = self._read(sample)
+            if table is not None and table.num_rows:
+                self._learn(table.column_names, {field.name: field.type for field in table.schema})
+                return
+            records = [obj for obj in _json_values(sample) if not _record_problem(obj, self.opts.text_field)]
+            if records:  # a bad line among them: the good ones, read one by one, as the slow path learns
+                names = list(dict.fromkeys(k for r in records for k in r))
+                self._learn(names, {n: _infer([r.get(n) for r in records]) for n in names})
+                return
 
     def parse(self, block: bytes, first_line: int) -> tuple[pa.Table, np.ndarray, list[dict]]:
         table = self._read(block)
@@ -464,7 +510,25 @@ def as_text(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _json_values(block: bytes) -> Iterator[object]:
+    """The values of a block's lines that parse as JSON (the others are skipped)."""
+    for line in block.split(b"\n"):
+        if line.strip(b" \t\r"):
+            with contextlib.suppress(UnicodeDecodeError, ValueError, RecursionError):
+                yield json.loads(line.decode("utf-8"))
+
+
+_SCALARS = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+
+
 def _infer(values: list) -> pa.DataType:
+    """What pyarrow infers for JSON values; scalars of one kind are told without it (pa.array imports pandas)."""
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return pa.null()
+    if len(kinds) == 1 and (kind := next(iter(kinds))) in _SCALARS and (
+            kind is not int or all(-2**63 <= v < 2**63 for v in values if v is not None)):
+        return _SCALARS[kind]
     try:
         return pa.array(values).type
     except (pa.ArrowException, ValueError, TypeError, OverflowError):

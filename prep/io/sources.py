@@ -51,6 +51,8 @@ from prep.io.records import (
     JsonlParser,
     ReadOptions,
     assemble_rows,
+    binary_array,
+    bool_array,
     check_fields,
     counted_records,
     csv_record_ends,
@@ -64,6 +66,7 @@ from prep.io.records import (
     strict_error,
     to_batch,
     too_long_record,
+    value_sizes,
 )
 
 __all__ = ["InputFile", "expand_inputs", "input_kind", "is_hidden", "iter_chunks", "total_input_bytes"]
@@ -146,7 +149,7 @@ class _Packer:
         elif n:
             self.rows = pa.concat_tables([self.rows, piece.rows])
         if n:
-            sizes = pc.binary_length(piece.rows.column(1)).to_numpy().astype(np.int64)
+            sizes = value_sizes(piece.rows.column(1))
             cum = np.cumsum(sizes)
             share = cum / cum[-1] if cum[-1] else np.arange(1, n + 1) / n
             raw_ends = self.raw_seen + np.floor(share * (piece.raw_end - self.raw_seen)).astype(np.int64)
@@ -587,7 +590,7 @@ def _txt_chunk(group: list[tuple[InputFile, bytes | BaseException]], opts: ReadO
     """The chunk of a group of text files; empty files are no documents, unreadable and too long ones are
     quarantined."""
     docs = [(f, c) for f, c in group if isinstance(c, bytes) and c]
-    texts = pa.chunked_array([pa.array([c for _, c in docs], pa.binary())], pa.binary())
+    texts = pa.chunked_array([binary_array([c for _, c in docs], pa.large_binary())], pa.large_binary())
     invalid = invalid_utf8(texts)
     invalid = np.zeros(len(docs), dtype=bool) if invalid is None else invalid
     bad_docs = {docs[i][0].path for i in np.flatnonzero(invalid)}
@@ -602,9 +605,9 @@ def _txt_chunk(group: list[tuple[InputFile, bytes | BaseException]], opts: ReadO
         raise strict_error(group[0][0], quarantine[0])
     if not docs and not quarantine:
         return
-    text = texts.filter(pa.array(~invalid)).cast(pa.string())
+    text = texts.filter(bool_array(~invalid)).cast(pa.string())
     displays = [docs[i][0].display for i in np.flatnonzero(~invalid)]
-    ids = pa.chunked_array([pa.array(displays, pa.string())])
+    ids = pa.chunked_array([binary_array([d.encode() for d in displays], pa.string())])
     rows = assemble_rows(ids, text, [], NO_POSITIONS, group[0][0], opts)
     yield Chunk(seq=next(seq), batch=to_batch(rows), source=group[0][0].display,
                 text_bytes=int(pc.sum(pc.binary_length(text)).as_py() or 0),

@@ -132,7 +132,7 @@ class LocalEngine:
         try:
             for attempt in range(5):
                 if not _forkserver_alive():  # killed, or died by accident: started again, with SIGINT ignored
-                    self._start_forkserver()
+                    start_forkserver()
                 process = self.ctx.Process(target=target, args=args, name=name, daemon=True)
                 try:
                     with warnings.catch_warnings():
@@ -169,9 +169,7 @@ class LocalEngine:
         return _Worker(index, process, parent, time.perf_counter())
 
     def run(self, chunks: Iterator[Chunk]) -> EngineResult:
-        single_thread_env()
         self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["prep.engines.local.preload"])
         self.workers: list[_Worker] = []
         self.writer = None
         self.children: list[mp.Process] = []
@@ -189,7 +187,7 @@ class LocalEngine:
             signal.signal(s, interrupt)
         try:
             self._create_pools()
-            self._start_forkserver()
+            start_forkserver()
             return self._run(chunks)
         finally:
             for s in previous:  # a second Ctrl-C must not cut the clean-up short
@@ -199,19 +197,6 @@ class LocalEngine:
             finally:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
-
-    def _start_forkserver(self) -> None:
-        """Start the forkserver (unless it runs) while SIGINT is ignored: the disposition passes through its exec
-        to every worker and writer from birth, so a Ctrl-C to the process group (a terminal's) reaches only the
-        coordinator, even while a child is still starting. A dead resource tracker is started again on the way,
-        with a warning that does not apply: no segment of ours is tracked."""
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
-                forkserver.ensure_running()
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def _create_pools(self) -> None:
         """The two slot pools, under a new unpredictable prefix, recorded first in the output directory (so that a
@@ -604,6 +589,23 @@ class LocalEngine:
             for tmp in self.out.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
             (self.out / SHM_RECORD).unlink(missing_ok=True)
+
+
+def start_forkserver() -> None:
+    """Start the forkserver (unless it runs), with its preload, while SIGINT is ignored: the disposition passes
+    through its exec to every worker and writer from birth, so a Ctrl-C to the process group (a terminal's)
+    reaches only the coordinator, even while a child is still starting. A dead resource tracker is started again
+    on the way, with a warning that does not apply: no segment of ours is tracked. `prep run` calls it first of
+    all, so that the forkserver imports the heavy modules while the coordinator checks the request."""
+    single_thread_env()  # inherited by every worker: one tokenizer thread each
+    mp.get_context("forkserver").set_forkserver_preload(["prep.engines.local.preload"])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
+            forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _repair_after_writer(out: Path) -> list[dict]:
