@@ -28,7 +28,9 @@ from prep.io.writer import (
     read_journal,
 )
 
-_FINGERPRINT_PARTS = (("tokenizer_sha256", "tokenizer"), ("config", "pipeline"))
+_FINGERPRINT_PARTS = (("tokenizer_sha256", "tokenizer"), ("config", "pipeline"),
+                      ("chunking", "version of prep (it cuts input into chunks differently)"))
+CHUNKING = 2  # how input is cut into chunks; 2: JSON Lines and CSV by their records' bytes, unparsed
 
 
 def make_output_dir(out: Path) -> None:
@@ -111,6 +113,7 @@ def output_fingerprint(config: PipelineConfig, files, tokenizer_sha: str, filesy
     return {
         "config": config.output_fingerprint() | {"tokenizer": None},
         "tokenizer_sha256": tokenizer_sha,
+        "chunking": CHUNKING,
         "inputs": [[f.display, *stamp(f.path, filesystems.get(f.path))] for f in files],
     }
 
@@ -123,7 +126,7 @@ def check_resumable(out: Path, recorded: dict, fingerprint: dict) -> None:
     if changed:
         raise UserError(f"--resume: {changed} since {out} was written; rerun with the original input, "
                         "or use --overwrite to start again")
-    differs = [name for key, name in _FINGERPRINT_PARTS if recorded.get(key) != fingerprint[key]]
+    differs = [name for key, name in _FINGERPRINT_PARTS if recorded.get(key) != fingerprint.get(key)]
     if differs:
         old, new = recorded.get("config") or {}, fingerprint["config"]
         settings = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
