@@ -589,3 +589,82 @@ def test_a_csv_row_over_the_limit_ends_where_its_quotes_close(tmp_path, field_li
     (bad,) = quarantined(chunks)
     assert (bad["row"], bad["raw"][:11]) == (2, 'b,"say ""hi')
     assert bad["reason"] == f"record of {len(long_field) + 2} bytes is longer than max_document_bytes (200)"
+
+
+def _messy_inputs(tmp_path: Path) -> list[Path]:
+    """JSON Lines and CSV with bad records, blank lines and (CSV) quoted newlines spread over many chunks."""
+    lines = []
+    for i in range(400):
+        lines.append(json.dumps({"id": f"j{i}", "text": f"doc {i} " + "é" * (i % 23), "n": i}).encode())
+        if i % 37 == 5:
+            lines.append(b"{not json")
+        if i % 53 == 7:
+            lines += [b"", b"   "]
+        if i % 61 == 9:
+            lines.append(b'{"id": "bad-utf8", "text": "\xff\xfe"}')
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_bytes(b"\n".join(lines) + b"\n")
+    rows = [["id", "text"]]
+    for i in range(300):
+        rows.append([f"c{i}", f"row {i}\nsecond line, \"quoted\"" if i % 7 == 0 else f"row {i}"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for k, row in enumerate(rows):
+        writer.writerow(row)
+        if k % 41 == 3:
+            buffer.write("\r\n")  # an empty record: not numbered
+        if k % 59 == 4:
+            buffer.write("only,three,fields\r\n")
+    table = tmp_path / "m.csv"
+    table.write_text(buffer.getvalue(), encoding="utf-8")
+    return [jsonl, table]
+
+
+def test_raw_chunks_parse_to_the_rows_the_source_gives(tmp_path):
+    """The coordinator cuts JSON Lines and CSV without parsing; a worker parsing each raw chunk must get exactly
+    the rows, bad records and positions that parsing in the Source gives."""
+    from prep.io.records import ReadOptions, parse_chunk
+
+    paths = _messy_inputs(tmp_path)
+    raw = read(paths, chunk_bytes=2000, raw=True)
+    parsed = read(paths, chunk_bytes=2000)
+    assert len(raw) == len(parsed) > 10
+    assert all(c.raw is not None and c.batch.schema.names == ["data"] for c in raw)  # not parsed by the Source
+    opts = ReadOptions("text", "id", (), 2000, False, 1 << 26)
+    for r, p in zip(raw, parsed, strict=True):
+        again = parse_chunk(r, opts)
+        assert again.batch.equals(p.batch)
+        assert again.quarantine == p.quarantine
+        assert list(again.origins.positions) == list(p.origins.positions)
+    # independent check: every good JSON line is a row, in order, at its 1-based line number
+    lines = paths[0].read_bytes().split(b"\n")
+    expected = [(json.loads(line)["id"], n) for n, line in enumerate(lines, 1)
+                if line.startswith(b'{"id": "j')]
+    got = [(row["id"], int(pos)) for c in parsed if c.source == "m.jsonl"
+           for row, pos in zip(c.batch.to_pylist(), c.origins.positions, strict=True)]
+    assert got == expected
+    bad = [q for c in parsed if c.source == "m.jsonl" for q in c.quarantine]
+    assert [q["line"] for q in bad] == [n for n, line in enumerate(lines, 1)
+                                        if line in (b"{not json", b'{"id": "bad-utf8", "text": "\xff\xfe"}')]
+    # CSV: data rows numbered without the empty records; the 3-field rows quarantined at their number
+    csv_rows = [(row["id"], int(pos)) for c in parsed if c.source == "m.csv"
+                for row, pos in zip(c.batch.to_pylist(), c.origins.positions, strict=True)]
+    assert [r for r, _ in csv_rows] == [f"c{i}" for i in range(300)]
+    numbers = [p for _, p in csv_rows] + [q["row"] for c in parsed if c.source == "m.csv" for q in c.quarantine]
+    assert sorted(numbers) == list(range(1, len(numbers) + 1))
+
+
+def test_a_raw_chunk_parsed_in_parts_gives_the_whole_chunks_rows(tmp_path):
+    """Retries and bisection compute a raw chunk's records in parts: the parts must add up to the whole."""
+    from prep.io.records import ReadOptions, parse_raw, raw_data
+
+    opts = ReadOptions("text", "id", (), 4000, False, 1 << 26)
+    for chunk in read(_messy_inputs(tmp_path), chunk_bytes=4000, raw=True):
+        data, n = raw_data(chunk.batch), chunk.raw.units
+        whole = parse_raw(data, chunk.raw, opts)
+        for cut in (1, n // 3, n - 1):
+            a, b = parse_raw(data, chunk.raw, opts, 0, cut), parse_raw(data, chunk.raw, opts, cut, n)
+            assert pa.concat_tables([pa.table(a.batch), pa.table(b.batch)]).equals(pa.table(whole.batch))
+            assert a.quarantine + b.quarantine == whole.quarantine
+            assert a.documents_in + b.documents_in == whole.documents_in
+            assert list(a.origins.positions) + list(b.origins.positions) == list(whole.origins.positions)
