@@ -80,6 +80,19 @@ def shm_segments() -> set[str]:
     return {p.name for p in Path("/dev/shm").glob("prep_*")}
 
 
+def orphan_segments(before: set[str]) -> set[str]:
+    """prep segments made since `before` that no live process maps: a run's leftovers, told apart from the
+    segments of other prep runs on the machine (a helper's, a parallel test's), which are mapped while they run."""
+    mapped: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            mapped |= {line.rsplit("/", 1)[-1].split(" ")[0] for line in maps.read_text().splitlines()
+                       if "/dev/shm/prep_" in line}
+        except OSError:  # the process ended meanwhile
+            continue
+    return {name for name in shm_segments() - before if name not in mapped}
+
+
 @pytest.fixture
 def mixed_corpus(tmp_path: Path) -> Path:
     """About 400 KB of real English, Chinese and code documents in two files."""

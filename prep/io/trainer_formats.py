@@ -367,6 +367,9 @@ def packing_summary(stats: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------------------- shard
 
 
+_NO_DICTIONARY = {"input_ids", "position_ids"}  # token columns: no Parquet dictionary
+
+
 class ShardFiles:
     """One shard's files while it is written; `commit` makes them all final."""
 
@@ -408,8 +411,11 @@ class ShardFiles:
     def _write(self, table: pa.Table) -> None:
         if "parquet" in self.spec.formats:
             if self.parquet is None:
+                # No dictionary for token ids: tens of thousands of distinct values, so Parquet gives the dictionary
+                # up after building it (wasted work; the files come out ~15 % smaller without it, too).
+                dictionary = [name for name in table.schema.names if name not in _NO_DICTIONARY]
                 self.parquet = pq.ParquetWriter(self._tmp("parquet"), table.schema, compression=self.compression,
-                                                write_statistics=True)
+                                                write_statistics=True, use_dictionary=dictionary)
             elif table.schema != self.parquet.schema:
                 table = table.cast(self.parquet.schema)
             self.parquet.write_table(table, row_group_size=table.num_rows)
