@@ -15,9 +15,9 @@ from conftest import (
     SAMPLE,
     SAMPLE_TOKENIZER,
     corpus_docs,
+    orphan_segments,
     prep_cmd,
     shard_bytes_of,
-    orphan_segments,
     shm_segments,
     write_jsonl,
 )
