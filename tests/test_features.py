@@ -322,3 +322,25 @@ print((peak - before) / size)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) <= 8.0, out.stdout
+
+
+def test_code_point_classes_come_from_the_cache_and_equal_a_fresh_computation(tmp_path, monkeypatch):
+    """The Unicode class table is kept in prep's cache directory: the cached one must be the table itself, and a
+    damaged cache file is computed again, not trusted."""
+    import unicodedata
+
+    from prep.text import features
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fresh = features._code_point_bits()
+    (cached,) = (tmp_path / "prep").glob("code-point-classes-*.npy")
+    assert np.array_equal(np.load(cached), fresh)
+    assert np.array_equal(features._code_point_bits(), fresh)
+    # independent spot checks of the bits, from the Unicode database itself
+    for ch in "aZ5 \t。中é!":
+        c = ord(ch)
+        assert bool(fresh[c] & features._SPACE) == ch.isspace()
+        assert bool(fresh[c] & features._NON_ASCII) == (c >= 0x80)
+        assert bool(fresh[c] & features._DIGIT) == (unicodedata.category(ch) == "Nd")
+    cached.write_bytes(b"not a numpy file")
+    assert np.array_equal(features._code_point_bits(), fresh)

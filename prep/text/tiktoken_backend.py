@@ -55,6 +55,7 @@ import tokenizers
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
 
+from prep.text.cache import cache_dir
 from prep.text.hf import hf_encode_ids, load_hf_tokenizer
 
 # The regex of tokenizers' ByteLevel pre-tokenizer with use_regex=True (byte_level.rs).
@@ -304,11 +305,6 @@ class TiktokenBackend:
 
 # Bump when what `_conversion` returns changes meaning.
 CACHE_FORMAT = 1
-
-
-def cache_dir() -> Path:
-    """Where converted backends are kept: $XDG_CACHE_HOME/prep, else ~/.cache/prep."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "prep"
 
 
 def _cache_path(raw: bytes) -> Path:
