@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +108,8 @@ class ShardWriter:
         self.dedup_bytes = entries[-1].get("dedup_bytes", 0) if entries else 0
         self.deduper: Deduper | None = None
         self.deduped = False  # a part had dedup applied: tokens are counted from the rows kept
+        self._encoder: ThreadPoolExecutor | None = None
+        self._encoding: Future | None = None
         if dedup is not None:  # the index of the committed shards, as an uninterrupted run would hold it
             self.deduper = Deduper(dedup)
             self.deduper.load(out / INDEX_FILE, self.dedup_bytes)
@@ -211,13 +214,25 @@ class ShardWriter:
         table = pa.concat_tables(self.buffer).combine_chunks()
         if self.files is None:
             self.files = ShardFiles(self.formats, self.out, self.shard_index, self.compression)
-        self.files.write(table)  # every format asked for, in one pass
+        # Every format asked for, in one pass, encoded in a thread (pyarrow releases the GIL) while this one
+        # takes the next results in: one row group at a time, in order, so at most one more is held.
+        self._wait_encoding()
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prep-encode")
+        self._encoding = self._encoder.submit(self.files.write, table)
         self.buffer, self.buffered = [], 0
+
+    def _wait_encoding(self) -> None:
+        """The row group being encoded is written (its error, e.g. a full disk, is raised here)."""
+        if self._encoding is not None:
+            encoding, self._encoding = self._encoding, None
+            encoding.result()
 
     def commit(self) -> dict:
         """Close the current shard: temp files, fsync, rename, its bad records, then one journal line that
         lists every file (`file`, `sha256`, `bytes`: the Parquet one's)."""
         self._flush()
+        self._wait_encoding()
         self.before_commit()
         entry = dict(self.current, shard=self.shard_index, file=None, sha256=None, bytes=0, files=[])
         if self.files is not None:
