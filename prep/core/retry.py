@@ -9,6 +9,8 @@ poison document among n is found in about log2(n) + 5 failures, not 2 log2(n) + 
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 
 from prep.core.chunk import Origins, RawSpec
@@ -47,7 +49,7 @@ def strict_fault_error(origins: Origins, index: int, doc_id: str, reason: str) -
 
 
 def poison_record(batch: pa.RecordBatch, raw: RawSpec | None, origins: Origins | None, index: int, reason: str,
-                  strict: bool) -> dict:
+                  strict: bool, id_field: str = "id") -> dict:
     """The quarantine part of unit `index` of a chunk, which failed every try (with --strict, the error that
     ends the run): a row of a parsed chunk, or a record of a raw one, named by file and position either way.
     Returned as the part's stats; a raw chunk's records are counted by its parts (`in_documents`)."""
@@ -55,7 +57,9 @@ def poison_record(batch: pa.RecordBatch, raw: RawSpec | None, origins: Origins |
         position, data = raw_record(batch, raw, index)
         unit = POSITION_KEY[raw.format]
         if strict:
-            raise UserError(f"{raw.source}, {unit} {position}: {reason} (strict mode)")
+            doc = f"document {doc_id} ({unit} {position})" if (doc_id := _json_id(data, id_field)) else \
+                f"{unit} {position}"
+            raise UserError(f"{raw.source}, {doc}: {reason} (strict mode)")
         record = bad_record(raw.source, unit, position, reason, data)
     else:
         row = batch.slice(index, 1).to_pylist()[0]
@@ -63,3 +67,12 @@ def poison_record(batch: pa.RecordBatch, raw: RawSpec | None, origins: Origins |
             raise strict_fault_error(origins, index, row["id"], reason)
         record = quarantine_record(origins, index, row["text"], reason)
     return {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record], "in_documents": int(raw is not None)}
+
+
+def _json_id(record: bytes, id_field: str) -> str | None:
+    """The id of a raw JSON Lines record, to name it in an error (None when it has none, or is not JSON)."""
+    try:
+        value = json.loads(record)
+    except ValueError:
+        return None
+    return None if not isinstance(value, dict) or value.get(id_field) is None else str(value[id_field])

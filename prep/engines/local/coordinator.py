@@ -412,7 +412,8 @@ class LocalEngine:
         for seq, row_index, reason in outcome.quarantine:
             state = self.chunks[seq]
             chunk = state.chunk
-            stats = poison_record(chunk.batch, chunk.raw, chunk.origins, row_index, reason, self.config.strict)
+            stats = poison_record(chunk.batch, chunk.raw, chunk.origins, row_index, reason, self.config.strict,
+                                  self.config.id_field)
             state.parsed_in += stats["in_documents"]
             message = ("part", seq, row_index, row_index + 1, None, stats)
             self.kept[seq].quarantined.append(message)

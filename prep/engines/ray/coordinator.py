@@ -480,7 +480,7 @@ class RayEngine:
         for seq, row_index, reason in outcome.quarantine:
             state = self.chunks[seq]
             stats = poison_record(self.ray.get(state.batch), state.raw, state.origins, row_index, reason,
-                                  self.config.strict)
+                                  self.config.strict, self.config.id_field)
             state.parsed_in += stats["in_documents"]
             state.parts[row_index] = (row_index + 1, None, stats)
         for seq in outcome.closed:
