@@ -24,6 +24,10 @@ for i in 1 2 3; do
   python3 -c "import json,sys; m=json.load(open('/tmp/sample-out/_manifest.json')); \
 print(f'whole command {float(sys.argv[2])-float(sys.argv[1]):.2f} s, engine {m[\"timings\"][\"wall_s\"]:.2f} s')" "$start" "$end"
 done
+echo "== the coordinator's profile, 16 workers (cProfile: Python-heavy parts inflated)"
+timeout 120 python3 -m cProfile -o /tmp/coord.prof -m prep run --input /tmp/corpus --output /tmp/prof-out \
+    --tokenizer .bench/gpt2.tokenizer.json --workers 16 --overwrite > /dev/null 2>&1 || echo "profiled run failed"
+python3 -c "import pstats; pstats.Stats('/tmp/coord.prof').sort_stats('tottime').print_stats(20)" 2>&1 | tail -28
 timeout 420 python3 -m prep bench --corpus /tmp/corpus --mb 100000 --tokenizer .bench/gpt2.tokenizer.json --workers 16 \
   --repeats 1 --routers p2c --backends tokenizers --peers pool --scenarios main,feed --json-out "$OUT/bench.json" \
   --html-out "$OUT/bench.html" --timeout 300 2>&1 | tail -90
