@@ -230,8 +230,7 @@ def prepare() -> None:
     _classes()
 
 
-_B = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2**64
-_B_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
+_B = np.uint64(0x9E3779B97F4A7C15)  # the token hash base (prep.text._kernels.tokens)
 _C = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
@@ -293,80 +292,18 @@ class Texts:
         return _code_points(self.texts), np.concatenate(([0], np.cumsum(self.num_chars)))
 
     @functools.cached_property
-    def frac_cjk(self) -> np.ndarray:
+    def tokens(self) -> dict[str, np.ndarray]:
+        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per token; "cjk": CJK
+        characters per text (counted in the same loop)."""
+        from prep.text import _kernels
+
         cps, offsets = self.code_points
-        cjk = (_classes()[cps] & _CJK) > 0
-        counts = np.add.reduceat(cjk.astype(np.int64), offsets[:-1]) if len(cps) else np.zeros(self.n)
-        counts = np.where(np.diff(offsets) > 0, counts, 0)
-        return _ratio(counts, self.num_chars)
+        names = ("len", "other", "alpha", "doc", "hash", "cjk")
+        return dict(zip(names, _kernels.tokens(cps, _classes(), offsets), strict=True))
 
     @functools.cached_property
-    def tokens(self) -> dict[str, np.ndarray]:
-        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per text and per token."""
-        cps, offsets = self.code_points
-        bits = _classes()[cps]
-        ns = np.flatnonzero((bits & _SPACE) == 0)  # positions of the non-space characters
-        c, b = cps[ns], bits[ns]
-        doc = np.searchsorted(offsets, ns, side="right") - 1
-        m = len(ns)
-        gap = np.ones(m, bool)  # a word starts here: a space or a text boundary before it
-        if m:
-            gap[1:] = (ns[1:] != ns[:-1] + 1) | (doc[1:] != doc[:-1])
-        word = np.cumsum(gap) - 1
-        punct = (b & _PUNCT) > 0
-        other = ~punct
-        seen = np.cumsum(other)
-        word_start = np.flatnonzero(gap)
-        before = seen - other - (seen - other)[word_start][word]  # other characters earlier in the word
-        word_total = np.add.reduceat(other.astype(np.int64), word_start) if m else np.zeros(0, np.int64)
-        after = word_total[word] - (seen - (seen - other)[word_start][word])
-        hyphen = c == ord("-")
-        # leading or trailing punctuation: tokens of their own; not a hyphen in a word (spaCy has no such affix)
-        affix = punct & ((before == 0) | (after == 0)) & ~(hyphen & (word_total[word] > 0))
-        prev_c = np.concatenate(([0], c[:-1])).astype(np.uint32)
-        prev_b = np.concatenate(([0], b[:-1])).astype(np.uint8)
-        next_b = np.concatenate((b[1:], [0])).astype(np.uint8)
-        # abbreviations keep their final dot: "A.", "e.g.", "U.S." (spaCy's tokenizer exceptions, in part)
-        last = np.append(word_start[1:], m) - 1
-        size = last - word_start + 1
-        dotted = np.zeros(len(last), bool)
-        if m:
-            dotted = (c[last] == ord(".")) & ((prev_b[last] & _ALPHA) > 0) & (
-                (size == 2) | ((size >= 4) & (c[np.maximum(last - 2, 0)] == ord("."))))
-        affix[last[dotted]] = False
-        core = ~affix
-        start = gap.copy()
-        prev_affix = np.concatenate(([False], affix[:-1]))
-        runs = affix & ((c == ord(".")) | hyphen) & (prev_c == c) & prev_affix & ~gap  # "...", "--": one token
-        start |= affix & ~runs
-        start |= core & prev_affix
-        same_word_after = ~np.append(gap[1:], True)
-        alnum_before = (prev_b & (_ALPHA | _DIGIT)) > 0
-        alpha_after = ((next_b & _ALPHA) > 0) & same_word_after
-        digit_around = ((prev_b & _DIGIT) > 0) & ((next_b & _DIGIT) > 0) & same_word_after
-        infix = core & ~gap & (
-            (hyphen & alnum_before & alpha_after)
-            | (np.isin(c, [ord(x) for x in "/:<>="]) & alnum_before & alpha_after)
-            | ((c == ord(",")) & ((prev_b & _ALPHA) > 0) & alpha_after)
-            | (np.isin(c, [ord(x) for x in "+-*^"]) & digit_around)
-        )  # spaCy's infixes: a character between these splits the word in three
-        start |= infix
-        start[np.flatnonzero(infix) + 1] = True
-        apostrophe = core & ((c == ord("'")) | (c == 0x2019)) & ((prev_b & _ALPHA) > 0) & alpha_after
-        start |= apostrophe & ~gap
-        t_start = np.flatnonzero(start)
-        t_len = np.diff(np.append(t_start, m))
-        t_other = np.add.reduceat(other.astype(np.int64), t_start) > 0 if m else np.zeros(0, bool)
-        t_alpha = np.add.reduceat(((b & _ALPHA) > 0).astype(np.int64), t_start) > 0 if m else np.zeros(0, bool)
-        t_doc = doc[t_start]
-        # a 64-bit polynomial hash of each token's characters, from prefix sums of c * B**i (mod 2**64)
-        with np.errstate(over="ignore"):
-            powers = np.cumprod(np.full(m, _B, np.uint64)) if m else np.zeros(0, np.uint64)
-            inverse = np.cumprod(np.full(m, _B_INV, np.uint64)) if m else np.zeros(0, np.uint64)
-            prefix = np.concatenate(([np.uint64(0)], np.cumsum(c.astype(np.uint64) * powers, dtype=np.uint64)))
-            t_end = t_start + t_len
-            t_hash = (prefix[t_end] - prefix[t_start]) * inverse[t_start] + t_len.astype(np.uint64)
-        return {"start": t_start, "len": t_len, "other": t_other, "alpha": t_alpha, "doc": t_doc, "hash": t_hash}
+    def frac_cjk(self) -> np.ndarray:
+        return _ratio(self.tokens["cjk"], self.num_chars)
 
     def per_text(self, values: np.ndarray) -> np.ndarray:
         """Sum of per-token values over each text's tokens."""
