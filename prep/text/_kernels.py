@@ -133,3 +133,60 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
         h += np.uint64(c[i]) * power
         power *= _B
     return t_len, t_other, t_alpha, t_doc, t_hash, cjk
+
+
+@njit(cache=True, nogil=True)
+def group_first(keys):  # noqa: ANN001, ANN201 - numba arrays
+    """(group id of each uint64 key, its group's size, whether it is its group's first occurrence).
+
+    Group ids are dense, in order of first occurrence. An open-addressing hash table: one pass,
+    where sorting 64-bit keys with their positions took several.
+    """
+    m = len(keys)
+    bits = 1
+    while (1 << bits) < 2 * m:
+        bits += 1
+    mask = (1 << bits) - 1
+    slot_key = np.empty(1 << bits, np.uint64)
+    slot_group = np.full(1 << bits, -1, np.int64)
+    group = np.empty(m, np.int64)
+    first = np.zeros(m, np.bool_)
+    sizes = np.zeros(m, np.int64)
+    groups = 0
+    for i in range(m):
+        key = keys[i]
+        slot = np.int64((key * _B) >> np.uint64(64 - bits))
+        while slot_group[slot] >= 0 and slot_key[slot] != key:
+            slot = (slot + 1) & mask
+        if slot_group[slot] < 0:
+            slot_key[slot] = key
+            slot_group[slot] = groups
+            first[i] = True
+            groups += 1
+        group[i] = slot_group[slot]
+        sizes[group[i]] += 1
+    count = np.empty(m, np.int64)
+    for i in range(m):
+        count[i] = sizes[group[i]]
+    return group, count, first
+
+
+@njit(cache=True, nogil=True)
+def greedy_duplicates(rep, doc, cumulative, n, texts):  # noqa: ANN001, ANN201 - numba arrays
+    """Characters of repeated n-grams per text as datatrove's find_all_duplicate counts them.
+
+    `rep`: ascending first tokens of the n-grams seen before in their text, `doc`: their texts,
+    `cumulative`: characters before each token. Scanning a text's words, an n-gram seen before
+    counts and the scan jumps past it; else it moves on by one word.
+    """
+    out = np.zeros(texts)
+    allowed = -1  # the first token the scan may count next
+    current_doc = -1
+    for k in range(len(rep)):
+        at = rep[k]
+        if doc[k] != current_doc:
+            current_doc, allowed = doc[k], -1
+        if at >= allowed:
+            out[current_doc] += cumulative[at + n] - cumulative[at]
+            allowed = at + n
+    return out

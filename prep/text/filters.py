@@ -234,29 +234,11 @@ _B = np.uint64(0x9E3779B97F4A7C15)  # the token hash base (prep.text._kernels.to
 _C = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def _unique_first(keys: np.ndarray, bound: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group id of each key, its group's size, whether it is its group's first occurrence).
+def _unique_first(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group id of each integer key, its group's size, whether it is its group's first occurrence)."""
+    from prep.text import _kernels
 
-    Keys known to lie in [0, bound) are sorted with their positions packed into the low bits
-    (numpy sorts plain integers several times faster than it argsorts); others are argsorted.
-    """
-    m = len(keys)
-    shift = max(m - 1, 1).bit_length()
-    if bound is not None and bound << shift < 1 << 63:
-        packed = np.sort((keys.astype(np.int64) << shift) | np.arange(m))
-        order, ordered = packed & ((1 << shift) - 1), packed >> shift
-    else:
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-    new = np.empty(m, bool)
-    new[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    group = np.empty(m, np.int64)
-    group[order] = np.cumsum(new) - 1
-    sizes = np.diff(np.append(np.flatnonzero(new), m))
-    first = np.zeros(m, bool)
-    first[order[new]] = True
-    return group, sizes[group], first
+    return _kernels.group_first(keys.astype(np.uint64, copy=False))
 
 
 def _code_points(strings: pa.Array) -> np.ndarray:
@@ -342,7 +324,7 @@ class Texts:
         find_duplicates: an element repeats when an equal one came earlier in the same text."""
         ids = np.asarray(pc.dictionary_encode(elements).indices, np.int64) if len(elements) else np.zeros(0, np.int64)
         width = int(ids.max(initial=0)) + 1
-        _, _, first = _unique_first(doc * width + ids, self.n * width)
+        _, _, first = _unique_first(doc * width + ids)
         chars = np.asarray(pc.utf8_length(elements), np.int64)
         repeated = ~first
         return (np.bincount(doc, minlength=self.n), np.bincount(doc[repeated], minlength=self.n),
@@ -370,18 +352,17 @@ class Texts:
         m = len(ids)
         levels = {}
         at = np.flatnonzero(doc[:-1] == doc[1:]) if m > 1 else np.zeros(0, np.int64)
-        group, count, first = _unique_first(ids[at] * width + ids[at + 1], width * width)
+        group, count, first = _unique_first(ids[at] * width + ids[at + 1])
         levels[2] = at, count, first
         for n in range(3, 11):
             repeated = np.zeros(m + 1, bool)
             repeated[at[count >= 2]] = True
             previous = np.zeros(m, np.int64)
             previous[at] = group
-            groups = int(group.max(initial=-1)) + 1
             at = np.flatnonzero(repeated[:-1] & repeated[1:])
             at = at[(at + n - 1 < m)]
             at = at[doc[at] == doc[np.minimum(at + n - 1, m - 1)]]
-            group, count, first = _unique_first(previous[at] * width + ids[at + n - 1], groups * width)
+            group, count, first = _unique_first(previous[at] * width + ids[at + n - 1])
             levels[n] = at, count, first
         return levels
 
@@ -469,26 +450,12 @@ def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
 
 
 def _greedy_duplicates(t: Texts, n: int) -> np.ndarray:
-    """Characters of repeated n-grams as datatrove's find_all_duplicate counts them: scanning the words,
-    an n-gram seen before counts and the scan jumps past it, else it moves on by one word."""
+    """Characters of repeated n-grams as datatrove's find_all_duplicate counts them."""
+    from prep.text import _kernels
+
     at, _, first = t.ngrams[n]
-    out = np.zeros(t.n)
     rep = at[~first]
-    if not len(rep):
-        return out
-    doc = t.tokens["doc"][rep]
-    follow = np.searchsorted(rep, rep + n)
-    chosen = np.zeros(len(rep), bool)
-    current = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
-    while len(current):
-        chosen[current] = True
-        nxt = follow[current]
-        ok = nxt < len(rep)
-        current, nxt = current[ok], nxt[ok]
-        current = nxt[doc[nxt] == doc[current]]
-    cumulative = t.token_chars
-    picked = rep[chosen]
-    return np.bincount(doc[chosen], weights=(cumulative[picked + n] - cumulative[picked]), minlength=t.n)
+    return _kernels.greedy_duplicates(rep, t.tokens["doc"][rep], t.token_chars, n, t.n)
 
 
 def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
