@@ -26,15 +26,17 @@ def _is_math(c: int) -> bool:  # "+-*^"
 
 @njit(cache=True, nogil=True)
 def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
-    """spaCy-like tokens of the texts (see prep.text.filters' module doc) and CJK characters per text.
+    """spaCy-like tokens of the texts (see prep.text.filters' module doc), and character counts per text.
 
     `cps`: code points of all texts; `offsets`: char offsets of each text. Returns per token
     (characters, has a non-punctuation character, has a letter, text, 64-bit hash) and per text
-    the CJK count. The hash is sum(c_i * B**i) + length (mod 2**64) over the token's characters.
+    the counts of CJK characters, "#", ellipses ("..." as str.count counts it, and "\u2026") and
+    "\n", which other rules need and this loop sees anyway. The hash is sum(c_i * B**i) + length
+    (mod 2**64) over the token's characters.
     """
     n = len(offsets) - 1
     total = len(cps)
-    cjk = np.zeros(n, np.int64)
+    counts = np.zeros((n, 4), np.int64)
     # the non-space characters, their class bits, text, and whether a word starts there
     c = np.empty(total, np.uint32)
     b = np.empty(total, np.uint8)
@@ -43,10 +45,19 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
     m = 0
     for d in range(n):
         was_space = True
+        dots = 0
         for i in range(offsets[d], offsets[d + 1]):
-            bits = table[cps[i]]
+            bits, cp = table[cps[i]], cps[i]
             if bits & _CJK:
-                cjk[d] += 1
+                counts[d, 0] += 1
+            dots = dots + 1 if cp == 0x2E else 0
+            if cp == 0x23:
+                counts[d, 1] += 1
+            elif dots == 3 or cp == 0x2026:
+                counts[d, 2] += 1
+                dots = 0
+            elif cp == 0x0A:
+                counts[d, 3] += 1
             if bits & _SPACE:
                 was_space = True
                 continue
@@ -132,7 +143,7 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
             t_alpha[k] = True
         h += np.uint64(c[i]) * power
         power *= _B
-    return t_len, t_other, t_alpha, t_doc, t_hash, cjk
+    return t_len, t_other, t_alpha, t_doc, t_hash, counts
 
 
 @njit(cache=True, nogil=True)
@@ -189,4 +200,187 @@ def greedy_duplicates(rep, doc, cumulative, n, texts):  # noqa: ANN001, ANN201 -
         if at >= allowed:
             out[current_doc] += cumulative[at + n] - cumulative[at]
             allowed = at + n
+    return out
+
+
+@njit(cache=True, nogil=True)
+def newline_pieces(cps, table, offsets, min_run, trim):  # noqa: ANN001, ANN201 - numba arrays
+    """The pieces of each text between its newline separators, as Arrow's split of the text gives them.
+
+    Separators: every "\\n" (`min_run` 0), runs of "\\n" (1: regex "\\n+"), runs of two or more (2:
+    "\\n{2,}"); with `trim` the text's leading and trailing whitespace is cut first. Every text has at
+    least one piece (maybe empty). Returns per piece (text, first char, end char, 64-bit hash of its
+    characters, whether it has a non-whitespace character).
+    """
+    n = len(offsets) - 1
+    doc = np.empty(len(cps) + n, np.int64)
+    start = np.empty(len(cps) + n, np.int64)
+    end = np.empty(len(cps) + n, np.int64)
+    k = 0
+    for d in range(n):
+        a, e = offsets[d], offsets[d + 1]
+        if trim:
+            while a < e and table[cps[a]] & _SPACE:
+                a += 1
+            while e > a and table[cps[e - 1]] & _SPACE:
+                e -= 1
+        piece = a
+        i = a
+        while i < e:
+            if cps[i] != 0x0A:
+                i += 1
+                continue
+            j = i + 1
+            if min_run > 0:
+                while j < e and cps[j] == 0x0A:
+                    j += 1
+            if j - i >= max(min_run, 1):
+                doc[k], start[k], end[k] = d, piece, i
+                k += 1
+                piece = j
+            i = j
+        doc[k], start[k], end[k] = d, piece, e
+        k += 1
+    doc, start, end = doc[:k], start[:k], end[:k]
+    hashes = np.empty(k, np.uint64)
+    content = np.zeros(k, np.bool_)
+    for p in range(k):
+        h = np.uint64(0)
+        power = np.uint64(1)
+        for i in range(start[p], end[p]):
+            h += np.uint64(cps[i]) * power
+            power *= _B
+            if not table[cps[i]] & _SPACE:
+                content[p] = True
+        hashes[p] = h + np.uint64(end[p] - start[p])
+    return doc, start, end, hashes, content
+
+
+@njit(cache=True, nogil=True)
+def _line_break(cp: int) -> bool:
+    """Whether str.splitlines() breaks at this code point."""
+    return (0x0A <= cp <= 0x0D) or (0x1C <= cp <= 0x1E) or cp == 0x85 or cp == 0x2028 or cp == 0x2029
+
+
+@njit(cache=True, nogil=True)
+def splitlines(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
+    """The lines of each text as str.splitlines() gives them (no empty line after a final break, none in
+    an empty text), per line (text, first char, end char, first non-space char is "•" or "-", the line
+    ends in "..." or "\\u2026" before trailing whitespace)."""
+    n = len(offsets) - 1
+    cap = len(cps) + n
+    doc = np.empty(cap, np.int64)
+    start = np.empty(cap, np.int64)
+    end = np.empty(cap, np.int64)
+    k = 0
+    for d in range(n):
+        a, e = offsets[d], offsets[d + 1]
+        i = a
+        while i < e:
+            if _line_break(cps[i]):
+                doc[k], start[k], end[k] = d, a, i
+                k += 1
+                i += 2 if cps[i] == 0x0D and i + 1 < e and cps[i + 1] == 0x0A else 1
+                a = i
+            else:
+                i += 1
+        if a < e:
+            doc[k], start[k], end[k] = d, a, e
+            k += 1
+    doc, start, end = doc[:k], start[:k], end[:k]
+    bullet = np.zeros(k, np.bool_)
+    ellipsis = np.zeros(k, np.bool_)
+    for p in range(k):
+        a, e = start[p], end[p]
+        while a < e and table[cps[a]] & _SPACE:
+            a += 1
+        while e > a and table[cps[e - 1]] & _SPACE:
+            e -= 1
+        if a < e:
+            bullet[p] = cps[a] == 0x2022 or cps[a] == 0x2D
+            ellipsis[p] = cps[e - 1] == 0x2026 or (e - a >= 3 and cps[e - 1] == 0x2E and cps[e - 2] == 0x2E
+                                                     and cps[e - 3] == 0x2E)
+    return doc, start, end, bullet, ellipsis
+
+
+@njit(cache=True, nogil=True)
+def _citation(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
+    """Whether cps[a:e] is "[digits]", "[edit]" or "[citation needed]" (C4's citation marks)."""
+    if e - a < 2 or cps[a] != 0x5B or cps[e - 1] != 0x5D:
+        return False
+    digits = True
+    for i in range(a + 1, e - 1):
+        if not 0x30 <= cps[i] <= 0x39:
+            digits = False
+    return digits or _spells(cps, a + 1, e - 1, _EDIT) or _spells(cps, a + 1, e - 1, _CITATION_NEEDED)
+
+
+_EDIT = np.array([ord(ch) for ch in "edit"], np.uint32)
+_CITATION_NEEDED = np.array([ord(ch) for ch in "citation needed"], np.uint32)
+
+
+@njit(cache=True, nogil=True)
+def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
+    """Whether cps[a:e] is `word`."""
+    if e - a != len(word):
+        return False
+    for j in range(len(word)):
+        if cps[a + j] != word[j]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def c4_lines(cps, table, start, end, remove_citations):  # noqa: ANN001, ANN201 - numba arrays
+    """Per line: (first and end char once whitespace is trimmed, words between whitespace, characters of
+    the longest word, whether the line ends in terminal punctuation (.?!"') but not "...", once the
+    citation marks are removed if asked)."""
+    k = len(start)
+    t_start = np.empty(k, np.int64)
+    t_end = np.empty(k, np.int64)
+    words = np.zeros(k, np.int64)
+    longest = np.zeros(k, np.int64)
+    terminal = np.zeros(k, np.bool_)
+    for p in range(k):
+        a, e = start[p], end[p]
+        while a < e and table[cps[a]] & _SPACE:
+            a += 1
+        while e > a and table[cps[e - 1]] & _SPACE:
+            e -= 1
+        t_start[p], t_end[p] = a, e
+        run = 0
+        for i in range(a, e + 1):
+            if i < e and not table[cps[i]] & _SPACE:
+                run += 1
+                continue
+            if run:
+                words[p] += 1
+                longest[p] = max(longest[p], run)
+            run = 0
+        # citation marks hold no brackets inside, so those at the end are the last ones the regex removes
+        while remove_citations and e > a and cps[e - 1] == 0x5D:
+            j = e - 2
+            while j >= a and cps[j] != 0x5B and cps[j] != 0x5D:
+                j -= 1
+            if j < a or not _citation(cps, j, e):
+                break
+            e = j
+        if e > a:
+            last = cps[e - 1]
+            dots = e - a >= 3 and last == 0x2E and cps[e - 2] == 0x2E and cps[e - 3] == 0x2E
+            terminal[p] = (last == 0x2E or last == 0x3F or last == 0x21 or last == 0x22 or last == 0x27) and not dots
+    return t_start, t_end, words, longest, terminal
+
+
+@njit(cache=True, nogil=True)
+def gather(cps, start, end):  # noqa: ANN001, ANN201 - numba arrays
+    """The code points of the spans [start, end), one after the other, each followed by "\\n"."""
+    out = np.empty(np.sum(end - start) + len(start), np.uint32)
+    k = 0
+    for p in range(len(start)):
+        for i in range(start[p], end[p]):
+            out[k] = cps[i]
+            k += 1
+        out[k] = 0x0A
+        k += 1
     return out

@@ -262,7 +262,6 @@ class Texts:
     def __init__(self, texts: pa.Array) -> None:
         self.texts = texts.fill_null("") if texts.null_count else texts
         self.n = len(texts)
-        self._counts: dict[str, np.ndarray] = {}
 
     @functools.cached_property
     def num_chars(self) -> np.ndarray:
@@ -275,17 +274,17 @@ class Texts:
 
     @functools.cached_property
     def tokens(self) -> dict[str, np.ndarray]:
-        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per token; "cjk": CJK
-        characters per text (counted in the same loop)."""
+        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per token; "counts": CJK
+        characters, "#", ellipses and newlines per text (counted in the same loop)."""
         from prep.text import _kernels
 
         cps, offsets = self.code_points
-        names = ("len", "other", "alpha", "doc", "hash", "cjk")
+        names = ("len", "other", "alpha", "doc", "hash", "counts")
         return dict(zip(names, _kernels.tokens(cps, _classes(), offsets), strict=True))
 
     @functools.cached_property
     def frac_cjk(self) -> np.ndarray:
-        return _ratio(self.tokens["cjk"], self.num_chars)
+        return _ratio(self.tokens["counts"][:, 0], self.num_chars)
 
     def per_text(self, values: np.ndarray) -> np.ndarray:
         """Sum of per-token values over each text's tokens."""
@@ -295,37 +294,47 @@ class Texts:
     def num_tokens(self) -> np.ndarray:
         return np.bincount(self.tokens["doc"], minlength=self.n)
 
-    def count(self, substring: str) -> np.ndarray:
-        if substring not in self._counts:
-            self._counts[substring] = np.asarray(pc.count_substring(self.texts, substring), np.int64)
-        return self._counts[substring]
+    @property
+    def hashes(self) -> np.ndarray:
+        return self.tokens["counts"][:, 1]
+
+    @property
+    def ellipses(self) -> np.ndarray:
+        return self.tokens["counts"][:, 2]
+
+    @property
+    def newlines(self) -> np.ndarray:
+        return self.tokens["counts"][:, 3]
 
     @functools.cached_property
-    def splitlines(self) -> tuple[pa.Array, np.ndarray]:
-        """(lines of all texts as str.splitlines() gives them, text of each line)."""
-        pieces = pc.split_pattern_regex(self.texts, _SPLITLINES)
-        per_text = np.asarray(pc.list_value_length(pieces), np.int64)
-        flat = pc.list_flatten(pieces)
-        lengths = np.asarray(pc.binary_length(flat), np.int64)
-        last = np.cumsum(per_text) - 1
-        keep = np.ones(len(flat), bool)
-        keep[last[lengths[last] == 0]] = False  # no empty line after a final line break, nor in an empty text
-        doc = np.repeat(np.arange(self.n), per_text)
-        return flat.filter(pa.array(keep)), doc[keep]
+    def splitlines(self) -> dict[str, np.ndarray]:
+        """The lines of all texts as str.splitlines() gives them: text, first char and end char of each, and
+        the two marks gopher_quality counts (see `_kernels.splitlines`)."""
+        from prep.text import _kernels
 
-    def split(self, pattern: str, strip: bool = False) -> tuple[pa.Array, np.ndarray]:
-        texts = pc.utf8_trim_whitespace(self.texts) if strip else self.texts
-        pieces = pc.split_pattern_regex(texts, pattern)
-        per_text = np.asarray(pc.list_value_length(pieces), np.int64)
-        return pc.list_flatten(pieces), np.repeat(np.arange(self.n), per_text)
+        cps, offsets = self.code_points
+        names = ("doc", "start", "end", "bullet", "ellipsis")
+        return dict(zip(names, _kernels.splitlines(cps, _classes(), offsets), strict=True))
 
-    def duplicates(self, elements: pa.Array, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(elements per text, repeated elements per text, characters of the repeated ones), as datatrove's
-        find_duplicates: an element repeats when an equal one came earlier in the same text."""
-        ids = np.asarray(pc.dictionary_encode(elements).indices, np.int64) if len(elements) else np.zeros(0, np.int64)
-        width = int(ids.max(initial=0)) + 1
-        _, _, first = _unique_first(doc * width + ids)
-        chars = np.asarray(pc.utf8_length(elements), np.int64)
+    def split(self, min_run: int, trim: bool = False) -> dict[str, np.ndarray]:
+        """Text, first char, end char, hash and whether it has a non-whitespace character, of each piece between
+        newline separators (see `_kernels.newline_pieces`)."""
+        from prep.text import _kernels
+
+        cps, offsets = self.code_points
+        names = ("doc", "start", "end", "hash", "content")
+        return dict(zip(names, _kernels.newline_pieces(cps, _classes(), offsets, min_run, trim), strict=True))
+
+    def duplicates(self, pieces: Mapping[str, np.ndarray], keep: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pieces per text, repeated pieces per text, characters of the repeated ones), as datatrove's
+        find_duplicates: a piece repeats when an equal one (by 64-bit hash) came earlier in the same text.
+        `keep`: the pieces to count, all if None."""
+        doc, chars, hashes = pieces["doc"], pieces["end"] - pieces["start"], pieces["hash"]
+        if keep is not None:
+            doc, chars, hashes = doc[keep], chars[keep], hashes[keep]
+        with np.errstate(over="ignore"):
+            _, _, first = _unique_first(hashes ^ (doc.astype(np.uint64) * _C))
         repeated = ~first
         return (np.bincount(doc, minlength=self.n), np.bincount(doc[repeated], minlength=self.n),
                 np.bincount(doc[repeated], weights=chars[repeated], minlength=self.n))
@@ -378,12 +387,10 @@ def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
     content = t.per_text(other.astype(np.float64))  # words with a character that is not punctuation
     content_chars = t.per_text(np.where(other, tok["len"], 0).astype(np.float64))
     mean_length = np.divide(content_chars, content, out=np.full(t.n, np.nan), where=content > 0)
-    lines, line_doc = t.splitlines
+    lines = t.splitlines
+    line_doc = lines["doc"]
     num_lines = np.bincount(line_doc, minlength=t.n)
-    left = pc.utf8_ltrim_whitespace(lines)
-    bullet = np.asarray(pc.or_(pc.starts_with(left, "•"), pc.starts_with(left, "-")), bool)
-    right = pc.utf8_rtrim_whitespace(lines)
-    ellipsis_end = np.asarray(pc.or_(pc.ends_with(right, "..."), pc.ends_with(right, "…")), bool)
+    bullet, ellipsis_end = lines["bullet"], lines["ellipsis"]
     stop = np.array([_hash_word(w) for w in s["stop_words"]], np.uint64)
     is_stop = np.isin(tok["hash"], stop)
     stop_hashes = np.where(is_stop, tok["hash"], np.uint64(0))
@@ -394,8 +401,8 @@ def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
         ("max_words", content, ">", s["max_words"]),
         ("min_mean_word_length", mean_length, "<", s["min_mean_word_length"]),
         ("max_mean_word_length", mean_length, ">", s["max_mean_word_length"]),
-        ("max_hash_ratio", _ratio(t.count("#"), words), ">", s["max_hash_ratio"]),
-        ("max_ellipsis_ratio", _ratio(t.count("...") + t.count("…"), words), ">", s["max_ellipsis_ratio"]),
+        ("max_hash_ratio", _ratio(t.hashes, words), ">", s["max_hash_ratio"]),
+        ("max_ellipsis_ratio", _ratio(t.ellipses, words), ">", s["max_ellipsis_ratio"]),
         ("max_bullet_lines", _ratio(np.bincount(line_doc[bullet], minlength=t.n), num_lines), ">",
          s["max_bullet_lines"]),
         ("max_ellipsis_lines", _ratio(np.bincount(line_doc[ellipsis_end], minlength=t.n), num_lines), ">",
@@ -413,10 +420,8 @@ def _hash_word(word: str) -> np.uint64:
 
 def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
     chars = t.num_chars
-    paras, para_doc = t.split(r"\n{2,}", strip=True)
-    p_count, p_dup, p_dup_chars = t.duplicates(paras, para_doc)
-    lines, line_doc = t.split(r"\n+")
-    l_count, l_dup, l_dup_chars = t.duplicates(lines, line_doc)
+    p_count, p_dup, p_dup_chars = t.duplicates(t.split(2, trim=True))  # regex \n{2,} on the stripped text
+    l_count, l_dup, l_dup_chars = t.duplicates(t.split(1))  # regex \n+
     checks = [
         ("empty", (chars == 0).astype(np.float64), ">", 0.5),
         ("max_dup_para_frac", _ratio(p_dup, p_count), ">", s["max_dup_para_frac"]),
@@ -459,27 +464,27 @@ def _greedy_duplicates(t: Texts, n: int) -> np.ndarray:
 
 
 def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    lines, line_doc = t.splitlines
-    lines = pc.utf8_trim_whitespace(lines)
-    n_lines = len(lines)
-    words = pc.utf8_split_whitespace(lines)
+    from prep.text import _kernels
+
+    cps, _ = t.code_points
+    lines = t.splitlines
+    line_doc = lines["doc"]
+    n_lines = len(line_doc)
+    start, end, words, longest, terminal = _kernels.c4_lines(
+        cps, _classes(), lines["start"], lines["end"], s["remove_citations"])
     ok = np.ones(n_lines, bool)
     if s["max_word_length"] is not False and s["max_word_length"] != -1:
-        longest = pc.max(pc.utf8_length(pc.list_flatten(words))) if n_lines else None
-        if longest is not None and (longest.as_py() or 0) > s["max_word_length"]:
-            word_lengths = np.asarray(pc.utf8_length(pc.list_flatten(words)), np.int64)
-            word_line = np.repeat(np.arange(n_lines), np.asarray(pc.list_value_length(words), np.int64))
-            ok &= np.bincount(word_line[word_lengths > s["max_word_length"]], minlength=n_lines) == 0
-    if s["remove_citations"]:
-        lines = pc.replace_substring_regex(lines, _CITATION, "")
+        ok &= longest <= s["max_word_length"]
     if s["terminal_punct"]:
-        ends = np.asarray(pc.match_substring_regex(lines, r"[.?!\"']$"), bool)
-        ok &= ends & ~np.asarray(pc.ends_with(lines, "..."), bool)
+        ok &= terminal
     if s["min_words_per_line"] is not False:
-        ok &= np.asarray(pc.list_value_length(words), np.int64) >= s["min_words_per_line"]
+        ok &= words >= s["min_words_per_line"]
     # the remaining checks only concern the lines still kept (few, usually): look at those alone
     live = np.flatnonzero(ok)
-    kept_lines = lines.take(pa.array(live))
+    joined = _kernels.gather(cps, start[live], end[live]).tobytes().decode("utf-32-le")
+    kept_lines = pc.list_flatten(pc.split_pattern(pa.array([joined]), "\n")).slice(0, len(live))
+    if s["remove_citations"]:
+        kept_lines = pc.replace_substring_regex(kept_lines, _CITATION, "")
     lower = pc.utf8_lower(kept_lines)
 
     def where(array: pa.Array, pattern: str, regex: bool = False) -> np.ndarray:
@@ -517,19 +522,18 @@ def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
 
 
 def _fineweb(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    lines, doc = t.split("\n")
-    blank = np.asarray(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0), bool)
-    lines, doc = lines.filter(pa.array(~blank)), doc[~blank]
+    pieces = t.split(0)  # at every "\n"; blank lines are left out
+    content = pieces["content"]
+    doc, chars, end = pieces["doc"][content], (pieces["end"] - pieces["start"])[content], pieces["end"][content]
     count = np.bincount(doc, minlength=t.n)
-    last = pc.utf8_slice_codeunits(lines, -1)
-    last_cp = _code_points(last)
-    punct = (_classes()[last_cp] & _TERMINAL) > 0
+    cps, _ = t.code_points
+    punct = (_classes()[cps[end - 1]] & _TERMINAL) > 0
     punct_ratio = _ratio(np.bincount(doc[punct], minlength=t.n), count)
     if s["line_punct_exclude_zero"]:
         punct_ratio = np.where(punct_ratio == 0, np.nan, punct_ratio)
-    short = np.asarray(pc.utf8_length(lines), np.int64) <= s["short_line_length"]
-    _, _, dup_chars = t.duplicates(lines, doc)
-    newlines = t.count("\n")
+    short = chars <= s["short_line_length"]
+    _, _, dup_chars = t.duplicates(pieces, content)
+    newlines = t.newlines
     return [
         ("empty", (count == 0).astype(np.float64), ">", 0.5),
         ("min_line_punct", punct_ratio, "<", s["min_line_punct"]),
