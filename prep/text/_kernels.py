@@ -88,7 +88,8 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
                 before += 1
         last, size = e - 1, e - w
         # abbreviations keep their final dot: "A.", "e.g.", "U.S."
-        if size >= 2 and c[last] == 0x2E and b[last - 1] & _ALPHA and (size == 2 or (size >= 4 and c[last - 2] == 0x2E)):
+        dotted = size == 2 or (size >= 4 and c[last - 2] == 0x2E)
+        if size >= 2 and c[last] == 0x2E and b[last - 1] & _ALPHA and dotted:
             affix[last] = False
         start[w] = True
         for i in range(w + 1, e):
@@ -324,7 +325,7 @@ def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
     """Whether cps[a:e] is `word`."""
     if e - a != len(word):
         return False
-    for j in range(len(word)):
+    for j in range(len(word)):  # noqa: SIM110 - numba compiles no generator expressions
         if cps[a + j] != word[j]:
             return False
     return True
