@@ -246,14 +246,12 @@ def newline_pieces(cps, table, offsets, min_run, trim):  # noqa: ANN001, ANN201 
     hashes = np.empty(k, np.uint64)
     content = np.zeros(k, np.bool_)
     for p in range(k):
-        h = np.uint64(0)
-        power = np.uint64(1)
+        h = np.uint64(end[p] - start[p])
         for i in range(start[p], end[p]):
-            h += np.uint64(cps[i]) * power
-            power *= _B
+            h = h * _B + np.uint64(cps[i])
             if not table[cps[i]] & _SPACE:
                 content[p] = True
-        hashes[p] = h + np.uint64(end[p] - start[p])
+        hashes[p] = h
     return doc, start, end, hashes, content
 
 

@@ -340,38 +340,31 @@ class Texts:
                 np.bincount(doc[repeated], weights=chars[repeated], minlength=self.n))
 
     @functools.cached_property
-    def token_ids(self) -> tuple[np.ndarray, int]:
-        """(dense id of each token, number of ids): equal ids for equal tokens of the same text only."""
-        t = self.tokens
-        with np.errstate(over="ignore"):
-            ids, _, _ = _unique_first(t["hash"] ^ (t["doc"].astype(np.uint64) * _C))
-        return ids, int(ids.max(initial=-1)) + 1
-
-    @functools.cached_property
     def ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """n -> (first token of every n-gram that may repeat, how often it occurs in its text, whether this is
         its first occurrence), n = 2..10; an n-gram at no listed position occurs once in its text.
 
-        2-grams are grouped by (token id, next token id) over pairs inside one text. An n-gram can
-        repeat only where the (n-1)-grams at its first and second token repeat, so a level only
-        groups those positions, by (id of the (n-1)-gram, last token id).
+        2-grams are grouped by a 64-bit key of (text, token, next token) over pairs inside one text. An
+        n-gram can repeat only where the (n-1)-grams at its first and second token repeat, so a level only
+        groups those positions, by a key of (group of the (n-1)-gram, last token).
         """
-        ids, width = self.token_ids
-        doc = self.tokens["doc"]
-        m = len(ids)
+        hashes, doc = self.tokens["hash"], self.tokens["doc"]
+        m = len(hashes)
         levels = {}
         at = np.flatnonzero(doc[:-1] == doc[1:]) if m > 1 else np.zeros(0, np.int64)
-        group, count, first = _unique_first(ids[at] * width + ids[at + 1])
+        with np.errstate(over="ignore"):
+            group, count, first = _unique_first((hashes[at] ^ (doc[at].astype(np.uint64) * _C)) * _B ^ hashes[at + 1])
         levels[2] = at, count, first
         for n in range(3, 11):
             repeated = np.zeros(m + 1, bool)
             repeated[at[count >= 2]] = True
-            previous = np.zeros(m, np.int64)
+            previous = np.zeros(m, np.uint64)
             previous[at] = group
             at = np.flatnonzero(repeated[:-1] & repeated[1:])
             at = at[(at + n - 1 < m)]
             at = at[doc[at] == doc[np.minimum(at + n - 1, m - 1)]]
-            group, count, first = _unique_first(previous[at] * width + ids[at + n - 1])
+            with np.errstate(over="ignore"):
+                group, count, first = _unique_first((previous[at] + np.uint64(1)) * _C ^ hashes[at + n - 1])
             levels[n] = at, count, first
         return levels
 
@@ -393,9 +386,10 @@ def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
     bullet, ellipsis_end = lines["bullet"], lines["ellipsis"]
     stop = np.array([_hash_word(w) for w in s["stop_words"]], np.uint64)
     is_stop = np.isin(tok["hash"], stop)
-    stop_hashes = np.where(is_stop, tok["hash"], np.uint64(0))
-    _, _, first = _unique_first(tok["doc"].astype(np.uint64) * _C + stop_hashes)
-    distinct_stops = np.bincount(tok["doc"][is_stop & first], minlength=t.n)
+    stop_doc = tok["doc"][is_stop]
+    with np.errstate(over="ignore"):
+        _, _, first = _unique_first(stop_doc.astype(np.uint64) * _C + tok["hash"][is_stop])
+    distinct_stops = np.bincount(stop_doc[first], minlength=t.n)
     return [
         ("min_words", content, "<", s["min_words"]),
         ("max_words", content, ">", s["max_words"]),
