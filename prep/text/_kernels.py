@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from prep.text.filters import _ALPHA, _B, _CJK, _DIGIT, _PUNCT, _SPACE
+from prep.text.filters import _ALPHA, _B, _C, _CJK, _DIGIT, _PUNCT, _SPACE
 
 
 @njit(cache=True, nogil=True)
@@ -32,151 +32,157 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
     (characters, has a non-punctuation character, has a letter, text, 64-bit hash) and per text
     the counts of CJK characters, "#", ellipses ("..." as str.count counts it, and "\u2026") and
     "\n", which other rules need and this loop sees anyway. The hash is sum(c_i * B**i) + length
-    (mod 2**64) over the token's characters.
+    (mod 2**64) over the token's characters. One pass over the characters; a word (a run of
+    non-whitespace) is cut into tokens while it is in the CPU's cache.
     """
     n = len(offsets) - 1
-    total = len(cps)
     counts = np.zeros((n, 4), np.int64)
-    # the non-space characters, their class bits, text, and whether a word starts there
-    c = np.empty(total, np.uint32)
-    b = np.empty(total, np.uint8)
-    doc = np.empty(total, np.int64)
-    gap = np.empty(total, np.bool_)
-    m = 0
+    cap = len(cps)
+    t_len = np.empty(cap, np.int64)
+    t_other = np.zeros(cap, np.bool_)
+    t_alpha = np.zeros(cap, np.bool_)
+    t_doc = np.empty(cap, np.int64)
+    t_hash = np.empty(cap, np.uint64)
+    affix = np.zeros(64, np.bool_)
+    start = np.zeros(65, np.bool_)
+    k = 0
     for d in range(n):
-        was_space = True
         dots = 0
-        for i in range(offsets[d], offsets[d + 1]):
-            bits, cp = table[cps[i]], cps[i]
-            if bits & _CJK:
-                counts[d, 0] += 1
-            dots = dots + 1 if cp == 0x2E else 0
-            if cp == 0x23:
-                counts[d, 1] += 1
-            elif dots == 3 or cp == 0x2026:
-                counts[d, 2] += 1
+        i, end = offsets[d], offsets[d + 1]
+        while i < end:
+            if table[cps[i]] & _SPACE:
                 dots = 0
-            elif cp == 0x0A:
-                counts[d, 3] += 1
-            if bits & _SPACE:
-                was_space = True
+                if cps[i] == 0x0A:
+                    counts[d, 3] += 1
+                i += 1
                 continue
-            c[m] = cps[i]
-            b[m] = bits
-            doc[m] = d
-            gap[m] = was_space
-            was_space = False
-            m += 1
-    affix = np.zeros(m, np.bool_)
-    start = np.zeros(m + 1, np.bool_)
-    w = 0
-    while w < m:  # one word [w, e) at a time
-        e = w + 1
-        while e < m and not gap[e]:
-            e += 1
-        others = 0
-        for i in range(w, e):
-            if not b[i] & _PUNCT:
-                others += 1
-        before = 0
-        for i in range(w, e):
-            if b[i] & _PUNCT:
-                after = others - before
-                hyphen_in_word = c[i] == 0x2D and others > 0
-                affix[i] = (before == 0 or after == 0) and not hyphen_in_word
-            else:
-                before += 1
-        last, size = e - 1, e - w
-        # abbreviations keep their final dot: "A.", "e.g.", "U.S."
-        dotted = size == 2 or (size >= 4 and c[last - 2] == 0x2E)
-        if size >= 2 and c[last] == 0x2E and b[last - 1] & _ALPHA and dotted:
-            affix[last] = False
-        start[w] = True
-        for i in range(w + 1, e):
-            ci, prev_b, prev_affix = c[i], b[i - 1], affix[i - 1]
-            if affix[i]:
-                is_run = (ci == 0x2E or ci == 0x2D) and c[i - 1] == ci and prev_affix  # "...", "--"
-                if not is_run:
-                    start[i] = True
+            w = i  # a word: [w, e)
+            others = 0
+            alpha = False
+            h, power = np.uint64(0), np.uint64(1)
+            while i < end and not table[cps[i]] & _SPACE:
+                cp, bits = cps[i], table[cps[i]]
+                if bits & _CJK:
+                    counts[d, 0] += 1
+                dots = dots + 1 if cp == 0x2E else 0
+                if cp == 0x23:
+                    counts[d, 1] += 1
+                elif dots == 3 or cp == 0x2026:
+                    counts[d, 2] += 1
+                    dots = 0
+                if not bits & _PUNCT:
+                    others += 1
+                alpha |= (bits & _ALPHA) != 0
+                h += np.uint64(cp) * power
+                power *= _B
+                i += 1
+            e = i
+            size = e - w
+            if others == size:  # no punctuation, so nothing to cut: the word is one token
+                t_len[k], t_other[k], t_alpha[k], t_doc[k], t_hash[k] = size, True, alpha, d, h + np.uint64(size)
+                k += 1
                 continue
-            if prev_affix:
-                start[i] = True
-            alpha_after = i + 1 < e and b[i + 1] & _ALPHA
-            alnum_before = prev_b & (_ALPHA | _DIGIT)
-            infix = (
-                ((ci == 0x2D or _is_infix_symbol(ci)) and alnum_before and alpha_after)
-                or (ci == 0x2C and prev_b & _ALPHA and alpha_after)
-                or (_is_math(ci) and prev_b & _DIGIT and i + 1 < e and b[i + 1] & _DIGIT)
-            )
-            if infix:
-                start[i] = True
-                start[i + 1] = True
-            elif (ci == 0x27 or ci == 0x2019) and prev_b & _ALPHA and alpha_after:
-                start[i] = True
-        w = e
-    count = 0
-    for i in range(m):
-        if start[i]:
-            count += 1
-    t_len = np.empty(count, np.int64)
-    t_other = np.zeros(count, np.bool_)
-    t_alpha = np.zeros(count, np.bool_)
-    t_doc = np.empty(count, np.int64)
-    t_hash = np.empty(count, np.uint64)
-    k = -1
-    h = np.uint64(0)
-    power = np.uint64(1)
-    for i in range(m + 1):
-        if i == m or start[i]:
-            if k >= 0:
-                t_hash[k] = h + np.uint64(t_len[k])
-            if i == m:
-                break
+            if size > len(affix):
+                affix = np.zeros(2 * size, np.bool_)
+                start = np.zeros(2 * size + 1, np.bool_)
+            # leading or trailing punctuation: tokens of their own; not a hyphen in a word
+            before = 0
+            for j in range(size):
+                if table[cps[w + j]] & _PUNCT:
+                    hyphen_in_word = cps[w + j] == 0x2D and others > 0
+                    affix[j] = (before == 0 or before == others) and not hyphen_in_word
+                else:
+                    affix[j] = False
+                    before += 1
+            # abbreviations keep their final dot: "A.", "e.g.", "U.S."
+            last = size - 1
+            if (size >= 2 and cps[w + last] == 0x2E and (table[cps[w + last - 1]] & _ALPHA) != 0
+                    and (size == 2 or (size >= 4 and cps[w + last - 2] == 0x2E))):
+                affix[last] = False
+            start[: size + 1] = False
+            start[0] = True
+            for j in range(1, size):
+                ci, prev_b = cps[w + j], table[cps[w + j - 1]]
+                if affix[j]:
+                    if not ((ci == 0x2E or ci == 0x2D) and cps[w + j - 1] == ci and affix[j - 1]):  # "...", "--"
+                        start[j] = True
+                    continue
+                if affix[j - 1]:
+                    start[j] = True
+                next_b = table[cps[w + j + 1]] if j + 1 < size else np.uint8(0)
+                alpha_after = (next_b & _ALPHA) != 0
+                alnum_before = (prev_b & (_ALPHA | _DIGIT)) != 0
+                infix = (
+                    ((ci == 0x2D or _is_infix_symbol(ci)) and alnum_before and alpha_after)
+                    or (ci == 0x2C and (prev_b & _ALPHA) != 0 and alpha_after)
+                    or (_is_math(ci) and (prev_b & _DIGIT) != 0 and (next_b & _DIGIT) != 0)
+                )  # spaCy's infixes: a character between these splits the word in three
+                if infix:
+                    start[j] = True
+                    start[j + 1] = True
+                elif (ci == 0x27 or ci == 0x2019) and (prev_b & _ALPHA) != 0 and alpha_after:
+                    start[j] = True
+            for j in range(size):
+                cp, bits = cps[w + j], table[cps[w + j]]
+                if start[j]:
+                    if j:
+                        t_hash[k] += np.uint64(t_len[k])
+                        k += 1
+                    t_len[k], t_doc[k], t_hash[k] = 0, d, np.uint64(0)
+                    t_other[k] = t_alpha[k] = False
+                    power = np.uint64(1)
+                t_len[k] += 1
+                t_other[k] |= (bits & _PUNCT) == 0
+                t_alpha[k] |= (bits & _ALPHA) != 0
+                t_hash[k] += np.uint64(cp) * power
+                power *= _B
+            t_hash[k] += np.uint64(t_len[k])
             k += 1
-            t_len[k] = 0
-            t_doc[k] = doc[i]
-            h = np.uint64(0)
-            power = np.uint64(1)
-        t_len[k] += 1
-        if not b[i] & _PUNCT:
-            t_other[k] = True
-        if b[i] & _ALPHA:
-            t_alpha[k] = True
-        h += np.uint64(c[i]) * power
-        power *= _B
-    return t_len, t_other, t_alpha, t_doc, t_hash, counts
+    return t_len[:k], t_other[:k], t_alpha[:k], t_doc[:k], t_hash[:k], counts
 
 
 @njit(cache=True, nogil=True)
-def group_first(keys):  # noqa: ANN001, ANN201 - numba arrays
+def group_first(keys, doc):  # noqa: ANN001, ANN201 - numba arrays
     """(group id of each uint64 key, its group's size, whether it is its group's first occurrence).
 
-    Group ids are dense, in order of first occurrence. An open-addressing hash table: one pass,
-    where sorting 64-bit keys with their positions took several.
+    Keys of different texts never group together; `doc` (the text of each key) must be ascending.
+    Group ids are dense, in order of first occurrence. An open-addressing hash table per text: one
+    pass where sorting 64-bit keys with their positions took several, and a text's table is small
+    enough to stay in the CPU's cache.
     """
     m = len(keys)
-    bits = 1
-    while (1 << bits) < 2 * m:
-        bits += 1
-    mask = (1 << bits) - 1
-    slot_key = np.empty(1 << bits, np.uint64)
-    slot_group = np.full(1 << bits, -1, np.int64)
+    slot_key = np.empty(16, np.uint64)
+    slot_group = np.empty(16, np.int64)
     group = np.empty(m, np.int64)
     first = np.zeros(m, np.bool_)
     sizes = np.zeros(m, np.int64)
     groups = 0
-    for i in range(m):
-        key = keys[i]
-        slot = np.int64((key * _B) >> np.uint64(64 - bits))
-        while slot_group[slot] >= 0 and slot_key[slot] != key:
-            slot = (slot + 1) & mask
-        if slot_group[slot] < 0:
-            slot_key[slot] = key
-            slot_group[slot] = groups
-            first[i] = True
-            groups += 1
-        group[i] = slot_group[slot]
-        sizes[group[i]] += 1
+    a = 0
+    while a < m:
+        e = a + 1
+        while e < m and doc[e] == doc[a]:
+            e += 1
+        bits = 4
+        while (1 << bits) < 2 * (e - a):
+            bits += 1
+        if (1 << bits) > len(slot_key):
+            slot_key = np.empty(1 << bits, np.uint64)
+            slot_group = np.empty(1 << bits, np.int64)
+        mask = (1 << bits) - 1
+        slot_group[: mask + 1] = -1
+        for i in range(a, e):
+            key = keys[i]
+            slot = np.int64((key * _B) >> np.uint64(64 - bits))
+            while slot_group[slot] >= 0 and slot_key[slot] != key:
+                slot = (slot + 1) & mask
+            if slot_group[slot] < 0:
+                slot_key[slot] = key
+                slot_group[slot] = groups
+                first[i] = True
+                groups += 1
+            group[i] = slot_group[slot]
+            sizes[group[i]] += 1
+        a = e
     count = np.empty(m, np.int64)
     for i in range(m):
         count[i] = sizes[group[i]]
@@ -383,3 +389,52 @@ def gather(cps, start, end):  # noqa: ANN001, ANN201 - numba arrays
         out[k] = 0x0A
         k += 1
     return out
+
+
+@njit(cache=True, nogil=True)
+def ngram_levels(hashes, doc, top):  # noqa: ANN001, ANN201 - numba arrays
+    """Word n-grams that may repeat, n = 2..top, grouped; see `Texts.ngrams` for what and why.
+
+    Returns, concatenated over the levels, (first token of each n-gram, its group's size, whether it
+    is its group's first occurrence), and where each level starts in them.
+    """
+    m = len(hashes)
+    at = np.empty(max(m - 1, 0), np.int64)
+    keys = np.empty(max(m - 1, 0), np.uint64)
+    k = 0
+    for i in range(m - 1):
+        if doc[i] == doc[i + 1]:
+            at[k] = i
+            keys[k] = (hashes[i] * _B) ^ hashes[i + 1]
+            k += 1
+    at, keys = at[:k], keys[:k]
+    group, count, first = group_first(keys, doc[at])
+    all_at, all_count, all_first = [at], [count], [first]
+    for n in range(3, top + 1):
+        # an n-gram may repeat where the (n-1)-grams at its first and second token both repeat
+        k = 0
+        below = at  # the previous level's, kept in all_at
+        at = np.empty(len(below), np.int64)
+        for j in range(len(below) - 1):
+            i = below[j]
+            if (count[j] >= 2 and below[j + 1] == i + 1 and count[j + 1] >= 2 and i + n - 1 < m
+                    and doc[i] == doc[i + n - 1]):
+                at[k] = i
+                keys[k] = (np.uint64(group[j] + 1) * _C) ^ hashes[i + n - 1]
+                k += 1
+        at = at[:k]
+        group, count, first = group_first(keys[:k], doc[at])
+        all_at.append(at)
+        all_count.append(count)
+        all_first.append(first)
+    bounds = np.zeros(len(all_at) + 1, np.int64)
+    for level in range(len(all_at)):
+        bounds[level + 1] = bounds[level] + len(all_at[level])
+    out_at = np.empty(bounds[-1], np.int64)
+    out_count = np.empty(bounds[-1], np.int64)
+    out_first = np.empty(bounds[-1], np.bool_)
+    for level in range(len(all_at)):
+        out_at[bounds[level] : bounds[level + 1]] = all_at[level]
+        out_count[bounds[level] : bounds[level + 1]] = all_count[level]
+        out_first[bounds[level] : bounds[level + 1]] = all_first[level]
+    return out_at, out_count, out_first, bounds

@@ -231,14 +231,15 @@ def prepare() -> None:
 
 
 _B = np.uint64(0x9E3779B97F4A7C15)  # the token hash base (prep.text._kernels.tokens)
-_C = np.uint64(0xC2B2AE3D27D4EB4F)
+_C = np.uint64(0xC2B2AE3D27D4EB4F)  # mixes an n-gram group id into the keys of the next level
 
 
-def _unique_first(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group id of each integer key, its group's size, whether it is its group's first occurrence)."""
+def _unique_first(keys: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group id of each integer key, its group's size, whether it is its group's first occurrence); keys of
+    different texts (`doc`, ascending) never group together."""
     from prep.text import _kernels
 
-    return _kernels.group_first(keys.astype(np.uint64, copy=False))
+    return _kernels.group_first(keys.astype(np.uint64, copy=False), doc)
 
 
 def _code_points(strings: pa.Array) -> np.ndarray:
@@ -333,8 +334,7 @@ class Texts:
         doc, chars, hashes = pieces["doc"], pieces["end"] - pieces["start"], pieces["hash"]
         if keep is not None:
             doc, chars, hashes = doc[keep], chars[keep], hashes[keep]
-        with np.errstate(over="ignore"):
-            _, _, first = _unique_first(hashes ^ (doc.astype(np.uint64) * _C))
+        _, _, first = _unique_first(hashes, doc)
         repeated = ~first
         return (np.bincount(doc, minlength=self.n), np.bincount(doc[repeated], minlength=self.n),
                 np.bincount(doc[repeated], weights=chars[repeated], minlength=self.n))
@@ -348,25 +348,11 @@ class Texts:
         n-gram can repeat only where the (n-1)-grams at its first and second token repeat, so a level only
         groups those positions, by a key of (group of the (n-1)-gram, last token).
         """
-        hashes, doc = self.tokens["hash"], self.tokens["doc"]
-        m = len(hashes)
-        levels = {}
-        at = np.flatnonzero(doc[:-1] == doc[1:]) if m > 1 else np.zeros(0, np.int64)
-        with np.errstate(over="ignore"):
-            group, count, first = _unique_first((hashes[at] ^ (doc[at].astype(np.uint64) * _C)) * _B ^ hashes[at + 1])
-        levels[2] = at, count, first
-        for n in range(3, 11):
-            repeated = np.zeros(m + 1, bool)
-            repeated[at[count >= 2]] = True
-            previous = np.zeros(m, np.uint64)
-            previous[at] = group
-            at = np.flatnonzero(repeated[:-1] & repeated[1:])
-            at = at[(at + n - 1 < m)]
-            at = at[doc[at] == doc[np.minimum(at + n - 1, m - 1)]]
-            with np.errstate(over="ignore"):
-                group, count, first = _unique_first((previous[at] + np.uint64(1)) * _C ^ hashes[at + n - 1])
-            levels[n] = at, count, first
-        return levels
+        from prep.text import _kernels
+
+        at, count, first, bounds = _kernels.ngram_levels(self.tokens["hash"], self.tokens["doc"], 10)
+        spans = zip(range(2, 11), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        return {n: (at[a:b], count[a:b], first[a:b]) for n, a, b in spans}
 
     @functools.cached_property
     def token_chars(self) -> np.ndarray:
@@ -387,8 +373,7 @@ def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
     stop = np.array([_hash_word(w) for w in s["stop_words"]], np.uint64)
     is_stop = np.isin(tok["hash"], stop)
     stop_doc = tok["doc"][is_stop]
-    with np.errstate(over="ignore"):
-        _, _, first = _unique_first(stop_doc.astype(np.uint64) * _C + tok["hash"][is_stop])
+    _, _, first = _unique_first(tok["hash"][is_stop], stop_doc)
     distinct_stops = np.bincount(stop_doc[first], minlength=t.n)
     return [
         ("min_words", content, "<", s["min_words"]),
