@@ -7,8 +7,10 @@ classified through lookup tables, and cut into words the way spaCy's blank Engli
 (datatrove's word splitter for English) cuts them, approximately: a whitespace-separated word
 loses its leading and trailing punctuation as tokens of their own (a run of dots is one token),
 a hyphen between letters splits a word in three and an apostrophe between letters in two.
-Lines, paragraphs and their repeats are found with Arrow string kernels; words and n-grams are
-grouped by sorting 64-bit hashes.
+Words, lines, paragraphs and their repeats are found by compiled loops over the code points
+(`prep.text._kernels`, numba, loaded only when a rule set is configured); words, lines and
+n-grams are compared by 64-bit hashes, grouped in a small hash table per text. Arrow's string
+kernels remain for C4's checks of the few lines it keeps.
 
 Each document is judged by the rules in order (rule sets in the order of the pipeline file, the
 checks of a set in datatrove's order) and counted under the first rule it fails. A rule set
