@@ -25,18 +25,37 @@ def _is_math(c: int) -> bool:  # "+-*^"
 
 
 @njit(cache=True, nogil=True)
-def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
-    """spaCy-like tokens of the texts (see prep.text.filters' module doc), and character counts per text.
-
-    `cps`: code points of all texts; `offsets`: char offsets of each text. Returns per token
-    (characters, has a non-punctuation character, has a letter, text, 64-bit hash) and per text
-    the counts of CJK characters, "#", ellipses ("..." as str.count counts it, and "\u2026") and
-    "\n", which other rules need and this loop sees anyway. The hash is sum(c_i * B**i) + length
-    (mod 2**64) over the token's characters. One pass over the characters; a word (a run of
-    non-whitespace) is cut into tokens while it is in the CPU's cache.
-    """
+def char_counts(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
+    """Per text: CJK characters, "#", ellipses ("..." as str.count counts it, and "\u2026"), "\n"."""
     n = len(offsets) - 1
     counts = np.zeros((n, 4), np.int64)
+    for d in range(n):
+        dots = 0
+        for i in range(offsets[d], offsets[d + 1]):
+            cp = cps[i]
+            if table[cp] & _CJK:
+                counts[d, 0] += 1
+            dots = dots + 1 if cp == 0x2E else 0
+            if cp == 0x23:
+                counts[d, 1] += 1
+            elif dots == 3 or cp == 0x2026:
+                counts[d, 2] += 1
+                dots = 0
+            elif cp == 0x0A:
+                counts[d, 3] += 1
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
+    """spaCy-like tokens of the texts (see prep.text.filters' module doc).
+
+    `cps`: code points of all texts; `offsets`: char offsets of each text. Returns per token
+    (characters, has a non-punctuation character, has a letter, text, 64-bit hash). The hash is
+    sum(c_i * B**i) + length (mod 2**64) over the token's characters. One pass over the characters;
+    a word (a run of non-whitespace) is cut into tokens while it is in the CPU's cache.
+    """
+    n = len(offsets) - 1
     cap = len(cps)
     t_len = np.empty(cap, np.int64)
     t_other = np.zeros(cap, np.bool_)
@@ -47,13 +66,9 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
     start = np.zeros(65, np.bool_)
     k = 0
     for d in range(n):
-        dots = 0
         i, end = offsets[d], offsets[d + 1]
         while i < end:
             if table[cps[i]] & _SPACE:
-                dots = 0
-                if cps[i] == 0x0A:
-                    counts[d, 3] += 1
                 i += 1
                 continue
             w = i  # a word: [w, e)
@@ -62,14 +77,6 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
             h, power = np.uint64(0), np.uint64(1)
             while i < end and not table[cps[i]] & _SPACE:
                 cp, bits = cps[i], table[cps[i]]
-                if bits & _CJK:
-                    counts[d, 0] += 1
-                dots = dots + 1 if cp == 0x2E else 0
-                if cp == 0x23:
-                    counts[d, 1] += 1
-                elif dots == 3 or cp == 0x2026:
-                    counts[d, 2] += 1
-                    dots = 0
                 if not bits & _PUNCT:
                     others += 1
                 alpha |= (bits & _ALPHA) != 0
@@ -138,7 +145,7 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
                 power *= _B
             t_hash[k] += np.uint64(t_len[k])
             k += 1
-    return t_len[:k], t_other[:k], t_alpha[:k], t_doc[:k], t_hash[:k], counts
+    return t_len[:k], t_other[:k], t_alpha[:k], t_doc[:k], t_hash[:k]
 
 
 @njit(cache=True, nogil=True)

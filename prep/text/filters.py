@@ -280,17 +280,24 @@ class Texts:
 
     @functools.cached_property
     def tokens(self) -> dict[str, np.ndarray]:
-        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per token; "counts": CJK
-        characters, "#", ellipses and newlines per text (counted in the same loop)."""
+        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per token."""
         from prep.text import _kernels
 
         cps, offsets = self.code_points
-        names = ("len", "other", "alpha", "doc", "hash", "counts")
+        names = ("len", "other", "alpha", "doc", "hash")
         return dict(zip(names, _kernels.tokens(cps, _classes(), offsets), strict=True))
 
     @functools.cached_property
+    def char_counts(self) -> np.ndarray:
+        """CJK characters, "#", ellipses and newlines per text: one column each."""
+        from prep.text import _kernels
+
+        cps, offsets = self.code_points
+        return _kernels.char_counts(cps, _classes(), offsets)
+
+    @functools.cached_property
     def frac_cjk(self) -> np.ndarray:
-        return _ratio(self.tokens["counts"][:, 0], self.num_chars)
+        return _ratio(self.char_counts[:, 0], self.num_chars)
 
     def per_text(self, values: np.ndarray) -> np.ndarray:
         """Sum of per-token values over each text's tokens."""
@@ -302,15 +309,15 @@ class Texts:
 
     @property
     def hashes(self) -> np.ndarray:
-        return self.tokens["counts"][:, 1]
+        return self.char_counts[:, 1]
 
     @property
     def ellipses(self) -> np.ndarray:
-        return self.tokens["counts"][:, 2]
+        return self.char_counts[:, 2]
 
     @property
     def newlines(self) -> np.ndarray:
-        return self.tokens["counts"][:, 3]
+        return self.char_counts[:, 3]
 
     @functools.cached_property
     def splitlines(self) -> dict[str, np.ndarray]:
