@@ -126,6 +126,16 @@ def test_fineweb_rules() -> None:
     assert verdict([dup], fineweb={}) == ["fineweb.max_dup_line_chars"]
 
 
+@pytest.mark.parametrize("name", list(RULE_SETS))
+def test_empty_texts_anywhere_in_a_batch(name: str) -> None:
+    """Empty and blank texts, also last in the batch (with drop_empty off they reach the rules), are removed and
+    change nothing for the others."""
+    text = prose(12)
+    got = verdict(["", text, " \n ", text, ""], **{name: {}})
+    assert got[1] == got[3] == verdict([text], **{name: {}})[0] is None
+    assert None not in (got[0], got[2], got[4])
+
+
 def test_first_rule_in_file_order_wins_and_chinese_is_skipped_not_dropped() -> None:
     short = "The cat and the dog."
     assert verdict([short], c4={}, gopher_quality={}) == ["c4.min_sentences"]
