@@ -73,12 +73,13 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
                 continue
             w = i  # a word: [w, e)
             others = 0
-            alpha = False
-            h, power = np.uint64(0), np.uint64(1)
+            alpha = alpha_before = False  # before: without the last character
+            h, h_before, power = np.uint64(0), np.uint64(0), np.uint64(1)
             while i < end and not table[cps[i]] & _SPACE:
                 cp, bits = cps[i], table[cps[i]]
                 if not bits & _PUNCT:
                     others += 1
+                alpha_before, h_before = alpha, h
                 alpha |= (bits & _ALPHA) != 0
                 h += np.uint64(cp) * power
                 power *= _B
@@ -88,6 +89,16 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
             if others == size:  # no punctuation, so nothing to cut: the word is one token
                 t_len[k], t_other[k], t_alpha[k], t_doc[k], t_hash[k] = size, True, alpha, d, h + np.uint64(size)
                 k += 1
+                continue
+            last = cps[e - 1]
+            if (others == size - 1 and size >= 2 and table[last] & _PUNCT and last != 0x2D
+                    and not (size == 2 and last == 0x2E and table[cps[w]] & _ALPHA)):
+                # the commonest other case, "word," or "end.": one trailing punctuation character, cut off
+                t_len[k], t_other[k], t_alpha[k], t_doc[k] = size - 1, True, alpha_before, d
+                t_hash[k] = h_before + np.uint64(size - 1)
+                t_len[k + 1], t_other[k + 1], t_alpha[k + 1], t_doc[k + 1] = 1, False, (table[last] & _ALPHA) != 0, d
+                t_hash[k + 1] = np.uint64(last) + np.uint64(1)
+                k += 2
                 continue
             if size > len(affix):
                 affix = np.zeros(2 * size, np.bool_)
