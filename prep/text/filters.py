@@ -338,6 +338,21 @@ class Texts:
         names = ("doc", "start", "end", "hash", "content")
         return dict(zip(names, _kernels.newline_pieces(cps, _classes(), offsets, min_run, trim), strict=True))
 
+    @functools.cached_property
+    def newline_pieces(self) -> dict[str, np.ndarray]:
+        """The pieces between every two "\n" (`split(0)`), which fineweb and gopher_repetition share."""
+        return self.split(0)
+
+    @functools.cached_property
+    def line_run_pieces(self) -> np.ndarray:
+        """Which of `newline_pieces` are the pieces of a split at runs of "\n" (regex \n+): the non-empty ones,
+        and the first and last of each text even when empty."""
+        pieces = self.newline_pieces
+        doc = pieces["doc"]
+        edge = np.ones(len(doc) + 1, bool)
+        np.not_equal(doc[1:], doc[:-1], out=edge[1:-1])
+        return (pieces["end"] > pieces["start"]) | edge[:-1] | edge[1:]
+
     def duplicates(self, pieces: Mapping[str, np.ndarray], keep: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(pieces per text, repeated pieces per text, characters of the repeated ones), as datatrove's
@@ -412,7 +427,7 @@ def _hash_word(word: str) -> np.uint64:
 def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
     chars = t.num_chars
     p_count, p_dup, p_dup_chars = t.duplicates(t.split(2, trim=True))  # regex \n{2,} on the stripped text
-    l_count, l_dup, l_dup_chars = t.duplicates(t.split(1))  # regex \n+
+    l_count, l_dup, l_dup_chars = t.duplicates(t.newline_pieces, t.line_run_pieces)  # regex \n+
     checks = [
         ("empty", (chars == 0).astype(np.float64), ">", 0.5),
         ("max_dup_para_frac", _ratio(p_dup, p_count), ">", s["max_dup_para_frac"]),
@@ -513,7 +528,7 @@ def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
 
 
 def _fineweb(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    pieces = t.split(0)  # at every "\n"; blank lines are left out
+    pieces = t.newline_pieces  # blank lines are left out
     content = pieces["content"]
     doc, chars, end = pieces["doc"][content], (pieces["end"] - pieces["start"])[content], pieces["end"][content]
     count = np.bincount(doc, minlength=t.n)
