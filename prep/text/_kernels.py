@@ -229,6 +229,22 @@ def greedy_duplicates(rep, doc, cumulative, n, texts):  # noqa: ANN001, ANN201 -
 
 
 @njit(cache=True, nogil=True)
+def _trim(cps, table, a: int, e: int) -> tuple[int, int]:  # noqa: ANN001 - numba arrays
+    """[a, e) without the whitespace at its ends."""
+    while a < e and table[cps[a]] & _SPACE:
+        a += 1
+    while e > a and table[cps[e - 1]] & _SPACE:
+        e -= 1
+    return a, e
+
+
+@njit(cache=True, nogil=True)
+def _ends_in_dots(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
+    """Whether cps[a:e] ends in "..."."""
+    return e - a >= 3 and cps[e - 1] == 0x2E and cps[e - 2] == 0x2E and cps[e - 3] == 0x2E
+
+
+@njit(cache=True, nogil=True)
 def newline_pieces(cps, table, offsets, min_run, trim):  # noqa: ANN001, ANN201 - numba arrays
     """The pieces of each text between its newline separators, as Arrow's split of the text gives them.
 
@@ -245,10 +261,7 @@ def newline_pieces(cps, table, offsets, min_run, trim):  # noqa: ANN001, ANN201 
     for d in range(n):
         a, e = offsets[d], offsets[d + 1]
         if trim:
-            while a < e and table[cps[a]] & _SPACE:
-                a += 1
-            while e > a and table[cps[e - 1]] & _SPACE:
-                e -= 1
+            a, e = _trim(cps, table, a, e)
         piece = a
         i = a
         while i < e:
@@ -314,15 +327,10 @@ def splitlines(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
     bullet = np.zeros(k, np.bool_)
     ellipsis = np.zeros(k, np.bool_)
     for p in range(k):
-        a, e = start[p], end[p]
-        while a < e and table[cps[a]] & _SPACE:
-            a += 1
-        while e > a and table[cps[e - 1]] & _SPACE:
-            e -= 1
+        a, e = _trim(cps, table, start[p], end[p])
         if a < e:
             bullet[p] = cps[a] == 0x2022 or cps[a] == 0x2D
-            ellipsis[p] = cps[e - 1] == 0x2026 or (e - a >= 3 and cps[e - 1] == 0x2E and cps[e - 2] == 0x2E
-                                                     and cps[e - 3] == 0x2E)
+            ellipsis[p] = cps[e - 1] == 0x2026 or _ends_in_dots(cps, a, e)
     return doc, start, end, bullet, ellipsis
 
 
@@ -365,11 +373,7 @@ def c4_lines(cps, table, start, end, remove_citations):  # noqa: ANN001, ANN201 
     longest = np.zeros(k, np.int64)
     terminal = np.zeros(k, np.bool_)
     for p in range(k):
-        a, e = start[p], end[p]
-        while a < e and table[cps[a]] & _SPACE:
-            a += 1
-        while e > a and table[cps[e - 1]] & _SPACE:
-            e -= 1
+        a, e = _trim(cps, table, start[p], end[p])
         t_start[p], t_end[p] = a, e
         run = 0
         for i in range(a, e + 1):
@@ -390,8 +394,8 @@ def c4_lines(cps, table, start, end, remove_citations):  # noqa: ANN001, ANN201 
             e = j
         if e > a:
             last = cps[e - 1]
-            dots = e - a >= 3 and last == 0x2E and cps[e - 2] == 0x2E and cps[e - 3] == 0x2E
-            terminal[p] = (last == 0x2E or last == 0x3F or last == 0x21 or last == 0x22 or last == 0x27) and not dots
+            terminal[p] = ((last == 0x2E or last == 0x3F or last == 0x21 or last == 0x22 or last == 0x27)
+                           and not _ends_in_dots(cps, a, e))
     return t_start, t_end, words, longest, terminal
 
 
