@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from prep.text.filters import _ALPHA, _B, _C, _CJK, _DIGIT, _PUNCT, _SPACE
+from prep.text._codes import ALPHA, CJK, DIGIT, GROUP_MIX, HASH_BASE, PUNCT, SPACE
 
 
 @njit(cache=True, nogil=True)
@@ -33,7 +33,7 @@ def char_counts(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
         dots = 0
         for i in range(offsets[d], offsets[d + 1]):
             cp = cps[i]
-            if table[cp] & _CJK:
+            if table[cp] & CJK:
                 counts[d, 0] += 1
             dots = dots + 1 if cp == 0x2E else 0
             if cp == 0x23:
@@ -52,7 +52,7 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
 
     `cps`: code points of all texts; `offsets`: char offsets of each text. Returns per token
     (characters, has a non-punctuation character, has a letter, text, 64-bit hash). The hash is
-    sum(c_i * B**i) + length (mod 2**64) over the token's characters. One pass over the characters;
+    sum(c_i * HASH_BASE**i) + length (mod 2**64) over the token's characters. One pass over the characters;
     a word (a run of non-whitespace) is cut into tokens while it is in the CPU's cache.
     """
     n = len(offsets) - 1
@@ -68,21 +68,21 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
     for d in range(n):
         i, end = offsets[d], offsets[d + 1]
         while i < end:
-            if table[cps[i]] & _SPACE:
+            if table[cps[i]] & SPACE:
                 i += 1
                 continue
             w = i  # a word: [w, e)
             others = 0
             alpha = alpha_before = False  # before: without the last character
             h, h_before, power = np.uint64(0), np.uint64(0), np.uint64(1)
-            while i < end and not table[cps[i]] & _SPACE:
+            while i < end and not table[cps[i]] & SPACE:
                 cp, bits = cps[i], table[cps[i]]
-                if not bits & _PUNCT:
+                if not bits & PUNCT:
                     others += 1
                 alpha_before, h_before = alpha, h
-                alpha |= (bits & _ALPHA) != 0
+                alpha |= (bits & ALPHA) != 0
                 h += np.uint64(cp) * power
-                power *= _B
+                power *= HASH_BASE
                 i += 1
             e = i
             size = e - w
@@ -91,12 +91,12 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
                 k += 1
                 continue
             last = cps[e - 1]
-            if (others == size - 1 and size >= 2 and table[last] & _PUNCT and last != 0x2D
-                    and not (size == 2 and last == 0x2E and table[cps[w]] & _ALPHA)):
+            if (others == size - 1 and size >= 2 and table[last] & PUNCT and last != 0x2D
+                    and not (size == 2 and last == 0x2E and table[cps[w]] & ALPHA)):
                 # the commonest other case, "word," or "end.": one trailing punctuation character, cut off
                 t_len[k], t_other[k], t_alpha[k], t_doc[k] = size - 1, True, alpha_before, d
                 t_hash[k] = h_before + np.uint64(size - 1)
-                t_len[k + 1], t_other[k + 1], t_alpha[k + 1], t_doc[k + 1] = 1, False, (table[last] & _ALPHA) != 0, d
+                t_len[k + 1], t_other[k + 1], t_alpha[k + 1], t_doc[k + 1] = 1, False, (table[last] & ALPHA) != 0, d
                 t_hash[k + 1] = np.uint64(last) + np.uint64(1)
                 k += 2
                 continue
@@ -106,7 +106,7 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
             # leading or trailing punctuation: tokens of their own; not a hyphen in a word
             before = 0
             for j in range(size):
-                if table[cps[w + j]] & _PUNCT:
+                if table[cps[w + j]] & PUNCT:
                     hyphen_in_word = cps[w + j] == 0x2D and others > 0
                     affix[j] = (before == 0 or before == others) and not hyphen_in_word
                 else:
@@ -114,7 +114,7 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
                     before += 1
             # abbreviations keep their final dot: "A.", "e.g.", "U.S."
             last = size - 1
-            if (size >= 2 and cps[w + last] == 0x2E and (table[cps[w + last - 1]] & _ALPHA) != 0
+            if (size >= 2 and cps[w + last] == 0x2E and (table[cps[w + last - 1]] & ALPHA) != 0
                     and (size == 2 or (size >= 4 and cps[w + last - 2] == 0x2E))):
                 affix[last] = False
             start[: size + 1] = False
@@ -128,17 +128,17 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
                 if affix[j - 1]:
                     start[j] = True
                 next_b = table[cps[w + j + 1]] if j + 1 < size else np.uint8(0)
-                alpha_after = (next_b & _ALPHA) != 0
-                alnum_before = (prev_b & (_ALPHA | _DIGIT)) != 0
+                alpha_after = (next_b & ALPHA) != 0
+                alnum_before = (prev_b & (ALPHA | DIGIT)) != 0
                 infix = (
                     ((ci == 0x2D or _is_infix_symbol(ci)) and alnum_before and alpha_after)
-                    or (ci == 0x2C and (prev_b & _ALPHA) != 0 and alpha_after)
-                    or (_is_math(ci) and (prev_b & _DIGIT) != 0 and (next_b & _DIGIT) != 0)
+                    or (ci == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
+                    or (_is_math(ci) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
                 )  # spaCy's infixes: a character between these splits the word in three
                 if infix:
                     start[j] = True
                     start[j + 1] = True
-                elif (ci == 0x27 or ci == 0x2019) and (prev_b & _ALPHA) != 0 and alpha_after:
+                elif (ci == 0x27 or ci == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after:
                     start[j] = True
             for j in range(size):
                 cp, bits = cps[w + j], table[cps[w + j]]
@@ -150,10 +150,10 @@ def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
                     t_other[k] = t_alpha[k] = False
                     power = np.uint64(1)
                 t_len[k] += 1
-                t_other[k] |= (bits & _PUNCT) == 0
-                t_alpha[k] |= (bits & _ALPHA) != 0
+                t_other[k] |= (bits & PUNCT) == 0
+                t_alpha[k] |= (bits & ALPHA) != 0
                 t_hash[k] += np.uint64(cp) * power
-                power *= _B
+                power *= HASH_BASE
             t_hash[k] += np.uint64(t_len[k])
             k += 1
     return t_len[:k], t_other[:k], t_alpha[:k], t_doc[:k], t_hash[:k]
@@ -190,7 +190,7 @@ def group_first(keys, doc):  # noqa: ANN001, ANN201 - numba arrays
         slot_group[: mask + 1] = -1
         for i in range(a, e):
             key = keys[i]
-            slot = np.int64((key * _B) >> np.uint64(64 - bits))
+            slot = np.int64((key * HASH_BASE) >> np.uint64(64 - bits))
             while slot_group[slot] >= 0 and slot_key[slot] != key:
                 slot = (slot + 1) & mask
             if slot_group[slot] < 0:
@@ -231,9 +231,9 @@ def greedy_duplicates(rep, doc, cumulative, n, texts):  # noqa: ANN001, ANN201 -
 @njit(cache=True, nogil=True)
 def _trim(cps, table, a: int, e: int) -> tuple[int, int]:  # noqa: ANN001 - numba arrays
     """[a, e) without the whitespace at its ends."""
-    while a < e and table[cps[a]] & _SPACE:
+    while a < e and table[cps[a]] & SPACE:
         a += 1
-    while e > a and table[cps[e - 1]] & _SPACE:
+    while e > a and table[cps[e - 1]] & SPACE:
         e -= 1
     return a, e
 
@@ -285,8 +285,8 @@ def newline_pieces(cps, table, offsets, min_run, trim):  # noqa: ANN001, ANN201 
     for p in range(k):
         h = np.uint64(end[p] - start[p])
         for i in range(start[p], end[p]):
-            h = h * _B + np.uint64(cps[i])
-            if not table[cps[i]] & _SPACE:
+            h = h * HASH_BASE + np.uint64(cps[i])
+            if not table[cps[i]] & SPACE:
                 content[p] = True
         hashes[p] = h
     return doc, start, end, hashes, content
@@ -377,7 +377,7 @@ def c4_lines(cps, table, start, end, remove_citations):  # noqa: ANN001, ANN201 
         t_start[p], t_end[p] = a, e
         run = 0
         for i in range(a, e + 1):
-            if i < e and not table[cps[i]] & _SPACE:
+            if i < e and not table[cps[i]] & SPACE:
                 run += 1
                 continue
             if run:
@@ -427,7 +427,7 @@ def ngram_levels(hashes, doc, top):  # noqa: ANN001, ANN201 - numba arrays
     for i in range(m - 1):
         if doc[i] == doc[i + 1]:
             at[k] = i
-            keys[k] = (hashes[i] * _B) ^ hashes[i + 1]
+            keys[k] = (hashes[i] * HASH_BASE) ^ hashes[i + 1]
             k += 1
     at, keys = at[:k], keys[:k]
     group, count, first = group_first(keys, doc[at])
@@ -442,7 +442,7 @@ def ngram_levels(hashes, doc, top):  # noqa: ANN001, ANN201 - numba arrays
             if (count[j] >= 2 and below[j + 1] == i + 1 and count[j + 1] >= 2 and i + n - 1 < m
                     and doc[i] == doc[i + n - 1]):
                 at[k] = i
-                keys[k] = (np.uint64(group[j] + 1) * _C) ^ hashes[i + n - 1]
+                keys[k] = (np.uint64(group[j] + 1) * GROUP_MIX) ^ hashes[i + n - 1]
                 k += 1
         at = at[:k]
         group, count, first = group_first(keys[:k], doc[at])

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.errors import UserError
+from prep.text._codes import ALPHA, CJK, DIGIT, HASH_BASE, PUNCT, SPACE, TERMINAL
 
 # datatrove.utils.text.TERMINAL_PUNCTUATION (Unicode's Terminal_Punctuation characters), FineWeb's stop_chars
 TERMINAL_PUNCTUATION = (
@@ -196,8 +197,6 @@ def merge(first: Verdict, second: Verdict) -> Verdict:
     )
 
 
-# Code point classes, one bit each.
-_SPACE, _PUNCT, _ALPHA, _DIGIT, _TERMINAL, _CJK = (1 << i for i in range(6))
 
 
 @functools.cache
@@ -217,12 +216,12 @@ def _classes() -> np.ndarray:
     punct[ascii_chars[~alnum]] = True
     punct &= ~space
     table = np.zeros(0x110000, np.uint8)
-    table[space] |= _SPACE
-    table[punct] |= _PUNCT
-    table[(bits & features._ALPHA) > 0] |= _ALPHA
-    table[(bits & features._DIGIT) > 0] |= _DIGIT
-    table[(bits & features._CJK) > 0] |= _CJK
-    table[[ord(ch) for ch in TERMINAL_PUNCTUATION]] |= _TERMINAL
+    table[space] |= SPACE
+    table[punct] |= PUNCT
+    table[(bits & features._ALPHA) > 0] |= ALPHA
+    table[(bits & features._DIGIT) > 0] |= DIGIT
+    table[(bits & features._CJK) > 0] |= CJK
+    table[[ord(ch) for ch in TERMINAL_PUNCTUATION]] |= TERMINAL
     return table
 
 
@@ -235,8 +234,6 @@ def prepare(compiled: bool = False) -> None:
         text_verdict(pa.array(["A line.\n\nA [1] line...", ""]), check_filters(dict.fromkeys(RULE_SETS, {}), {}))
 
 
-_B = np.uint64(0x9E3779B97F4A7C15)  # the token hash base (prep.text._kernels.tokens)
-_C = np.uint64(0xC2B2AE3D27D4EB4F)  # mixes an n-gram group id into the keys of the next level
 
 
 def _unique_first(keys: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -420,7 +417,7 @@ def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
 
 def _hash_word(word: str) -> np.uint64:
     """The token hash of `Texts.tokens` for one word."""
-    value = sum(ord(ch) * pow(int(_B), i, 1 << 64) for i, ch in enumerate(word))
+    value = sum(ord(ch) * pow(int(HASH_BASE), i, 1 << 64) for i, ch in enumerate(word))
     return np.uint64((value + len(word)) % (1 << 64))
 
 
@@ -533,7 +530,7 @@ def _fineweb(t: Texts, s: dict[str, Any]) -> list[_Check]:
     doc, chars, end = pieces["doc"][content], (pieces["end"] - pieces["start"])[content], pieces["end"][content]
     count = np.bincount(doc, minlength=t.n)
     cps, _ = t.code_points
-    punct = (_classes()[cps[end - 1]] & _TERMINAL) > 0
+    punct = (_classes()[cps[end - 1]] & TERMINAL) > 0
     punct_ratio = _ratio(np.bincount(doc[punct], minlength=t.n), count)
     if s["line_punct_exclude_zero"]:
         punct_ratio = np.where(punct_ratio == 0, np.nan, punct_ratio)
