@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import CORPUS, GPT2, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
+from conftest import CORPUS, GPT2, ROOT, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
 
 from prep.config import load_pipeline
 from prep.errors import UserError
 from prep.text.features import FEATURES
 from prep.text.filters import RULE_SETS, check_filters, text_verdict
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def verdict(texts: list[str], **filters) -> list[str | None]:
@@ -126,6 +126,16 @@ def test_fineweb_rules() -> None:
     assert verdict([dup], fineweb={}) == ["fineweb.max_dup_line_chars"]
 
 
+@pytest.mark.parametrize("name", list(RULE_SETS))
+def test_empty_texts_anywhere_in_a_batch(name: str) -> None:
+    """Empty and blank texts, also last in the batch (with drop_empty off they reach the rules), are removed and
+    change nothing for the others."""
+    text = prose(12)
+    got = verdict(["", text, " \n ", text, ""], **{name: {}})
+    assert got[1] == got[3] == verdict([text], **{name: {}})[0] is None
+    assert None not in (got[0], got[2], got[4])
+
+
 def test_first_rule_in_file_order_wins_and_chinese_is_skipped_not_dropped() -> None:
     short = "The cat and the dog."
     assert verdict([short], c4={}, gopher_quality={}) == ["c4.min_sentences"]
@@ -140,16 +150,27 @@ def test_first_rule_in_file_order_wins_and_chinese_is_skipped_not_dropped() -> N
 
 
 def run_filtered(tmp_path: Path, inp: Path, name: str, *extra: str) -> Path:
+    out = tmp_path / name
+    prep_cmd(*filtered_args(filtered_pipeline(tmp_path), inp, out), *extra, check=True)
+    return out
+
+
+FLAGS = ("--no-progress", "--chunk-bytes", "16KiB", "--shard-bytes", "48KiB")  # several shards of a small corpus
+
+
+def filtered_args(pipeline: Path, inp: Path, out: Path) -> list:
+    return ["run", pipeline, "-i", inp, "-o", out, *FLAGS]
+
+
+def filtered_pipeline(tmp_path: Path) -> Path:
+    """pipelines/fineweb-like.toml with this checkout's tokenizer, two kept features and two more bounds."""
     pipeline = tmp_path / "fw.toml"
     if not pipeline.exists():
         text = (ROOT / "pipelines" / "fineweb-like.toml").read_text()
         pipeline.write_text(text.replace('"../../shared/tokenizers/gpt2.tokenizer.json"', json.dumps(str(GPT2)))
                             .replace('compute = ["all"]', 'compute = ["num_chars", "frac_cjk"]')
                             .replace("num_tokens = {min = 32}", "num_tokens = {min = 100}\nfrac_digit = {max = 0.2}"))
-    out = tmp_path / name
-    prep_cmd("run", pipeline, "-i", inp, "-o", out, "--no-progress", "--chunk-bytes", "16KiB", "--shard-bytes",
-             "48KiB", *extra, check=True)
-    return out
+    return pipeline
 
 
 def test_run_accounts_for_every_document_and_is_deterministic(tmp_path: Path, mixed_corpus: Path) -> None:
@@ -196,6 +217,38 @@ def test_ray_engine_filters_the_same(tmp_path: Path, mixed_corpus: Path) -> None
     assert (ray / "_filtered.parquet").read_bytes() == (local / "_filtered.parquet").read_bytes()
     counts = [json.loads((o / "_manifest.json").read_text())["counts"] for o in (local, ray)]
     assert counts[0] == counts[1] and counts[0]["filtered_by"]
+
+
+def test_resume_after_a_kill_keeps_the_filtered_documents(tmp_path: Path, mixed_corpus: Path) -> None:
+    """--keep-filtered across a crash: the whole run is killed (SIGKILL, every process) once a shard that
+    filtered documents is committed, then resumed. The filtered rows of the committed shards come from what
+    the killed run recorded, the others from the resumed run; together they equal an uninterrupted run's."""
+    from test_faults import Run
+
+    whole = run_filtered(tmp_path, mixed_corpus, "whole", "--workers", "2", "--keep-filtered")
+    total = len(list(whole.glob("part-*.parquet")))
+    out = tmp_path / "killed"
+    pipeline = filtered_pipeline(tmp_path)
+    slow = ("--debug-slow-worker", "0:4", "--debug-slow-worker", "1:4")  # a run long enough to kill in its middle
+    run = Run(mixed_corpus, out, *slow, args=(str(pipeline), *FLAGS, "--keep-filtered"))
+    try:
+        run.wait_for(lambda: any(e.get("file") and e["filtered_bytes"] for e in run.committed_entries()))
+    finally:
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        run.proc.wait()
+    committed = [e for e in run.committed_entries() if e.get("file")]
+    assert 1 <= len(committed) < total  # killed mid-run, after a shard with filtered documents
+    assert not (out / "_manifest.json").exists() and not (out / "_filtered.parquet").exists()
+    partial = (out / "_filtered.jsonl.partial").read_bytes()[: committed[-1]["filtered_bytes"]]
+    recorded = [json.loads(line)["id"] for line in partial.decode().splitlines()]
+    prep_cmd(*filtered_args(pipeline, mixed_corpus, out), "--workers", "2", "--keep-filtered", "--resume",
+             check=True)
+    assert shard_bytes_of(out) == shard_bytes_of(whole)
+    assert (out / "_filtered.parquet").read_bytes() == (whole / "_filtered.parquet").read_bytes()
+    filtered_ids = pq.read_table(out / "_filtered.parquet").column("id").to_pylist()
+    assert filtered_ids[: len(recorded)] == recorded  # the committed part, as the killed run recorded it
+    counts = [json.loads((o / "_manifest.json").read_text())["counts"] for o in (out, whole)]
+    assert counts[0] == counts[1] and counts[0]["filtered"] == len(filtered_ids)
 
 
 def test_resume_refused_when_filters_differ(tmp_path: Path) -> None:

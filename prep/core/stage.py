@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from prep.config import PipelineConfig
 from prep.core.dedup import MinHasher, dedup_keys, dedup_settings
 from prep.io.records import Parsed
+from prep.text import filters
 from prep.text.features import FEATURES, check_feature_names, compute_features
 from prep.text.filters import Verdict, bounds_verdict, judge, merge, text_verdict
 from prep.text.tokenizer import Backend, eos_id, load_backend
@@ -76,6 +77,8 @@ class Stage:
         self.features = selected_features(config)
         self.rule_sets = {k: v for k, v in config.filters.items() if k != "bounds"}
         self.bounds = config.filters.get("bounds", {})
+        if self.rule_sets:
+            filters.prepare(compiled=True)  # before the first chunk, not on it
         # features the bounds need but the output does not keep: computed, judged, then dropped
         self.bound_only = [f for f in self.bounds if f not in self.features and f != "num_tokens"]
         self.eos = eos_id(config.tokenizer, config.eos_token) if config.append_eos else None

@@ -7,8 +7,10 @@ classified through lookup tables, and cut into words the way spaCy's blank Engli
 (datatrove's word splitter for English) cuts them, approximately: a whitespace-separated word
 loses its leading and trailing punctuation as tokens of their own (a run of dots is one token),
 a hyphen between letters splits a word in three and an apostrophe between letters in two.
-Lines, paragraphs and their repeats are found with Arrow string kernels; words and n-grams are
-grouped by sorting 64-bit hashes.
+Words, lines, paragraphs and their repeats are found by compiled loops over the code points
+(`prep.text._kernels`, numba, loaded only when a rule set is configured); words, lines and
+n-grams are compared by 64-bit hashes, grouped in a small hash table per text. Arrow's string
+kernels remain for C4's checks of the few lines it keeps.
 
 Each document is judged by the rules in order (rule sets in the order of the pipeline file, the
 checks of a set in datatrove's order) and counted under the first rule it fails. A rule set
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.errors import UserError
+from prep.text._codes import ALPHA, CJK, DIGIT, HASH_BASE, PUNCT, SPACE, TERMINAL
 
 # datatrove.utils.text.TERMINAL_PUNCTUATION (Unicode's Terminal_Punctuation characters), FineWeb's stop_chars
 TERMINAL_PUNCTUATION = (
@@ -194,8 +197,6 @@ def merge(first: Verdict, second: Verdict) -> Verdict:
     )
 
 
-# Code point classes, one bit each.
-_SPACE, _PUNCT, _ALPHA, _DIGIT, _TERMINAL, _CJK = (1 << i for i in range(6))
 
 
 @functools.cache
@@ -215,49 +216,32 @@ def _classes() -> np.ndarray:
     punct[ascii_chars[~alnum]] = True
     punct &= ~space
     table = np.zeros(0x110000, np.uint8)
-    table[space] |= _SPACE
-    table[punct] |= _PUNCT
-    table[(bits & features._ALPHA) > 0] |= _ALPHA
-    table[(bits & features._DIGIT) > 0] |= _DIGIT
-    table[(bits & features._CJK) > 0] |= _CJK
-    table[[ord(ch) for ch in TERMINAL_PUNCTUATION]] |= _TERMINAL
+    table[space] |= SPACE
+    table[punct] |= PUNCT
+    table[(bits & features._ALPHA) > 0] |= ALPHA
+    table[(bits & features._DIGIT) > 0] |= DIGIT
+    table[(bits & features._CJK) > 0] |= CJK
+    table[[ord(ch) for ch in TERMINAL_PUNCTUATION]] |= TERMINAL
     return table
 
 
-def prepare() -> None:
+def prepare(compiled: bool = False) -> None:
     """Build the lookup table now (from the feature tables, which it builds first if need be), e.g. once in the
-    forkserver before workers fork."""
+    forkserver before workers fork; with `compiled`, also load the rules' compiled loops (numba: ~0.7 s a
+    process from its cache, longer the first time ever), so that a worker does it before its first chunk."""
     _classes()
+    if compiled:
+        text_verdict(pa.array(["A line.\n\nA [1] line...", ""]), check_filters(dict.fromkeys(RULE_SETS, {}), {}))
 
 
-_B = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2**64
-_B_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 1 << 64))
-_C = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def _unique_first(keys: np.ndarray, bound: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group id of each key, its group's size, whether it is its group's first occurrence).
+def _unique_first(keys: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group id of each integer key, its group's size, whether it is its group's first occurrence); keys of
+    different texts (`doc`, ascending) never group together."""
+    from prep.text import _kernels
 
-    Keys known to lie in [0, bound) are sorted with their positions packed into the low bits
-    (numpy sorts plain integers several times faster than it argsorts); others are argsorted.
-    """
-    m = len(keys)
-    shift = max(m - 1, 1).bit_length()
-    if bound is not None and bound << shift < 1 << 63:
-        packed = np.sort((keys.astype(np.int64) << shift) | np.arange(m))
-        order, ordered = packed & ((1 << shift) - 1), packed >> shift
-    else:
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-    new = np.empty(m, bool)
-    new[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    group = np.empty(m, np.int64)
-    group[order] = np.cumsum(new) - 1
-    sizes = np.diff(np.append(np.flatnonzero(new), m))
-    first = np.zeros(m, bool)
-    first[order[new]] = True
-    return group, sizes[group], first
+    return _kernels.group_first(keys.astype(np.uint64, copy=False), doc)
 
 
 def _code_points(strings: pa.Array) -> np.ndarray:
@@ -281,7 +265,6 @@ class Texts:
     def __init__(self, texts: pa.Array) -> None:
         self.texts = texts.fill_null("") if texts.null_count else texts
         self.n = len(texts)
-        self._counts: dict[str, np.ndarray] = {}
 
     @functools.cached_property
     def num_chars(self) -> np.ndarray:
@@ -293,80 +276,25 @@ class Texts:
         return _code_points(self.texts), np.concatenate(([0], np.cumsum(self.num_chars)))
 
     @functools.cached_property
-    def frac_cjk(self) -> np.ndarray:
+    def tokens(self) -> dict[str, np.ndarray]:
+        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per token."""
+        from prep.text import _kernels
+
         cps, offsets = self.code_points
-        cjk = (_classes()[cps] & _CJK) > 0
-        counts = np.add.reduceat(cjk.astype(np.int64), offsets[:-1]) if len(cps) else np.zeros(self.n)
-        counts = np.where(np.diff(offsets) > 0, counts, 0)
-        return _ratio(counts, self.num_chars)
+        names = ("len", "other", "alpha", "doc", "hash")
+        return dict(zip(names, _kernels.tokens(cps, _classes(), offsets), strict=True))
 
     @functools.cached_property
-    def tokens(self) -> dict[str, np.ndarray]:
-        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per text and per token."""
+    def char_counts(self) -> np.ndarray:
+        """CJK characters, "#", ellipses and newlines per text: one column each."""
+        from prep.text import _kernels
+
         cps, offsets = self.code_points
-        bits = _classes()[cps]
-        ns = np.flatnonzero((bits & _SPACE) == 0)  # positions of the non-space characters
-        c, b = cps[ns], bits[ns]
-        doc = np.searchsorted(offsets, ns, side="right") - 1
-        m = len(ns)
-        gap = np.ones(m, bool)  # a word starts here: a space or a text boundary before it
-        if m:
-            gap[1:] = (ns[1:] != ns[:-1] + 1) | (doc[1:] != doc[:-1])
-        word = np.cumsum(gap) - 1
-        punct = (b & _PUNCT) > 0
-        other = ~punct
-        seen = np.cumsum(other)
-        word_start = np.flatnonzero(gap)
-        before = seen - other - (seen - other)[word_start][word]  # other characters earlier in the word
-        word_total = np.add.reduceat(other.astype(np.int64), word_start) if m else np.zeros(0, np.int64)
-        after = word_total[word] - (seen - (seen - other)[word_start][word])
-        hyphen = c == ord("-")
-        # leading or trailing punctuation: tokens of their own; not a hyphen in a word (spaCy has no such affix)
-        affix = punct & ((before == 0) | (after == 0)) & ~(hyphen & (word_total[word] > 0))
-        prev_c = np.concatenate(([0], c[:-1])).astype(np.uint32)
-        prev_b = np.concatenate(([0], b[:-1])).astype(np.uint8)
-        next_b = np.concatenate((b[1:], [0])).astype(np.uint8)
-        # abbreviations keep their final dot: "A.", "e.g.", "U.S." (spaCy's tokenizer exceptions, in part)
-        last = np.append(word_start[1:], m) - 1
-        size = last - word_start + 1
-        dotted = np.zeros(len(last), bool)
-        if m:
-            dotted = (c[last] == ord(".")) & ((prev_b[last] & _ALPHA) > 0) & (
-                (size == 2) | ((size >= 4) & (c[np.maximum(last - 2, 0)] == ord("."))))
-        affix[last[dotted]] = False
-        core = ~affix
-        start = gap.copy()
-        prev_affix = np.concatenate(([False], affix[:-1]))
-        runs = affix & ((c == ord(".")) | hyphen) & (prev_c == c) & prev_affix & ~gap  # "...", "--": one token
-        start |= affix & ~runs
-        start |= core & prev_affix
-        same_word_after = ~np.append(gap[1:], True)
-        alnum_before = (prev_b & (_ALPHA | _DIGIT)) > 0
-        alpha_after = ((next_b & _ALPHA) > 0) & same_word_after
-        digit_around = ((prev_b & _DIGIT) > 0) & ((next_b & _DIGIT) > 0) & same_word_after
-        infix = core & ~gap & (
-            (hyphen & alnum_before & alpha_after)
-            | (np.isin(c, [ord(x) for x in "/:<>="]) & alnum_before & alpha_after)
-            | ((c == ord(",")) & ((prev_b & _ALPHA) > 0) & alpha_after)
-            | (np.isin(c, [ord(x) for x in "+-*^"]) & digit_around)
-        )  # spaCy's infixes: a character between these splits the word in three
-        start |= infix
-        start[np.flatnonzero(infix) + 1] = True
-        apostrophe = core & ((c == ord("'")) | (c == 0x2019)) & ((prev_b & _ALPHA) > 0) & alpha_after
-        start |= apostrophe & ~gap
-        t_start = np.flatnonzero(start)
-        t_len = np.diff(np.append(t_start, m))
-        t_other = np.add.reduceat(other.astype(np.int64), t_start) > 0 if m else np.zeros(0, bool)
-        t_alpha = np.add.reduceat(((b & _ALPHA) > 0).astype(np.int64), t_start) > 0 if m else np.zeros(0, bool)
-        t_doc = doc[t_start]
-        # a 64-bit polynomial hash of each token's characters, from prefix sums of c * B**i (mod 2**64)
-        with np.errstate(over="ignore"):
-            powers = np.cumprod(np.full(m, _B, np.uint64)) if m else np.zeros(0, np.uint64)
-            inverse = np.cumprod(np.full(m, _B_INV, np.uint64)) if m else np.zeros(0, np.uint64)
-            prefix = np.concatenate(([np.uint64(0)], np.cumsum(c.astype(np.uint64) * powers, dtype=np.uint64)))
-            t_end = t_start + t_len
-            t_hash = (prefix[t_end] - prefix[t_start]) * inverse[t_start] + t_len.astype(np.uint64)
-        return {"start": t_start, "len": t_len, "other": t_other, "alpha": t_alpha, "doc": t_doc, "hash": t_hash}
+        return _kernels.char_counts(cps, _classes(), offsets)
+
+    @functools.cached_property
+    def frac_cjk(self) -> np.ndarray:
+        return _ratio(self.char_counts[:, 0], self.num_chars)
 
     def per_text(self, values: np.ndarray) -> np.ndarray:
         """Sum of per-token values over each text's tokens."""
@@ -376,77 +304,79 @@ class Texts:
     def num_tokens(self) -> np.ndarray:
         return np.bincount(self.tokens["doc"], minlength=self.n)
 
-    def count(self, substring: str) -> np.ndarray:
-        if substring not in self._counts:
-            self._counts[substring] = np.asarray(pc.count_substring(self.texts, substring), np.int64)
-        return self._counts[substring]
+    @property
+    def hashes(self) -> np.ndarray:
+        return self.char_counts[:, 1]
+
+    @property
+    def ellipses(self) -> np.ndarray:
+        return self.char_counts[:, 2]
+
+    @property
+    def newlines(self) -> np.ndarray:
+        return self.char_counts[:, 3]
 
     @functools.cached_property
-    def splitlines(self) -> tuple[pa.Array, np.ndarray]:
-        """(lines of all texts as str.splitlines() gives them, text of each line)."""
-        pieces = pc.split_pattern_regex(self.texts, _SPLITLINES)
-        per_text = np.asarray(pc.list_value_length(pieces), np.int64)
-        flat = pc.list_flatten(pieces)
-        lengths = np.asarray(pc.binary_length(flat), np.int64)
-        last = np.cumsum(per_text) - 1
-        keep = np.ones(len(flat), bool)
-        keep[last[lengths[last] == 0]] = False  # no empty line after a final line break, nor in an empty text
-        doc = np.repeat(np.arange(self.n), per_text)
-        return flat.filter(pa.array(keep)), doc[keep]
+    def splitlines(self) -> dict[str, np.ndarray]:
+        """The lines of all texts as str.splitlines() gives them: text, first char and end char of each, and
+        the two marks gopher_quality counts (see `_kernels.splitlines`)."""
+        from prep.text import _kernels
 
-    def split(self, pattern: str, strip: bool = False) -> tuple[pa.Array, np.ndarray]:
-        texts = pc.utf8_trim_whitespace(self.texts) if strip else self.texts
-        pieces = pc.split_pattern_regex(texts, pattern)
-        per_text = np.asarray(pc.list_value_length(pieces), np.int64)
-        return pc.list_flatten(pieces), np.repeat(np.arange(self.n), per_text)
+        cps, offsets = self.code_points
+        names = ("doc", "start", "end", "bullet", "ellipsis")
+        return dict(zip(names, _kernels.splitlines(cps, _classes(), offsets), strict=True))
 
-    def duplicates(self, elements: pa.Array, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(elements per text, repeated elements per text, characters of the repeated ones), as datatrove's
-        find_duplicates: an element repeats when an equal one came earlier in the same text."""
-        ids = np.asarray(pc.dictionary_encode(elements).indices, np.int64) if len(elements) else np.zeros(0, np.int64)
-        width = int(ids.max(initial=0)) + 1
-        _, _, first = _unique_first(doc * width + ids, self.n * width)
-        chars = np.asarray(pc.utf8_length(elements), np.int64)
+    def split(self, min_run: int, trim: bool = False) -> dict[str, np.ndarray]:
+        """Text, first char, end char, hash and whether it has a non-whitespace character, of each piece between
+        newline separators (see `_kernels.newline_pieces`)."""
+        from prep.text import _kernels
+
+        cps, offsets = self.code_points
+        names = ("doc", "start", "end", "hash", "content")
+        return dict(zip(names, _kernels.newline_pieces(cps, _classes(), offsets, min_run, trim), strict=True))
+
+    @functools.cached_property
+    def newline_pieces(self) -> dict[str, np.ndarray]:
+        """The pieces between every two "\n" (`split(0)`), which fineweb and gopher_repetition share."""
+        return self.split(0)
+
+    @functools.cached_property
+    def line_run_pieces(self) -> np.ndarray:
+        """Which of `newline_pieces` are the pieces of a split at runs of "\n" (regex \n+): the non-empty ones,
+        and the first and last of each text even when empty."""
+        pieces = self.newline_pieces
+        doc = pieces["doc"]
+        edge = np.ones(len(doc) + 1, bool)
+        np.not_equal(doc[1:], doc[:-1], out=edge[1:-1])
+        return (pieces["end"] > pieces["start"]) | edge[:-1] | edge[1:]
+
+    def duplicates(self, pieces: Mapping[str, np.ndarray], keep: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pieces per text, repeated pieces per text, characters of the repeated ones), as datatrove's
+        find_duplicates: a piece repeats when an equal one (by 64-bit hash) came earlier in the same text.
+        `keep`: the pieces to count, all if None."""
+        doc, chars, hashes = pieces["doc"], pieces["end"] - pieces["start"], pieces["hash"]
+        if keep is not None:
+            doc, chars, hashes = doc[keep], chars[keep], hashes[keep]
+        _, _, first = _unique_first(hashes, doc)
         repeated = ~first
         return (np.bincount(doc, minlength=self.n), np.bincount(doc[repeated], minlength=self.n),
                 np.bincount(doc[repeated], weights=chars[repeated], minlength=self.n))
-
-    @functools.cached_property
-    def token_ids(self) -> tuple[np.ndarray, int]:
-        """(dense id of each token, number of ids): equal ids for equal tokens of the same text only."""
-        t = self.tokens
-        with np.errstate(over="ignore"):
-            ids, _, _ = _unique_first(t["hash"] ^ (t["doc"].astype(np.uint64) * _C))
-        return ids, int(ids.max(initial=-1)) + 1
 
     @functools.cached_property
     def ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """n -> (first token of every n-gram that may repeat, how often it occurs in its text, whether this is
         its first occurrence), n = 2..10; an n-gram at no listed position occurs once in its text.
 
-        2-grams are grouped by (token id, next token id) over pairs inside one text. An n-gram can
-        repeat only where the (n-1)-grams at its first and second token repeat, so a level only
-        groups those positions, by (id of the (n-1)-gram, last token id).
+        2-grams are grouped by a 64-bit key of (text, token, next token) over pairs inside one text. An
+        n-gram can repeat only where the (n-1)-grams at its first and second token repeat, so a level only
+        groups those positions, by a key of (group of the (n-1)-gram, last token).
         """
-        ids, width = self.token_ids
-        doc = self.tokens["doc"]
-        m = len(ids)
-        levels = {}
-        at = np.flatnonzero(doc[:-1] == doc[1:]) if m > 1 else np.zeros(0, np.int64)
-        group, count, first = _unique_first(ids[at] * width + ids[at + 1], width * width)
-        levels[2] = at, count, first
-        for n in range(3, 11):
-            repeated = np.zeros(m + 1, bool)
-            repeated[at[count >= 2]] = True
-            previous = np.zeros(m, np.int64)
-            previous[at] = group
-            groups = int(group.max(initial=-1)) + 1
-            at = np.flatnonzero(repeated[:-1] & repeated[1:])
-            at = at[(at + n - 1 < m)]
-            at = at[doc[at] == doc[np.minimum(at + n - 1, m - 1)]]
-            group, count, first = _unique_first(previous[at] * width + ids[at + n - 1], groups * width)
-            levels[n] = at, count, first
-        return levels
+        from prep.text import _kernels
+
+        at, count, first, bounds = _kernels.ngram_levels(self.tokens["hash"], self.tokens["doc"], 10)
+        spans = zip(range(2, 11), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
+        return {n: (at[a:b], count[a:b], first[a:b]) for n, a, b in spans}
 
     @functools.cached_property
     def token_chars(self) -> np.ndarray:
@@ -460,24 +390,22 @@ def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
     content = t.per_text(other.astype(np.float64))  # words with a character that is not punctuation
     content_chars = t.per_text(np.where(other, tok["len"], 0).astype(np.float64))
     mean_length = np.divide(content_chars, content, out=np.full(t.n, np.nan), where=content > 0)
-    lines, line_doc = t.splitlines
+    lines = t.splitlines
+    line_doc = lines["doc"]
     num_lines = np.bincount(line_doc, minlength=t.n)
-    left = pc.utf8_ltrim_whitespace(lines)
-    bullet = np.asarray(pc.or_(pc.starts_with(left, "•"), pc.starts_with(left, "-")), bool)
-    right = pc.utf8_rtrim_whitespace(lines)
-    ellipsis_end = np.asarray(pc.or_(pc.ends_with(right, "..."), pc.ends_with(right, "…")), bool)
+    bullet, ellipsis_end = lines["bullet"], lines["ellipsis"]
     stop = np.array([_hash_word(w) for w in s["stop_words"]], np.uint64)
     is_stop = np.isin(tok["hash"], stop)
-    stop_hashes = np.where(is_stop, tok["hash"], np.uint64(0))
-    _, _, first = _unique_first(tok["doc"].astype(np.uint64) * _C + stop_hashes)
-    distinct_stops = np.bincount(tok["doc"][is_stop & first], minlength=t.n)
+    stop_doc = tok["doc"][is_stop]
+    _, _, first = _unique_first(tok["hash"][is_stop], stop_doc)
+    distinct_stops = np.bincount(stop_doc[first], minlength=t.n)
     return [
         ("min_words", content, "<", s["min_words"]),
         ("max_words", content, ">", s["max_words"]),
         ("min_mean_word_length", mean_length, "<", s["min_mean_word_length"]),
         ("max_mean_word_length", mean_length, ">", s["max_mean_word_length"]),
-        ("max_hash_ratio", _ratio(t.count("#"), words), ">", s["max_hash_ratio"]),
-        ("max_ellipsis_ratio", _ratio(t.count("...") + t.count("…"), words), ">", s["max_ellipsis_ratio"]),
+        ("max_hash_ratio", _ratio(t.hashes, words), ">", s["max_hash_ratio"]),
+        ("max_ellipsis_ratio", _ratio(t.ellipses, words), ">", s["max_ellipsis_ratio"]),
         ("max_bullet_lines", _ratio(np.bincount(line_doc[bullet], minlength=t.n), num_lines), ">",
          s["max_bullet_lines"]),
         ("max_ellipsis_lines", _ratio(np.bincount(line_doc[ellipsis_end], minlength=t.n), num_lines), ">",
@@ -489,16 +417,14 @@ def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
 
 def _hash_word(word: str) -> np.uint64:
     """The token hash of `Texts.tokens` for one word."""
-    value = sum(ord(ch) * pow(int(_B), i, 1 << 64) for i, ch in enumerate(word))
+    value = sum(ord(ch) * pow(int(HASH_BASE), i, 1 << 64) for i, ch in enumerate(word))
     return np.uint64((value + len(word)) % (1 << 64))
 
 
 def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
     chars = t.num_chars
-    paras, para_doc = t.split(r"\n{2,}", strip=True)
-    p_count, p_dup, p_dup_chars = t.duplicates(paras, para_doc)
-    lines, line_doc = t.split(r"\n+")
-    l_count, l_dup, l_dup_chars = t.duplicates(lines, line_doc)
+    p_count, p_dup, p_dup_chars = t.duplicates(t.split(2, trim=True))  # regex \n{2,} on the stripped text
+    l_count, l_dup, l_dup_chars = t.duplicates(t.newline_pieces, t.line_run_pieces)  # regex \n+
     checks = [
         ("empty", (chars == 0).astype(np.float64), ">", 0.5),
         ("max_dup_para_frac", _ratio(p_dup, p_count), ">", s["max_dup_para_frac"]),
@@ -532,50 +458,36 @@ def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
 
 
 def _greedy_duplicates(t: Texts, n: int) -> np.ndarray:
-    """Characters of repeated n-grams as datatrove's find_all_duplicate counts them: scanning the words,
-    an n-gram seen before counts and the scan jumps past it, else it moves on by one word."""
+    """Characters of repeated n-grams as datatrove's find_all_duplicate counts them."""
+    from prep.text import _kernels
+
     at, _, first = t.ngrams[n]
-    out = np.zeros(t.n)
     rep = at[~first]
-    if not len(rep):
-        return out
-    doc = t.tokens["doc"][rep]
-    follow = np.searchsorted(rep, rep + n)
-    chosen = np.zeros(len(rep), bool)
-    current = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
-    while len(current):
-        chosen[current] = True
-        nxt = follow[current]
-        ok = nxt < len(rep)
-        current, nxt = current[ok], nxt[ok]
-        current = nxt[doc[nxt] == doc[current]]
-    cumulative = t.token_chars
-    picked = rep[chosen]
-    return np.bincount(doc[chosen], weights=(cumulative[picked + n] - cumulative[picked]), minlength=t.n)
+    return _kernels.greedy_duplicates(rep, t.tokens["doc"][rep], t.token_chars, n, t.n)
 
 
 def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    lines, line_doc = t.splitlines
-    lines = pc.utf8_trim_whitespace(lines)
-    n_lines = len(lines)
-    words = pc.utf8_split_whitespace(lines)
+    from prep.text import _kernels
+
+    cps, _ = t.code_points
+    lines = t.splitlines
+    line_doc = lines["doc"]
+    n_lines = len(line_doc)
+    start, end, words, longest, terminal = _kernels.c4_lines(
+        cps, _classes(), lines["start"], lines["end"], s["remove_citations"])
     ok = np.ones(n_lines, bool)
     if s["max_word_length"] is not False and s["max_word_length"] != -1:
-        longest = pc.max(pc.utf8_length(pc.list_flatten(words))) if n_lines else None
-        if longest is not None and (longest.as_py() or 0) > s["max_word_length"]:
-            word_lengths = np.asarray(pc.utf8_length(pc.list_flatten(words)), np.int64)
-            word_line = np.repeat(np.arange(n_lines), np.asarray(pc.list_value_length(words), np.int64))
-            ok &= np.bincount(word_line[word_lengths > s["max_word_length"]], minlength=n_lines) == 0
-    if s["remove_citations"]:
-        lines = pc.replace_substring_regex(lines, _CITATION, "")
+        ok &= longest <= s["max_word_length"]
     if s["terminal_punct"]:
-        ends = np.asarray(pc.match_substring_regex(lines, r"[.?!\"']$"), bool)
-        ok &= ends & ~np.asarray(pc.ends_with(lines, "..."), bool)
+        ok &= terminal
     if s["min_words_per_line"] is not False:
-        ok &= np.asarray(pc.list_value_length(words), np.int64) >= s["min_words_per_line"]
+        ok &= words >= s["min_words_per_line"]
     # the remaining checks only concern the lines still kept (few, usually): look at those alone
     live = np.flatnonzero(ok)
-    kept_lines = lines.take(pa.array(live))
+    joined = _kernels.gather(cps, start[live], end[live]).tobytes().decode("utf-32-le")
+    kept_lines = pc.list_flatten(pc.split_pattern(pa.array([joined]), "\n")).slice(0, len(live))
+    if s["remove_citations"]:
+        kept_lines = pc.replace_substring_regex(kept_lines, _CITATION, "")
     lower = pc.utf8_lower(kept_lines)
 
     def where(array: pa.Array, pattern: str, regex: bool = False) -> np.ndarray:
@@ -613,19 +525,18 @@ def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
 
 
 def _fineweb(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    lines, doc = t.split("\n")
-    blank = np.asarray(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0), bool)
-    lines, doc = lines.filter(pa.array(~blank)), doc[~blank]
+    pieces = t.newline_pieces  # blank lines are left out
+    content = pieces["content"]
+    doc, chars, end = pieces["doc"][content], (pieces["end"] - pieces["start"])[content], pieces["end"][content]
     count = np.bincount(doc, minlength=t.n)
-    last = pc.utf8_slice_codeunits(lines, -1)
-    last_cp = _code_points(last)
-    punct = (_classes()[last_cp] & _TERMINAL) > 0
+    cps, _ = t.code_points
+    punct = (_classes()[cps[end - 1]] & TERMINAL) > 0
     punct_ratio = _ratio(np.bincount(doc[punct], minlength=t.n), count)
     if s["line_punct_exclude_zero"]:
         punct_ratio = np.where(punct_ratio == 0, np.nan, punct_ratio)
-    short = np.asarray(pc.utf8_length(lines), np.int64) <= s["short_line_length"]
-    _, _, dup_chars = t.duplicates(lines, doc)
-    newlines = t.count("\n")
+    short = chars <= s["short_line_length"]
+    _, _, dup_chars = t.duplicates(pieces, content)
+    newlines = t.newlines
     return [
         ("empty", (count == 0).astype(np.float64), ">", 0.5),
         ("min_line_punct", punct_ratio, "<", s["min_line_punct"]),

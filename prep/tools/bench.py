@@ -529,11 +529,15 @@ def run_bench(opts: BenchOptions) -> dict:
 
 def filter_costs(tables: Sequence[pa.Table], repeats: int) -> dict:
     """CPU milliseconds per MiB of text of each filter rule set alone, of all of them at once, and of the
-    text features, over the slice in prep's 1 MiB chunks (median over repeats, this process, one thread)."""
+    text features, over the slice in prep's 1 MiB chunks (median over repeats, this process, one thread);
+    and the seconds a process spends once to load the rules' compiled code (a worker does it at its start)."""
     from prep.text.features import FEATURES, compute_features
     from prep.text.filters import RULE_SETS, check_filters, prepare, text_verdict
 
     prepare()
+    start = time.perf_counter()
+    prepare(compiled=True)
+    load_s = time.perf_counter() - start
     chunks = []
     for table in tables:
         texts = table.column("text").combine_chunks()
@@ -559,7 +563,7 @@ def filter_costs(tables: Sequence[pa.Table], repeats: int) -> dict:
                 job(chunk)
             runs.append((time.process_time() - start) * 1000 / mib)
         costs[name] = round(statistics.median(runs), 2)
-    return {"mib": round(mib, 2), "chunks": len(chunks), "cpu_ms_per_mib": costs}
+    return {"mib": round(mib, 2), "chunks": len(chunks), "cpu_ms_per_mib": costs, "load_s": round(load_s, 2)}
 
 
 def feed_rate(corpus: Corpus, repeats: int) -> dict:
@@ -764,6 +768,8 @@ def format_report(result: dict) -> str:
         lines += ["", f"== filters: CPU ms per MiB of text, {f['mib']:.1f} MiB in {f['chunks']} chunks, one thread "
                   "(budget for all rules: 3 ms/MiB)"]
         lines += _table(["rules", "ms/MiB"], [[k, f"{v:.2f}"] for k, v in f["cpu_ms_per_mib"].items()])
+        if "load_s" in f:
+            lines.append(f"loading the rules' compiled code: {f['load_s']:.2f} s once per process (not in the above)")
     if result.get("feed"):
         f = result["feed"]
         lines += ["", f"== feed: the coordinator's work with a no-op stage (cut, digest, shared memory), "

@@ -1,0 +1,12 @@
+"""Code point class bits and hash constants that the filter rules share with their compiled loops.
+
+A module of its own so that `prep.text._kernels` (which imports numba) need not import the rules'
+module, which imports it only when a rule set is configured.
+"""
+
+import numpy as np
+
+# Code point classes, one bit each.
+SPACE, PUNCT, ALPHA, DIGIT, TERMINAL, CJK = (1 << i for i in range(6))
+HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # the base of the token and piece hashes
+GROUP_MIX = np.uint64(0xC2B2AE3D27D4EB4F)  # mixes an n-gram group id into the keys of the next level
