@@ -136,7 +136,8 @@ def test_a_64_bit_collision_never_removes_a_distinct_document(monkeypatch: pytes
     monkeypatch.setattr(dedup_module.hashlib, "blake2b", colliding)
     keys = dedup_keys(texts)
     assert len({k[:8].tobytes() for k in keys}) == 1  # the collision is there
-    decision = Deduper(DedupSettings(exact=True, keep_rows=True)).decide(keys.tobytes(), ["a", "b", "c", "d"])
+    decision = Deduper(DedupSettings(exact=True, keep_rows=True)).decide(["a", "b", "c", "d"],
+                                                                         {"dedup_keys": keys.tobytes()})
     assert decision == {"drop": [2], "counts": {"dedup_exact": 1}, "rows": [
         {"id": "c", "rule": "dedup_exact", "value": 1.0, "threshold": None, "duplicate_of": "a"}]}
 
@@ -162,12 +163,13 @@ def test_spill_path_in_process_decides_as_in_memory() -> None:
     for deduper in (memory, disk):  # in batches of 100: the later ones look up what the earlier ones spilled
         drops = []
         for i in range(0, 2000, 100):
-            decision = deduper.decide(keys[i * 24:(i + 100) * 24], ids[i:i + 100], bands[i * 112:(i + 100) * 112])
+            decision = deduper.decide(ids[i:i + 100], {"dedup_keys": keys[i * 24:(i + 100) * 24],
+                                                       "dedup_bands": bands[i * 112:(i + 100) * 112]})
             drops += [(i + j, row) for j, row in zip(decision["drop"], decision["rows"], strict=True)]
         results.append(drops)
     assert results[0] == results[1]
     assert 2000 - len(results[0]) == len(set(texts.to_pylist()))
-    assert disk.index.spilled and not memory.index.spilled
+    assert disk.index.spilled and disk.bands.spilled and not memory.index.spilled and not memory.bands.spilled
 
 
 def test_dedup_off_computes_and_writes_nothing(tmp_path: Path) -> None:

@@ -166,7 +166,7 @@ def first_line(exc: BaseException) -> str:
 
 def _for_writer(stats: dict, decision: dict | None) -> dict:
     """A part's stats as its writer needs them: the driver's dedup decision instead of the keys and ids."""
-    stats = {k: v for k, v in stats.items() if k not in ("dedup_keys", "dedup_bands", "dedup_sigs", "dedup_ids")}
+    stats = {k: v for k, v in stats.items() if not k.startswith("dedup_")}
     if decision is not None:
         stats["dedup"] = decision
     return stats
@@ -365,8 +365,7 @@ class RayEngine:
         for seq in shard.seqs:
             for start, (_, _, stats) in sorted(self.chunks[seq].parts.items()):
                 if stats["documents"]:
-                    decision = self.deduper.decide(stats["dedup_keys"], stats["dedup_ids"], stats["dedup_bands"],
-                                                   stats["dedup_sigs"])
+                    decision = self.deduper.decide(stats["dedup_ids"], stats)
                     self.decisions.setdefault(seq, {})[start] = decision
                     removed += len(decision["drop"])
         self.dedup_records[shard.index] = self.deduper.take_records()
