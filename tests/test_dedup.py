@@ -285,6 +285,61 @@ def test_minhash_estimates_match_exact_jaccard() -> None:
     assert abs(np.mean(errors)) < 0.02 and max(map(abs, errors)) < 0.12  # unbiased; sd ~ 0.03 at 256
 
 
+def test_the_threshold_is_checked_on_the_exact_jaccard_of_the_shingles() -> None:
+    """Variants of originals with 2 to 10 of 200 words changed (5-gram Jaccard ~0.9 down to ~0.6), decided in
+    batches with a budget that spills: a variant goes exactly when the Jaccard of its word 5-grams with its
+    original, computed here from the words, reaches 0.8, and the similarity reported is that Jaccard. Without
+    the threshold some variants below 0.8 go too: the check had candidates to turn down."""
+    rng = random.Random(8)
+    vocab = [f"t{i}k" for i in range(5000)]
+    docs = []
+    for o in range(30):
+        words = [rng.choice(vocab) for _ in range(200)]
+        docs.append((f"o{o}", words, None))
+        for changed in (2, 4, 6, 8, 10):
+            variant = list(words)
+            for j in rng.sample(range(200), changed):
+                variant[j] = f"new{rng.randrange(10**9)}"
+            docs.append((f"v{o}-{changed}", [w.upper() if j % 7 == 0 else w for j, w in enumerate(variant)], o))
+
+    def grams(words: list[str]) -> set[tuple[str, ...]]:
+        lower = [w.lower() for w in words]
+        return {tuple(lower[i:i + 5]) for i in range(len(lower) - 4)}
+
+    by_id = {doc_id: grams(words) for doc_id, words, _ in docs}
+
+    def jaccard(a: str, b: str) -> float:
+        return len(by_id[a] & by_id[b]) / len(by_id[a] | by_id[b])
+
+    exact = {doc_id: jaccard(doc_id, f"o{o}") for doc_id, _, o in docs if o is not None}
+    assert min(exact.values()) < 0.7 and max(exact.values()) > 0.9
+    texts = pa.array([" ".join(words) for _, words, _ in docs])
+    hasher = MinHasher()
+    shingle, spans = hasher.shingles(texts)
+    sig, has = hasher.minhash(shingle, spans)
+    bands, sets = hasher.band_keys(sig), dedup_module.shingle_sets(shingle, spans)
+    removed = []
+    for threshold in (0.8, None):
+        deduper = Deduper(DedupSettings(near=True, threshold=threshold, keep_rows=True, memory=2048))
+        rows = []
+        for start in range(0, len(docs), 45):
+            stop = start + 45
+            rows += deduper.decide([d[0] for d in docs[start:stop]], {
+                "dedup_bands": bands[start:stop].tobytes(), "dedup_shingles": dedup_module.pack_sets(sets[start:stop])
+            })["rows"]
+        removed.append({r["id"]: r for r in rows})
+        if threshold is not None:
+            assert deduper.index.spilled
+    with_threshold, without = removed
+    for doc_id, row in with_threshold.items():  # each removal: the Jaccard of its shingles, at least 0.8
+        assert row["value"] == pytest.approx(jaccard(doc_id, row["duplicate_of"]), abs=1e-12)
+        assert row["value"] >= 0.8 and row["threshold"] == 0.8
+    original_found = {i for i, row in without.items() if row["duplicate_of"] == f"o{i[1:].split('-')[0]}"}
+    assert {i for i in original_found if exact[i] >= 0.8} <= set(with_threshold)
+    assert {i for i, j in exact.items() if j >= 0.9} <= set(with_threshold)  # LSH misses ~1e-4 at 0.9
+    assert {i for i in original_found if exact[i] < 0.8}  # candidates below the threshold, turned down above
+
+
 def test_the_dedup_pipeline_file_loads() -> None:
     config = load_pipeline(Path(__file__).resolve().parent.parent / "pipelines" / "pretrain-dedup.toml")
     assert (config.dedup_exact, config.dedup_near, config.dedup_bands, config.dedup_rows) == (True, True, 14, 8)
