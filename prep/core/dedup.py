@@ -8,13 +8,15 @@ documents with equal `content_hash` but different texts differ in the second dig
 
 Near: MinHash signatures of lower-cased word n-gram shingles, vectorised with numpy over the batch, cut into
 bands x rows; a document sharing a band hash with an earlier kept document is a near duplicate of the earliest
-(with a threshold: of the earliest whose estimated Jaccard similarity reaches it).
+(with a threshold: of the earliest whose shingle set has at least that Jaccard similarity with its own; each
+kept document's set of shingle hashes is then kept, 4 bytes a shingle, in the spillable index).
 
-The decisions are taken by `Deduper`, fed in seq order by the writer (or by the Ray driver). Its index lives in
-a dict below its memory budget; past it, the entries move into an sqlite table on disk (the standard library's
-embedded store) and the run goes on. Every committed shard's index records are appended to `_dedup.jsonl`,
-whose committed length the journal records, so `--resume` rebuilds the same index and takes the same decisions
-as an uninterrupted run.
+The decisions are taken by `Deduper`, fed in seq order by the writer (or by the Ray driver). The band index
+(prep.core.bands: numpy sorted runs, or band-index actors on Ray) is looked up a batch at once; the rest of the
+index lives in a dict below its memory budget and past it moves into an sqlite table on disk (the standard
+library's embedded store), and the run goes on. Every committed shard's index records are appended to
+`_dedup.jsonl`, whose committed length the journal records, so `--resume` rebuilds the same index and takes the
+same decisions as an uninterrupted run.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ bands in a `BandStore` with its share of the memory budget, spilling to its node
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ class BandActor:
     def held(self) -> dict:
         """Which bands this actor holds and how many keys of each: what the tests check the split by."""
         return {"bands": self.band_numbers, "entries": self.store.entries, "spilled": self.store.spilled}
+
+    def close(self) -> None:
+        self.store.close()  # its spill files: ray.kill runs no finaliser
 
 
 class ShardedBands:
@@ -72,6 +76,8 @@ class ShardedBands:
         return any(h["spilled"] for h in self.held())
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: an actor that died cannot remove its files
+            self.ray.get([actor.close.remote() for actor in self.actors])
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
