@@ -38,11 +38,12 @@ class BandStore:
         """(n, bands) uint64 keys -> (n, bands) int64: the ordinal stored for each key, -1 where absent."""
         found = np.full(keys.shape, -1, np.int64)
         for band in range(keys.shape[1]):
-            col = keys[:, band]
+            order = np.argsort(keys[:, band])  # sorted needles: numpy's search starts from the last answer
+            col = keys[order, band]
             for run_keys, run_ords in self.mem[band] + self.disk[band]:
                 pos = np.minimum(np.searchsorted(run_keys, col), len(run_keys) - 1)
                 hit = np.flatnonzero(run_keys[pos] == col)
-                found[hit, band] = run_ords[pos[hit]]
+                found[order[hit], band] = run_ords[pos[hit]]
         return found
 
     def add(self, keys: np.ndarray, ords: np.ndarray, new: np.ndarray) -> None:
