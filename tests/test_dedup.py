@@ -285,6 +285,16 @@ def test_minhash_estimates_match_exact_jaccard() -> None:
     assert abs(np.mean(errors)) < 0.02 and max(map(abs, errors)) < 0.12  # unbiased; sd ~ 0.03 at 256
 
 
+def test_shingles_are_the_words_of_str_split_whatever_the_surrounding_whitespace() -> None:
+    """Arrow's whitespace split gives an empty word for leading and trailing whitespace: not a shingle."""
+    texts = ["\n  Alpha beta\tgamma delta epsilon zeta \n", "alpha beta gamma delta epsilon zeta", "  \n ", ""]
+    shingle, spans = MinHasher().shingles(pa.array(texts))
+    expected = [max(len(t.split()) - 4, 1) if t.split() else 0 for t in texts]
+    assert spans.tolist() == expected == [2, 2, 0, 0]
+    sets = dedup_module.shingle_sets(shingle, spans)
+    assert sets[0] == sets[1] and sets[2] == sets[3] == b""
+
+
 def test_the_threshold_is_checked_on_the_exact_jaccard_of_the_shingles() -> None:
     """Variants of originals with 2 to 10 of 200 words changed (5-gram Jaccard ~0.9 down to ~0.6), decided in
     batches with a budget that spills: a variant goes exactly when the Jaccard of its word 5-grams with its

@@ -139,8 +139,11 @@ class MinHasher:
         A text with fewer than `ngram` words is one shingle of all of them; one with none has no shingle."""
         with np.errstate(over="ignore"):
             words = pc.utf8_split_whitespace(pc.utf8_lower(texts.fill_null("")))
-            counts = pc.list_value_length(words).to_numpy(zero_copy_only=False).astype(np.int64)
-            wh = _word_hashes(pc.list_flatten(words))
+            flat = pc.list_flatten(words)  # with an empty word for leading or trailing whitespace: dropped
+            nonempty = pc.greater(pc.binary_length(flat), 0)
+            parent = pc.list_parent_indices(words).filter(nonempty).to_numpy(zero_copy_only=False)
+            counts = np.bincount(parent, minlength=len(texts)).astype(np.int64)
+            wh = _word_hashes(flat.filter(nonempty))
             doc_start = np.concatenate(([0], np.cumsum(counts)))[:-1]
             spans = np.maximum(counts - self.ngram + 1, 0)
             spans[(counts > 0) & (spans == 0)] = 1
