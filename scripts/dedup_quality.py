@@ -333,7 +333,7 @@ def run_costs(workers: int, repeats: int) -> None:
         print(f"\nprep run over ../shared/corpus, --workers {workers}, MB/s of text (each run):")
         off = np.median(rates["off"])
         for method, values in rates.items():
-            cost = "" if method == "off" else f", cost {1 - np.median(values) / off:+.0%} of throughput (medians)"
+            cost = "" if method == "off" else f", throughput {np.median(values) / off - 1:+.0%} against off (medians)"
             print(f"  {method:<11} {', '.join(f'{v:.2f}' for v in values)}{cost}")
         manifest = json.loads((Path(tmp) / "exact_near" / "_manifest.json").read_text())
         removed = removed_by(Path(tmp) / "exact_near")
