@@ -327,7 +327,8 @@ def run_costs(workers: int, repeats: int) -> None:
         for _ in range(repeats):
             for method in rates:
                 out = Path(tmp) / method.replace(",", "_")
-                flags = () if method == "off" else ("--dedup", method, "--keep-filtered")
+                flags = {"off": (), "exact": ("--dedup", "exact"),  # only the last writes the audit it reads
+                         "exact,near": ("--dedup", "exact,near", "--keep-filtered")}[method]
                 manifest = prep_run(SHARED / "corpus", out, workers, *flags)
                 rates[method].append(manifest["counts"]["bytes_in"] / 1e6 / manifest["timings"]["wall_s"])
         print(f"\nprep run over ../shared/corpus, --workers {workers}, MB/s of text (each run):")
