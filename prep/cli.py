@@ -98,8 +98,8 @@ def run(
                                                            "exact,near | off")] = None,
     dedup_memory: Annotated[str | None, typer.Option(help="dedup index memory before it spills to disk "
                                                           "(default 2GiB)")] = None,
-    dedup_threshold: Annotated[float | None, typer.Option(help="near dedup: also require this estimated "
-                                                                "Jaccard similarity")] = None,
+    dedup_threshold: Annotated[float | None, typer.Option(help="near dedup: also require this Jaccard "
+                                                                "similarity of the shingles")] = None,
     chunk_timeout: Annotated[float | None, typer.Option(help="seconds per chunk_bytes of text: a hang")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output")] = False,
     resume: Annotated[bool, typer.Option(help="continue an interrupted run")] = False,

@@ -61,7 +61,7 @@ class PipelineConfig:
     dedup_num_perm: int = 112
     dedup_bands: int = 14
     dedup_rows: int = 8
-    dedup_threshold: float | None = None  # near: also require this estimated Jaccard similarity
+    dedup_threshold: float | None = None  # near: also require this Jaccard similarity of shingles
     dedup_memory: int = 2 * 2**30  # the index's memory budget; past it, it spills to disk (never changes output)
     # output
     keep_text: bool = False

@@ -136,7 +136,8 @@ def test_a_64_bit_collision_never_removes_a_distinct_document(monkeypatch: pytes
     monkeypatch.setattr(dedup_module.hashlib, "blake2b", colliding)
     keys = dedup_keys(texts)
     assert len({k[:8].tobytes() for k in keys}) == 1  # the collision is there
-    decision = Deduper(DedupSettings(exact=True, keep_rows=True)).decide(keys.tobytes(), ["a", "b", "c", "d"])
+    decision = Deduper(DedupSettings(exact=True, keep_rows=True)).decide(["a", "b", "c", "d"],
+                                                                         {"dedup_keys": keys.tobytes()})
     assert decision == {"drop": [2], "counts": {"dedup_exact": 1}, "rows": [
         {"id": "c", "rule": "dedup_exact", "value": 1.0, "threshold": None, "duplicate_of": "a"}]}
 
@@ -162,12 +163,13 @@ def test_spill_path_in_process_decides_as_in_memory() -> None:
     for deduper in (memory, disk):  # in batches of 100: the later ones look up what the earlier ones spilled
         drops = []
         for i in range(0, 2000, 100):
-            decision = deduper.decide(keys[i * 24:(i + 100) * 24], ids[i:i + 100], bands[i * 112:(i + 100) * 112])
+            decision = deduper.decide(ids[i:i + 100], {"dedup_keys": keys[i * 24:(i + 100) * 24],
+                                                       "dedup_bands": bands[i * 112:(i + 100) * 112]})
             drops += [(i + j, row) for j, row in zip(decision["drop"], decision["rows"], strict=True)]
         results.append(drops)
     assert results[0] == results[1]
     assert 2000 - len(results[0]) == len(set(texts.to_pylist()))
-    assert disk.index.spilled and not memory.index.spilled
+    assert disk.index.spilled and disk.bands.spilled and not memory.index.spilled and not memory.bands.spilled
 
 
 def test_dedup_off_computes_and_writes_nothing(tmp_path: Path) -> None:
@@ -281,6 +283,71 @@ def test_minhash_estimates_match_exact_jaccard() -> None:
             exact = len(grams[0] & grams[1]) / len(grams[0] | grams[1])
             errors.append(float(np.mean(sig[0] == sig[1])) - exact)
     assert abs(np.mean(errors)) < 0.02 and max(map(abs, errors)) < 0.12  # unbiased; sd ~ 0.03 at 256
+
+
+def test_shingles_are_the_words_of_str_split_whatever_the_surrounding_whitespace() -> None:
+    """Arrow's whitespace split gives an empty word for leading and trailing whitespace: not a shingle."""
+    texts = ["\n  Alpha beta\tgamma delta epsilon zeta \n", "alpha beta gamma delta epsilon zeta", "  \n ", ""]
+    shingle, spans = MinHasher().shingles(pa.array(texts))
+    expected = [max(len(t.split()) - 4, 1) if t.split() else 0 for t in texts]
+    assert spans.tolist() == expected == [2, 2, 0, 0]
+    sets = dedup_module.shingle_sets(shingle, spans)
+    assert sets[0] == sets[1] and sets[2] == sets[3] == b""
+
+
+def test_the_threshold_is_checked_on_the_exact_jaccard_of_the_shingles() -> None:
+    """Variants of originals with 2 to 10 of 200 words changed (5-gram Jaccard ~0.9 down to ~0.6), decided in
+    batches with a budget that spills: a variant goes exactly when the Jaccard of its word 5-grams with its
+    original, computed here from the words, reaches 0.8, and the similarity reported is that Jaccard. Without
+    the threshold some variants below 0.8 go too: the check had candidates to turn down."""
+    rng = random.Random(8)
+    vocab = [f"t{i}k" for i in range(5000)]
+    docs = []
+    for o in range(30):
+        words = [rng.choice(vocab) for _ in range(200)]
+        docs.append((f"o{o}", words, None))
+        for changed in (2, 4, 6, 8, 10):
+            variant = list(words)
+            for j in rng.sample(range(200), changed):
+                variant[j] = f"new{rng.randrange(10**9)}"
+            docs.append((f"v{o}-{changed}", [w.upper() if j % 7 == 0 else w for j, w in enumerate(variant)], o))
+
+    def grams(words: list[str]) -> set[tuple[str, ...]]:
+        lower = [w.lower() for w in words]
+        return {tuple(lower[i:i + 5]) for i in range(len(lower) - 4)}
+
+    by_id = {doc_id: grams(words) for doc_id, words, _ in docs}
+
+    def jaccard(a: str, b: str) -> float:
+        return len(by_id[a] & by_id[b]) / len(by_id[a] | by_id[b])
+
+    exact = {doc_id: jaccard(doc_id, f"o{o}") for doc_id, _, o in docs if o is not None}
+    assert min(exact.values()) < 0.7 and max(exact.values()) > 0.9
+    texts = pa.array([" ".join(words) for _, words, _ in docs])
+    hasher = MinHasher()
+    shingle, spans = hasher.shingles(texts)
+    sig, has = hasher.minhash(shingle, spans)
+    bands, sets = hasher.band_keys(sig), dedup_module.shingle_sets(shingle, spans)
+    removed = []
+    for threshold in (0.8, None):
+        deduper = Deduper(DedupSettings(near=True, threshold=threshold, keep_rows=True, memory=2048))
+        rows = []
+        for start in range(0, len(docs), 45):
+            stop = start + 45
+            rows += deduper.decide([d[0] for d in docs[start:stop]], {
+                "dedup_bands": bands[start:stop].tobytes(), "dedup_shingles": dedup_module.pack_sets(sets[start:stop])
+            })["rows"]
+        removed.append({r["id"]: r for r in rows})
+        if threshold is not None:
+            assert deduper.index.spilled
+    with_threshold, without = removed
+    for doc_id, row in with_threshold.items():  # each removal: the Jaccard of its shingles, at least 0.8
+        assert row["value"] == pytest.approx(jaccard(doc_id, row["duplicate_of"]), abs=1e-12)
+        assert row["value"] >= 0.8 and row["threshold"] == 0.8
+    original_found = {i for i, row in without.items() if row["duplicate_of"] == f"o{i[1:].split('-')[0]}"}
+    assert {i for i in original_found if exact[i] >= 0.8} <= set(with_threshold)
+    assert {i for i, j in exact.items() if j >= 0.9} <= set(with_threshold)  # LSH misses ~1e-4 at 0.9
+    assert {i for i in original_found if exact[i] < 0.8}  # candidates below the threshold, turned down above
 
 
 def test_the_dedup_pipeline_file_loads() -> None:

@@ -289,6 +289,65 @@ def test_a_cluster_that_loses_a_nodes_workers_loses_and_doubles_nothing(tmp_path
         cluster.shutdown()
 
 
+@pytest.mark.slow
+def test_near_dedup_with_the_band_index_on_actors_writes_the_local_engines_bytes(tmp_path):
+    """Exact and near dedup with a threshold checked on shingles and a budget so small that every band-index
+    actor spills: the same shards, audit and index records as the local engine with its in-memory index."""
+    from test_dedup import near_corpus, run_dedup
+
+    inp, docs, planted = near_corpus(tmp_path / "in.jsonl")
+    flags = ("--workers", "2", "--keep-filtered", "--dedup", "exact,near", "--dedup-threshold", "0.8")
+    local = run_dedup(inp, tmp_path / "local", *flags)
+    ray = run_dedup(inp, tmp_path / "ray", *flags, "--engine", "ray", "--dedup-memory", "1KiB")
+    assert shard_bytes_of(ray) == shard_bytes_of(local) and len(shard_bytes_of(local)) >= 3
+    for name in ("_filtered.parquet", "_dedup.jsonl"):
+        assert (ray / name).read_bytes() == (local / name).read_bytes()
+    manifests = [json.loads((o / MANIFEST).read_text()) for o in (local, ray)]
+    assert manifests[0]["counts"] == manifests[1]["counts"]
+    assert manifests[1]["dedup"]["spilled"] and not manifests[0]["dedup"]["spilled"]
+    assert {**manifests[1]["dedup"], "spilled": False} == manifests[0]["dedup"]
+    assert manifests[0]["dedup"]["near_removed"] > 10
+
+
+@pytest.mark.slow
+def test_band_index_actors_each_hold_only_their_bands_and_decide_as_one_store(local_ray):
+    """Rows of band keys with known duplicates (whole copies, copies inside a batch, one shared band), fed in
+    batches to a Deduper whose bands are on 3 actors with a tiny budget: the expected removals, the same
+    decisions as the in-process store, and actor k holds bands k, k+3, ... with one entry per distinct key of
+    the kept documents."""
+    import numpy as np
+
+    from prep.core.dedup import Deduper, DedupSettings
+    from prep.engines.ray.band_index import ShardedBands
+
+    rng = np.random.default_rng(4)
+    keys = rng.integers(1, 2**63, (600, 14), dtype=np.uint64)
+    keys[10:20] = keys[0:10]  # in the same batch as their originals
+    keys[300:400] = keys[0:100]
+    keys[400:500, 3] = keys[100:200, 3]  # one band shared
+    expected = {str(i): str(i - 10) for i in range(10, 20)}
+    expected |= {str(300 + j): str(j - 10 if 10 <= j < 20 else j) for j in range(100)}
+    expected |= {str(400 + j): str(100 + j) for j in range(100)}
+    settings = DedupSettings(near=True, keep_rows=True)
+    sharded = ShardedBands(local_ray, 14, 3, memory=1024)
+    decided = []
+    for deduper in (Deduper(settings), Deduper(settings, sharded)):
+        removed = {}
+        for start in range(0, 600, 50):
+            ids = [str(i) for i in range(start, start + 50)]
+            decision = deduper.decide(ids, {"dedup_bands": keys[start:start + 50].tobytes()})
+            removed |= {row["id"]: row["duplicate_of"] for row in decision["rows"]}
+        decided.append(removed)
+    assert decided[0] == decided[1] == expected
+    kept = [i for i in range(600) if str(i) not in expected]
+    held = sharded.held()
+    assert [h["bands"] for h in held] == [list(range(k, 14, 3)) for k in range(3)]
+    for h in held:
+        assert h["spilled"]
+        assert h["entries"] == [len({int(keys[i, band]) for i in kept}) for band in h["bands"]]
+    sharded.close()
+
+
 def test_engine_ray_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

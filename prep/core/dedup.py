@@ -8,13 +8,15 @@ documents with equal `content_hash` but different texts differ in the second dig
 
 Near: MinHash signatures of lower-cased word n-gram shingles, vectorised with numpy over the batch, cut into
 bands x rows; a document sharing a band hash with an earlier kept document is a near duplicate of the earliest
-(with a threshold: of the earliest whose estimated Jaccard similarity reaches it).
+(with a threshold: of the earliest whose shingle set has at least that Jaccard similarity with its own; each
+kept document's set of shingle hashes is then kept, 4 bytes a shingle, in the spillable index).
 
-The decisions are taken by `Deduper`, fed in seq order by the writer (or by the Ray driver). Its index lives in
-a dict below its memory budget; past it, the entries move into an sqlite table on disk (the standard library's
-embedded store) and the run goes on. Every committed shard's index records are appended to `_dedup.jsonl`,
-whose committed length the journal records, so `--resume` rebuilds the same index and takes the same decisions
-as an uninterrupted run.
+The decisions are taken by `Deduper`, fed in seq order by the writer (or by the Ray driver). The band index
+(prep.core.bands: numpy sorted runs, or band-index actors on Ray) is looked up a batch at once; the rest of the
+index lives in a dict below its memory budget and past it moves into an sqlite table on disk (the standard
+library's embedded store), and the run goes on. Every committed shard's index records are appended to
+`_dedup.jsonl`, whose committed length the journal records, so `--resume` rebuilds the same index and takes the
+same decisions as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ import sqlite3
 import sys
 import tempfile
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prep.core.bands import BandStore
 from prep.errors import UserError
 
 KEY_BYTES = 24  # content_hash (8, little-endian as the feature) + independent digest (16)
@@ -39,6 +43,7 @@ _ENTRY_OVERHEAD = 104  # a dict slot (amortised over resizes) beside the key and
 INDEX_FILE = "_dedup.jsonl"  # committed shards' index records; the journal gives its committed length
 RULE_EXACT = "dedup_exact"
 RULE_NEAR = "dedup_near"
+_LOAD_BATCH = 65536  # index records whose band keys a resumed run adds at once
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class DedupSettings:
     num_perm: int = 112
     bands: int = 14
     rows: int = 8
-    threshold: float | None = None  # near: a candidate must also have this estimated Jaccard similarity
+    threshold: float | None = None  # near: a candidate must also have this Jaccard similarity of shingles
 
     @property
     def on(self) -> bool:
@@ -61,8 +66,13 @@ class DedupSettings:
 
     @property
     def signatures(self) -> bool:
-        """Whether the signatures themselves are kept (for a similarity: a threshold, or --keep-filtered)."""
-        return self.near and (self.threshold is not None or self.keep_rows)
+        """Whether the signatures are kept: --keep-filtered without a threshold reports their estimate."""
+        return self.near and self.keep_rows and self.threshold is None
+
+    @property
+    def shingle_sets(self) -> bool:
+        """Whether each document's shingle set is kept: a threshold is checked on the shingles' Jaccard."""
+        return self.near and self.threshold is not None
 
 
 def parse_methods(value: str) -> list[str]:
@@ -124,13 +134,16 @@ class MinHasher:
     rows: int = 8
     seed: int = 1
 
-    def signatures(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """((n, num_perm) uint32 signatures, (n,) bool: has words). A text with fewer than `ngram` words is one
-        shingle of all of them; one with none has no signature (all ones) and is never a candidate."""
+    def shingles(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(every shingle's 64-bit hash, the documents' shingles one after another; (n,) shingles per document).
+        A text with fewer than `ngram` words is one shingle of all of them; one with none has no shingle."""
         with np.errstate(over="ignore"):
             words = pc.utf8_split_whitespace(pc.utf8_lower(texts.fill_null("")))
-            counts = pc.list_value_length(words).to_numpy(zero_copy_only=False).astype(np.int64)
-            wh = _word_hashes(pc.list_flatten(words))
+            flat = pc.list_flatten(words)  # with an empty word for leading or trailing whitespace: dropped
+            nonempty = pc.greater(pc.binary_length(flat), 0)
+            parent = pc.list_parent_indices(words).filter(nonempty).to_numpy(zero_copy_only=False)
+            counts = np.bincount(parent, minlength=len(texts)).astype(np.int64)
+            wh = _word_hashes(flat.filter(nonempty))
             doc_start = np.concatenate(([0], np.cumsum(counts)))[:-1]
             spans = np.maximum(counts - self.ngram + 1, 0)
             spans[(counts > 0) & (spans == 0)] = 1
@@ -142,13 +155,23 @@ class MinHasher:
             padded = np.concatenate((wh, np.zeros(self.ngram, np.uint64)))
             for t in range(self.ngram):
                 shingle = _mix(shingle * _P + np.where(t < width, padded[first + t], np.uint64(0)))
-            sig = np.full((len(counts), self.num_perm), np.iinfo(np.uint32).max, np.uint32)
-            has = spans > 0
-            if len(shingle):
-                rng = np.random.default_rng(self.seed)
-                a = rng.integers(1, 2**63, self.num_perm, dtype=np.uint64) | np.uint64(1)
-                b = rng.integers(0, 2**63, self.num_perm, dtype=np.uint64)
-                seg = (np.cumsum(spans) - spans)[has]
+        return shingle, spans
+
+    def signatures(self, texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """((n, num_perm) uint32 signatures, (n,) bool: has words); a text without words has no signature (all
+        ones) and is never a candidate."""
+        return self.minhash(*self.shingles(texts))
+
+    def minhash(self, shingle: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`signatures` from `shingles`' output."""
+        sig = np.full((len(spans), self.num_perm), np.iinfo(np.uint32).max, np.uint32)
+        has = spans > 0
+        if len(shingle):
+            rng = np.random.default_rng(self.seed)
+            a = rng.integers(1, 2**63, self.num_perm, dtype=np.uint64) | np.uint64(1)
+            b = rng.integers(0, 2**63, self.num_perm, dtype=np.uint64)
+            seg = (np.cumsum(spans) - spans)[has]
+            with np.errstate(over="ignore"):
                 for p in range(self.num_perm):  # one permutation at a time: contiguous, in cache
                     h = (shingle * a[p] + b[p]) >> np.uint64(32)
                     sig[has, p] = np.minimum.reduceat(h, seg)
@@ -164,6 +187,42 @@ class MinHasher:
                     h = _mix(h * _P + col.astype(np.uint64))
                 keys[:, band] = h
         return keys
+
+
+def shingle_sets(shingle: np.ndarray, spans: np.ndarray) -> list[bytes]:
+    """Each document's distinct shingles as sorted uint32 (the top half of their hashes): what the threshold's
+    Jaccard check compares. 4 bytes a shingle, where the text takes about 6 bytes a word."""
+    doc_of = np.repeat(np.arange(len(spans)), spans)
+    top = (shingle >> np.uint64(32)).astype(np.uint32)
+    order = np.lexsort((top, doc_of))
+    top, doc_of = top[order], doc_of[order]
+    distinct = np.ones(len(top), bool)
+    distinct[1:] = (top[1:] != top[:-1]) | (doc_of[1:] != doc_of[:-1])
+    top, doc_of = top[distinct], doc_of[distinct]
+    ends = np.cumsum(np.bincount(doc_of, minlength=len(spans)))
+    return [top[start:end].tobytes() for start, end in zip(np.concatenate(([0], ends[:-1])), ends, strict=True)]
+
+
+def pack_sets(sets: list[bytes]) -> bytes:
+    """Shingle sets as one byte string: each one's length (uint32, little-endian), then its bytes."""
+    return b"".join(len(s).to_bytes(4, "little") + s for s in sets)
+
+
+def unpack_sets(data: bytes) -> list[bytes]:
+    sets, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos:pos + 4], "little")
+        sets.append(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return sets
+
+
+def jaccard(a: bytes, b: bytes) -> float:
+    """Jaccard similarity of two shingle sets (sorted distinct uint32)."""
+    x, y = np.frombuffer(a, np.uint32), np.frombuffer(b, np.uint32)
+    both = len(np.intersect1d(x, y, assume_unique=True))
+    union = len(x) + len(y) - both
+    return both / union if union else 0.0
 
 
 class Index:
@@ -242,46 +301,120 @@ def _ordinal(o: int) -> bytes:
     return o.to_bytes(8, "big")
 
 
+class Bands(Protocol):
+    """The band index: `BandStore` in the local writer, band-index actors on Ray (prep.engines.ray.band_index)."""
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray: ...
+    def add(self, keys: np.ndarray, ords: np.ndarray, new: np.ndarray) -> None: ...
+    @property
+    def spilled(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+def index_bands(bands: Bands, keys: np.ndarray, ords: np.ndarray, found: np.ndarray) -> None:
+    """Add kept documents' band keys (rows in seq order, `found` their lookup) that the index lacks: each key
+    with the first of them that has it."""
+    new = found < 0
+    for band in range(keys.shape[1]):
+        first = np.zeros(len(keys), bool)
+        first[np.unique(keys[:, band], return_index=True)[1]] = True
+        new[:, band] &= first
+    bands.add(keys, ords, new)
+
+
+class _BatchBands:
+    """A batch's band keys against the index, looked up at once: each key's ordinal in the index, and for a key
+    the index lacks but that recurs in the batch, the first earlier document of the batch kept with it."""
+
+    def __init__(self, bands: Bands, keys: np.ndarray) -> None:
+        self.keys = keys
+        self.has = keys.any(axis=1)  # no words: all zero, never a candidate
+        self.found = bands.lookup(keys)
+        self.found[~self.has] = -1
+        self.first = np.empty(keys.shape, np.int64)
+        repeats = np.empty(keys.shape, bool)
+        for band in range(keys.shape[1]):
+            _, first, inverse, counts = np.unique(keys[:, band], return_index=True, return_inverse=True,
+                                                  return_counts=True)
+            self.first[:, band], repeats[:, band] = first[inverse], counts[inverse] > 1
+        self.repeats = repeats & (self.found < 0) & self.has[:, None]
+        self.any_found = (self.found >= 0).any(axis=1).tolist()
+        self.any_repeat = self.repeats.any(axis=1).tolist()
+        self.claimed: dict[tuple[int, int], int] = {}  # (band, first row with the key) -> ordinal kept with it
+        self.kept_rows: list[int] = []
+        self.kept_ords: list[int] = []
+
+    def candidates(self, i: int) -> list[int]:
+        """The ordinals of the kept documents document i collides with, earliest first."""
+        found = set(self.found[i][self.found[i] >= 0].tolist()) if self.any_found[i] else set()
+        if self.any_repeat[i]:
+            for band in np.flatnonzero(self.repeats[i]).tolist():
+                o = self.claimed.get((band, int(self.first[i, band])))
+                if o is not None:
+                    found.add(o)
+        return sorted(found)
+
+    def keep(self, i: int, o: int) -> None:
+        if not self.has[i]:
+            return
+        self.kept_rows.append(i)
+        self.kept_ords.append(o)
+        if self.any_repeat[i]:
+            for band in np.flatnonzero(self.repeats[i]).tolist():
+                self.claimed.setdefault((band, int(self.first[i, band])), o)
+
+    def index(self, bands: Bands) -> None:
+        rows = np.array(self.kept_rows, np.int64)
+        if len(rows):
+            index_bands(bands, self.keys[rows], np.array(self.kept_ords, np.int64), self.found[rows])
+
+
 class Deduper:
     """The decisions, in the order documents are offered (the writer offers them in seq order).
 
-    Every kept document gets an ordinal; the index maps `e`+exact key, and `b`+band+band key, to the ordinal
-    of the first kept document with it, `i`+ordinal to its id and (when a similarity is needed) `s`+ordinal to
-    its signature."""
+    Every kept document gets an ordinal. The band index (`Bands`) maps each band key to the ordinal of the
+    first kept document with it; `Index` maps `e`+exact key to that ordinal, `s`+ordinal to what a similarity
+    is computed from (its shingle set with a threshold, else its signature, when --keep-filtered wants one)
+    and, with --keep-filtered, `i`+ordinal to its id."""
 
-    def __init__(self, settings: DedupSettings) -> None:
+    def __init__(self, settings: DedupSettings, bands: Bands | None = None) -> None:
         self.settings = settings
-        self.index = Index(settings.memory)
+        self.index = Index(settings.memory // 2 if settings.near else settings.memory)
+        self.bands = bands if bands is not None or not settings.near else BandStore(
+            settings.bands, settings.memory - settings.memory // 2)
         self.kept = 0
         self.cluster_extra: dict[int, int] = {}  # ordinal of a kept document -> duplicates removed for it
         self.records: list[dict] = []  # index records since the last commit (for INDEX_FILE)
 
-    def decide(self, keys: bytes, ids: list, bands: bytes = b"", sigs: bytes = b"") -> dict:
-        """The decision for documents offered in order: {"drop": their positions, "rows": filtered rows {id, rule,
-        value, threshold, duplicate_of} if asked, "counts": removed per rule}. A plain dict: the Ray driver
-        decides and sends it to the writer that applies it."""
+    def decide(self, ids: list, stats: dict) -> dict:
+        """The decision for documents offered in order, from their part's stats (keys, bands, signatures or
+        shingle sets): {"drop": their positions, "rows": filtered rows {id, rule, value, threshold,
+        duplicate_of} if asked, "counts": removed per rule}. A plain dict: the Ray driver decides and sends it
+        to the writer that applies it."""
         st, n = self.settings, len(ids)
-        nb, sig_bytes = st.bands * 8, st.num_perm * 4
-        if (st.exact and len(keys) != n * KEY_BYTES) or (st.near and len(bands) != n * nb):
-            raise RuntimeError(f"dedup: {len(keys)} key and {len(bands)} band bytes for {n} documents")
+        keys, band_bytes = stats.get("dedup_keys", b""), stats.get("dedup_bands", b"")
+        similar = _similarity_data(st, stats)
+        if ((st.exact and len(keys) != n * KEY_BYTES) or (st.near and len(band_bytes) != n * st.bands * 8)
+                or (similar and len(similar) != n)):
+            raise RuntimeError(f"dedup: {len(keys)} key and {len(band_bytes)} band bytes for {n} documents")
+        batch = _BatchBands(self.bands, np.frombuffer(band_bytes, np.uint64).reshape(n, st.bands)) \
+            if st.near else None
+        if self.index.spilled and st.exact:
+            self.index.prefetch([b"e" + keys[i * KEY_BYTES:(i + 1) * KEY_BYTES] for i in range(n)])
         drop, rows, counts = [], [], {}
-        if self.index.spilled:
-            wanted = [b"e" + keys[i * KEY_BYTES:(i + 1) * KEY_BYTES] for i in range(n)] if st.exact else []
-            if st.near:
-                wanted += [b"b" + bytes([j % st.bands]) + bands[j * 8:(j + 1) * 8] for j in range(n * st.bands)]
-            self.index.prefetch(wanted)
         for i in range(n):
             key = keys[i * KEY_BYTES:(i + 1) * KEY_BYTES] if st.exact else b""
-            doc_bands = bands[i * nb:(i + 1) * nb] if st.near else b""
-            sig = sigs[i * sig_bytes:(i + 1) * sig_bytes] if sigs else b""
+            sim = similar[i] if similar else b""
             first, rule, value = None, None, 1.0
             if st.exact:
                 first, rule = self.index.get(b"e" + key), RULE_EXACT
-            if first is None and doc_bands:
-                first, value = self._near(doc_bands, sig)
+            if first is None and batch is not None and batch.has[i]:
+                first, value = self._near(batch.candidates(i), sim)
                 rule = RULE_NEAR
             if first is None:
-                self._keep(key, doc_bands, sig, str(ids[i]))
+                o = self._keep(key, band_bytes[i * st.bands * 8:(i + 1) * st.bands * 8], sim, ids[i])
+                if batch is not None:
+                    batch.keep(i, o)
                 continue
             drop.append(i)
             counts[rule] = counts.get(rule, 0) + 1
@@ -290,64 +423,73 @@ class Deduper:
             if st.keep_rows:
                 rows.append({"id": ids[i], "rule": rule, "value": value, "threshold": st.threshold if rule ==
                              RULE_NEAR else None, "duplicate_of": self.index.get(b"i" + _ordinal(first))})
+        if batch is not None:
+            batch.index(self.bands)
         self.index.fit()
         return {"drop": drop, "rows": rows, "counts": counts}
 
-    def _near(self, doc_bands: bytes, sig: bytes) -> tuple[int | None, float]:
-        """The earliest kept document sharing a band (and, with a threshold, similar enough), and the estimated
-        Jaccard similarity; (None, 0) when there is none. A document without words has no bands (all zero)."""
-        if doc_bands == bytes(len(doc_bands)):
-            return None, 0.0
-        found = set()
-        for band in range(self.settings.bands):
-            o = self.index.get(b"b" + bytes([band]) + doc_bands[band * 8:(band + 1) * 8])
-            if o is not None:
-                found.add(o)
-        for o in sorted(found):
-            similarity = self._similarity(o, sig) if sig else 1.0
+    def _near(self, candidates: list[int], sim: bytes) -> tuple[int | None, float]:
+        """The earliest candidate (with a threshold: the earliest similar enough) and the similarity: Jaccard of
+        the shingle sets with a threshold, else the signatures' estimate (1.0 when none is kept)."""
+        for o in candidates:
+            if not sim:
+                return o, 1.0
+            other = self.index.get(b"s" + _ordinal(o))
+            if self.settings.shingle_sets:
+                similarity = jaccard(sim, other)
+            else:
+                similarity = float(np.mean(np.frombuffer(sim, np.uint32) == np.frombuffer(other, np.uint32)))
             if self.settings.threshold is None or similarity >= self.settings.threshold:
                 return o, similarity
         return None, 0.0
 
-    def _similarity(self, o: int, sig: bytes) -> float:
-        other = self.index.get(b"s" + _ordinal(o))
-        a, b = np.frombuffer(sig, np.uint32), np.frombuffer(other, np.uint32)
-        return float(np.mean(a == b))
-
-    def _keep(self, key: bytes, doc_bands: bytes, sig: bytes, doc_id: str, record: bool = True) -> None:
+    def _keep(self, key: bytes, doc_bands: bytes, sim: bytes, doc_id: str, record: bool = True) -> int:
         o = self.kept
         self.kept += 1
-        self.index.add(b"i" + _ordinal(o), doc_id)
+        if self.settings.keep_rows:
+            self.index.add(b"i" + _ordinal(o), doc_id)
         if key:
             self.index.add(b"e" + key, o)
-        if doc_bands and doc_bands != bytes(len(doc_bands)):
-            for band in range(self.settings.bands):
-                band_key = b"b" + bytes([band]) + doc_bands[band * 8:(band + 1) * 8]
-                if self.index.get(band_key) is None:
-                    self.index.add(band_key, o)
-        if sig:
-            self.index.add(b"s" + _ordinal(o), sig)
+        if sim:
+            self.index.add(b"s" + _ordinal(o), sim)
         if record:
-            self.records.append({"k": key.hex(), "b": doc_bands.hex(), "s": sig.hex(), "id": doc_id})
+            self.records.append({"k": key.hex(), "b": doc_bands.hex(), "s": sim.hex(), "id": doc_id})
+        return o
 
     def take_records(self) -> list[dict]:
         records, self.records = self.records, []
         return records
 
     def load(self, path: str | os.PathLike, committed: int) -> None:
-        """Rebuild the index from the first `committed` bytes of INDEX_FILE (a resumed run)."""
+        """Rebuild the index from the first `committed` bytes of INDEX_FILE (a resumed run); the band keys go
+        to the band index in batches, as `decide` adds them."""
         if not committed:
             return
         with open(path, "rb") as f:
             lines = f.read(committed).decode("utf-8").splitlines()
+        rows: list[bytes] = []
+        ords: list[int] = []
         for line in lines:
             record = json.loads(line)
             if "of" in record:
                 self.cluster_extra[record["of"]] = self.cluster_extra.get(record["of"], 0) + 1
-            else:
-                self._keep(bytes.fromhex(record["k"]), bytes.fromhex(record["b"]), bytes.fromhex(record["s"]),
-                           record["id"], record=False)
-                self.index.fit()
+                continue
+            doc_bands = bytes.fromhex(record["b"])
+            o = self._keep(bytes.fromhex(record["k"]), doc_bands, bytes.fromhex(record["s"]), record["id"],
+                           record=False)
+            self.index.fit()
+            if doc_bands.strip(b"\0"):
+                rows.append(doc_bands)
+                ords.append(o)
+            if len(rows) == _LOAD_BATCH:
+                self._load_bands(rows, ords)
+                rows, ords = [], []
+        self._load_bands(rows, ords)
+
+    def _load_bands(self, rows: list[bytes], ords: list[int]) -> None:
+        if rows:
+            keys = np.frombuffer(b"".join(rows), np.uint64).reshape(len(rows), self.settings.bands)
+            index_bands(self.bands, keys, np.array(ords, np.int64), self.bands.lookup(keys))
 
     def summary(self, filtered_by: dict[str, int]) -> dict:
         """The manifest's `dedup` section: removed per method, clusters (a kept document and its duplicates)."""
@@ -361,11 +503,21 @@ class Deduper:
             "largest_cluster": max(sizes, default=0),
             "cluster_sizes": {str(size): sizes[size] for size in sorted(sizes)},
             "indexed_documents": self.kept,
-            "spilled": self.index.spilled,
+            "spilled": self.index.spilled or (self.bands is not None and self.bands.spilled),
         }
 
     def close(self) -> None:
         self.index.close()
+        if self.bands is not None:
+            self.bands.close()
+
+
+def _similarity_data(st: DedupSettings, stats: dict) -> list[bytes]:
+    """Per document, what a similarity is computed from (shingle set or signature); [] when none is kept."""
+    if st.shingle_sets:
+        return unpack_sets(stats.get("dedup_shingles", b""))
+    sigs, size = stats.get("dedup_sigs", b""), st.num_perm * 4
+    return [sigs[i:i + size] for i in range(0, len(sigs), size)]
 
 
 def dedup_settings(config) -> DedupSettings | None:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.config import PipelineConfig
-from prep.core.dedup import MinHasher, dedup_keys, dedup_settings
+from prep.core.dedup import MinHasher, dedup_keys, dedup_settings, pack_sets, shingle_sets
 from prep.io.records import Parsed
 from prep.text import filters
 from prep.text.features import FEATURES, check_feature_names, compute_features
@@ -48,7 +48,8 @@ class StageStats:
     filter_s: float = 0.0
     dedup_keys: bytes = b""  # with dedup: prep.core.dedup keys of the documents kept, in order (the writer decides)
     dedup_bands: bytes = b""  # with near dedup: their LSH band keys
-    dedup_sigs: bytes = b""  # with near dedup and a similarity wanted: their MinHash signatures
+    dedup_sigs: bytes = b""  # with near dedup, --keep-filtered and no threshold: their MinHash signatures
+    dedup_shingles: bytes = b""  # with near dedup and a threshold: their shingle sets (prep.core.dedup.pack_sets)
 
     def add(self, verdict: Verdict, ids: pa.Array, keep_rows: bool) -> None:
         """Count the documents a verdict removed (and, if asked, keep their ids and failing values)."""
@@ -105,11 +106,13 @@ class Stage:
                 stats.add(verdict, batch.column("id"), False)
             stats.filter_s = time.perf_counter() - t
         keys = dedup_keys(texts) if self.dedup and self.dedup.exact else None
-        sigs = bands = None
+        sigs = bands = sets = None
         if self.hasher is not None:
-            sigs, has = self.hasher.signatures(texts)
+            shingles = self.hasher.shingles(texts)
+            sigs, has = self.hasher.minhash(*shingles)
             bands = self.hasher.band_keys(sigs)
             bands[~has] = 0  # no words: never a candidate
+            sets = shingle_sets(*shingles) if self.dedup.shingle_sets else None
         t0 = time.perf_counter()
         ids, offsets = self._encode(texts.to_pylist())
         if self.eos is not None and len(batch):
@@ -139,6 +142,7 @@ class Stage:
                 keys = keys[verdict.keep] if keys is not None else None
                 sigs = sigs[verdict.keep] if sigs is not None else None
                 bands = bands[verdict.keep] if bands is not None else None
+                sets = [s for s, keep in zip(sets, verdict.keep, strict=True) if keep] if sets is not None else None
                 stats.tokens = int(pc.sum(columns["num_tokens"]).as_py() or 0)
             stats.filter_s += time.perf_counter() - t2
         for name in self.bound_only:
@@ -150,6 +154,8 @@ class Stage:
             stats.dedup_bands = bands.tobytes()
             if self.dedup.signatures:
                 stats.dedup_sigs = sigs.tobytes()
+            if sets is not None:
+                stats.dedup_shingles = pack_sets(sets)
         return pa.RecordBatch.from_pydict(columns), stats
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

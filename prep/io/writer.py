@@ -195,8 +195,7 @@ class ShardWriter:
         self.deduped = True
         decision = stats.get("dedup")
         if decision is None:
-            decision = self.deduper.decide(stats.get("dedup_keys", b""), table.column("id").to_pylist(),
-                                           stats.get("dedup_bands", b""), stats.get("dedup_sigs", b""))
+            decision = self.deduper.decide(table.column("id").to_pylist(), stats)
         for rule, count in decision["counts"].items():
             self.current["filtered"] += count
             self.current["filtered_by"][rule] = self.current["filtered_by"].get(rule, 0) + count

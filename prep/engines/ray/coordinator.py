@@ -29,10 +29,11 @@ from typing import Any
 
 from prep.core.accounting import EngineResult, routing_summary
 from prep.core.chunk import Origins, RawSpec
-from prep.core.dedup import INDEX_FILE, Deduper, dedup_settings
+from prep.core.dedup import Deduper, dedup_settings
 from prep.core.retry import poison_record
 from prep.core.taskbook import Outcome, TaskBook
 from prep.engines.ray.actors import FileActor, StageActor, WriterActor
+from prep.engines.ray.band_index import band_actors, sharded_deduper
 from prep.engines.ray.files import POLL_S, WAIT_S, Split
 from prep.engines.ray.output import Output
 from prep.errors import RunFailed, UserError
@@ -169,7 +170,7 @@ def first_line(exc: BaseException) -> str:
 
 def _for_writer(stats: dict, decision: dict | None) -> dict:
     """A part's stats as its writer needs them: the driver's dedup decision instead of the keys and ids."""
-    stats = {k: v for k, v in stats.items() if k not in ("dedup_keys", "dedup_bands", "dedup_sigs", "dedup_ids")}
+    stats = {k: v for k, v in stats.items() if not k.startswith("dedup_")}
     if decision is not None:
         stats["dedup"] = decision
     return stats
@@ -191,11 +192,10 @@ class RayEngine:
         self.slow_workers = plan.slow_workers
         self.manifest_base = plan.manifest_base
         self.timings: dict[str, float] = {}
-        # dedup: decided here, in seq order, from the keys and ids the stage actors return (prep.core.dedup)
-        settings = dedup_settings(self.config)
-        self.deduper = Deduper(settings) if settings is not None else None
-        if self.deduper is not None:
-            self.deduper.load(output.dir / INDEX_FILE, self.entries[-1].get("dedup_bytes", 0) if self.entries else 0)
+        # dedup: decided here, in seq order, from the keys and ids the stage actors return (prep.core.dedup),
+        # the band index on band-index actors (prep.engines.ray.band_index); made once Ray is up
+        self.dedup = dedup_settings(self.config)
+        self.deduper: Deduper | None = None
         self.decisions: dict[int, dict[int, dict]] = {}  # seq -> start -> decision, until the shard is committed
         self.dedup_records: dict[int, list[dict]] = {}  # shard index -> its index records, until journalled
 
@@ -244,8 +244,13 @@ class RayEngine:
         self.actors: list[_Actor] = []
         self.writers: list[_Actor] = []
         try:
+            if self.dedup is not None:
+                self.deduper = sharded_deduper(ray, self.dedup, self.output.dir, self.entries[-1].get(
+                    "dedup_bytes", 0) if self.entries else 0, band_actors(self.workers_n))
             return self._run()
         finally:
+            if self.deduper is not None:
+                self.deduper.close()
             self.feed.cancel()
             for handle in [a.handle for a in self.actors + self.writers] + [self.files]:
                 ray.kill(handle)
@@ -370,8 +375,7 @@ class RayEngine:
         for seq in shard.seqs:
             for start, (_, _, stats) in sorted(self.chunks[seq].parts.items()):
                 if stats["documents"]:
-                    decision = self.deduper.decide(stats["dedup_keys"], stats["dedup_ids"], stats["dedup_bands"],
-                                                   stats["dedup_sigs"])
+                    decision = self.deduper.decide(stats["dedup_ids"], stats)
                     self.decisions.setdefault(seq, {})[start] = decision
                     removed += len(decision["drop"])
         self.dedup_records[shard.index] = self.deduper.take_records()
