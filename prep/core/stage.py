@@ -19,6 +19,7 @@ from prep.config import PipelineConfig
 from prep.core.dedup import MinHasher, dedup_keys, dedup_settings, pack_sets, shingle_sets
 from prep.io.records import Parsed
 from prep.text import filters
+from prep.text.arrow import arrow_of, numpy_of
 from prep.text.features import FEATURES, check_feature_names, compute_features
 from prep.text.filters import Verdict, bounds_verdict, judge, merge, text_verdict
 from prep.text.tokenizer import Backend, eos_id, load_backend
@@ -94,13 +95,13 @@ class Stage:
             t = time.perf_counter()
             verdict = judge([], len(batch))
             if self.config.drop_empty:
-                empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0).fill_null(True)
-                verdict = judge([("empty", np.asarray(empty, np.float64), ">", 0.5)], len(batch))
+                empty = numpy_of(pc.utf8_length(pc.utf8_trim_whitespace(texts)), fill=0) == 0  # null: empty
+                verdict = judge([("empty", empty.astype(np.float64), ">", 0.5)], len(batch))
             if self.rule_sets:
                 verdict = merge(verdict, text_verdict(texts, self.rule_sets))
             if not verdict.keep.all():
                 stats.add(verdict, batch.column("id"), self.config.keep_filtered)
-                batch = batch.filter(pa.array(verdict.keep))
+                batch = batch.filter(arrow_of(verdict.keep, pa.bool_()))
                 texts = batch.column("text")
             elif verdict.skipped:
                 stats.add(verdict, batch.column("id"), False)
@@ -118,7 +119,7 @@ class Stage:
         if self.eos is not None and len(batch):
             ids = np.insert(ids, offsets[1:], np.uint32(self.eos))
             offsets = offsets + np.arange(len(offsets), dtype=np.int64)
-        input_ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(ids, pa.uint32()))
+        input_ids = pa.ListArray.from_arrays(arrow_of(offsets, pa.int32()), arrow_of(ids, pa.uint32()))
         t1 = time.perf_counter()
         features = compute_features(texts, input_ids, self.features + self.bound_only)
         stats.features_s = time.perf_counter() - t1
@@ -126,7 +127,7 @@ class Stage:
         stats.tokens = len(ids)
 
         columns = {"id": batch.column("id"), "input_ids": input_ids}
-        columns["num_tokens"] = pa.array(np.diff(offsets), pa.int64())
+        columns["num_tokens"] = arrow_of(np.diff(offsets), pa.int64())
         columns.update(features)
         if self.config.keep_text:
             columns["text"] = texts
@@ -137,7 +138,7 @@ class Stage:
             verdict = bounds_verdict(columns, self.bounds, len(batch))
             if not verdict.keep.all():
                 stats.add(verdict, batch.column("id"), self.config.keep_filtered)
-                keep = pa.array(verdict.keep)
+                keep = arrow_of(verdict.keep, pa.bool_())
                 columns = {name: pc.filter(column, keep) for name, column in columns.items()}
                 keys = keys[verdict.keep] if keys is not None else None
                 sigs = sigs[verdict.keep] if sigs is not None else None

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from prep.core.dedup import INDEX_FILE, Deduper, DedupSettings
 from prep.io.trainer_formats import OutputSpec, ShardFiles, packing_summary
+from prep.text.arrow import arrow_of
 
 JOURNAL = "_journal.jsonl"
 MANIFEST = "_manifest.json"
@@ -289,7 +290,7 @@ class ShardWriter:
             _write_filtered(fpartial, self.filtered_bytes, self.out / FILTERED)
         if routing_rows is not None:
             tmp = self.out / f".{ROUTING}.tmp"
-            pq.write_table(pa.table(routing_rows), tmp, compression="zstd")
+            pq.write_table(_routing_table(routing_rows), tmp, compression="zstd")
             os.replace(tmp, self.out / ROUTING)
         shards = [
             {k: e[k] for k in ("file", "rows", "tokens", "sha256", "bytes", "first_seq", "last_seq", "files")}
@@ -306,6 +307,16 @@ class ShardWriter:
         write_atomic(self.out / MANIFEST, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
         fpartial.unlink(missing_ok=True)  # after the manifest: until then, --resume rebuilds from it
         return manifest
+
+
+def _routing_table(rows: dict[str, list]) -> pa.Table:
+    """The routing rows (numbers only) as a table, built from numpy buffers: pa.table of Python lists would
+    import pandas (~0.4 s) at the very end of the run."""
+    columns = {}
+    for name, values in rows.items():
+        array = np.asarray(values, np.float64 if any(isinstance(v, float) for v in values) else np.int64)
+        columns[name] = arrow_of(array, pa.float64() if array.dtype == np.float64 else pa.int64())
+    return pa.table(columns)
 
 
 def check_accounting(counts: dict) -> None:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.errors import UserError
+from prep.text.arrow import arrow_of, numpy_of, string_scalar
 from prep.text.cache import cache_dir
 
 _F32, _I64 = pa.float32(), pa.int64()
@@ -114,11 +115,11 @@ def compute_features(
     if len(input_ids) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(input_ids)} input_ids")
     if not len(texts):
-        return {name: pa.array([], FEATURE_TYPES[name]) for name in names}
+        return {name: arrow_of(np.zeros(0), FEATURE_TYPES[name]) for name in names}
     batch = _Batch(texts, input_ids)
     # n-gram features last: they release the word strings that content_hash needs
     computed = {name: _COMPUTE[name](batch) for name in sorted(names, key=lambda name: name.startswith("top_"))}
-    return {name: pa.array(np.asarray(computed[name], FEATURE_TYPES[name].to_pandas_dtype())) for name in names}
+    return {name: arrow_of(np.asarray(computed[name]), FEATURE_TYPES[name]) for name in names}
 
 
 # Character classes: one bit each, combined per code point.
@@ -274,7 +275,7 @@ class _Batch:
     def __init__(
         self, texts: pa.StringArray | pa.LargeStringArray, input_ids: pa.ListArray | pa.LargeListArray
     ) -> None:
-        self.texts = texts.fill_null("") if texts.null_count else texts
+        self.texts = pc.fill_null(texts, string_scalar("", texts.type)) if texts.null_count else texts
         self.input_ids = input_ids
         self.n = len(texts)
 
@@ -339,7 +340,7 @@ class _Batch:
 
     @cached_property
     def num_chars(self) -> np.ndarray:
-        return np.asarray(pc.utf8_length(self.texts), np.int64)
+        return numpy_of(pc.utf8_length(self.texts)).astype(np.int64)
 
     @cached_property
     def class_counts(self) -> np.ndarray:
@@ -398,7 +399,7 @@ class _Batch:
     def word_lengths(self) -> np.ndarray:
         """Characters of every word."""
         _, strings = self.words
-        return np.asarray(pc.utf8_length(strings))
+        return numpy_of(pc.utf8_length(strings))
 
     @cached_property
     def word_chars(self) -> np.ndarray:
@@ -424,7 +425,7 @@ class _Batch:
         word_offsets, strings = self.words
         self.word_lengths  # noqa: B018 -- needed later, computed before the strings go
         self.word_chars  # noqa: B018
-        word = np.asarray(pc.dictionary_encode(strings).indices)
+        word = numpy_of(pc.dictionary_encode(strings).indices)
         self.__dict__["words"] = (word_offsets, None)
         del strings
         pa.default_memory_pool().release_unused()  # what Arrow freed can serve numpy now
@@ -506,15 +507,15 @@ class _Batch:
     def lines(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(lines of each text, non-empty lines of each text, those repeating an earlier line)."""
         pieces = pc.split_pattern(self.texts, "\n")
-        per_text = np.asarray(pc.list_value_length(pieces), np.int64)
+        per_text = numpy_of(pc.list_value_length(pieces)).astype(np.int64)
         content = pc.utf8_rtrim(pc.list_flatten(pieces), "\r")
-        raw_length = np.asarray(pc.binary_length(pc.list_flatten(pieces)), np.int64)
+        raw_length = numpy_of(pc.binary_length(pc.list_flatten(pieces))).astype(np.int64)
         del pieces
         num_lines = per_text - (raw_length[np.cumsum(per_text) - 1] == 0)
         del raw_length
         doc = np.repeat(np.arange(self.n, dtype=np.int64), per_text)
-        non_empty = np.asarray(pc.binary_length(content), np.int64) > 0
-        line_id = np.asarray(pc.dictionary_encode(content).indices)[non_empty]
+        non_empty = numpy_of(pc.binary_length(content)) > 0
+        line_id = numpy_of(pc.dictionary_encode(content).indices)[non_empty]
         del content
         per_doc = np.bincount(doc[non_empty], minlength=self.n)
         pa.default_memory_pool().release_unused()  # what Arrow freed can serve numpy now
@@ -523,8 +524,8 @@ class _Batch:
     @cached_property
     def tokens(self) -> tuple[np.ndarray, np.ndarray]:
         """(tokens of each text, token ids of all texts in order)."""
-        lengths = np.asarray(pc.list_value_length(self.input_ids).fill_null(0), np.int64)
-        return lengths, np.asarray(pc.list_flatten(self.input_ids))
+        lengths = numpy_of(pc.list_value_length(self.input_ids), fill=0).astype(np.int64)
+        return lengths, numpy_of(pc.list_flatten(self.input_ids))
 
     def unique_token_ratio(self) -> np.ndarray:
         lengths, ids = self.tokens
@@ -532,8 +533,8 @@ class _Batch:
 
     def content_hash(self) -> np.ndarray:
         word_offsets, strings = self.words
-        words = pa.LargeListArray.from_arrays(pa.array(word_offsets), strings)
-        joined = pc.binary_join(words, pa.scalar(" ", strings.type))
+        words = pa.LargeListArray.from_arrays(arrow_of(word_offsets, pa.int64()), strings)
+        joined = pc.binary_join(words, string_scalar(" ", strings.type))
         _, offsets_buf, data_buf = joined.buffers()
         offset_type = np.int64 if pa.types.is_large_string(joined.type) else np.int32
         offsets = np.frombuffer(offsets_buf, offset_type)[: self.n + 1].tolist()

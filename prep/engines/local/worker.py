@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from prep.core.stage import input_stats, single_thread_env
 from prep.engines.local.messages import Failed, Ready, Result
 from prep.engines.local.transport import SlotPool
-from prep.io.records import ReadOptions, parse_raw, raw_data
+from prep.io.records import ReadOptions, binary_array, parse_raw, raw_data
 from prep.text.tokenizer import Backend
 
 if TYPE_CHECKING:
@@ -84,7 +84,9 @@ def _warm_up(stage: Stage, keep_columns: list[str]) -> None:
     """Run the stage once on a tiny batch before saying "ready": first calls build lookup tables (a good part
     of a second), which must not count against the first task's timeout or widen the window in which a
     killed worker takes a document's attempt with it."""
-    columns = {"id": ["warm-up"], "text": ["Warm up, 1 2 3: ready."]}
+    # built from buffers: pa.array would import pandas, which no worker needs
+    columns = {"id": binary_array([b"warm-up"], pa.string()),
+               "text": binary_array([b"Warm up, 1 2 3: ready."], pa.string())}
     batch = pa.RecordBatch.from_pydict(columns | {k: pa.nulls(1) for k in keep_columns})
     with contextlib.suppress(Exception):  # a stage that fails here fails on the real tasks, and is told so there
         stage(batch)
