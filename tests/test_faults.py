@@ -76,6 +76,32 @@ def snapshot(out: Path) -> dict:
             "quarantine": quarantine.read_bytes() if quarantine.exists() else b""}
 
 
+def rows_of(shards: dict[str, bytes]) -> list[tuple]:
+    """(id, input_ids) of every row of the shards, in file order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(pa.BufferReader(shards[name]), columns=["id", "input_ids"]) for name in sorted(shards)]
+    return [(r["id"], tuple(r["input_ids"])) for t in tables for r in t.to_pylist()]
+
+
+def assert_same_or_killed_thrice(out: Path, reference: dict, inputs: Path) -> None:
+    """Byte-identical to the reference, unless kills at random moments hit one document's three tries (a long
+    document on a loaded machine): then that document is quarantined for the kills, with its raw record, and
+    every other row is the reference's, in order: nothing lost, nothing doubled."""
+    got = snapshot(out)
+    if not got["quarantine"]:
+        assert_same(out, reference)
+        return
+    records = [json.loads(line) for line in got["quarantine"].decode().splitlines()]
+    assert all(r["reason"] == "worker killed by signal SIGKILL" for r in records), records
+    lines = [(inputs / r["file"]).read_text(encoding="utf-8").splitlines()[r["line"] - 1] for r in records]
+    assert [r["raw"] for r in records] == [line[:1000] for line in lines]  # the record itself, as in the input
+    gone = {json.loads(line)["id"] for line in lines}
+    assert len(gone) == len(records) and got["counts"]["quarantined"] == len(records)
+    assert rows_of(got["shards"]) == [row for row in rows_of(reference["shards"]) if row[0] not in gone]
+
+
 class Run:
     """One `prep run` in a session of its own, watched: every process it starts is remembered."""
 
@@ -625,7 +651,7 @@ def test_sigkill_workers_again_and_again(corpus, reference, tmp_path):
     assert rc == 0, err
     assert kills >= 4
     assert_clean(run)
-    assert_same(tmp_path / "out", reference)
+    assert_same_or_killed_thrice(tmp_path / "out", reference, corpus)
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert sum(w["restarts"] for w in manifest["routing"]["workers"]) >= kills - 2  # the last may hit the end
 
