@@ -29,6 +29,7 @@ from prep.config import PipelineConfig
 from prep.core.chunk import Chunk, Origins, RawSpec
 from prep.errors import UserError
 from prep.io.inputs import InputFile
+from prep.text.arrow import numpy_of
 
 RAW_CHARS = 1000  # quarantine records keep at most this much of the raw record
 MAX_DOCUMENT_BYTES = 64 * 2**20  # a longer record is quarantined, read in bounded pieces, never held whole
@@ -59,17 +60,6 @@ class ReadOptions:
                    config.strict, config.max_document_bytes)
 
 
-def int64_values(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Integers or booleans without nulls as an int64 numpy array, read from the buffer: pyarrow's to_numpy
-    imports pandas on first use (~0.5 s), which the coordinator need not pay."""
-    array = values.cast(pa.int64())
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if not len(array):
-        return np.zeros(0, np.int64)
-    return np.frombuffer(array.buffers()[1], np.int64, len(array), array.offset * 8)
-
-
 def value_sizes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Bytes of each value of a string or binary column, from its offsets (a null's is whatever its offsets say):
     pc.fill_null and pa.array import pandas on first use, which the coordinator need not pay."""
@@ -82,18 +72,6 @@ def value_sizes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
             offsets = np.frombuffer(chunk.buffers()[1], width, len(chunk) + 1, chunk.offset * np.dtype(width).itemsize)
             sizes.append(np.diff(offsets).astype(np.int64))
     return np.concatenate(sizes)
-
-
-def binary_array(values: Sequence[bytes], type_: pa.DataType) -> pa.Array:
-    """A string or binary array built from its buffers (pa.array imports pandas on first use)."""
-    large = pa.types.is_large_string(type_) or pa.types.is_large_binary(type_)
-    offsets = np.zeros(len(values) + 1, np.int64 if large else np.int32)
-    np.cumsum([len(v) for v in values], out=offsets[1:])
-    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
-
-
-def bool_array(mask: np.ndarray) -> pa.Array:
-    return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(np.packbits(mask, bitorder="little"))])
 
 
 def empty_rows(keep: Sequence[str]) -> pa.Table:
@@ -312,7 +290,7 @@ def screen_columns(table: pa.Table, positions: np.ndarray, as_text: Sequence[str
     n = table.num_rows
     reasons = np.full(n, "", dtype=object)
     text = table.column(opts.text_field)
-    null_text = int64_values(pc.is_null(text)).astype(bool)
+    null_text = numpy_of(pc.is_null(text))
     reasons[null_text] = f"null {opts.text_field!r}"
     sizes = value_sizes(text)
     sizes[null_text] = 0

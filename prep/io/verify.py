@@ -23,7 +23,7 @@ import xxhash
 
 from prep.core.chunk import Chunk
 from prep.errors import UserError
-from prep.io.records import int64_values
+from prep.text.arrow import numpy_of
 
 
 def batch_digest(batch: pa.RecordBatch, quarantine: Sequence[dict] = ()) -> str:
@@ -36,7 +36,7 @@ def batch_digest(batch: pa.RecordBatch, quarantine: Sequence[dict] = ()) -> str:
     for name, col in zip(batch.schema.names, batch.columns, strict=True):
         h.update(name.encode() + b"\0")
         if col.null_count:
-            h.update(int64_values(col.is_null()).astype(np.bool_).tobytes())
+            h.update(numpy_of(col.is_null()).tobytes())
         if any(is_(col.type) for is_ in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
                                          pa.types.is_large_binary)):
             large = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)

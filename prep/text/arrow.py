@@ -5,6 +5,8 @@ and build the buffers directly, for the flat numeric, boolean and string arrays 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 
@@ -43,7 +45,12 @@ def arrow_of(values: np.ndarray, type_: pa.DataType) -> pa.Array:
 
 def string_scalar(text: str, type_: pa.DataType) -> pa.Scalar:
     """A string (or binary) scalar of `type_`, e.g. to fill nulls with."""
-    data = text.encode()
+    return binary_array([text.encode()], type_)[0]
+
+
+def binary_array(values: Sequence[bytes], type_: pa.DataType) -> pa.Array:
+    """A string or binary array built from its buffers (pa.array imports pandas on first use)."""
     large = pa.types.is_large_string(type_) or pa.types.is_large_binary(type_)
-    offsets = np.array([0, len(data)], np.int64 if large else np.int32)
-    return pa.Array.from_buffers(type_, 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])[0]
+    offsets = np.zeros(len(values) + 1, np.int64 if large else np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])

@@ -31,7 +31,8 @@ import pyarrow.compute as pc
 from prep.core.stage import input_stats, single_thread_env
 from prep.engines.local.messages import Failed, Ready, Result
 from prep.engines.local.transport import SlotPool
-from prep.io.records import ReadOptions, binary_array, parse_raw, raw_data
+from prep.io.records import ReadOptions, parse_raw, raw_data
+from prep.text.arrow import binary_array
 from prep.text.tokenizer import Backend
 
 if TYPE_CHECKING:
