@@ -111,6 +111,10 @@ def run(
                                                          "a local Ray instance)")] = None,
 ) -> None:
     """Tokenize and annotate a corpus into sharded Parquet."""
+    if engine == "local":  # first of all: the forkserver's imports then overlap this command's own
+        from prep.engines.local.forkserver import start_forkserver
+
+        start_forkserver()
     from tqdm import tqdm
 
     from prep.config import apply_overrides, load_pipeline

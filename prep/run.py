@@ -15,7 +15,8 @@ from prep.core.accounting import EngineResult
 from prep.core.chunk import sample_texts
 from prep.core.router import make_router
 from prep.core.stage import selected_features
-from prep.engines.local.coordinator import LocalEngine, remove_recorded_leftovers, start_forkserver
+from prep.engines.local.coordinator import LocalEngine, remove_recorded_leftovers
+from prep.engines.local.forkserver import start_forkserver
 from prep.errors import UserError, interruptible
 from prep.io.output import make_output_dir, open_output, output_fingerprint, output_lock
 from prep.io.ownership import check_no_overlap

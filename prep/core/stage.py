@@ -6,7 +6,6 @@ code, and a test can call it directly.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -230,10 +229,3 @@ def input_stats(stats: dict, parsed: Parsed | None) -> dict:
     if parsed is not None:
         stats.update(in_documents=parsed.documents_in, in_text_bytes=parsed.text_bytes, quarantine=parsed.quarantine)
     return stats
-
-
-def single_thread_env() -> None:
-    """One tokenizer thread per worker: the pipeline's parallelism is its processes."""
-    os.environ["RAYON_NUM_THREADS"] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -31,7 +31,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing import forkserver
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -39,8 +38,8 @@ from prep.core.accounting import EngineResult, routing_summary
 from prep.core.chunk import Chunk
 from prep.core.dedup import dedup_settings
 from prep.core.retry import poison_record
-from prep.core.stage import single_thread_env
 from prep.core.taskbook import Outcome, TaskBook
+from prep.engines.local.forkserver import TRACKER_WARNING, forkserver_alive, start_forkserver
 from prep.engines.local.messages import Failed, Ready, Result, Task, WorkerMessage
 from prep.engines.local.transport import Location, SlotPool, release, remove_leftovers
 from prep.engines.local.worker import worker_main
@@ -55,7 +54,6 @@ from prep.request import Plan
 WRITER_DEATHS = 3  # writer deaths in a row with no shard committed in between: something kills it on purpose
 SHM_RECORD = ".prep-shm"  # the running (or killed) run's segment prefix, so the next run can remove its leftovers
 _PREFIX = re.compile(r"prep_[0-9a-f]{16}_\Z")
-_TRACKER_WARNING = "resource_tracker: process died unexpectedly"  # a new one is started; it tracks nothing of ours
 
 
 def new_shm_prefix() -> str:
@@ -131,12 +129,12 @@ class LocalEngine:
         self._deferring = True
         try:
             for attempt in range(5):
-                if not _forkserver_alive():  # killed, or died by accident: started again, with SIGINT ignored
+                if not forkserver_alive():  # killed, or died by accident: started again, with SIGINT ignored
                     start_forkserver()
                 process = self.ctx.Process(target=target, args=args, name=name, daemon=True)
                 try:
                     with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
+                        warnings.filterwarnings("ignore", message=TRACKER_WARNING)
                         process.start()
                     break
                 except (OSError, EOFError) as exc:  # the child died while it was sent its arguments, or the
@@ -595,23 +593,6 @@ class LocalEngine:
             (self.out / SHM_RECORD).unlink(missing_ok=True)
 
 
-def start_forkserver() -> None:
-    """Start the forkserver (unless it runs), with its preload, while SIGINT is ignored: the disposition passes
-    through its exec to every worker and writer from birth, so a Ctrl-C to the process group (a terminal's)
-    reaches only the coordinator, even while a child is still starting. A dead resource tracker is started again
-    on the way, with a warning that does not apply: no segment of ours is tracked. `prep run` calls it first of
-    all, so that the forkserver imports the heavy modules while the coordinator checks the request."""
-    single_thread_env()  # inherited by every worker: one tokenizer thread each
-    mp.get_context("forkserver").set_forkserver_preload(["prep.engines.local.preload"])
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_TRACKER_WARNING)
-            forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _repair_after_writer(out: Path) -> list[dict]:
     """Make the output directory what a writer starting from the journal expects, after its predecessor died
     anywhere: no torn journal line (a new line would follow it), the quarantine back under its partial name
@@ -626,18 +607,6 @@ def _repair_after_writer(out: Path) -> list[dict]:
     if final.exists() and not partial.exists():
         os.replace(final, partial)
     return read_journal(out)[1]
-
-
-def _forkserver_alive() -> bool:
-    """Whether this process's forkserver runs, asked without reaping it (multiprocessing reaps it when it starts
-    a new one). The check lets a run touch its SIGINT handler only when a forkserver must really be started."""
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001 - no public way to ask
-    if pid is None:
-        return False
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-    except ChildProcessError:
-        return False
 
 
 def _exit_reason(code: int | None) -> str:

@@ -1,12 +1,24 @@
 """Imported once by the forkserver, before any worker forks from it.
 
-Workers (and their replacements after a crash) then start with the heavy modules imported and
-the feature tables built, instead of paying for both on their critical path.
+Workers (and their replacements after a crash) then start with the heavy modules imported, the feature
+tables built and the compiled features loaded, instead of paying for them on their critical path.
 """
+
+import sys
 
 from prep.core import stage  # noqa: F401 - imported for its side effect: being loaded
 from prep.engines.local import worker  # noqa: F401
 from prep.text import features, filters
 
-features.prepare()
+# Loading compiled code, numba probes for BLAS by importing scipy.linalg (~0.2 s, when scipy is installed);
+# prep's compiled loops call no BLAS, so these processes skip the probe (it then finds no BLAS).
+_BLAS_PROBE = "scipy.linalg.cython_blas"
+_blocked = _BLAS_PROBE not in sys.modules
+if _blocked:
+    sys.modules[_BLAS_PROBE] = None  # an import of it raises ImportError at once
+try:
+    features.prepare()
+finally:
+    if _blocked:
+        del sys.modules[_BLAS_PROBE]
 filters.prepare()

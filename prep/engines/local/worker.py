@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prep.core.stage import input_stats, single_thread_env
+from prep.core.stage import input_stats
+from prep.core.threads import single_thread_env
 from prep.engines.local.messages import Failed, Ready, Result
 from prep.engines.local.transport import SlotPool
 from prep.io.records import ReadOptions, parse_raw, raw_data

@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from prep.config import PipelineConfig
 from prep.core.chunk import RawSpec
-from prep.core.stage import input_stats, single_thread_env
+from prep.core.stage import input_stats
+from prep.core.threads import single_thread_env
 from prep.engines.ray.files import FsPath, publish_file
 from prep.io.records import ReadOptions, parse_raw, raw_data
 from prep.io.trainer_formats import OutputSpec

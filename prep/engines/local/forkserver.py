@@ -1,0 +1,46 @@
+"""The forkserver that every worker and writer is forked from, with the heavy modules already imported.
+
+Its own module, light to import, so that `prep run` can start it first of all: the forkserver's imports
+(pyarrow, tokenizers, the compiled features) then run while the command line's own are still loading.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import warnings
+from multiprocessing import forkserver
+
+from prep.core.threads import single_thread_env
+
+TRACKER_WARNING = "resource_tracker: process died unexpectedly"  # a new one is started; it tracks nothing of ours
+
+
+def start_forkserver() -> None:
+    """Start the forkserver (unless it runs), with its preload, while SIGINT is ignored: the disposition passes
+    through its exec to every worker and writer from birth, so a Ctrl-C to the process group (a terminal's)
+    reaches only the coordinator, even while a child is still starting. A dead resource tracker is started again
+    on the way, with a warning that does not apply: no segment of ours is tracked. `prep run` calls it first of
+    all, so that the forkserver imports the heavy modules while the coordinator checks the request."""
+    single_thread_env()  # inherited by every worker: one tokenizer thread each
+    mp.get_context("forkserver").set_forkserver_preload(["prep.engines.local.preload"])
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TRACKER_WARNING)
+            forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def forkserver_alive() -> bool:
+    """Whether this process's forkserver runs, asked without reaping it (multiprocessing reaps it when it starts
+    a new one). The check lets a run touch its SIGINT handler only when a forkserver must really be started."""
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001 - no public way to ask
+    if pid is None:
+        return False
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
