@@ -24,7 +24,9 @@ def start_forkserver() -> None:
     on the way, with a warning that does not apply: no segment of ours is tracked. `prep run` calls it first of
     all, so that the forkserver imports the heavy modules while the coordinator checks the request."""
     single_thread_env()  # inherited by every worker: one tokenizer thread each
-    mp.get_context("forkserver").set_forkserver_preload(["prep.engines.local.preload"])
+    # Every child runs the main script again (multiprocessing's preparation; Python 3.11's forkserver cannot preload
+    # "__main__" itself): for the `prep` command that imports the CLI and typer, imported once here instead.
+    mp.get_context("forkserver").set_forkserver_preload(["prep.cli", "prep.engines.local.preload"])
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with warnings.catch_warnings():
