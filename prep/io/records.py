@@ -330,13 +330,10 @@ class JsonlParser:
     def __init__(self, f: InputFile, opts: ReadOptions, schema: pa.Schema | None = None) -> None:
         self.f, self.opts = f, opts
         self.types: dict[str, pa.DataType] | None = None  # text, id (when present), kept columns
+        self.schema: pa.Schema | None = None  # the same, built once: every chunk of the file carries it
         self.options = pajson.ParseOptions(unexpected_field_behavior="infer")
         if schema is not None:
             self._use(dict(zip(schema.names, schema.types, strict=True)))
-
-    @property
-    def schema(self) -> pa.Schema | None:
-        return None if self.types is None else pa.schema(list(self.types.items()))
 
     def learn(self, block: bytes) -> None:
         """Learn the types from the first LEARN_BYTES of whole lines of a block, or from all of it when those
@@ -388,8 +385,8 @@ class JsonlParser:
 
     def _use(self, fields: dict[str, pa.DataType]) -> None:
         self.types = fields
-        self.options = pajson.ParseOptions(explicit_schema=pa.schema(list(fields.items())),
-                                           unexpected_field_behavior="ignore")
+        self.schema = pa.schema(list(fields.items()))
+        self.options = pajson.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="ignore")
 
     def _fast(self, table: pa.Table, block: bytes, first_line: int) -> tuple | None:
         """The block as pyarrow parsed it, or None when a line needs a closer look."""
