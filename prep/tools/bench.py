@@ -295,6 +295,8 @@ def measure(cmd: Sequence[str], env: dict[str, str], timeout: float, prep: bool 
                         if pid not in procs:
                             procs[pid] = {"ppid": handle.ppid(), "create": handle.create_time(),
                                           "cmdline": " ".join(handle.cmdline())}
+                        elif procs[pid]["ppid"] == proc.pid:  # the forkserver may first be seen before its exec
+                            procs[pid]["cmdline"] = " ".join(handle.cmdline())
                 except psutil.Error:
                     handles.pop(pid)
                     continue
