@@ -167,14 +167,23 @@ def test_chunking_follows_chunk_bytes_huge_docs_and_is_deterministic(tmp_path):
     limit = 500
     chunks = read([a, b, cs], chunk_bytes=limit)
     assert [c.seq for c in chunks] == list(range(len(chunks)))
-    sizes = [len(d["text"].encode()) for d in docs]
-    expected = [[docs[i]["id"] for i in chunk] for chunk in greedy_chunks(sizes, limit)]
+    # Parquet is cut from its footer: whole row groups packed by the text column's size in the metadata, a
+    # larger group alone into ceil(size / limit) ranges of equal rows
+    meta = pq.read_metadata(b)
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+    expected = []
+    for packed in greedy_chunks([g.column(1).total_uncompressed_size for g in groups], limit):
+        ids = [docs[g * 50 + j]["id"] for g in packed for j in range(groups[g].num_rows)]
+        size, n = sum(groups[g].column(1).total_uncompressed_size for g in packed), len(ids)
+        parts = min(-(-size // limit), n) if len(packed) == 1 else 1
+        expected += [ids[n * i // parts:n * (i + 1) // parts] for i in range(parts)]
+    assert len(expected) > meta.num_row_groups
     got = [[r["id"] for r in c.batch.to_pylist()] for c in chunks if c.source == "b.parquet"]
     assert got == expected
     assert ["huge"] in expected
     for c in chunks:
         assert c.text_bytes == sum(len(t.encode()) for t in c.batch.column("text").to_pylist())
-        assert c.text_bytes <= limit or c.batch.num_rows == 1
+        assert c.text_bytes <= limit or c.batch.num_rows == 1 or c.source == "b.parquet"
     # JSON Lines is cut without parsing: the same packing, by the bytes of each line (newline included)
     line_sizes = [len(line) + 1 for line in jsonl_bytes(docs).split(b"\n")[:-1]]
     expected_lines = [[docs[i]["id"] for i in chunk] for chunk in greedy_chunks(line_sizes, limit)]
@@ -623,7 +632,8 @@ def _messy_inputs(tmp_path: Path) -> list[Path]:
 def test_raw_chunks_parse_to_the_rows_the_source_gives(tmp_path):
     """The coordinator cuts JSON Lines and CSV without parsing; a worker parsing each raw chunk must get exactly
     the rows, bad records and positions that parsing in the Source gives."""
-    from prep.io.records import ReadOptions, parse_chunk
+    from prep.io.pieces import parse_chunk
+    from prep.io.records import ReadOptions
 
     paths = _messy_inputs(tmp_path)
     raw = read(paths, chunk_bytes=2000, raw=True)

@@ -46,7 +46,7 @@ from prep.engines.local.transport import Location, SlotPool, release, remove_lef
 from prep.engines.local.worker import worker_main
 from prep.engines.local.writer_process import writer_main
 from prep.errors import Interrupted, RunFailed
-from prep.io.records import strict_record_error
+from prep.io.records import ReadOptions, strict_record_error
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import batch_digest
 from prep.io.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal
@@ -412,8 +412,8 @@ class LocalEngine:
         for seq, row_index, reason in outcome.quarantine:
             state = self.chunks[seq]
             chunk = state.chunk
-            stats = poison_record(chunk.batch, chunk.raw, chunk.origins, row_index, reason, self.config.strict,
-                                  self.config.id_field)
+            stats = poison_record(chunk.batch, chunk.raw, chunk.origins, row_index, reason,
+                                  ReadOptions.of(self.config))
             state.parsed_in += stats["in_documents"]
             message = ("part", seq, row_index, row_index + 1, None, stats)
             self.kept[seq].quarantined.append(message)

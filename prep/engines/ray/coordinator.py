@@ -37,7 +37,7 @@ from prep.engines.ray.band_index import band_actors, sharded_deduper
 from prep.engines.ray.files import POLL_S, WAIT_S, Split
 from prep.engines.ray.output import Output
 from prep.errors import RunFailed, UserError
-from prep.io.records import strict_record_error
+from prep.io.records import ReadOptions, strict_record_error
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import check_committed_chunk, committed_digests
 from prep.request import Plan
@@ -484,7 +484,7 @@ class RayEngine:
         for seq, row_index, reason in outcome.quarantine:
             state = self.chunks[seq]
             stats = poison_record(self.ray.get(state.batch), state.raw, state.origins, row_index, reason,
-                                  self.config.strict, self.config.id_field)
+                                  ReadOptions.of(self.config))
             state.parsed_in += stats["in_documents"]
             state.parts[row_index] = (row_index + 1, None, stats)
         for seq in outcome.closed:
