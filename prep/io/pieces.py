@@ -80,7 +80,7 @@ def parse_chunk(chunk: Chunk, opts: ReadOptions) -> Chunk:
         return chunk
     parsed = read_raw(chunk.batch, chunk.raw, opts)
     if opts.strict and parsed.quarantine:
-        raise strict_record_error(parsed.quarantine[0])
+        raise strict_record_error(parsed.quarantine[0], chunk.raw.format)
     return Chunk(chunk.seq, parsed.batch, chunk.source, parsed.text_bytes, chunk.input_bytes,
                  chunk.documents_in + parsed.documents_in, chunk.quarantine + parsed.quarantine, parsed.origins)
 

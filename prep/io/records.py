@@ -168,10 +168,10 @@ def parsed_rows(rows: pa.Table, origins: Origins, quarantine: list[dict]) -> Par
     return Parsed(batch, origins, quarantine, batch.num_rows + len(quarantine), text_bytes)
 
 
-def strict_record_error(bad: dict) -> UserError:
-    """--strict: a bad record a worker found ends the run, said as the Source says it."""
-    unit = "line" if "line" in bad else "row"
-    return UserError(f"{bad['source']}, {unit} {bad['position']}: {bad['reason']} (strict mode)")
+def strict_record_error(bad: dict, fmt: str) -> UserError:
+    """--strict: a bad record a worker found in a raw chunk of format `fmt` ends the run, said as the Source
+    says it."""
+    return UserError(f"{bad['source']}, {UNIT[fmt]} {bad['position']}: {bad['reason']} (strict mode)")
 
 
 def bad_record(file: str, unit: str, position: int, reason: str, raw: str | bytes) -> dict:

@@ -391,7 +391,7 @@ class LocalEngine:
                 return
             task = done.task
             if self.config.strict and message.stats.get("quarantine"):  # a bad record the worker's parse found
-                raise strict_record_error(message.stats["quarantine"][0])
+                raise strict_record_error(message.stats["quarantine"][0], self.chunks[task.seq].chunk.raw.format)
             self.chunks[task.seq].parsed_in += message.stats.get("in_documents", 0)
             slot = self.out_slots.pop(task.task_id)
             if message.location.segment is not None:  # the output went to a segment of its own: slot unused

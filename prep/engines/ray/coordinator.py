@@ -468,7 +468,7 @@ class RayEngine:
         if done is None:  # stale: routed again meanwhile
             return
         if self.config.strict and stats.get("quarantine"):  # a bad record the actor's parse found
-            raise strict_record_error(stats["quarantine"][0])
+            raise strict_record_error(stats["quarantine"][0], self.chunks[task.seq].raw.format)
         self.chunks[task.seq].parsed_in += stats.get("in_documents", 0)
         result, output = self.refs.pop(task_id)
         del self.by_result[result]
