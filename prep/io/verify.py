@@ -1,8 +1,10 @@
 """Proofs that --resume and `prep inspect` rely on: the input is the one committed, the shards are intact.
 
 A resumed run skips the input its journal says was committed. Before it skips a chunk it checks that the
-chunk's content digest (xxh3-64 over its ids, texts and bad records) equals the one journalled when the
-chunk was committed; before it reads at all, that every input file has the size and mtime it had. Every
+chunk's content digest (xxh3-64 over what the coordinator holds of it, and its bad records: the records'
+bytes of a JSON Lines or CSV chunk, the proof of a Parquet or dataset piece — its row groups' stored bytes, its
+text sizes — the names and sizes of a run of .txt files) equals the one journalled when the chunk was
+committed; before it reads at all, that every input file has the size and mtime it had. Every
 committed output file is checked against the size and sha256 in the journal, and the first bad one is
 computed again, with everything after it.
 """
