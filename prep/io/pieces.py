@@ -10,6 +10,7 @@ point for any raw chunk, JSON Lines and CSV (parsed by `prep.io.records`) includ
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -90,14 +91,19 @@ def parse_chunk(chunk: Chunk, opts: ReadOptions) -> Chunk:
 
 class _Opened:
     """The last file this process opened for rows, kept for its next task: a file's pieces come one after
-    another, and a Parquet footer or an Arrow stream's batch list read again per task costs O(file)."""
+    another, and a Parquet footer or an Arrow stream's batch list read again per task costs O(file). A local
+    file is known by its size and mtime too, so a file written again is opened again."""
 
     key: tuple | None = None
     value: Any = None
 
 
 def _opened(spec: RawSpec) -> Any:
-    key = (spec.format, spec.path, spec.filesystem)
+    stamp = None
+    if spec.filesystem is None:
+        st = os.stat(spec.path)
+        stamp = st.st_size, st.st_mtime_ns
+    key = (spec.format, spec.path, spec.filesystem, stamp)
     if _Opened.key != key:
         _Opened.key = None  # a failed open leaves nothing behind
         if spec.format == "parquet":
