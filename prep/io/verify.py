@@ -55,6 +55,16 @@ def batch_digest(batch: pa.RecordBatch, quarantine: Sequence[dict] = ()) -> str:
     return h.hexdigest()
 
 
+def chunk_digest(chunk: Chunk) -> str:
+    """The digest a chunk is journalled with: `batch_digest` of what it holds, a run of .txt files by their
+    names and sizes but not their paths, which differ for the same input read in place or through a remote
+    filesystem (Ray)."""
+    batch = chunk.batch
+    if chunk.raw is not None and chunk.raw.format == "txt":
+        batch = batch.drop_columns(["path"])
+    return batch_digest(batch, chunk.quarantine)
+
+
 def stamp(path: str, filesystem: pafs.FileSystem | None = None) -> tuple[int, int]:
     """(size, mtime_ns) of an input: of the file, or summed / latest over the files of a directory."""
     if filesystem is None:  # local: stat, never open (a FIFO must not be consumed here)
@@ -151,6 +161,6 @@ def skip_committed(stream: Iterator[Chunk], entries: list[dict], start_seq: int)
     for chunk in stream:
         if chunk.seq >= start_seq:
             return skipped, itertools.chain([chunk], stream)
-        check_committed_chunk(expected, chunk.seq, chunk.source, batch_digest(chunk.batch, chunk.quarantine))
+        check_committed_chunk(expected, chunk.seq, chunk.source, chunk_digest(chunk))
         skipped += chunk.input_bytes
     return skipped, iter(())

@@ -48,7 +48,7 @@ from prep.engines.local.writer_process import writer_main
 from prep.errors import Interrupted, RunFailed
 from prep.io.records import ReadOptions, strict_record_error
 from prep.io.trainer_formats import output_spec
-from prep.io.verify import batch_digest
+from prep.io.verify import chunk_digest
 from prep.io.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal
 from prep.request import Plan
 
@@ -299,7 +299,7 @@ class LocalEngine:
             "documents_in": chunk.documents_in,
             "quarantine": chunk.quarantine,
             "source": chunk.source,
-            "digest": batch_digest(chunk.batch, chunk.quarantine),
+            "digest": chunk_digest(chunk),
         }
         self.kept[chunk.seq] = _Kept(chunk, info)
         self._send_writer(("chunk", chunk.seq, info))

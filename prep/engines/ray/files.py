@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 from prep.errors import UserError
 from prep.io.pieces import PIECE_FORMATS
 from prep.io.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks
-from prep.io.verify import batch_digest
+from prep.io.verify import chunk_digest
 from prep.io.writer import (
     fsync_dir,
 )
@@ -190,6 +190,6 @@ def read_split(split: Split, options: dict) -> Iterator:
             yield chunk.batch
             yield {"rows": chunk.units, "weight": chunk.text_bytes, "text_bytes": 0 if chunk.raw else chunk.text_bytes,
                    "raw": chunk.raw,
-                   "digest": batch_digest(chunk.batch, chunk.quarantine),
+                   "digest": chunk_digest(chunk),
                    "documents_in": chunk.documents_in, "quarantine": chunk.quarantine,
                    "input_bytes": chunk.input_bytes, "source": chunk.source, "origins": chunk.origins}
