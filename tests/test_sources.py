@@ -795,3 +795,31 @@ def test_bad_parquet_and_dataset_rows_are_quarantined_at_their_row(tmp_path, nam
     assert sum(c.documents_in for c in chunks) == n
     with pytest.raises(UserError, match=re.escape(f"{name}, row 7: null 'text' (strict mode)")):
         read([tmp_path / name], chunk_bytes=100, strict=True)
+
+
+def test_ranges_of_a_large_row_group_are_read_on_from_where_the_last_read_stopped(tmp_path, monkeypatch):
+    """Parquet cannot seek to a row: a worker given a large group's ranges in order decodes the group once,
+    and starts again only for a range behind it (a retry), with the same rows."""
+    from prep.io.pieces import read_raw
+    from prep.io.records import ReadOptions
+
+    table = _piece_table()
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=table.num_rows)
+    starts = []
+    real = pq.ParquetFile.iter_batches
+
+    def counted(self, *args, **kwargs):
+        starts.append(kwargs.get("row_groups"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counted)
+    pieces = read([tmp_path / "big.parquet"], chunk_bytes=500, raw=True)
+    assert len(pieces) > 10 and not starts
+    opts = ReadOptions("text", "id", (), 500, False, 1 << 26)
+    got = [read_raw(c.batch, c.raw, opts) for c in pieces[::2]]  # every other range, as one of two workers
+    assert len(starts) == 1
+    again = read_raw(pieces[0].batch, pieces[0].raw, opts)
+    assert len(starts) == 2 and again.batch.equals(got[0].batch)
+    rows = [r["id"] for c in pieces[::2] for r in read_raw(c.batch, c.raw, opts).batch.to_pylist()]
+    assert rows == [r["id"] for p in got for r in p.batch.to_pylist()]
+    assert rows == [str(i) for c in pieces[::2] for i in range(c.raw.first, c.raw.first + c.raw.units)]

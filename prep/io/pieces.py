@@ -96,6 +96,7 @@ class _Opened:
 
     key: tuple | None = None
     value: Any = None
+    cursor: _Cursor | None = None  # Parquet: where the last read stopped
 
 
 def _opened(spec: RawSpec) -> Any:
@@ -105,7 +106,7 @@ def _opened(spec: RawSpec) -> Any:
         stamp = st.st_size, st.st_mtime_ns
     key = (spec.format, spec.path, spec.filesystem, stamp)
     if _Opened.key != key:
-        _Opened.key = None  # a failed open leaves nothing behind
+        _Opened.key, _Opened.cursor = None, None  # a failed open leaves nothing behind
         if spec.format == "parquet":
             pf = pq.ParquetFile(spec.path, filesystem=spec.filesystem, pre_buffer=False, buffer_size=READ_STEP)
             meta = pf.metadata
@@ -117,22 +118,41 @@ def _opened(spec: RawSpec) -> Any:
     return _Opened.value
 
 
+class _Cursor:
+    """A Parquet read of row groups `groups`, one batch at a time, stopped at file row `at` (the first row of
+    `batch`, the batch under way, or of the next one)."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], groups: tuple[int, int], at: int) -> None:
+        self.batches, self.groups, self.at = batches, groups, at
+        self.batch: pa.RecordBatch | None = None
+
+
 def _parquet_rows(spec: RawSpec, a: int, b: int) -> Iterator[pa.Table]:
-    """Rows [a, b) of a Parquet file, read from the row groups that hold them: whole groups for a piece of
-    groups; for a range inside a large group, decoded from the group's start (Parquet cannot seek to a row),
-    one batch at a time."""
+    """Rows [a, b) of a Parquet file, read from the row groups that hold them, one batch at a time. Parquet
+    cannot seek to a row inside a group: a range inside a large group is decoded from where this process's
+    last read of that group stopped (a worker gets the group's ranges in order, some of them), from the
+    group's start only when it is behind, so a group costs each worker about one decode, not one per range.
+    Kept between tasks: at most the rest of one batch."""
     pf, starts = _opened(spec)
-    first = int(np.searchsorted(starts, a, side="right")) - 1
-    last = int(np.searchsorted(starts, b, side="left"))
-    at = int(starts[first])
-    for batch in pf.iter_batches(batch_size=max(min(b - a, BATCH_ROWS), 1), row_groups=range(first, last),
-                                 columns=spec.schema.names, use_threads=False):
-        lo, hi = max(a - at, 0), min(b - at, batch.num_rows)
-        at += batch.num_rows
+    groups = int(np.searchsorted(starts, a, side="right")) - 1, int(np.searchsorted(starts, b, side="left"))
+    cur = _Opened.cursor
+    if cur is None or cur.groups != groups or cur.at > a:
+        batches = pf.iter_batches(batch_size=max(min(b - a, BATCH_ROWS), 1), row_groups=range(*groups),
+                                  columns=spec.schema.names, use_threads=False)
+        cur = _Opened.cursor = _Cursor(batches, groups, int(starts[groups[0]]))
+    _Opened.cursor = None  # until this read ends well
+    while cur.at < b:
+        if cur.batch is None:
+            cur.batch = next(cur.batches, None)
+            if cur.batch is None:
+                return
+        lo, hi = max(a - cur.at, 0), min(b - cur.at, cur.batch.num_rows)
         if hi > lo:
-            yield pa.Table.from_batches([batch.slice(lo, hi - lo)])
-        if at >= b:
-            return
+            yield pa.Table.from_batches([cur.batch.slice(lo, hi - lo)])
+        if cur.at + cur.batch.num_rows > b:  # the batch's rest is for a later range
+            break
+        cur.at, cur.batch = cur.at + cur.batch.num_rows, None
+    _Opened.cursor = cur
 
 
 def _dataset_rows(spec: RawSpec, a: int, b: int) -> Iterator[pa.Table]:
