@@ -41,7 +41,7 @@ from prep.io.records import (
 from prep.text.arrow import arrow_of, binary_array
 
 PIECE_FORMATS = ("parquet", "hf_dataset", "txt")  # chunks that name a file and a range, read by the worker
-READ_STEP = 1 << 20  # bytes per read of a text file
+READ_STEP = 1 << 20  # bytes per read: of a text file, of Parquet pages, of what proves a Parquet piece
 BATCH_ROWS = 1 << 16  # the most rows a Parquet read decodes at once
 
 
@@ -167,7 +167,8 @@ def _read_rows(spec: RawSpec, opts: ReadOptions, start: int, stop: int) -> Parse
     tables: list[pa.Table] = []
     fault = None
     try:
-        tables.extend(read(spec, spec.offset + start, spec.offset + stop))
+        for table in read(spec, spec.offset + start, spec.offset + stop):
+            tables.append(table)  # what was read before a fault is kept
     except READ_ERRORS as err:
         fault = err
     table = pa.concat_tables(tables) if tables else spec.schema.empty_table()

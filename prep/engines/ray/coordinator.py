@@ -63,7 +63,7 @@ class _ChunkState:
     input_bytes: int
     batch: Any
     origins: Origins | None  # each row's file and position, for a poison document's quarantine record
-    raw: RawSpec | None  # a raw chunk: its rows are lines that the actors parse
+    raw: RawSpec | None  # a raw chunk: its units (records, rows, files) are read by the actors
     parts: dict = field(default_factory=dict)  # start -> (stop, output ref | None, stats)
     reported: bool = False  # progress counted (a result computed again is not counted twice)
     parsed_in: int = 0  # records the actors' parsing met (a raw chunk), for the progress bar
