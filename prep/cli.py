@@ -73,7 +73,8 @@ def run(
     router: Annotated[str | None, typer.Option(help="p2c (default) | random | weighted | round-robin")] = None,
     seed: Annotated[int | None, typer.Option(help="routing seed")] = None,
     chunk_bytes: Annotated[str | None, typer.Option(
-        help="input per chunk (JSON Lines, CSV: bytes of whole records; other formats: text), e.g. 1MiB")] = None,
+        help="input per chunk (JSON Lines, CSV: bytes of whole records; Parquet: text size in its metadata; "
+             "datasets: text; .txt: file sizes), e.g. 1MiB")] = None,
     max_document_bytes: Annotated[str | None, typer.Option(help="a longer record is quarantined (default "
                                                                 "64MiB)")] = None,
     shard_bytes: Annotated[str | None, typer.Option(

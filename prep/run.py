@@ -20,7 +20,8 @@ from prep.engines.local.forkserver import start_forkserver
 from prep.errors import UserError, interruptible
 from prep.io.output import make_output_dir, open_output, output_fingerprint, output_lock
 from prep.io.ownership import check_no_overlap
-from prep.io.records import ReadOptions, parse_chunk
+from prep.io.pieces import parse_chunk
+from prep.io.records import ReadOptions
 from prep.io.sources import expand_inputs, iter_chunks, total_input_bytes
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import skip_committed

@@ -959,3 +959,46 @@ def test_permission_denied_at_start_and_mid_run(corpus, reference, tmp_path):
     assert_clean(run, writable=False)
     assert_committed_intact(out)
     resume(corpus, out, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, reason", [("kill", "worker killed by signal SIGKILL"),
+                                           ("raise", "exception: RuntimeError: injected fault")])
+def test_poison_documents_in_parquet_dataset_and_txt_pieces(tmp_path, fault, reason):
+    """Pieces read by the workers are bisected like parsed rows: a poison row of a Parquet file or a dataset
+    and a poison .txt file are isolated at their file and row, read again by the coordinator for the record,
+    and every other document is written, in order."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = corpus_docs("en_fortunes", 900)
+    texts = [d["text"] + (" POISON" if i in (333, 611) else "") for i, d in enumerate(docs)]
+    table = pa.table({"id": [d["id"] for d in docs], "text": texts})
+    root = tmp_path / "in"
+    root.mkdir()
+    pq.write_table(table.slice(0, 500), root / "a.parquet", row_group_size=64)
+    datasets.Dataset(table.slice(500, 380)).save_to_disk(str(root / "b_saved"))
+    (root / "c").mkdir()
+    for i, text in enumerate(texts[880:]):
+        (root / "c" / f"{i:02d}.txt").write_text(text)
+    (root / "c" / "poison.txt").write_text("POISON " + texts[5])
+    run = Run(root, tmp_path / "out", *ONE_SHARD, env={"PREP_DEBUG_FAULT": f"{fault}:POISON"})
+    rc, _, err = run.wait()
+    assert rc == 0, err
+    assert_clean(run)
+    quarantine = [json.loads(line) for line in (tmp_path / "out" / "_quarantine.jsonl").read_text().splitlines()]
+    assert [(q["file"], q["row"]) for q in quarantine] == [("a.parquet", 333), ("b_saved", 611 - 500),
+                                                            ("c/poison.txt", 0)]
+    assert all(q["reason"].startswith(reason) and "POISON" in q["raw"] for q in quarantine), quarantine
+    written = pq.read_table(tmp_path / "out", columns=["id"]).column("id").to_pylist()
+    expected = [d["id"] for i, d in enumerate(docs[:880]) if i not in (333, 611) and d["text"].strip()]
+    assert written == expected + [f"c/{i:02d}.txt" for i in range(20) if texts[880 + i].strip()]
+    counts = json.loads((tmp_path / "out" / "_manifest.json").read_text())["counts"]
+    assert counts["quarantined"] == 3
+    assert counts["documents_in"] == counts["documents_out"] + counts["quarantined"] + counts["filtered"]
+    if fault == "raise":
+        strict = Run(root, tmp_path / "strict", "--strict", env={"PREP_DEBUG_FAULT": "raise:POISON"})
+        rc, _, err = strict.wait()
+        assert rc == 2, err
+        assert_one_clear_line(err, f"a.parquet, document {docs[333]['id']} (row 333)", "injected fault", "strict")

@@ -271,3 +271,39 @@ def test_negative_workers_is_one_clear_line_and_help_says_what_zero_means(corpus
     one_line(run(corpus, tmp_path / "out", "--workers", "-1"), "--workers -1", "0 for the CPU count")
     help_text = " ".join(w for w in prep_cmd("run", "--help", env={"COLUMNS": "200"}).stdout.split() if w != "│")
     assert "0 (the default) means the CPU count" in help_text
+
+
+@pytest.mark.parametrize("change", ["swap-same-size-same-mtime", "rewritten"])
+def test_resume_refuses_a_changed_parquet_file(tmp_path, change):
+    """A Parquet piece is proved by the stored bytes of its row groups: two texts of equal length swapped
+    between row groups (same size, same mtime, same footer) are seen as well as a rewritten file."""
+    docs = corpus_docs("en_fortunes", 700)
+    target = tmp_path / "in" / "p.parquet"
+    target.parent.mkdir()
+
+    def write(texts: list[str]) -> None:  # plain pages, no statistics: a swap keeps every byte count
+        pq.write_table(pa.table({"id": [d["id"] for d in docs], "text": texts}), target, row_group_size=50,
+                       compression="none", use_dictionary=False, write_statistics=False)
+
+    texts = [d["text"] for d in docs]
+    write(texts)
+    out = tmp_path / "out"
+    proc = run(target.parent, out)
+    assert proc.returncode == 0, proc.stderr
+    assert len(journal_entries(out)) >= 4
+    interrupted_dir = interrupted(out, tmp_path / "cut", keep=2)
+    stat, footer = target.stat(), pq.read_metadata(target).to_dict()
+    if change == "swap-same-size-same-mtime":
+        i, j = next((i, j) for i in range(20) for j in range(600, 700) if len(texts[i].encode()) ==
+                    len(texts[j].encode()) and texts[i] != texts[j])
+        texts[i], texts[j] = texts[j], texts[i]
+        write(texts)
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert target.stat().st_size == stat.st_size and pq.read_metadata(target).to_dict() == footer
+        needle = "p.parquet differs from what was committed"
+    else:
+        write(texts[::-1])
+        needle = "p.parquet"
+    committed = {e["file"]: (interrupted_dir / e["file"]).read_bytes() for e in journal_entries(interrupted_dir)}
+    one_line(run(target.parent, interrupted_dir, "--resume"), needle)
+    assert {f: (interrupted_dir / f).read_bytes() for f in committed} == committed

@@ -167,14 +167,23 @@ def test_chunking_follows_chunk_bytes_huge_docs_and_is_deterministic(tmp_path):
     limit = 500
     chunks = read([a, b, cs], chunk_bytes=limit)
     assert [c.seq for c in chunks] == list(range(len(chunks)))
-    sizes = [len(d["text"].encode()) for d in docs]
-    expected = [[docs[i]["id"] for i in chunk] for chunk in greedy_chunks(sizes, limit)]
+    # Parquet is cut from its footer: whole row groups packed by the text column's size in the metadata, a
+    # larger group alone into ceil(size / limit) ranges of equal rows
+    meta = pq.read_metadata(b)
+    groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+    expected = []
+    for packed in greedy_chunks([g.column(1).total_uncompressed_size for g in groups], limit):
+        ids = [docs[g * 50 + j]["id"] for g in packed for j in range(groups[g].num_rows)]
+        size, n = sum(groups[g].column(1).total_uncompressed_size for g in packed), len(ids)
+        parts = min(-(-size // limit), n) if len(packed) == 1 else 1
+        expected += [ids[n * i // parts:n * (i + 1) // parts] for i in range(parts)]
+    assert len(expected) > meta.num_row_groups
     got = [[r["id"] for r in c.batch.to_pylist()] for c in chunks if c.source == "b.parquet"]
     assert got == expected
     assert ["huge"] in expected
     for c in chunks:
         assert c.text_bytes == sum(len(t.encode()) for t in c.batch.column("text").to_pylist())
-        assert c.text_bytes <= limit or c.batch.num_rows == 1
+        assert c.text_bytes <= limit or c.batch.num_rows == 1 or c.source == "b.parquet"
     # JSON Lines is cut without parsing: the same packing, by the bytes of each line (newline included)
     line_sizes = [len(line) + 1 for line in jsonl_bytes(docs).split(b"\n")[:-1]]
     expected_lines = [[docs[i]["id"] for i in chunk] for chunk in greedy_chunks(line_sizes, limit)]
@@ -623,7 +632,8 @@ def _messy_inputs(tmp_path: Path) -> list[Path]:
 def test_raw_chunks_parse_to_the_rows_the_source_gives(tmp_path):
     """The coordinator cuts JSON Lines and CSV without parsing; a worker parsing each raw chunk must get exactly
     the rows, bad records and positions that parsing in the Source gives."""
-    from prep.io.records import ReadOptions, parse_chunk
+    from prep.io.pieces import parse_chunk
+    from prep.io.records import ReadOptions
 
     paths = _messy_inputs(tmp_path)
     raw = read(paths, chunk_bytes=2000, raw=True)
@@ -668,3 +678,148 @@ def test_a_raw_chunk_parsed_in_parts_gives_the_whole_chunks_rows(tmp_path):
             assert a.quarantine + b.quarantine == whole.quarantine
             assert a.documents_in + b.documents_in == whole.documents_in
             assert list(a.origins.positions) + list(b.origins.positions) == list(whole.origins.positions)
+
+
+# ------------------------------------------------------------------------ pieces: Parquet, datasets, .txt
+
+
+def _piece_table(n: int = 240) -> pa.Table:
+    """Rows of uneven size, a kept column and integer ids; row 100 is 40 times the others."""
+    texts = [("ü" * (i % 13) + f" doc {i} ") * (40 if i == 100 else 1 + i % 5) for i in range(n)]
+    return pa.table({"id": pa.array(range(n), pa.int64()), "text": texts, "tag": [f"t{i % 3}" for i in range(n)]})
+
+
+def _expected_rows(table: pa.Table) -> list[tuple[str, str, str]]:
+    return [(str(r["id"]), r["text"], r["tag"]) for r in table.to_pylist()]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 300, 5000, 1 << 20])
+def test_parquet_and_dataset_pieces_give_the_files_rows(tmp_path, chunk_bytes):
+    """Row groups packed or cut into row ranges, Arrow files cut by their offsets: the rows workers read are the
+    files' rows, in order (read here with pyarrow alone), at their 0-based row index."""
+    import datasets
+
+    table = _piece_table()
+    pq.write_table(table.slice(0, 150), tmp_path / "a.parquet", row_group_size=9)
+    pq.write_table(table.slice(150), tmp_path / "b.parquet", row_group_size=60)  # groups larger than a chunk
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"), num_shards=3)
+    expected = {"a.parquet": pq.read_table(tmp_path / "a.parquet"), "b.parquet": pq.read_table(tmp_path / "b.parquet"),
+                "saved": datasets.load_from_disk(str(tmp_path / "saved")).data.table}
+    for name, want in expected.items():
+        chunks = read([tmp_path / name], chunk_bytes=chunk_bytes, keep_columns=["tag"])
+        assert [(r["id"], r["text"], r["tag"]) for c in chunks for r in c.batch.to_pylist()] == _expected_rows(want)
+        assert [int(p) for c in chunks for p in c.origins.positions] == list(range(want.num_rows)), name
+        assert sum(c.input_bytes for c in chunks) == total_input_bytes(expand_inputs([str(tmp_path / name)]))
+        if chunk_bytes == 1:
+            assert len(chunks) == want.num_rows, name  # every row a piece of its own
+        if chunk_bytes == 1 << 20:  # one piece per file (a dataset's chunks never span two of its Arrow files)
+            assert len(chunks) == (3 if name == "saved" else 1), name
+
+
+def test_a_piece_read_in_parts_gives_the_whole_pieces_rows(tmp_path):
+    """Retries and bisection read a piece's units in parts: rows (Parquet, datasets) or files (.txt)."""
+    import datasets
+
+    from prep.io.pieces import read_raw
+    from prep.io.records import ReadOptions
+
+    table = _piece_table(60)
+    pq.write_table(table, tmp_path / "p.parquet", row_group_size=7)
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"), num_shards=2)
+    (tmp_path / "t").mkdir()
+    for i in range(9):
+        (tmp_path / "t" / f"{i}.txt").write_bytes(b"\xff bad" if i == 4 else f"text {i}".encode())
+    opts = ReadOptions("text", "id", (), 1000, False, 1 << 26)
+    pieces = read([tmp_path / n for n in ("p.parquet", "saved", "t")], chunk_bytes=1000, raw=True)
+    assert {c.raw.format for c in pieces} == {"parquet", "hf_dataset", "txt"}
+    for chunk in pieces:
+        whole, n = read_raw(chunk.batch, chunk.raw, opts), chunk.raw.units
+        for cut in (1, n // 3, n - 1):
+            a, b = read_raw(chunk.batch, chunk.raw, opts, 0, cut), read_raw(chunk.batch, chunk.raw, opts, cut, n)
+            assert pa.concat_tables([pa.table(a.batch), pa.table(b.batch)]).equals(pa.table(whole.batch))
+            assert a.quarantine + b.quarantine == whole.quarantine
+            assert a.documents_in + b.documents_in == whole.documents_in
+            assert list(a.origins.positions) + list(b.origins.positions) == list(whole.origins.positions)
+
+
+def test_the_coordinator_decodes_no_parquet_and_reads_no_text(tmp_path, monkeypatch):
+    """Cutting reads a Parquet footer (and hashes stored pages for --resume), the offsets of a dataset's text
+    column, and the sizes of .txt files: every read of rows fails here, yet the chunks come, with no rows."""
+    import datasets
+
+    import prep.io.pieces
+
+    table = _piece_table()
+    pq.write_table(table, tmp_path / "p.parquet", row_group_size=50)
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "t").mkdir()
+    for i in range(5):
+        (tmp_path / "t" / f"{i}.txt").write_text(f"text {i}")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the coordinator read rows")
+
+    for owner, name in ((pq.ParquetFile, "iter_batches"), (pq.ParquetFile, "read_row_groups"),
+                        (pq.ParquetFile, "read_row_group"), (pq.ParquetFile, "read"), (pq, "read_table"),
+                        (prep.io.pieces, "open_input")):
+        monkeypatch.setattr(owner, name, refuse)
+    chunks = read([tmp_path / n for n in ("p.parquet", "saved", "t")], chunk_bytes=2000, raw=True)
+    by_format = {f: [c for c in chunks if c.raw.format == f] for f in ("parquet", "hf_dataset", "txt")}
+    for fmt in ("parquet", "hf_dataset"):
+        assert sum(c.units for c in by_format[fmt]) == table.num_rows
+        assert all(c.batch.schema.names == ["data"] and c.batch.num_rows == 1 for c in by_format[fmt])
+    assert [r["display"] for c in by_format["txt"] for r in c.batch.to_pylist()] == [f"{i}.txt" for i in range(5)]
+    assert len(by_format["parquet"]) > 5
+
+
+@pytest.mark.parametrize("name", ["p.parquet", "saved"])
+def test_bad_parquet_and_dataset_rows_are_quarantined_at_their_row(tmp_path, name):
+    """Null texts, texts over max_document_bytes and invalid UTF-8, found by the worker, at their exact 0-based
+    row across row groups or Arrow files; --strict names file and row."""
+    import datasets
+
+    n = 90
+    texts = [f"text {i}".encode() for i in range(n)]
+    bad = {7: None, 23: b"long " * 100, 41: b"bad \xff utf8", 64: None, 88: b"\xc3"}
+    for i, value in bad.items():
+        texts[i] = value
+    table = pa.table({"id": [f"r{i}" for i in range(n)], "text": pa.array(texts, pa.binary()).view(pa.string())})
+    pq.write_table(table, tmp_path / "p.parquet", row_group_size=10)
+    datasets.Dataset(table).save_to_disk(str(tmp_path / "saved"), num_shards=3)
+    chunks = read([tmp_path / name], chunk_bytes=100, max_document_bytes=200)
+    assert rows(chunks) == [(f"r{i}", f"text {i}") for i in range(n) if i not in bad]
+    reasons = {i: "null 'text'" if v is None else "invalid UTF-8 in 'text'" for i, v in bad.items()}
+    reasons[23] = "text of 500 bytes is longer than max_document_bytes (200)"
+    assert [(q["row"], q["reason"]) for q in quarantined(chunks)] == sorted(reasons.items())
+    assert {q["file"] for q in quarantined(chunks)} == {name}
+    assert sum(c.documents_in for c in chunks) == n
+    with pytest.raises(UserError, match=re.escape(f"{name}, row 7: null 'text' (strict mode)")):
+        read([tmp_path / name], chunk_bytes=100, strict=True)
+
+
+def test_ranges_of_a_large_row_group_are_read_on_from_where_the_last_read_stopped(tmp_path, monkeypatch):
+    """Parquet cannot seek to a row: a worker given a large group's ranges in order decodes the group once,
+    and starts again only for a range behind it (a retry), with the same rows."""
+    from prep.io.pieces import read_raw
+    from prep.io.records import ReadOptions
+
+    table = _piece_table()
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=table.num_rows)
+    starts = []
+    real = pq.ParquetFile.iter_batches
+
+    def counted(self, *args, **kwargs):
+        starts.append(kwargs.get("row_groups"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counted)
+    pieces = read([tmp_path / "big.parquet"], chunk_bytes=500, raw=True)
+    assert len(pieces) > 10 and not starts
+    opts = ReadOptions("text", "id", (), 500, False, 1 << 26)
+    got = [read_raw(c.batch, c.raw, opts) for c in pieces[::2]]  # every other range, as one of two workers
+    assert len(starts) == 1
+    again = read_raw(pieces[0].batch, pieces[0].raw, opts)
+    assert len(starts) == 2 and again.batch.equals(got[0].batch)
+    rows = [r["id"] for c in pieces[::2] for r in read_raw(c.batch, c.raw, opts).batch.to_pylist()]
+    assert rows == [r["id"] for p in got for r in p.batch.to_pylist()]
+    assert rows == [str(i) for c in pieces[::2] for i in range(c.raw.first, c.raw.first + c.raw.units)]

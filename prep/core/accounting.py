@@ -20,7 +20,7 @@ class WorkerAccount:
     busy_s: float = 0.0
     idle_s: float = 0.0
     queue_wait_s: float = 0.0
-    parse_s: float = 0.0  # raw chunks parsed in the worker (JSON Lines, CSV)
+    parse_s: float = 0.0  # raw chunks read and parsed in the worker (every format)
     filter_s: float = 0.0
     tokenize_s: float = 0.0
     features_s: float = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,23 +26,31 @@ class Origins:
 
 @dataclass(frozen=True)
 class RawSpec:
-    """What a worker needs to parse a raw chunk: whole records of one file, cut by the Source, never parsed by
-    the coordinator. `units` are its records (lines), what tasks split and a poison record is isolated by."""
+    """What a worker needs to read a raw chunk, which the coordinator cut without parsing or decoding it:
+    whole records of one file (JSON Lines, CSV: the chunk's batch holds their bytes), a row range of a Parquet
+    file or of a dataset's Arrow file (`path`, rows [offset, offset + units)), or a run of .txt files (the batch
+    lists them). `units` are what tasks split and a poison record is isolated by: records, rows or files."""
 
-    format: str  # "jsonl"
-    source: str  # the file, as displayed
-    first: int  # position of the first unit (1-based line)
+    format: str  # "jsonl" | "csv" | "parquet" | "hf_dataset" | "txt"
+    source: str  # the file (dataset; first .txt file), as displayed
+    first: int  # position of the first unit (1-based line or CSV row; 0-based Parquet or dataset row)
     units: int
-    schema: pa.Schema | None  # the file's column types, learnt once from its start (None: no record yet)
+    schema: pa.Schema | None  # JSON Lines: the file's column types; CSV: its header; rows: the columns to read
+    path: str = ""  # Parquet, dataset: the file to read rows of
+    offset: int = 0  # Parquet, dataset: the row of `path` that is the first unit
+    filesystem: Any = None  # a remote input's pyarrow filesystem (Ray), read in place; None: local
 
 
 @dataclass
 class Chunk:
     """A batch of documents with a gapless, deterministic sequence number.
 
-    `batch` has the columns `id` (string) and `text` (string), then any kept columns; for a raw chunk (JSON
-    Lines, parsed by a worker) it holds the records' bytes instead, `text_bytes` is their size and
-    `documents_in` counts only the records the Source set aside (over-long lines, read errors). `quarantine`
+    `batch` has the columns `id` (string) and `text` (string), then any kept columns; for a raw chunk (read by
+    a worker) it holds what the worker reads instead: the records' bytes (JSON Lines, CSV), the proof of a row
+    range that --resume checks (Parquet, datasets), the files' names and sizes (.txt). Then `text_bytes` is
+    the size the Source knows without reading (bytes of the records; of the text column from the Parquet
+    metadata or the Arrow offsets; of the files) and `documents_in` counts only the records the Source set aside
+    (over-long lines, read errors). `quarantine`
     holds the bad records met while building this chunk, as dicts {"source", "position", "reason", "raw",
     "file", "line" or "row"}; they are written by the writer in `seq` order so that `_quarantine.jsonl` is
     deterministic too.
@@ -55,11 +64,11 @@ class Chunk:
     documents_in: int  # records met, good or bad: len(batch) + len(quarantine)
     quarantine: list[dict] = field(default_factory=list)
     origins: Origins | None = None  # each row's file and position (None: rebuilt only to sample texts)
-    raw: RawSpec | None = None  # set: `batch` is one row of raw record bytes (column `data`), parsed by a worker
+    raw: RawSpec | None = None  # set: a raw chunk, read by a worker (see RawSpec)
 
     @property
     def units(self) -> int:
-        """What tasks are cut in: rows of a parsed chunk, records (lines) of a raw one."""
+        """What tasks are cut in: rows of a parsed chunk, records, rows or files of a raw one."""
         return self.raw.units if self.raw is not None else self.batch.num_rows
 
 

@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from prep.core.chunk import Origins, RawSpec
 from prep.errors import UserError
-from prep.io.records import POSITION_KEY, bad_record, raw_record
+from prep.io.pieces import PIECE_FORMATS, read_raw
+from prep.io.records import POSITION_KEY, ReadOptions, bad_record, raw_record
 
 CHUNK_ATTEMPTS = 2  # a whole chunk: one retry, since a worker can die for reasons of its own (OOM, a kill)
 PART_ATTEMPTS = 1  # a part of a chunk that already failed: split again at once
@@ -49,24 +50,32 @@ def strict_fault_error(origins: Origins, index: int, doc_id: str, reason: str) -
 
 
 def poison_record(batch: pa.RecordBatch, raw: RawSpec | None, origins: Origins | None, index: int, reason: str,
-                  strict: bool, id_field: str = "id") -> dict:
+                  opts: ReadOptions) -> dict:
     """The quarantine part of unit `index` of a chunk, which failed every try (with --strict, the error that
-    ends the run): a row of a parsed chunk, or a record of a raw one, named by file and position either way.
-    Returned as the part's stats; a raw chunk's records are counted by its parts (`in_documents`)."""
+    ends the run): a row of a parsed chunk, or a record, row or file of a raw one, named by file and position
+    either way (a row or file is read again here, alone, for its id and text). Returned as the part's stats; a
+    raw chunk's records are counted by its parts (`in_documents`)."""
+    counted_by_parts = raw is not None  # a raw chunk's records are counted by its parts
+    if raw is not None and raw.format in PIECE_FORMATS:
+        parsed = read_raw(batch, raw, opts, index, index + 1)
+        if not parsed.batch.num_rows:  # no longer readable: what reading it found instead
+            return {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": parsed.quarantine,
+                    "in_documents": parsed.documents_in}
+        batch, raw, origins, index = parsed.batch, None, parsed.origins, 0
     if raw is not None:
         position, data = raw_record(batch, raw, index)
         unit = POSITION_KEY[raw.format]
-        if strict:
-            doc = f"document {doc_id} ({unit} {position})" if (doc_id := _json_id(data, id_field)) else \
+        if opts.strict:
+            doc = f"document {doc_id} ({unit} {position})" if (doc_id := _json_id(data, opts.id_field)) else \
                 f"{unit} {position}"
             raise UserError(f"{raw.source}, {doc}: {reason} (strict mode)")
         record = bad_record(raw.source, unit, position, reason, data)
     else:
         row = batch.slice(index, 1).to_pylist()[0]
-        if strict:
+        if opts.strict:
             raise strict_fault_error(origins, index, row["id"], reason)
         record = quarantine_record(origins, index, row["text"], reason)
-    return {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record], "in_documents": int(raw is not None)}
+    return {"documents": 0, "filtered": 0, "tokens": 0, "quarantine": [record], "in_documents": int(counted_by_parts)}
 
 
 def _json_id(record: bytes, id_field: str) -> str | None:

@@ -30,7 +30,8 @@ from prep.io.writer import (
 
 _FINGERPRINT_PARTS = (("tokenizer_sha256", "tokenizer"), ("config", "pipeline"),
                       ("chunking", "version of prep (it cuts input into chunks differently)"))
-CHUNKING = 2  # how input is cut into chunks; 2: JSON Lines and CSV by their records' bytes, unparsed
+CHUNKING = 3  # how input is cut into chunks; 2: JSON Lines and CSV by their records' bytes, unparsed; 3: Parquet,
+# datasets and .txt by their metadata (row groups, text offsets, file sizes), unread
 
 
 def make_output_dir(out: Path) -> None:

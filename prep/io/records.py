@@ -1,7 +1,8 @@
 """Records: the parsing of raw input into rows of id, text and kept columns, with bad records set aside.
 
-This is the per-document work of reading. The Source only cuts input into chunks of whole records; a worker
-(or, for tools, the Source itself) turns a raw chunk into rows here. JSON Lines is parsed block by block by
+This is the per-document work of reading JSON Lines and CSV, and the screening every format shares. The Source
+only cuts input into chunks of whole records; a worker (or, for tools, the Source itself) turns a raw chunk
+into rows here (Parquet, datasets and .txt pieces through `prep.io.pieces`). JSON Lines is parsed block by block by
 pyarrow's JSON reader with the file's column types, which the Source learns once from the file's start; only a
 block that pyarrow refuses (bad line, type change, bad UTF-8, lone surrogate), that holds invalid UTF-8 inside
 a string, or whose rows cannot be matched to their lines is re-read line by line with `json.loads`, to
@@ -26,7 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from prep.config import PipelineConfig
-from prep.core.chunk import Chunk, Origins, RawSpec
+from prep.core.chunk import Origins, RawSpec
 from prep.errors import UserError
 from prep.io.inputs import InputFile
 from prep.text.arrow import numpy_of
@@ -143,8 +144,9 @@ class Parsed:
 
 
 def parse_raw(data: bytes, spec: RawSpec, opts: ReadOptions, start: int = 0, stop: int | None = None) -> Parsed:
-    """The worker's half of reading: parse, validate and shape records [start, stop) of a raw chunk. A pure
-    function of the bytes and the file's types (or CSV header), so any worker (or a retry) gives the same rows."""
+    """The worker's half of reading JSON Lines and CSV: parse, validate and shape records [start, stop) of a raw
+    chunk. A pure function of the bytes and the file's types (or CSV header), so any worker (or a retry) gives
+    the same rows."""
     stop = spec.units if stop is None else stop
     first = spec.first
     if (start, stop) != (0, spec.units):
@@ -156,27 +158,20 @@ def parse_raw(data: bytes, spec: RawSpec, opts: ReadOptions, start: int = 0, sto
         rows, positions, quarantine = parse_csv(data, first, spec.schema.names, f, opts)
     else:
         rows, positions, quarantine = JsonlParser(f, opts, spec.schema).parse(data, first)
+    return parsed_rows(rows, Origins(POSITION_KEY[spec.format], positions, (spec.source,)), quarantine)
+
+
+def parsed_rows(rows: pa.Table, origins: Origins, quarantine: list[dict]) -> Parsed:
+    """Rows a worker read, with what the chunk's accounting needs: records met and their text bytes."""
     batch = to_batch(rows)
     text_bytes = int(pc.sum(pc.binary_length(batch.column(1))).as_py() or 0)
-    origins = Origins(POSITION_KEY[spec.format], positions, (spec.source,))
     return Parsed(batch, origins, quarantine, batch.num_rows + len(quarantine), text_bytes)
 
 
-def parse_chunk(chunk: Chunk, opts: ReadOptions) -> Chunk:
-    """A raw chunk parsed in this process (tools, the backend's sample, `iter_chunks(raw=False)`)."""
-    if chunk.raw is None:
-        return chunk
-    parsed = parse_raw(raw_data(chunk.batch), chunk.raw, opts)
-    if opts.strict and parsed.quarantine:
-        raise strict_record_error(parsed.quarantine[0])
-    return Chunk(chunk.seq, parsed.batch, chunk.source, parsed.text_bytes, chunk.input_bytes,
-                 chunk.documents_in + parsed.documents_in, chunk.quarantine + parsed.quarantine, parsed.origins)
-
-
-def strict_record_error(bad: dict) -> UserError:
-    """--strict: a bad record a worker found ends the run, said as the Source says it."""
-    unit = "line" if "line" in bad else "row"
-    return UserError(f"{bad['source']}, {unit} {bad['position']}: {bad['reason']} (strict mode)")
+def strict_record_error(bad: dict, fmt: str) -> UserError:
+    """--strict: a bad record a worker found in a raw chunk of format `fmt` ends the run, said as the Source
+    says it."""
+    return UserError(f"{bad['source']}, {UNIT[fmt]} {bad['position']}: {bad['reason']} (strict mode)")
 
 
 def bad_record(file: str, unit: str, position: int, reason: str, raw: str | bytes) -> dict:
@@ -247,6 +242,12 @@ def invalid_utf8(values: pa.ChunkedArray) -> np.ndarray | None:
         as_bytes = values.cast(pa.large_binary()).to_pylist()
         return np.array([v is not None and not _is_utf8(v) for v in as_bytes], dtype=bool)
     return np.array([not _is_valid(values.slice(i, 1)) for i in range(len(values))], dtype=bool)
+
+
+def is_text_type(type_: pa.DataType) -> bool:
+    """A column that can hold the text (or an id read as text): string or binary."""
+    return any(check(type_) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                          pa.types.is_large_binary))
 
 
 def _is_valid(values: pa.ChunkedArray | pa.Table) -> bool:

@@ -1,24 +1,27 @@
-"""Source: turn the user's input paths into a stream of Chunks.
+"""Source: turn the user's input paths into a stream of Chunks, cut without parsing or decoding a record.
 
-Every format ends in the same shape: a RecordBatch of `id`, `text` (+ kept columns), with bad records set
-aside in `Chunk.quarantine` (with source, position and reason) instead of being dropped or crashing the run.
+The coordinator does no per-document work: it cuts input into raw chunks (`Chunk.raw`) that workers read
+(`prep.io.pieces.read_raw`), and routes them. Every format ends, in the worker, in the same shape: a RecordBatch
+of `id`, `text` (+ kept columns), with bad records set aside (with file, position and reason) instead of being
+dropped or crashing the run. Each cutting rule is a function of the input's bytes or metadata alone, so chunks
+(and shards) do not depend on how the file happened to be read, nor on workers, router or seed:
 
-Chunk size is counted in UTF-8 text bytes (what the tokenizer pays for), for every format alike: rows join a
-chunk while its text stays within `chunk_bytes`; a document larger than that is a chunk of its own. The cut
-points depend only on the sequence of text sizes, so they do not depend on how the file happened to be read.
-Chunks never span two files, except that consecutive .txt files (one document each) are packed together.
+- JSON Lines and CSV: blocks of whole records (`_Blocks`): the longest run of whole lines (CSV: records, a
+  newline inside quotes ending none) within `chunk_bytes`, or one record when that alone is longer. A record
+  longer than `max_document_bytes` is quarantined here, having been read in pieces and never held whole.
+- Parquet: from the footer alone, whole row groups packed while the text column's uncompressed size (from the
+  metadata) stays within `chunk_bytes`; a row group larger than that alone is cut into ceil(size /
+  chunk_bytes) row ranges of equal row counts (`_row_pieces`).
+- Saved datasets: each Arrow file memory-mapped, its rows packed by text size, read from the text column's
+  offsets (no text is read), within `chunk_bytes`, a longer document alone.
+- .txt (one document per file): consecutive files packed by their size on disk within `chunk_bytes`, never
+  opened here. Chunks never span two files, except these.
 
-Files are streamed in blocks of at most a few MB (or one document, when a document is larger): memory is
-O(chunk_bytes), whatever the file size. A record longer than `max_document_bytes` is quarantined, having been
-read in pieces and never held whole; only regular files are read (a FIFO or a device is refused up front).
-JSON Lines is parsed block by block by pyarrow's JSON reader; only a block that pyarrow refuses (bad line, type
-change, bad UTF-8, lone surrogate), that holds invalid UTF-8 inside a string, or whose rows cannot be matched to
-their lines is re-read line by line with `json.loads`, to quarantine exactly the bad lines.
+Files are streamed in blocks of at most a few MB (or one record, when a record is larger): memory is
+O(chunk_bytes), whatever the file size; only regular files are read (a FIFO or a device is refused up front).
 
 Positions (in quarantine records and generated ids `display:position`): the 1-based line for JSON Lines, the
-1-based data row for CSV, the 0-based row index for Parquet and datasets, 0 for a text file. Every chunk carries
-each row's file and position (`Chunk.origins`), so a document quarantined later (by the engine) is named alike.
-Every string column is checked to be valid UTF-8 (vectorised per block, per row only when that fails). Chunk.input_bytes
+1-based data row for CSV, the 0-based row index for Parquet and datasets, 0 for a text file. Chunk.input_bytes
 are bytes of the file on disk (compressed, when it is), spread over a file's chunks so that they sum to its
 size.
 """
@@ -28,19 +31,20 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import BinaryIO, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from isal import igzip
+import xxhash
 
 from prep.core.chunk import Chunk, Origins, RawSpec
 from prep.errors import UserError
 from prep.io.inputs import InputFile, arrow_files, expand_inputs, input_kind, is_hidden, total_input_bytes
+from prep.io.pieces import PIECE_FORMATS, READ_STEP, open_input, parse_chunk, txt_batch
 from prep.io.records import (
     BOM,
     HEAD_BYTES,
@@ -50,23 +54,18 @@ from prep.io.records import (
     READ_ERRORS,
     JsonlParser,
     ReadOptions,
-    assemble_rows,
     check_fields,
     counted_records,
     csv_record_ends,
     empty_rows,
     fault_record,
-    file_record,
-    invalid_utf8,
-    parse_chunk,
+    is_text_type,
     raw_batch,
-    screen_columns,
     strict_error,
     to_batch,
     too_long_record,
     value_sizes,
 )
-from prep.text.arrow import arrow_of, binary_array
 
 __all__ = ["InputFile", "expand_inputs", "input_kind", "is_hidden", "iter_chunks", "total_input_bytes"]
 
@@ -74,15 +73,6 @@ _CONTENT = re.compile(rb"[^ \t\r\n]")  # a block with none of it holds blank lin
 
 # ------------------------------------------------------------------------------------------------ chunks
 
-
-
-class _Piece(NamedTuple):
-    """What a reader hands the packer: good rows shaped as id, text, kept columns, plus the bad ones."""
-
-    rows: pa.Table
-    positions: np.ndarray  # int64 position of each row (line, row number or row index)
-    raw_end: int  # input bytes consumed once this piece is read
-    quarantine: list[dict]  # bad records of this piece, in position order
 
 
 def iter_chunks(
@@ -95,10 +85,11 @@ def iter_chunks(
     strict: bool = False,
     max_document_bytes: int = MAX_DOCUMENT_BYTES,
     raw: bool = False,
+    filesystem: pafs.FileSystem | None = None,
 ) -> Iterator[Chunk]:
     """Read `files` in order and yield Chunks with a gapless `seq` starting at 0 (see the module docstring).
-    With `raw`, JSON Lines chunks come unparsed, for workers to parse (`prep.io.records.parse_raw`); the
-    chunks are the same either way.
+    With `raw`, chunks come unread, for workers to read (`prep.io.pieces.read_raw`); the chunks are the same
+    either way. `filesystem`: where remote Parquet and .txt files are (Ray), read there by the workers.
 
     A missing text field or kept column raises UserError; bad records, records longer than
     `max_document_bytes` and unreadable input are quarantined, or raise UserError when `strict`.
@@ -111,105 +102,16 @@ def iter_chunks(
     opts = ReadOptions(text_field, id_field, keep, chunk_bytes, strict, max_document_bytes)
     seq = itertools.count()
     for is_txt, group in itertools.groupby(files, key=lambda f: f.format == "txt"):
-        if is_txt:
-            yield from _txt_chunks(list(group), opts, seq)
-            continue
-        for f in group:
-            if f.format in _CUTTERS:
-                chunks = _CUTTERS[f.format](f, opts, seq)
-                yield from chunks if raw else (parse_chunk(c, opts) for c in chunks)
-                continue
-            packer = _Packer(f, opts, seq)
-            for piece in _READERS[f.format](f, opts):
-                yield from packer.add(piece)
-            yield from packer.finish()
-
-
-class _Packer:
-    """Cuts one file's pieces into chunks of about chunk_bytes of text."""
-
-    def __init__(self, f: InputFile, opts: ReadOptions, seq: Iterator[int]) -> None:
-        self.f, self.opts, self.seq = f, opts, seq
-        self.rows: pa.Table | None = None
-        self.sizes = NO_POSITIONS  # text bytes of each pending row
-        self.positions = NO_POSITIONS
-        self.raw_ends = NO_POSITIONS  # estimated input offset at the end of each pending row
-        self.quarantine: list[dict] = []
-        self.raw_seen = 0
-        self.raw_done = 0
-
-    def add(self, piece: _Piece) -> Iterator[Chunk]:
-        if piece.quarantine and self.opts.strict:
-            raise strict_error(self.f, piece.quarantine[0])
-        n = piece.rows.num_rows
-        if self.rows is None or not self.rows.num_rows:
-            if piece.rows.num_columns:
-                self.rows = piece.rows
-        elif n:
-            self.rows = pa.concat_tables([self.rows, piece.rows])
-        if n:
-            sizes = value_sizes(piece.rows.column(1))
-            cum = np.cumsum(sizes)
-            share = cum / cum[-1] if cum[-1] else np.arange(1, n + 1) / n
-            raw_ends = self.raw_seen + np.floor(share * (piece.raw_end - self.raw_seen)).astype(np.int64)
-            self.sizes = np.concatenate([self.sizes, sizes])
-            self.positions = np.concatenate([self.positions, piece.positions])
-            self.raw_ends = np.concatenate([self.raw_ends, raw_ends])
-        self.raw_seen = max(self.raw_seen, piece.raw_end)
-        self.quarantine += piece.quarantine
-        yield from self._cut(final=False)
-
-    def finish(self) -> Iterator[Chunk]:
-        if len(self.sizes):
-            yield from self._cut(final=True)
-        elif self.quarantine:  # a file with bad records only
-            yield self._emit(0, 0, final=True)
-
-    def _cut(self, final: bool) -> Iterator[Chunk]:
-        """Emit the chunks that are complete. The one holding the last pending row waits for the next piece
-        (or the end of the file) even when full, so that the file's last chunk takes its remaining input
-        bytes and bad records."""
-        cum = np.cumsum(self.sizes)
-        n, start, base, limit = len(cum), 0, 0, self.opts.chunk_bytes
-        while start < n:
-            end = max(int(np.searchsorted(cum, base + limit, side="right")), start + 1)
-            if end == n and not final:
-                break
-            yield self._emit(start, end, end == n)
-            start, base = end, cum[end - 1]
-        self.sizes, self.positions = self.sizes[start:], self.positions[start:]
-        self.raw_ends = self.raw_ends[start:]
-
-    def _emit(self, start: int, end: int, final: bool) -> Chunk:
-        """Chunk of pending rows [start, end) with the bad records up to its last row (all if final)."""
-        taken, raw_end = len(self.quarantine), self.f.size
-        if not final:
-            last = self.positions[end - 1]
-            taken = next((i for i, q in enumerate(self.quarantine) if q["position"] > last), taken)
-            raw_end = int(self.raw_ends[end - 1])
-        quarantine, self.quarantine = self.quarantine[:taken], self.quarantine[taken:]
-        rows = self.rows if self.rows is not None else empty_rows(self.opts.keep)  # bad records only
-        batch = to_batch(rows.slice(0, end - start))
-        self.rows = rows.slice(end - start)
-        input_bytes, self.raw_done = max(raw_end - self.raw_done, 0), max(raw_end, self.raw_done)
-        origins = Origins(POSITION_KEY[self.f.format], self.positions[start:end], (self.f.display,))
-        return Chunk(seq=next(self.seq), batch=batch, source=self.f.display,
-                     text_bytes=int(self.sizes[start:end].sum()), input_bytes=input_bytes,
-                     documents_in=batch.num_rows + len(quarantine), quarantine=quarantine, origins=origins)
+        members = list(group)
+        for run in [members] if is_txt else [[f] for f in members]:  # consecutive .txt files pack together
+            if run[0].format in PIECE_FORMATS:
+                chunks = _PIECE_CUTTERS[run[0].format](run, opts, seq, filesystem)
+            else:
+                chunks = _CUTTERS[run[0].format](run[0], opts, seq)
+            yield from chunks if raw else (parse_chunk(c, opts) for c in chunks)
 
 
 # ----------------------------------------------------------------------------------------------- reading
-
-
-def _open(f: InputFile) -> tuple[BinaryIO | pa.NativeFile, BinaryIO | pa.NativeFile]:
-    """(raw file, decompressed stream): raw.tell() is how far into the file on disk the stream has read.
-    gzip goes through ISA-L (~800 MB/s of output per core against zlib's ~300): the coordinator decompresses
-    a single-stream file alone, so its speed bounds the whole run. zstd stays with pyarrow (~1.1 GB/s)."""
-    if f.compression == "gzip":
-        raw = open(f.path, "rb")  # noqa: SIM115 - closed by the caller, with the stream
-        return raw, igzip.IGzipFile(fileobj=raw, mode="rb")
-    raw = pa.OSFile(f.path)
-    return raw, (pa.CompressedInputStream(raw, f.compression) if f.compression else raw)
 
 
 class _Long(NamedTuple):
@@ -265,7 +167,7 @@ class _Blocks:
 
     def __iter__(self) -> Iterator[tuple[bytes, int] | _Long]:
         try:
-            raw, stream = _open(self.f)
+            raw, stream = open_input(self.f)
         except READ_ERRORS as err:
             self.error = err
             return
@@ -338,28 +240,6 @@ class _Blocks:
         elif tail and not tail.endswith(b"\n"):
             tail += b"\n"
         yield from self._blocks(tail, raw.tell(), final=True)
-
-
-class _Guard:
-    """Iterate what `make()` gives, stopping at the first read error and keeping it in `error`."""
-
-    def __init__(self, make: Callable[[], Iterable]) -> None:
-        self.make = make
-        self.error: BaseException | None = None
-
-    def __iter__(self) -> Iterator:
-        try:
-            items = iter(self.make())
-            while True:
-                yield next(items)
-        except StopIteration:
-            return
-        except READ_ERRORS as err:
-            self.error = err
-
-
-def _fault_piece(f: InputFile, error: BaseException, position: int) -> _Piece:
-    return _Piece(pa.table({}), NO_POSITIONS, f.size, [fault_record(f, position, error)])
 
 
 # ----- JSON Lines
@@ -463,23 +343,115 @@ def _csv_chunks(f: InputFile, opts: ReadOptions, seq: Iterator[int]) -> Iterator
     yield from cut.finish()
 
 
-# ----- Parquet and datasets
+# ----- Parquet, datasets, .txt: cut from metadata, read by the workers (prep.io.pieces)
 
 
-def _read_columnar(f: InputFile, opts: ReadOptions, batches: Callable[[], Iterator[tuple[pa.Table, int]]]) \
-        -> Iterator[_Piece]:
-    """Pieces from (rows, raw_end) batches of a Parquet file or a saved dataset; position = 0-based row."""
-    guard = _Guard(batches)
-    row = 0
-    for table, raw_end in guard:
-        positions = row + np.arange(table.num_rows, dtype=np.int64)
-        row += table.num_rows
-        as_text = [c for c in dict.fromkeys((opts.text_field, opts.id_field))
-                   if c in table.column_names and _is_text_type(table.schema.field(c).type)]
-        rows, positions, quarantine = screen_columns(table, positions, as_text, f, opts)
-        yield _Piece(rows, positions, raw_end, quarantine)
-    if guard.error is not None:
-        yield _fault_piece(f, guard.error, row)
+def _packed(sizes: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
+    """Runs [start, end) of consecutive items whose sizes sum to at most `limit`, taken greedily; an item larger
+    than that alone is a run of its own. A rule on the sizes alone."""
+    cum = np.cumsum(sizes)
+    start, base = 0, 0
+    while start < len(cum):
+        end = max(int(np.searchsorted(cum, base + limit, side="right")), start + 1)
+        yield start, end
+        start, base = end, int(cum[end - 1])
+
+
+def _row_pieces(rows: np.ndarray, sizes: np.ndarray, limit: int) -> Iterator[tuple[int, int, int]]:
+    """(first row, end row, text bytes) of each piece of a Parquet file: whole row groups packed while their
+    text stays within `limit` (`_packed`); a group larger than `limit` alone is cut into ceil(size / limit)
+    row ranges of equal row counts (row sizes inside a group are unknown until it is decoded)."""
+    starts = np.concatenate([[0], np.cumsum(rows)])
+    for a, b in _packed(sizes, limit):
+        size, n = int(sizes[a:b].sum()), int(starts[b] - starts[a])
+        parts = min(-(-size // limit), n) if b - a == 1 else 1
+        for i in range(parts):
+            lo, hi = int(starts[a]) + n * i // parts, int(starts[a]) + n * (i + 1) // parts
+            if hi > lo:
+                yield lo, hi, size * (i + 1) // parts - size * i // parts
+
+
+def _proof(*parts: object) -> pa.RecordBatch:
+    """What a row piece's chunk carries for --resume to digest: what proves its rows without reading them."""
+    return raw_batch(":".join(str(p) for p in parts).encode())
+
+
+def _parquet_chunks(files: list[InputFile], opts: ReadOptions, seq: Iterator[int],
+                    filesystem: pafs.FileSystem | None) -> Iterator[Chunk]:
+    """Row pieces of a Parquet file (`_row_pieces`), from its footer: no page is decoded here. Each chunk's
+    proof is the xxh3 of the stored bytes of the row groups that hold its rows (pages as written, compressed),
+    with its row range: what --resume checks, as strong as a JSON Lines chunk's digest of its bytes, for a
+    read at disk speed and no decoding."""
+    (f,) = files
+    cut = _Cut(f)
+    try:
+        source, meta, schema = _open_parquet(f, filesystem)
+    except READ_ERRORS as err:
+        yield from cut.add(_bad_chunk(f, next(seq), fault_record(f, 0, err), opts), f.size)
+        yield from cut.finish()
+        return
+    with source:
+        columns = _columns(f, schema, meta.num_rows, opts)
+        if meta.num_rows:
+            text = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == opts.text_field)
+            groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
+            rows = np.array([g.num_rows for g in groups], np.int64)
+            sizes = np.array([g.column(text).total_uncompressed_size for g in groups], np.int64)
+            starts = np.concatenate([[0], np.cumsum(rows)])
+            read = pa.schema([schema.field(c) for c in columns])
+            digests = _GroupDigests(source, groups)
+            for a, b, size in _row_pieces(rows, sizes, opts.chunk_bytes):
+                first, last = int(np.searchsorted(starts, a, "right")) - 1, int(np.searchsorted(starts, b, "left"))
+                try:
+                    proof = _proof(digests.of(first, last), a, b)
+                except READ_ERRORS as err:
+                    yield from cut.add(_bad_chunk(f, next(seq), fault_record(f, a, err), opts), f.size)
+                    break
+                spec = RawSpec("parquet", f.display, a, b - a, read, f.path, a, filesystem)
+                yield from cut.add(Chunk(next(seq), proof, f.display, size, 0, 0, raw=spec),
+                                   f.size * b // meta.num_rows)
+    yield from cut.finish()
+
+
+def _open_parquet(f: InputFile, filesystem: pafs.FileSystem | None) -> tuple[pa.NativeFile, Any, pa.Schema]:
+    """(open file, metadata, Arrow schema) of a Parquet file: its footer read, nothing else."""
+    source = filesystem.open_input_file(f.path) if filesystem else pa.OSFile(f.path)
+    try:
+        pf = pq.ParquetFile(source)
+        return source, pf.metadata, pf.schema_arrow
+    except BaseException:
+        source.close()
+        raise
+
+
+class _GroupDigests:
+    """xxh3-64 of the stored bytes of row groups [first, last) of a Parquet file (every column chunk, from its
+    first page to its end), read in steps of READ_STEP; the last answer is kept, for the row ranges of one
+    large group."""
+
+    def __init__(self, source: pa.NativeFile, groups: list) -> None:
+        self.source, self.groups = source, groups
+        self.last: tuple[tuple[int, int], str] | None = None
+
+    def of(self, first: int, last: int) -> str:
+        if self.last is None or self.last[0] != (first, last):
+            h = xxhash.xxh3_64()
+            for g in self.groups[first:last]:
+                spans = [_column_span(g.column(i)) for i in range(g.num_columns)]
+                at, end = min(s for s, _ in spans), max(e for _, e in spans)
+                while at < end:
+                    h.update(self.source.read_at(min(READ_STEP, end - at), at))
+                    at += READ_STEP
+            self.last = (first, last), h.hexdigest()
+        return self.last[1]
+
+
+def _column_span(column: Any) -> tuple[int, int]:
+    """Bytes [start, end) of a column chunk in its file: its dictionary page (if any), then its data pages."""
+    start = column.data_page_offset
+    if column.has_dictionary_page and 0 < column.dictionary_page_offset < start:
+        start = column.dictionary_page_offset
+    return start, start + column.total_compressed_size
 
 
 def _columns(f: InputFile, schema: pa.Schema, rows: int, opts: ReadOptions) -> list[str]:
@@ -487,133 +459,59 @@ def _columns(f: InputFile, schema: pa.Schema, rows: int, opts: ReadOptions) -> l
     if rows:
         check_fields(f, schema.names, opts)
         text_type = schema.field(opts.text_field).type
-        if not _is_text_type(text_type):
+        if not is_text_type(text_type):
             raise UserError(f"field {opts.text_field!r} in {f.display} is {text_type}, not text; "
                             "choose another with --text-field")
     return list(dict.fromkeys(c for c in (opts.id_field, opts.text_field, *opts.keep) if c in schema.names))
 
 
-def _is_text_type(type_: pa.DataType) -> bool:
-    return any(check(type_) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
-                                          pa.types.is_large_binary))
-
-
-def _rows_per_batch(text_bytes: int, rows: int, opts: ReadOptions) -> int:
-    """Rows per read batch for about one chunk of text, from the average text size."""
-    return int(min(max(opts.chunk_bytes * rows // max(text_bytes, 1), 1), 1 << 16))
-
-
-def _read_parquet(f: InputFile, opts: ReadOptions) -> Iterator[_Piece]:
-    def batches() -> Iterator[tuple[pa.Table, int]]:
-        pf = pq.ParquetFile(f.path)
-        meta, rows = pf.metadata, pf.metadata.num_rows
-        columns = _columns(f, pf.schema_arrow, rows, opts)
-        if not rows:
-            return
-        text_index = pf.schema_arrow.get_field_index(opts.text_field)
-        text_bytes = sum(meta.row_group(g).column(text_index).total_uncompressed_size
-                         for g in range(meta.num_row_groups))
-        done = 0
-        for batch in pf.iter_batches(batch_size=_rows_per_batch(text_bytes, rows, opts), columns=columns,
-                                     use_threads=False):
-            done += batch.num_rows
-            yield pa.Table.from_batches([batch]), f.size * done // rows
-
-    return _read_columnar(f, opts, batches)
-
-
-def _read_dataset(f: InputFile, opts: ReadOptions) -> Iterator[_Piece]:
-    def batches() -> Iterator[tuple[pa.Table, int]]:
-        offset = 0
-        for path in arrow_files(f.path):
-            size = os.path.getsize(path)
+def _dataset_chunks(files: list[InputFile], opts: ReadOptions, seq: Iterator[int],
+                    filesystem: pafs.FileSystem | None) -> Iterator[Chunk]:
+    """Row ranges of each Arrow file of a saved dataset, packed by their text sizes (`_packed`), which the text
+    column's offsets give: the files are memory-mapped and no text is read here. Positions count rows across
+    the dataset's files. Each chunk's proof is the xxh3 of its rows' text sizes."""
+    (f,) = files
+    cut = _Cut(f)
+    base, done = 0, 0  # rows and bytes of the files before
+    for path in arrow_files(f.path):
+        size = os.path.getsize(path)
+        try:
             table = pa.ipc.open_stream(pa.memory_map(path)).read_all()  # zero-copy: pages load as read
-            columns = _columns(f, table.schema, table.num_rows, opts)
-            if table.num_rows:
-                table = table.select(columns)
-                step = _rows_per_batch(table.column(opts.text_field).nbytes, table.num_rows, opts)
-                for start in range(0, table.num_rows, step):
-                    part = table.slice(start, step)
-                    yield part, offset + size * (start + part.num_rows) // table.num_rows
-            offset += size
+        except READ_ERRORS as err:
+            yield from cut.add(_bad_chunk(f, next(seq), fault_record(f, base, err), opts), f.size)
+            break
+        columns = _columns(f, table.schema, table.num_rows, opts)
+        if table.num_rows:
+            sizes = value_sizes(table.column(opts.text_field))
+            read = pa.schema([table.schema.field(c) for c in columns])
+            for a, b in _packed(sizes, opts.chunk_bytes):
+                spec = RawSpec("hf_dataset", f.display, base + a, b - a, read, path, a)
+                proof = _proof(os.path.basename(path), a, b, xxhash.xxh3_64_hexdigest(sizes[a:b].tobytes()))
+                chunk = Chunk(next(seq), proof, f.display, int(sizes[a:b].sum()), 0, 0, raw=spec)
+                yield from cut.add(chunk, done + size * b // table.num_rows)
+        base, done = base + table.num_rows, done + size
+    yield from cut.finish()
 
-    return _read_columnar(f, opts, batches)
 
-
-# ----- plain text
-
-
-def _txt_chunks(files: list[InputFile], opts: ReadOptions, seq: Iterator[int]) -> Iterator[Chunk]:
-    """One document per file (id = display name), consecutive files packed into chunks of about chunk_bytes
-    of text; a chunk's `source` is its first file."""
+def _txt_chunks(files: list[InputFile], opts: ReadOptions, seq: Iterator[int],
+                filesystem: pafs.FileSystem | None) -> Iterator[Chunk]:
+    """One document per file (id = display name): consecutive files packed by their size on disk (`_packed`),
+    never opened here; a chunk's `source` is its first file. An empty file is no document and is left out."""
     if opts.keep:
         kept = ", ".join(opts.keep)
         raise UserError(f"cannot keep columns {kept} from plain text files ({files[0].display})")
-    group: list[tuple[InputFile, bytes | BaseException]] = []
-    text_bytes = 0
-    for f in files:
-        try:
-            raw, stream = _open(f)
-            with raw, stream:  # a file longer than the limit is read no further than that
-                content: bytes | BaseException = stream.read(opts.max_document_bytes + len(BOM) + 1)
-        except READ_ERRORS as err:
-            content = err
-        if isinstance(content, bytes):
-            content = content.removeprefix(BOM)
-            if len(content) > opts.max_document_bytes:
-                content = _TooLong(content[:HEAD_BYTES])
-        size = len(content) if isinstance(content, bytes) else 0
-        if group and text_bytes + size > opts.chunk_bytes:
-            yield from _txt_chunk(group, opts, seq)
-            group, text_bytes = [], 0
-        group.append((f, content))
-        text_bytes += size
-    yield from _txt_chunk(group, opts, seq)
-
-
-class _TooLong(Exception):
-    """A text file longer than max_document_bytes: its first bytes."""
-
-    def __init__(self, head: bytes) -> None:
-        super().__init__(head)
-        self.head = head
-
-
-def _txt_chunk(group: list[tuple[InputFile, bytes | BaseException]], opts: ReadOptions,
-               seq: Iterator[int]) -> Iterator[Chunk]:
-    """The chunk of a group of text files; empty files are no documents, unreadable and too long ones are
-    quarantined."""
-    docs = [(f, c) for f, c in group if isinstance(c, bytes) and c]
-    texts = pa.chunked_array([binary_array([c for _, c in docs], pa.large_binary())], pa.large_binary())
-    invalid = invalid_utf8(texts)
-    invalid = np.zeros(len(docs), dtype=bool) if invalid is None else invalid
-    bad_docs = {docs[i][0].path for i in np.flatnonzero(invalid)}
-
-    def bad(f: InputFile, c: bytes | BaseException) -> dict:
-        if isinstance(c, _TooLong):
-            return file_record(f, 0, f"file longer than max_document_bytes ({opts.max_document_bytes})", c.head)
-        return fault_record(f, 0, c) if isinstance(c, BaseException) else file_record(f, 0, "invalid UTF-8", c)
-
-    quarantine = [bad(f, c) for f, c in group if isinstance(c, BaseException) or f.path in bad_docs]
-    if quarantine and opts.strict:
-        raise strict_error(group[0][0], quarantine[0])
-    if not docs and not quarantine:
-        return
-    text = texts.filter(arrow_of(~invalid, pa.bool_())).cast(pa.string())
-    displays = [docs[i][0].display for i in np.flatnonzero(~invalid)]
-    ids = pa.chunked_array([binary_array([d.encode() for d in displays], pa.string())])
-    rows = assemble_rows(ids, text, [], NO_POSITIONS, group[0][0], opts)
-    yield Chunk(seq=next(seq), batch=to_batch(rows), source=group[0][0].display,
-                text_bytes=int(pc.sum(pc.binary_length(text)).as_py() or 0),
-                input_bytes=sum(f.size for f, _ in group), documents_in=rows.num_rows + len(quarantine),
-                quarantine=quarantine, origins=Origins("row", np.zeros(len(displays), np.int64), tuple(displays)))
-
-
-_READERS: dict[str, Callable[[InputFile, ReadOptions], Iterator[_Piece]]] = {
-    "parquet": _read_parquet, "hf_dataset": _read_dataset,
-}
+    files = [f for f in files if f.size]
+    for a, b in _packed(np.array([f.size for f in files], np.int64), opts.chunk_bytes):
+        run = files[a:b]
+        size = sum(f.size for f in run)
+        spec = RawSpec("txt", run[0].display, 0, b - a, None, filesystem=filesystem)
+        yield Chunk(next(seq), txt_batch(run), run[0].display, size, size, 0, raw=spec)
 
 
 _CUTTERS: dict[str, Callable[[InputFile, ReadOptions, Iterator[int]], Iterator[Chunk]]] = {
     "jsonl": _jsonl_chunks, "csv": _csv_chunks,
+}
+_PIECE_CUTTERS: dict[str, Callable[[list[InputFile], ReadOptions, Iterator[int], pafs.FileSystem | None],
+                                   Iterator[Chunk]]] = {
+    "parquet": _parquet_chunks, "hf_dataset": _dataset_chunks, "txt": _txt_chunks,
 }

@@ -575,7 +575,7 @@ def feed_rate(corpus: Corpus, repeats: int) -> dict:
     from prep.engines.local.coordinator import new_shm_prefix
     from prep.engines.local.transport import SlotPool
     from prep.io.sources import expand_inputs, iter_chunks
-    from prep.io.verify import batch_digest
+    from prep.io.verify import chunk_digest
 
     files = expand_inputs([str(corpus.path)])
     size = sum(f.size for f in files)
@@ -585,7 +585,7 @@ def feed_rate(corpus: Corpus, repeats: int) -> dict:
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), time.process_time()
             for chunks, chunk in enumerate(iter_chunks(files, chunk_bytes=CHUNK_BYTES, raw=True), 1):
-                batch_digest(chunk.batch, chunk.quarantine)
+                chunk_digest(chunk)
                 pool.write(chunks % 2, chunk.batch)
             walls.append(time.perf_counter() - wall)
             cpus.append(time.process_time() - cpu)

@@ -45,9 +45,9 @@ from prep.engines.local.transport import Location, SlotPool, release, remove_lef
 from prep.engines.local.worker import worker_main
 from prep.engines.local.writer_process import writer_main
 from prep.errors import Interrupted, RunFailed
-from prep.io.records import strict_record_error
+from prep.io.records import ReadOptions, strict_record_error
 from prep.io.trainer_formats import output_spec
-from prep.io.verify import batch_digest
+from prep.io.verify import chunk_digest
 from prep.io.writer import JOURNAL, QUARANTINE, QUARANTINE_PARTIAL, read_journal
 from prep.request import Plan
 
@@ -297,7 +297,7 @@ class LocalEngine:
             "documents_in": chunk.documents_in,
             "quarantine": chunk.quarantine,
             "source": chunk.source,
-            "digest": batch_digest(chunk.batch, chunk.quarantine),
+            "digest": chunk_digest(chunk),
         }
         self.kept[chunk.seq] = _Kept(chunk, info)
         self._send_writer(("chunk", chunk.seq, info))
@@ -389,7 +389,7 @@ class LocalEngine:
                 return
             task = done.task
             if self.config.strict and message.stats.get("quarantine"):  # a bad record the worker's parse found
-                raise strict_record_error(message.stats["quarantine"][0])
+                raise strict_record_error(message.stats["quarantine"][0], self.chunks[task.seq].chunk.raw.format)
             self.chunks[task.seq].parsed_in += message.stats.get("in_documents", 0)
             slot = self.out_slots.pop(task.task_id)
             if message.location.segment is not None:  # the output went to a segment of its own: slot unused
@@ -410,8 +410,8 @@ class LocalEngine:
         for seq, row_index, reason in outcome.quarantine:
             state = self.chunks[seq]
             chunk = state.chunk
-            stats = poison_record(chunk.batch, chunk.raw, chunk.origins, row_index, reason, self.config.strict,
-                                  self.config.id_field)
+            stats = poison_record(chunk.batch, chunk.raw, chunk.origins, row_index, reason,
+                                  ReadOptions.of(self.config))
             state.parsed_in += stats["in_documents"]
             message = ("part", seq, row_index, row_index + 1, None, stats)
             self.kept[seq].quarantined.append(message)

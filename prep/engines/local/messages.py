@@ -15,7 +15,8 @@ from prep.engines.local.transport import Location
 
 class Task(NamedTuple):
     """Coordinator -> worker: compute rows [start, stop) of chunk `seq`, whose input lies at `source`;
-    write the output to `out_slot`. For a raw chunk (`raw` set) the rows are its lines, parsed first."""
+    write the output to `out_slot`. For a raw chunk (`raw` set) the rows are its units (records, rows, files),
+    read first."""
 
     task_id: int
     seq: int

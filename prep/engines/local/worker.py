@@ -32,7 +32,8 @@ from prep.core.stage import input_stats
 from prep.core.threads import single_thread_env
 from prep.engines.local.messages import Failed, Ready, Result
 from prep.engines.local.transport import SlotPool
-from prep.io.records import ReadOptions, parse_raw, raw_data
+from prep.io.pieces import read_raw
+from prep.io.records import ReadOptions
 from prep.text.arrow import binary_array
 from prep.text.tokenizer import Backend
 
@@ -154,7 +155,7 @@ def worker_main(
                 batch = in_pool.read(task.source)
                 parsed = None
                 if task.raw is not None:
-                    parsed = parse_raw(raw_data(batch), task.raw, read_options, task.start, task.stop)
+                    parsed = read_raw(batch, task.raw, read_options, task.start, task.stop)
                     batch = parsed.batch
                 elif task.start or task.stop < len(batch):
                     batch = batch.slice(task.start, task.stop - task.start)

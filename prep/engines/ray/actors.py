@@ -16,7 +16,8 @@ from prep.core.chunk import RawSpec
 from prep.core.stage import input_stats
 from prep.core.threads import single_thread_env
 from prep.engines.ray.files import FsPath, publish_file
-from prep.io.records import ReadOptions, parse_raw, raw_data
+from prep.io.pieces import read_raw
+from prep.io.records import ReadOptions
 from prep.io.trainer_formats import OutputSpec
 from prep.io.writer import (
     FILTERED_PARTIAL,
@@ -65,11 +66,11 @@ class StageActor:
 
     def process(self, batch: pa.RecordBatch, start: int, stop: int,
                 raw: RawSpec | None = None) -> tuple[tuple[dict, dict], pa.RecordBatch]:
-        """Rows [start, stop) of a chunk through the stage; a raw chunk's lines are parsed here first."""
+        """Rows [start, stop) of a chunk through the stage; a raw chunk's units are read here first."""
         started = time.perf_counter()
         parsed = None
         if raw is not None:
-            parsed = parse_raw(raw_data(batch), raw, self.read_options, start, stop)
+            parsed = read_raw(batch, raw, self.read_options, start, stop)
             batch = parsed.batch
         elif start or stop < len(batch):
             batch = batch.slice(start, stop - start)

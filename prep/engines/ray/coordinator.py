@@ -37,7 +37,7 @@ from prep.engines.ray.band_index import band_actors, sharded_deduper
 from prep.engines.ray.files import POLL_S, WAIT_S, Split
 from prep.engines.ray.output import Output
 from prep.errors import RunFailed, UserError
-from prep.io.records import strict_record_error
+from prep.io.records import ReadOptions, strict_record_error
 from prep.io.trainer_formats import output_spec
 from prep.io.verify import check_committed_chunk, committed_digests
 from prep.request import Plan
@@ -63,7 +63,7 @@ class _ChunkState:
     input_bytes: int
     batch: Any
     origins: Origins | None  # each row's file and position, for a poison document's quarantine record
-    raw: RawSpec | None  # a raw chunk: its rows are lines that the actors parse
+    raw: RawSpec | None  # a raw chunk: its units (records, rows, files) are read by the actors
     parts: dict = field(default_factory=dict)  # start -> (stop, output ref | None, stats)
     reported: bool = False  # progress counted (a result computed again is not counted twice)
     parsed_in: int = 0  # records the actors' parsing met (a raw chunk), for the progress bar
@@ -468,7 +468,7 @@ class RayEngine:
         if done is None:  # stale: routed again meanwhile
             return
         if self.config.strict and stats.get("quarantine"):  # a bad record the actor's parse found
-            raise strict_record_error(stats["quarantine"][0])
+            raise strict_record_error(stats["quarantine"][0], self.chunks[task.seq].raw.format)
         self.chunks[task.seq].parsed_in += stats.get("in_documents", 0)
         result, output = self.refs.pop(task_id)
         del self.by_result[result]
@@ -484,7 +484,7 @@ class RayEngine:
         for seq, row_index, reason in outcome.quarantine:
             state = self.chunks[seq]
             stats = poison_record(self.ray.get(state.batch), state.raw, state.origins, row_index, reason,
-                                  self.config.strict, self.config.id_field)
+                                  ReadOptions.of(self.config))
             state.parsed_in += stats["in_documents"]
             state.parts[row_index] = (row_index + 1, None, stats)
         for seq in outcome.closed:

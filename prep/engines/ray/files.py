@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from prep.errors import UserError
+from prep.io.pieces import PIECE_FORMATS
 from prep.io.sources import InputFile, expand_inputs, input_kind, is_hidden, iter_chunks
-from prep.io.verify import batch_digest
+from prep.io.verify import chunk_digest
 from prep.io.writer import (
     fsync_dir,
 )
@@ -110,8 +111,9 @@ def publish_file(local_file: str, dest: FsPath) -> None:
 @dataclass(frozen=True)
 class Split:
     """What one reader task reads: a file, or a run of .txt files (packed together, as the local Source
-    does). `fs` is None for local paths, read in place; otherwise the files are copied to the reader's
-    node first."""
+    does). `fs` is None for local paths, read in place; otherwise JSON Lines and CSV files are copied to the
+    reader's node first, and Parquet and .txt files are read in place through `fs` (the reader reads a Parquet
+    footer, the stage actors the rows)."""
 
     files: tuple[InputFile, ...]
     fs: pafs.FileSystem | None = None
@@ -175,7 +177,9 @@ def read_split(split: Split, options: dict) -> Iterator:
     """Reader task: two objects per chunk, the batch then its facts; numbers are assigned by the driver."""
     with contextlib.ExitStack() as stack:
         files = list(split.files)
-        if split.fs is not None:
+        if split.fs is not None and files[0].format in PIECE_FORMATS:
+            options = options | {"filesystem": split.fs}
+        elif split.fs is not None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="prep-read-"))
             for i, f in enumerate(files):
                 local = os.path.join(tmp, f"{i}-{posixpath.basename(f.path)}")
@@ -186,6 +190,6 @@ def read_split(split: Split, options: dict) -> Iterator:
             yield chunk.batch
             yield {"rows": chunk.units, "weight": chunk.text_bytes, "text_bytes": 0 if chunk.raw else chunk.text_bytes,
                    "raw": chunk.raw,
-                   "digest": batch_digest(chunk.batch, chunk.quarantine),
+                   "digest": chunk_digest(chunk),
                    "documents_in": chunk.documents_in, "quarantine": chunk.quarantine,
                    "input_bytes": chunk.input_bytes, "source": chunk.source, "origins": chunk.origins}

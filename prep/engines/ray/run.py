@@ -23,7 +23,8 @@ from prep.io.output import (
     output_fingerprint,
 )
 from prep.io.ownership import check_no_overlap
-from prep.io.records import ReadOptions, parse_chunk
+from prep.io.pieces import parse_chunk
+from prep.io.records import ReadOptions
 from prep.io.sources import InputFile, total_input_bytes
 from prep.io.trainer_formats import output_spec
 from prep.request import Plan, RunRequest
