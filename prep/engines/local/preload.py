@@ -22,3 +22,8 @@ finally:
     if _blocked:
         del sys.modules[_BLAS_PROBE]
 filters.prepare()
+
+# pyarrow imports pandas on first use of some conversions (pa.array of Python objects, to_numpy, pa.scalar: ~0.3 s
+# and ~40 MB in each process that meets one, e.g. a worker reading a malformed record). No child of this process
+# needs pandas, and pyarrow takes its pandas-free paths when pandas cannot be imported.
+sys.modules["pandas"] = None
