@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from prep.text._codes import ALPHA, CJK, DIGIT, GROUP_MIX, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
+from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, GROUP_MIX, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
 
 # What the rule sets need: `measure`'s `modes` bits.
 GOPHER_QUALITY, GOPHER_REPETITION, C4, FINEWEB = 1, 2, 4, 8
@@ -45,61 +45,79 @@ C4_FLAGS = ("remove_citations", "terminal_punct", "lorem_ipsum", "javascript", "
 
 
 @njit(cache=True, nogil=True)
-def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needles, needle_ends, short_line):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+def layout(size: int) -> np.ndarray:
+    """Where `measure`'s scratch arrays lie in its arena, for texts of fewer than `size` characters: their
+    byte offsets, 8-aligned, then the arena's length. The hash table's generations come first: an arena
+    starts zeroed (generation 0), so a generation is never stale while the arena lives."""
+    capacity = 16
+    while capacity < 2 * size:
+        capacity *= 2
+    widths = np.array([
+        8, 8 * capacity, 8 * capacity, 4 * capacity,  # last generation; table generations, keys, values
+        4 * size, size, 4 * size, 4 * size,  # code points, classes, line breaks, one C4 line
+        4 * size, 8 * size, size, size + 1,  # tokens: lengths, hashes, flags; one word's cut marks
+        8 * size, 8 * size, size,  # pieces between newlines: first and end char, hashes, content
+        24 * size, 16 * size, 2 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, first, sizes, chars
+    ])
+    offsets = np.zeros(len(widths) + 1, np.int64)
+    for k in range(len(widths)):
+        offsets[k + 1] = offsets[k] + (widths[k] + 7) // 8 * 8
+    return offsets
+
+
+@njit(cache=True, nogil=True)
+def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needles, needle_ends, short_line,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+            arena, size):
     """Per text (`data[starts[d]:ends[d]]`, UTF-8), the numbers of `COLUMNS` that `modes` asks for (the
     others stay 0).
 
     `stops`: token hashes of gopher_quality's stop words, no two equal; `c4_limits`: (longest word, fewest
     words) of a line C4 keeps, `c4_flags`: C4's switches (`C4_FLAGS`), `needles`: code points of "lorem
     ipsum", "javascript", then the policy substrings, each ending at its `needle_ends`; `short_line`:
-    fineweb's short line length.
+    fineweb's short line length. `arena`: bytes laid out by `layout(size)`, `size` more than any text's
+    characters (its bytes will do); kept from call to call, so that no call allocates or clears scratch.
     """
     n = len(starts)
     out = np.zeros((n, len(COLUMNS)))
-    longest = 0
-    for d in range(n):
-        longest = max(longest, ends[d] - starts[d])
-    size = longest + 1  # scratch sizes: a text has fewer characters than bytes, tokens and pieces than that
-    cps = np.empty(size, np.int32)
-    cls = np.empty(size, np.uint8)
-    line = np.empty(size, np.int32)
-    t_len = np.empty(size, np.int32)
-    t_hash = np.empty(size, np.uint64)
-    t_flags = np.empty(size, np.uint8)
-    marks = np.empty(size + 1, np.uint8)
-    pieces = np.empty((2, size), np.int32)  # first and end char of the pieces between newlines
-    p_hash = np.empty(size, np.uint64)
-    p_content = np.empty(size, np.bool_)
-    levels = np.empty((2, 3, size), np.int32)  # two n-gram levels, each (first token, group, group size)
-    keys = np.empty((2, size), np.uint64)
-    first = np.empty((2, size), np.bool_)
-    sizes = np.empty(size, np.int32)
-    capacity = 16
-    while capacity < 2 * size:
-        capacity *= 2
-    table_key = np.empty(capacity, np.uint64)
-    table_value = np.empty(capacity, np.int32)
-    table_gen = np.zeros(capacity, np.int64)
-    hash_table = (table_key, table_value, table_gen)
-    gen = 0
+    o = layout(size)
+    last_gen = arena[o[0] : o[1]].view(np.int64)
+    hash_table = (arena[o[2] : o[3]].view(np.uint64), arena[o[3] : o[4]].view(np.int32),
+                  arena[o[1] : o[2]].view(np.int64))
+    cps = arena[o[4] : o[5]].view(np.int32)
+    cls = arena[o[5] : o[6]]
+    breaks = arena[o[6] : o[7]].view(np.int32)
+    line = arena[o[7] : o[8]].view(np.int32)
+    t_len = arena[o[8] : o[9]].view(np.int32)
+    t_hash = arena[o[9] : o[10]].view(np.uint64)
+    t_flags = arena[o[10] : o[11]]
+    marks = arena[o[11] : o[12]]
+    pieces = arena[o[12] : o[13]].view(np.int32).reshape(2, (o[13] - o[12]) // 8)
+    p_hash = arena[o[13] : o[14]].view(np.uint64)
+    p_content = arena[o[14] : o[15]].view(np.bool_)
+    levels = arena[o[15] : o[16]].view(np.int32).reshape(2, 3, (o[16] - o[15]) // 24)
+    keys = arena[o[16] : o[17]].view(np.uint64).reshape(2, (o[17] - o[16]) // 16)
+    first = arena[o[17] : o[18]].view(np.bool_).reshape(2, (o[18] - o[17]) // 2)
+    sizes = arena[o[18] : o[19]].view(np.int32)
+    cumulative = arena[o[19] : o[20]].view(np.int64)
+    gen = last_gen[0]
     for d in range(n):
         row = out[d]
-        chars = _decode(data, starts[d], ends[d], table, cps, cls, row)
+        chars, lines = _decode(data, starts[d], ends[d], table, cps, cls, breaks, row)
         if modes & (GOPHER_QUALITY | GOPHER_REPETITION | FINEWEB):
             m = _tokens(cps, cls, chars, t_len, t_hash, t_flags, marks)
             row[WORDS] = m
             if modes & GOPHER_QUALITY:
                 _word_counts(t_len, t_hash, t_flags, m, stops, row)
             if modes & GOPHER_REPETITION:
-                gen = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, hash_table, gen, row)
+                gen = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row)
         if modes & (GOPHER_QUALITY | C4):
-            _lines(cps, cls, chars, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row)
+            _lines(cps, cls, chars, breaks, lines, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row)
         if modes & GOPHER_REPETITION:  # paragraphs: the pieces of the trimmed text between runs of 2+ "\n"
-            k = _pieces(cps, cls, chars, 2, pieces, p_hash, p_content)
+            k = _pieces(cps, cls, chars, breaks, lines, 2, pieces, p_hash, p_content)
             gen += 1
             row[PARAGRAPHS : PARAGRAPHS + 3] = _repeats(pieces, p_hash, p_content, k, ALL, hash_table, gen)
         if modes & (GOPHER_REPETITION | FINEWEB):
-            k = _pieces(cps, cls, chars, 0, pieces, p_hash, p_content)
+            k = _pieces(cps, cls, chars, breaks, lines, 0, pieces, p_hash, p_content)
             if modes & GOPHER_REPETITION:
                 gen += 1
                 row[LINE_RUNS : LINE_RUNS + 3] = _repeats(pieces, p_hash, p_content, k, RUNS, hash_table, gen)
@@ -114,47 +132,56 @@ def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needle
                             row[PUNCT_LINES] += 1
                         if e - a <= short_line:
                             row[SHORT_LINES] += 1
+    last_gen[0] = gen
     return out
 
 
 @njit(cache=True, nogil=True)
-def _decode(data, a, e, table, cps, cls, row):  # noqa: ANN001, ANN201 - numba arrays
+def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 - numba arrays
     """Decode data[a:e] into `cps` with each code point's class in `cls`, count CJK characters, "#",
-    ellipses ("..." as str.count counts it, and "\u2026") and "\\n"; return the number of code points."""
-    size = 0
+    ellipses ("..." as str.count counts it, and "\u2026") and "\\n"; return the number of code points and
+    of line breaks (what str.splitlines() breaks at), whose positions go to `breaks`."""
+    size = lines = 0
     dots = cjk = hashes = ellipses = newlines = 0
+    last_dot = -2
     i = a
     while i < e:
-        b = np.int32(data[i])
-        if b < 0x80:
-            cp = b
+        cp = np.int32(data[i])
+        if cp < 0x80:
             i += 1
-        elif b < 0xE0:
-            cp = ((b & 0x1F) << 6) | (np.int32(data[i + 1]) & 0x3F)
+        elif cp < 0xE0:
+            cp = ((cp & 0x1F) << 6) | (np.int32(data[i + 1]) & 0x3F)
             i += 2
-        elif b < 0xF0:
-            cp = ((b & 0x0F) << 12) | ((np.int32(data[i + 1]) & 0x3F) << 6) | (np.int32(data[i + 2]) & 0x3F)
+        elif cp < 0xF0:
+            cp = ((cp & 0x0F) << 12) | ((np.int32(data[i + 1]) & 0x3F) << 6) | (np.int32(data[i + 2]) & 0x3F)
             i += 3
         else:
-            cp = (((b & 0x07) << 18) | ((np.int32(data[i + 1]) & 0x3F) << 12)
+            cp = (((cp & 0x07) << 18) | ((np.int32(data[i + 1]) & 0x3F) << 12)
                   | ((np.int32(data[i + 2]) & 0x3F) << 6) | (np.int32(data[i + 3]) & 0x3F))
             i += 4
         bits = table[cp]
         cps[size] = cp
         cls[size] = bits
+        if bits & (CJK | COUNTED):  # one test for the common character
+            if bits & CJK:
+                cjk += 1
+            elif cp == 0x2E:
+                dots = dots + 1 if last_dot == size - 1 else 1
+                last_dot = size
+                if dots == 3:
+                    ellipses += 1
+                    dots = 0
+            elif cp == 0x23:
+                hashes += 1
+            elif cp == 0x2026:
+                ellipses += 1
+            else:  # a line break
+                newlines += cp == 0x0A
+                breaks[lines] = size
+                lines += 1
         size += 1
-        if bits & CJK:
-            cjk += 1
-        dots = dots + 1 if cp == 0x2E else 0
-        if cp == 0x23:
-            hashes += 1
-        elif dots == 3 or cp == 0x2026:
-            ellipses += 1
-            dots = 0
-        elif cp == 0x0A:
-            newlines += 1
     row[CHARS], row[CJK_CHARS], row[HASHES], row[ELLIPSES], row[NEWLINES] = size, cjk, hashes, ellipses, newlines
-    return size
+    return size, lines
 
 
 @njit(cache=True, nogil=True)
@@ -329,7 +356,7 @@ def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba 
 
 
 @njit(cache=True, nogil=True)
-def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, hash_table, gen, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10; return the hash table's last
     generation.
 
@@ -341,8 +368,7 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, hash_table, gen, row):
     n-grams as datatrove's find_all_duplicate counts them (scanning the words, an n-gram seen before counts
     and the scan jumps past it).
     """
-    cumulative = np.empty(m + 1, np.int64)  # characters before each token
-    cumulative[0] = 0
+    cumulative[0] = 0  # characters before each token
     for i in range(m):
         cumulative[i + 1] = cumulative[i] + t_len[i]
     cur = 0
@@ -401,29 +427,31 @@ ALL, RUNS, CONTENT = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def _pieces(cps, cls, size, min_run, pieces, p_hash, p_content):  # noqa: ANN001, ANN201 - numba arrays
+def _pieces(cps, cls, size, breaks, lines, min_run, pieces, p_hash, p_content):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """The pieces of cps[:size] between its newline separators, as Arrow's split of the text gives them; return
-    their number (at least one, maybe empty).
+    their number (at least one, maybe empty). The "\\n" are among the `lines` `breaks`.
 
     Separators: every "\\n" (`min_run` 0), or runs of two or more "\\n" (2: regex "\\n{2,}") once the
-    text's leading and trailing whitespace is cut. Per piece: first and end char (`pieces`), 64-bit hash of
-    its characters, whether it has a non-whitespace character.
+    text's leading and trailing whitespace is cut (a run then ends before the text does). Per piece: first
+    and end char (`pieces`), 64-bit hash of its characters, whether it has a non-whitespace character.
     """
     a, e = (0, size) if min_run == 0 else _trim(cls, 0, size)
     k = 0
-    piece = i = a
-    while i < e:
-        if cps[i] != 0x0A:
-            i += 1
+    piece = a
+    q = 0
+    while q < lines:
+        i = breaks[q]
+        q += 1
+        if cps[i] != 0x0A or i < a or i >= e:
             continue
         j = i + 1
-        while min_run and j < e and cps[j] == 0x0A:
+        while min_run and q < lines and breaks[q] == j and cps[j] == 0x0A:
             j += 1
+            q += 1
         if j - i >= max(min_run, 1):
             pieces[0, k], pieces[1, k] = piece, i
             k += 1
             piece = j
-        i = j
     pieces[0, k], pieces[1, k] = piece, e
     k += 1
     for p in range(k):
@@ -473,25 +501,18 @@ def _ends_in_dots(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
 
 
 @njit(cache=True, nogil=True)
-def _line_break(cp: int) -> bool:
-    """Whether str.splitlines() breaks at this code point."""
-    return (0x0A <= cp <= 0x0D) or (0x1C <= cp <= 0x1E) or cp == 0x85 or cp == 0x2028 or cp == 0x2029
-
-
-@njit(cache=True, nogil=True)
-def _lines(cps, cls, size, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+def _lines(cps, cls, size, breaks, lines, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """The lines of cps[:size] as str.splitlines() gives them (no empty line after a final break, none in an
-    empty text): gopher_quality's counts of lines, of lines whose first non-space character is "•" or "-",
-    and of lines that end in "..." or "\u2026" before trailing whitespace; C4's line checks."""
-    a = i = p = 0
+    empty text), cut at its `lines` `breaks`: gopher_quality's counts of lines, of lines whose first
+    non-space character is "•" or "-", and of lines that end in "..." or "\u2026" before trailing whitespace;
+    C4's line checks."""
+    a = p = 0
     first_lorem = first_curly = -1
     sentences = bullets = ellipses = 0
-    while i <= size:
-        if i < size and not (cls[i] & SPACE and _line_break(cps[i])):
-            i += 1
+    for q in range(lines + 1):
+        i = breaks[q] if q < lines else size
+        if i < a or (q == lines and a == size):  # the "\n" of a "\r\n"; or no line after a final break
             continue
-        if i == size and a == size:
-            break
         s, e = _trim(cls, a, i)
         if s < e:
             if cps[s] == 0x2022 or cps[s] == 0x2D:
@@ -506,8 +527,7 @@ def _lines(cps, cls, size, table, modes, c4_limits, c4_flags, needles, needle_en
                 first_curly = p
             sentences += verdict >> 3
         p += 1
-        i += 2 if i + 1 < size and cps[i] == 0x0D and cps[i + 1] == 0x0A else 1
-        a = i
+        a = i + (2 if i + 1 < size and cps[i] == 0x0D and cps[i + 1] == 0x0A else 1)
     row[LINES], row[BULLET_LINES], row[ELLIPSIS_LINES] = p, bullets, ellipses
     row[FIRST_LOREM_LINE], row[FIRST_CURLY_LINE], row[SENTENCES] = first_lorem, first_curly, sentences
 
@@ -556,36 +576,11 @@ def _lower(cp: int) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _contains_lower(line, size: int, needles, needle_ends, which: int) -> bool:  # noqa: ANN001 - numba arrays
-    """Whether lower(line[:size]) contains needle number `which`."""
-    a = needle_ends[which - 1] if which else 0
-    length = needle_ends[which] - a
-    for i in range(size - length + 1):
-        j = 0
-        while j < length and _lower(line[i + j]) == needles[a + j]:
-            j += 1
-        if j == length:
-            return True
-    return False
-
-
-@njit(cache=True, nogil=True)
 def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, line):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """C4's checks of the trimmed line cps[a:e], as bits: 1 kept, 2 "lorem ipsum", 4 "{" (once
     "javascript" lines are out); the line's sentences above them (bits 3 on)."""
     remove_citations, terminal_punct, lorem_ipsum, javascript, curly_bracket, policy = c4_flags
-    words = longest = run = 0
-    for i in range(a, e + 1):
-        if i < e and not cls[i] & SPACE:
-            run += 1
-            continue
-        if run:
-            words += 1
-            longest = max(longest, run)
-        run = 0
-    if longest > c4_limits[0] or words < c4_limits[1]:
-        return 0
-    if terminal_punct:
+    if terminal_punct:  # first: the cheapest check, and the one most lines that go fail
         # citation marks hold no brackets inside, so those at the end are the last ones the regex removes
         end = e
         while remove_citations and end > a and cps[end - 1] == 0x5D:
@@ -601,32 +596,70 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
         if not ((last == 0x2E or last == 0x3F or last == 0x21 or last == 0x22 or last == 0x27)
                 and not _ends_in_dots(cps, a, end)):
             return 0
-    # the remaining checks see the line without its citation marks (regex, leftmost, not overlapping)
+    words = longest = run = 0
+    for i in range(a, e + 1):
+        if i < e and not cls[i] & SPACE:
+            run += 1
+            continue
+        if run:
+            words += 1
+            longest = max(longest, run)
+        run = 0
+    if longest > c4_limits[0] or words < c4_limits[1]:
+        return 0
+    # the other checks see the line without its citation marks (regex, leftmost, not overlapping), lower-cased:
+    # the substrings are lower-case ASCII, and lowering moves no character in or out of the sentence regex's
+    # classes
     size = 0
+    curly = False
     j = a
     while j < e:
-        skip = _citation_at(cps, j, e) if remove_citations and cps[j] == 0x5B else -1
-        if skip >= 0:
-            j = skip
-        else:
-            line[size] = cps[j]
-            size += 1
-            j += 1
+        c = cps[j]
+        if c == 0x5B and remove_citations:
+            skip = _citation_at(cps, j, e)
+            if skip >= 0:
+                j = skip
+                continue
+        curly |= c == 0x7B
+        line[size] = _lower(c)
+        size += 1
+        j += 1
+    found = _find(line, size, needles, needle_ends)
     verdict = 1
-    if lorem_ipsum and _contains_lower(line, size, needles, needle_ends, 0):
+    if lorem_ipsum and found & 1:
         verdict |= 2
-    if javascript and _contains_lower(line, size, needles, needle_ends, 1):
+    if javascript and found & 2:
         return verdict & 2
-    if curly_bracket:
-        for j in range(size):
-            if line[j] == 0x7B:
-                verdict |= 4
-                break
-    if policy:
-        for which in range(2, len(needle_ends)):
-            if _contains_lower(line, size, needles, needle_ends, which):
-                return verdict & 6
+    if curly_bracket and curly:
+        verdict |= 4
+    if policy and found >> 2:
+        return verdict & 6
     return verdict | ((_sentence_breaks(line, size, table) + 1) << 3)
+
+
+@njit(cache=True, nogil=True)
+def _find(line, size: int, needles, needle_ends) -> int:  # noqa: ANN001 - numba arrays
+    """Which needles (lower-case ASCII, as bits) line[:size] contains: one pass, a character that starts none
+    of them ruled out by a bit mask."""
+    initials = np.uint64(0)
+    for w in range(len(needle_ends)):
+        initials |= np.uint64(1) << np.uint64(needles[needle_ends[w - 1] if w else 0] & 63)
+    found = 0
+    for i in range(size):
+        c = line[i]
+        if c >= 0x80 or not (initials >> np.uint64(c & 63)) & np.uint64(1):
+            continue
+        for w in range(len(needle_ends)):
+            a = needle_ends[w - 1] if w else 0
+            length = needle_ends[w] - a
+            if found & (1 << w) or needles[a] != c or i + length > size:
+                continue
+            j = 1
+            while j < length and line[i + j] == needles[a + j]:
+                j += 1
+            if j == length:
+                found |= 1 << w
+    return found
 
 
 @njit(cache=True, nogil=True)

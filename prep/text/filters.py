@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.errors import UserError
-from prep.text._codes import ALPHA, CJK, DIGIT, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
+from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
 from prep.text.arrow import binary_array, numpy_of
 
 # datatrove.utils.text.TERMINAL_PUNCTUATION (Unicode's Terminal_Punctuation characters), FineWeb's stop_chars
@@ -219,6 +219,7 @@ def _classes() -> np.ndarray:
     table[(bits & features._CJK) > 0] |= CJK
     table[_regex_punctuation()] |= UNICODE_PUNCT
     table[[ord(ch) for ch in TERMINAL_PUNCTUATION]] |= TERMINAL
+    table[[ord(ch) for ch in ".#\u2026\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"]] |= COUNTED  # and line breaks
     return table
 
 
@@ -277,8 +278,28 @@ def _measure(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]]) -> dic
         np.array([c4[flag] for flag in _kernels.C4_FLAGS], np.bool_),
         np.array([ord(ch) for ch in "".join(needles)], np.int32), np.cumsum([len(w) for w in needles]),
         float(rule_sets.get("fineweb", RULE_SETS["fineweb"])["short_line_length"]),
+        *_arena(int(np.max(ends - starts, initial=0)) + 1),
     )
     return dict(zip(_kernels.COLUMNS, out.T, strict=True))
+
+
+_ARENA_KEPT = 1 << 21  # characters: the arena for texts this long (~250 MB of address space) is kept
+_arenas: list[tuple[np.ndarray, int]] = []
+
+
+def _arena(size: int) -> tuple[np.ndarray, int]:
+    """The scratch arena of `_kernels.measure` for texts of fewer than `size` characters, and the size it is
+    laid out for. Kept from batch to batch, so that a batch neither allocates nor clears scratch (clearing the
+    hash table each time cost more than the rules' work), unless it is for longer texts than `_ARENA_KEPT`."""
+    from prep.text import _kernels
+
+    if _arenas and _arenas[0][1] >= size:
+        return _arenas[0]
+    size = max(size, 2 * _arenas[0][1] if _arenas else 1 << 16)
+    arena = (np.zeros(_kernels.layout(size)[-1], np.uint8), size)
+    if size <= _ARENA_KEPT:
+        _arenas[:] = [arena]
+    return arena
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
