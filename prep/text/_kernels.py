@@ -47,15 +47,15 @@ C4_FLAGS = ("remove_citations", "terminal_punct", "lorem_ipsum", "javascript", "
 @njit(cache=True, nogil=True)
 def layout(size: int) -> np.ndarray:
     """Where `measure`'s scratch arrays lie in its arena, for texts of fewer than `size` characters: their
-    byte offsets, 8-aligned, then the arena's length. The hash table's generations come first: an arena
-    starts zeroed (generation 0), so a generation is never stale while the arena lives."""
+    byte offsets, 8-aligned, then the arena's length. The hash table comes first: an arena starts zeroed
+    (generation 0), so a generation is never stale while the arena lives."""
     capacity = 16
     while capacity < 2 * size:
         capacity *= 2
     widths = np.array([
-        8, 8 * capacity, 8 * capacity, 4 * capacity,  # last generation; table generations, keys, values
+        8, 16 * capacity,  # last generation; hash table slots: (key, generation << 32 | value)
         4 * size, size, 4 * size, 4 * size,  # code points, classes, line breaks, one C4 line
-        4 * size, 8 * size, size, size + 1,  # tokens: lengths, hashes, flags; one word's cut marks
+        4 * size, 8 * size, size,  # tokens: lengths, hashes, flags
         8 * size, 8 * size, size,  # pieces between newlines: first and end char, hashes, content
         24 * size, 16 * size, 2 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, first, sizes, chars
     ])
@@ -81,30 +81,28 @@ def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needle
     out = np.zeros((n, len(COLUMNS)))
     o = layout(size)
     last_gen = arena[o[0] : o[1]].view(np.int64)
-    hash_table = (arena[o[2] : o[3]].view(np.uint64), arena[o[3] : o[4]].view(np.int32),
-                  arena[o[1] : o[2]].view(np.int64))
-    cps = arena[o[4] : o[5]].view(np.int32)
-    cls = arena[o[5] : o[6]]
-    breaks = arena[o[6] : o[7]].view(np.int32)
-    line = arena[o[7] : o[8]].view(np.int32)
-    t_len = arena[o[8] : o[9]].view(np.int32)
-    t_hash = arena[o[9] : o[10]].view(np.uint64)
-    t_flags = arena[o[10] : o[11]]
-    marks = arena[o[11] : o[12]]
-    pieces = arena[o[12] : o[13]].view(np.int32).reshape(2, (o[13] - o[12]) // 8)
-    p_hash = arena[o[13] : o[14]].view(np.uint64)
-    p_content = arena[o[14] : o[15]].view(np.bool_)
-    levels = arena[o[15] : o[16]].view(np.int32).reshape(2, 3, (o[16] - o[15]) // 24)
-    keys = arena[o[16] : o[17]].view(np.uint64).reshape(2, (o[17] - o[16]) // 16)
-    first = arena[o[17] : o[18]].view(np.bool_).reshape(2, (o[18] - o[17]) // 2)
-    sizes = arena[o[18] : o[19]].view(np.int32)
-    cumulative = arena[o[19] : o[20]].view(np.int64)
+    hash_table = arena[o[1] : o[2]].view(np.uint64)
+    cps = arena[o[2] : o[3]].view(np.int32)
+    cls = arena[o[3] : o[4]]
+    breaks = arena[o[4] : o[5]].view(np.int32)
+    line = arena[o[5] : o[6]].view(np.int32)
+    t_len = arena[o[6] : o[7]].view(np.int32)
+    t_hash = arena[o[7] : o[8]].view(np.uint64)
+    t_flags = arena[o[8] : o[9]]
+    pieces = arena[o[9] : o[10]].view(np.int32).reshape(2, (o[10] - o[9]) // 8)
+    p_hash = arena[o[10] : o[11]].view(np.uint64)
+    p_content = arena[o[11] : o[12]].view(np.bool_)
+    levels = arena[o[12] : o[13]].view(np.int32).reshape(2, 3, (o[13] - o[12]) // 24)
+    keys = arena[o[13] : o[14]].view(np.uint64).reshape(2, (o[14] - o[13]) // 16)
+    first = arena[o[14] : o[15]].view(np.bool_).reshape(2, (o[15] - o[14]) // 2)
+    sizes = arena[o[15] : o[16]].view(np.int32)
+    cumulative = arena[o[16] : o[17]].view(np.int64)
     gen = last_gen[0]
     for d in range(n):
         row = out[d]
         chars, lines = _decode(data, starts[d], ends[d], table, cps, cls, breaks, row)
         if modes & (GOPHER_QUALITY | GOPHER_REPETITION | FINEWEB):
-            m = _tokens(cps, cls, chars, t_len, t_hash, t_flags, marks)
+            m = _tokens(cps, cls, chars, t_len, t_hash, t_flags)
             row[WORDS] = m
             if modes & GOPHER_QUALITY:
                 _word_counts(t_len, t_hash, t_flags, m, stops, row)
@@ -114,15 +112,15 @@ def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needle
             _lines(cps, cls, chars, breaks, lines, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row)
         if modes & GOPHER_REPETITION:  # paragraphs: the pieces of the trimmed text between runs of 2+ "\n"
             k = _pieces(cps, cls, chars, breaks, lines, 2, pieces, p_hash, p_content)
-            gen += 1
+            gen = _next_gen(hash_table, gen)
             row[PARAGRAPHS : PARAGRAPHS + 3] = _repeats(pieces, p_hash, p_content, k, ALL, hash_table, gen)
         if modes & (GOPHER_REPETITION | FINEWEB):
             k = _pieces(cps, cls, chars, breaks, lines, 0, pieces, p_hash, p_content)
             if modes & GOPHER_REPETITION:
-                gen += 1
+                gen = _next_gen(hash_table, gen)
                 row[LINE_RUNS : LINE_RUNS + 3] = _repeats(pieces, p_hash, p_content, k, RUNS, hash_table, gen)
             if modes & FINEWEB:
-                gen += 1
+                gen = _next_gen(hash_table, gen)
                 counts = _repeats(pieces, p_hash, p_content, k, CONTENT, hash_table, gen)
                 row[CONTENT_LINES], row[DUP_CONTENT_LINE_CHARS] = counts[0], counts[2]
                 for p in range(k):
@@ -195,12 +193,12 @@ def _is_math(c: int) -> bool:  # "+-*^"
 
 
 @njit(cache=True, nogil=True)
-def _tokens(cps, cls, size, t_len, t_hash, t_flags, marks):  # noqa: ANN001, ANN201 - numba arrays
+def _tokens(cps, cls, size, t_len, t_hash, t_flags):  # noqa: ANN001, ANN201 - numba arrays
     """spaCy-like tokens of cps[:size] (see prep.text.filters' module doc); return their number.
 
     Per token: characters, 64-bit hash (sum(c_i * HASH_BASE**i) + length, mod 2**64), and flags (bit 0:
     has a non-punctuation character, bit 1: has a letter). A word (a run of non-whitespace) is cut into
-    tokens as soon as it is read; `marks` holds the cut marks of one word.
+    tokens as soon as it is read.
     """
     k = 0
     i = 0
@@ -237,57 +235,47 @@ def _tokens(cps, cls, size, t_len, t_hash, t_flags, marks):  # noqa: ANN001, ANN
             t_flags[k + 1] = 2 if cls[e - 1] & ALPHA else 0
             k += 2
             continue
-        k = _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, marks, k)
+        k = _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k)
     return k
 
 
 @njit(cache=True, nogil=True)
-def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, marks, k):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
-    """Cut the word cps[w:e] (with punctuation) into tokens from the k-th on; return the next token's index.
-    `marks` bits: 1, the character is leading or trailing punctuation (an affix); 2, a token starts at it."""
+def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """Cut the word cps[w:e] (with punctuation, `others` characters that are not) into tokens from the k-th
+    on, in one pass; return the next token's index."""
     size = e - w
-    # leading or trailing punctuation: tokens of their own; not a hyphen in a word
-    before = 0
-    for j in range(size):
-        marks[j] = 0
-        if cls[w + j] & PUNCT:
-            hyphen_in_word = cps[w + j] == 0x2D and others > 0
-            if (before == 0 or before == others) and not hyphen_in_word:
-                marks[j] = 1
-        else:
-            before += 1
-    marks[size] = 0
     # abbreviations keep their final dot: "A.", "e.g.", "U.S."
-    last = size - 1
-    if (size >= 2 and cps[w + last] == 0x2E and (cls[w + last - 1] & ALPHA) != 0
-            and (size == 2 or (size >= 4 and cps[w + last - 2] == 0x2E))):
-        marks[last] &= 2
-    marks[0] |= 2
-    for j in range(1, size):
-        ci, prev_b = cps[w + j], cls[w + j - 1]
-        if marks[j] & 1:
-            if not ((ci == 0x2E or ci == 0x2D) and cps[w + j - 1] == ci and marks[j - 1] & 1):  # "...", "--"
-                marks[j] |= 2
-            continue
-        if marks[j - 1] & 1:
-            marks[j] |= 2
-        next_b = cls[w + j + 1] if j + 1 < size else np.uint8(0)
-        alpha_after = (next_b & ALPHA) != 0
-        alnum_before = (prev_b & (ALPHA | DIGIT)) != 0
-        infix = (
-            ((ci == 0x2D or _is_infix_symbol(ci)) and alnum_before and alpha_after)
-            or (ci == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
-            or (_is_math(ci) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
-        )  # spaCy's infixes: a character between these splits the word in three
-        if infix:
-            marks[j] |= 2
-            marks[j + 1] |= 2
-        elif (ci == 0x27 or ci == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after:
-            marks[j] |= 2
+    abbreviation = (size >= 2 and cps[e - 1] == 0x2E and (cls[e - 2] & ALPHA) != 0
+                    and (size == 2 or (size >= 4 and cps[e - 3] == 0x2E)))
+    before = 0  # characters that are not punctuation before this one
+    affix_before = infix_before = False
     power = np.uint64(1)
     for j in range(size):
         cp, bits = cps[w + j], cls[w + j]
-        if marks[j] & 2:
+        # leading or trailing punctuation: tokens of their own; not a hyphen in a word
+        affix = ((bits & PUNCT) != 0 and (before == 0 or before == others) and not (cp == 0x2D and others > 0)
+                 and not (j == size - 1 and abbreviation))
+        if j == 0:
+            start = True
+            infix = False
+        elif affix:  # a run of "." or "-" is one token
+            start = infix_before or not ((cp == 0x2E or cp == 0x2D) and cps[w + j - 1] == cp and affix_before)
+            infix = False
+        else:
+            prev_b = cls[w + j - 1]
+            next_b = cls[w + j + 1] if j + 1 < size else np.uint8(0)
+            alpha_after = (next_b & ALPHA) != 0
+            infix = (
+                ((cp == 0x2D or _is_infix_symbol(cp)) and (prev_b & (ALPHA | DIGIT)) != 0 and alpha_after)
+                or (cp == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
+                or (_is_math(cp) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
+            )  # spaCy's infixes: a character between these splits the word in three
+            apostrophe = (cp == 0x27 or cp == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after
+            start = infix_before or affix_before or infix or apostrophe
+        if not bits & PUNCT:
+            before += 1
+        affix_before, infix_before = affix, infix
+        if start:
             if j:
                 t_hash[k] += np.uint64(t_len[k])
                 k += 1
@@ -342,17 +330,26 @@ def _table_bits(items: int) -> int:
 
 @njit(cache=True, nogil=True)
 def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba arrays
-    """The value stored for `key` in generation `gen` of the hash table (keys, values, generations) sized
-    2**bits, else `new`, now stored."""
-    slot_key, slot_value, slot_gen = hash_table
+    """The value stored for `key` in generation `gen` of the hash table's first 2**bits slots, else `new`, now
+    stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line."""
     mask = (1 << bits) - 1
     slot = _slot(key, bits)
-    while slot_gen[slot] == gen:
-        if slot_key[slot] == key:
-            return slot_value[slot]
+    tag = np.uint64(gen) << np.uint64(32)
+    while hash_table[2 * slot + 1] >> np.uint64(32) == np.uint64(gen):
+        if hash_table[2 * slot] == key:
+            return np.int64(hash_table[2 * slot + 1] & np.uint64(0xFFFFFFFF))
         slot = (slot + 1) & mask
-    slot_gen[slot], slot_key[slot], slot_value[slot] = gen, key, new
+    hash_table[2 * slot], hash_table[2 * slot + 1] = key, tag | np.uint64(new)
     return new
+
+
+@njit(cache=True, nogil=True)
+def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
+    """The hash table's next generation: all its slots empty again (cleared once every 2**31 uses)."""
+    if gen + 1 < 1 << 31:
+        return gen + 1
+    hash_table[:] = 0
+    return 1
 
 
 @njit(cache=True, nogil=True)
@@ -378,7 +375,7 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         keys[cur, i] = (t_hash[i] * HASH_BASE) ^ t_hash[i + 1]
     for n in range(2, 11):
         at, group, size, is_first = levels[cur, 0], levels[cur, 1], levels[cur, 2], first[cur]
-        gen += 1
+        gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
         groups = 0
         for j in range(count):
@@ -596,34 +593,34 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
         if not ((last == 0x2E or last == 0x3F or last == 0x21 or last == 0x22 or last == 0x27)
                 and not _ends_in_dots(cps, a, end)):
             return 0
-    words = longest = run = 0
-    for i in range(a, e + 1):
-        if i < e and not cls[i] & SPACE:
+    # words between whitespace, and the copy the other checks see: the line without its citation marks (regex,
+    # leftmost, not overlapping), lower-cased (the substrings are lower-case ASCII, and lowering moves no
+    # character in or out of the sentence regex's classes)
+    words = longest = run = size = 0
+    curly = False
+    copy_from = a
+    for j in range(a, e):
+        c = cps[j]
+        if not cls[j] & SPACE:
             run += 1
-            continue
-        if run:
+        elif run:
             words += 1
             longest = max(longest, run)
-        run = 0
-    if longest > c4_limits[0] or words < c4_limits[1]:
-        return 0
-    # the other checks see the line without its citation marks (regex, leftmost, not overlapping), lower-cased:
-    # the substrings are lower-case ASCII, and lowering moves no character in or out of the sentence regex's
-    # classes
-    size = 0
-    curly = False
-    j = a
-    while j < e:
-        c = cps[j]
+            run = 0
+        if j < copy_from:
+            continue
         if c == 0x5B and remove_citations:
-            skip = _citation_at(cps, j, e)
-            if skip >= 0:
-                j = skip
+            copy_from = _citation_at(cps, j, e)
+            if copy_from > j:
                 continue
         curly |= c == 0x7B
         line[size] = _lower(c)
         size += 1
-        j += 1
+    if run:
+        words += 1
+        longest = max(longest, run)
+    if longest > c4_limits[0] or words < c4_limits[1]:
+        return 0
     found = _find(line, size, needles, needle_ends)
     verdict = 1
     if lorem_ipsum and found & 1:
