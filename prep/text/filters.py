@@ -396,7 +396,7 @@ def bounds_verdict(features: Mapping[str, pa.Array], bounds: Mapping[str, Mappin
     """Apply `[filter.bounds]` to computed feature columns."""
     checks: list[_Check] = []
     for feature, bound in bounds.items():
-        values = np.asarray(features[feature].cast(pa.float64()))
+        values = numpy_of(features[feature].cast(pa.float64()), fill=np.nan)
         for side, op in (("min", "<"), ("max", ">")):
             if side in bound:
                 checks.append((f"bounds.{feature}.{side}", values, op, float(bound[side])))
