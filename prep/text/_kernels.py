@@ -56,7 +56,7 @@ def layout(size: int) -> np.ndarray:
         8, 16 * capacity,  # last generation; hash table slots: (key, generation << 32 | value)
         4 * size, size, 4 * size, 4 * size,  # code points, classes, line breaks, one C4 line
         4 * size, 8 * size, size,  # tokens: lengths, hashes, flags
-        8 * size, 8 * size, size,  # pieces between newlines: first and end char, hashes, content
+        8 * size, 8 * size, 8 * size, size,  # lines between newlines: first and end char, hash, B**length, content
         24 * size, 16 * size, 2 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, first, sizes, chars
     ])
     offsets = np.zeros(len(widths) + 1, np.int64)
@@ -91,12 +91,13 @@ def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needle
     t_flags = arena[o[8] : o[9]]
     pieces = arena[o[9] : o[10]].view(np.int32).reshape(2, (o[10] - o[9]) // 8)
     p_hash = arena[o[10] : o[11]].view(np.uint64)
-    p_content = arena[o[11] : o[12]].view(np.bool_)
-    levels = arena[o[12] : o[13]].view(np.int32).reshape(2, 3, (o[13] - o[12]) // 24)
-    keys = arena[o[13] : o[14]].view(np.uint64).reshape(2, (o[14] - o[13]) // 16)
-    first = arena[o[14] : o[15]].view(np.bool_).reshape(2, (o[15] - o[14]) // 2)
-    sizes = arena[o[15] : o[16]].view(np.int32)
-    cumulative = arena[o[16] : o[17]].view(np.int64)
+    p_power = arena[o[11] : o[12]].view(np.uint64)
+    p_content = arena[o[12] : o[13]].view(np.bool_)
+    levels = arena[o[13] : o[14]].view(np.int32).reshape(2, 3, (o[14] - o[13]) // 24)
+    keys = arena[o[14] : o[15]].view(np.uint64).reshape(2, (o[15] - o[14]) // 16)
+    first = arena[o[15] : o[16]].view(np.bool_).reshape(2, (o[16] - o[15]) // 2)
+    sizes = arena[o[16] : o[17]].view(np.int32)
+    cumulative = arena[o[17] : o[18]].view(np.int64)
     gen = last_gen[0]
     for d in range(n):
         row = out[d]
@@ -110,13 +111,12 @@ def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needle
                 gen = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row)
         if modes & (GOPHER_QUALITY | C4):
             _lines(cps, cls, chars, breaks, lines, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row)
-        if modes & GOPHER_REPETITION:  # paragraphs: the pieces of the trimmed text between runs of 2+ "\n"
-            k = _pieces(cps, cls, chars, breaks, lines, 2, pieces, p_hash, p_content)
-            gen = _next_gen(hash_table, gen)
-            row[PARAGRAPHS : PARAGRAPHS + 3] = _repeats(pieces, p_hash, p_content, k, ALL, hash_table, gen)
         if modes & (GOPHER_REPETITION | FINEWEB):
-            k = _pieces(cps, cls, chars, breaks, lines, 0, pieces, p_hash, p_content)
+            k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
             if modes & GOPHER_REPETITION:
+                gen = _next_gen(hash_table, gen)
+                row[PARAGRAPHS : PARAGRAPHS + 3] = _paragraphs(cps, cls, chars, pieces, p_hash, p_power, hash_table,
+                                                               gen)
                 gen = _next_gen(hash_table, gen)
                 row[LINE_RUNS : LINE_RUNS + 3] = _repeats(pieces, p_hash, p_content, k, RUNS, hash_table, gen)
             if modes & FINEWEB:
@@ -420,53 +420,97 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
 
 
 # which pieces `_repeats` counts
-ALL, RUNS, CONTENT = 0, 1, 2
+RUNS, CONTENT = 0, 1
 
 
 @njit(cache=True, nogil=True)
-def _pieces(cps, cls, size, breaks, lines, min_run, pieces, p_hash, p_content):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
-    """The pieces of cps[:size] between its newline separators, as Arrow's split of the text gives them; return
-    their number (at least one, maybe empty). The "\\n" are among the `lines` `breaks`.
-
-    Separators: every "\\n" (`min_run` 0), or runs of two or more "\\n" (2: regex "\\n{2,}") once the
-    text's leading and trailing whitespace is cut (a run then ends before the text does). Per piece: first
-    and end char (`pieces`), 64-bit hash of its characters, whether it has a non-whitespace character.
-    """
-    a, e = (0, size) if min_run == 0 else _trim(cls, 0, size)
+def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """The pieces of cps[:size] between its "\\n" (among the `lines` `breaks`), as Arrow's split of the text
+    gives them; return their number (at least one, maybe empty). Per piece: first and end char (`pieces`),
+    64-bit hash of its characters c_1..c_L (L * B**L + sum(c_i * B**(L - i)), B = HASH_BASE), B**L, whether
+    it has a non-whitespace character."""
     k = 0
-    piece = a
-    q = 0
-    while q < lines:
-        i = breaks[q]
-        q += 1
-        if cps[i] != 0x0A or i < a or i >= e:
+    piece = 0
+    for q in range(lines + 1):
+        i = breaks[q] if q < lines else size
+        if i < size and cps[i] != 0x0A:
             continue
-        j = i + 1
-        while min_run and q < lines and breaks[q] == j and cps[j] == 0x0A:
-            j += 1
-            q += 1
-        if j - i >= max(min_run, 1):
-            pieces[0, k], pieces[1, k] = piece, i
-            k += 1
-            piece = j
-    pieces[0, k], pieces[1, k] = piece, e
-    k += 1
-    for p in range(k):
-        h = np.uint64(pieces[1, p] - pieces[0, p])
+        pieces[0, k], pieces[1, k] = piece, i
+        h = np.uint64(0)
+        power = np.uint64(1)
         content = False
-        for i in range(pieces[0, p], pieces[1, p]):
-            h = h * HASH_BASE + np.uint64(cps[i])
-            content |= not cls[i] & SPACE
-        p_hash[p], p_content[p] = h, content
+        for j in range(piece, i):
+            h = h * HASH_BASE + np.uint64(cps[j])
+            power *= HASH_BASE
+            content |= not cls[j] & SPACE
+        p_hash[k], p_power[k], p_content[k] = np.uint64(i - piece) * power + h, power, content
+        k += 1
+        piece = i + 1
     return k
+
+
+@njit(cache=True, nogil=True)
+def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
+    """The hash of cps[a:e] as `_pieces` hashes a piece."""
+    h = np.uint64(e - a)
+    for i in range(a, e):
+        h = h * HASH_BASE + np.uint64(cps[i])
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """(paragraphs, repeated ones, their characters) as datatrove's find_duplicates counts the pieces of the
+    stripped text between runs of two or more "\\n" (regex "\\n{2,}").
+
+    A paragraph is a run of `_pieces`'s pieces without an empty one (an empty piece is a "\\n\\n"), so the
+    hash of one in the middle of the text is composed from its pieces' hashes, not its characters; the first
+    and last, which the stripping may cut, are hashed from their characters.
+    """
+    a, e = _trim(cls, 0, size)
+    if a == e:
+        return 1, 0, 0  # one empty paragraph
+    first = 0
+    while pieces[1, first] <= a:  # the piece of the first non-space character (a "\\n" is a space)
+        first += 1
+    last = first
+    while pieces[1, last] < e:
+        last += 1
+    bits = _table_bits(last - first + 1)
+    count = dup = chars = 0
+    g = first
+    while g <= last:
+        end = g
+        while end < last and pieces[1, end + 1] > pieces[0, end + 1]:
+            end += 1
+        start_char = a if g == first else pieces[0, g]
+        end_char = e if end == last else pieces[1, end]
+        if g == first or end == last:
+            h = _hash(cps, start_char, end_char)
+        else:
+            power = p_power[g]
+            h = p_hash[g] - np.uint64(pieces[1, g] - pieces[0, g]) * power  # without the length term
+            for t in range(g + 1, end + 1):
+                body = p_hash[t] - np.uint64(pieces[1, t] - pieces[0, t]) * p_power[t]
+                h = (h * HASH_BASE + np.uint64(0x0A)) * p_power[t] + body
+                power *= HASH_BASE * p_power[t]
+            h += np.uint64(end_char - start_char) * power
+        count += 1
+        if _group_of(h, bits, hash_table, gen, count) != count:
+            dup += 1
+            chars += end_char - start_char
+        g = end + 1
+        while g <= last and pieces[1, g] == pieces[0, g]:
+            g += 1
+    return count, dup, chars
 
 
 @njit(cache=True, nogil=True)
 def _repeats(pieces, p_hash, p_content, k, which, hash_table, gen):  # noqa: ANN001, ANN201 - numba arrays
     """(pieces, repeated pieces, characters of the repeated ones) among the first k pieces, as datatrove's
-    find_duplicates: a piece repeats when an equal one (by hash) came earlier. `which`: ALL pieces, the
-    pieces of a split at RUNS of "\\n" (the non-empty ones, and the first and last even when empty), the
-    pieces with CONTENT (a non-whitespace character)."""
+    find_duplicates: a piece repeats when an equal one (by hash) came earlier. `which`: the pieces of a split
+    at RUNS of "\\n" (the non-empty ones, and the first and last even when empty), or the pieces with CONTENT
+    (a non-whitespace character)."""
     bits = _table_bits(k)
     count = dup = chars = 0
     for p in range(k):

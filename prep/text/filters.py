@@ -387,7 +387,7 @@ def text_verdict(texts: pa.Array, filters: Mapping[str, Mapping[str, Any]]) -> V
         for rule, values, op, threshold in _RULES[name](m, settings):
             if threshold is False:
                 continue
-            values = np.where(skip, np.nan, np.asarray(values, np.float64))
+            values = np.where(skip, np.nan, values) if skipped[name] else values
             checks.append((f"{name}.{rule}", values, op, float(threshold)))
     return judge(checks, len(texts), skipped)
 
