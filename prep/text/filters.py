@@ -259,7 +259,8 @@ def _measure(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]]) -> dic
     n = len(texts)
     offsets = np.frombuffer(offsets_buf, offset_type, n + 1, texts.offset * offset_type().itemsize) if n else (
         np.zeros(1, offset_type))
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    data = np.frombuffer(data_buf if data_buf is not None else b"", np.uint8)
+    data.setflags(write=False)  # Arrow's buffers come writable or not: one type, so one compile
     starts, ends = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
     if texts.null_count:  # null: empty
         ends[numpy_of(texts.is_null())] = starts[numpy_of(texts.is_null())]
