@@ -66,10 +66,11 @@ def layout(size: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needles, needle_ends, short_line,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
-            arena, size):
+def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_flags, needles, needle_ends,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+            short_line, arena, size):
     """Per text (`data[starts[d]:ends[d]]`, UTF-8), the numbers of `COLUMNS` that `modes` asks for (the
-    others stay 0).
+    others stay 0), but for the rule sets that skip the text: those whose `skip_cjk` (one per `modes` bit)
+    its fraction of CJK characters exceeds.
 
     `stops`: token hashes of gopher_quality's stop words, no two equal; `c4_limits`: (longest word, fewest
     words) of a line C4 keeps, `c4_flags`: C4's switches (`C4_FLAGS`), `needles`: code points of "lorem
@@ -102,24 +103,29 @@ def measure(data, starts, ends, table, modes, stops, c4_limits, c4_flags, needle
     for d in range(n):
         row = out[d]
         chars, lines = _decode(data, starts[d], ends[d], table, cps, cls, breaks, row)
-        if modes & (GOPHER_QUALITY | GOPHER_REPETITION | FINEWEB):
+        frac_cjk = row[CJK_CHARS] / chars if chars else 0.0
+        active = modes
+        for bit in range(len(skip_cjk)):
+            if frac_cjk > skip_cjk[bit]:
+                active &= ~(1 << bit)
+        if active & (GOPHER_QUALITY | GOPHER_REPETITION | FINEWEB):
             m = _tokens(cps, cls, chars, t_len, t_hash, t_flags)
             row[WORDS] = m
-            if modes & GOPHER_QUALITY:
+            if active & GOPHER_QUALITY:
                 _word_counts(t_len, t_hash, t_flags, m, stops, row)
-            if modes & GOPHER_REPETITION:
+            if active & GOPHER_REPETITION:
                 gen = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row)
-        if modes & (GOPHER_QUALITY | C4):
-            _lines(cps, cls, chars, breaks, lines, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row)
-        if modes & (GOPHER_REPETITION | FINEWEB):
+        if active & (GOPHER_QUALITY | C4):
+            _lines(cps, cls, chars, breaks, lines, table, active, c4_limits, c4_flags, needles, needle_ends, line, row)
+        if active & (GOPHER_REPETITION | FINEWEB):
             k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
-            if modes & GOPHER_REPETITION:
+            if active & GOPHER_REPETITION:
                 gen = _next_gen(hash_table, gen)
                 row[PARAGRAPHS : PARAGRAPHS + 3] = _paragraphs(cps, cls, chars, pieces, p_hash, p_power, hash_table,
                                                                gen)
                 gen = _next_gen(hash_table, gen)
                 row[LINE_RUNS : LINE_RUNS + 3] = _repeats(pieces, p_hash, p_content, k, RUNS, hash_table, gen)
-            if modes & FINEWEB:
+            if active & FINEWEB:
                 gen = _next_gen(hash_table, gen)
                 counts = _repeats(pieces, p_hash, p_content, k, CONTENT, hash_table, gen)
                 row[CONTENT_LINES], row[DUP_CONTENT_LINE_CHARS] = counts[0], counts[2]

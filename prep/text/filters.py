@@ -264,17 +264,16 @@ def _measure(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]]) -> dic
     starts, ends = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
     if texts.null_count:  # null: empty
         ends[numpy_of(texts.is_null())] = starts[numpy_of(texts.is_null())]
-    modes = 0
-    for name, bit in (("gopher_quality", _kernels.GOPHER_QUALITY), ("gopher_repetition", _kernels.GOPHER_REPETITION),
-                      ("c4", _kernels.C4), ("fineweb", _kernels.FINEWEB)):
-        modes |= bit if name in rule_sets else 0
+    names = ("gopher_quality", "gopher_repetition", "c4", "fineweb")  # the order of `_kernels.measure`'s modes bits
+    modes = sum(1 << k for k, name in enumerate(names) if name in rule_sets)
+    skip_cjk = np.array([rule_sets[name]["skip_frac_cjk"] if name in rule_sets else np.inf for name in names], float)
     quality = rule_sets.get("gopher_quality", RULE_SETS["gopher_quality"])
     stops = np.unique(np.array([_hash_word(w) for w in quality["stop_words"]], np.uint64))
     c4 = rule_sets.get("c4", RULE_SETS["c4"])
     longest_word = np.inf if c4["max_word_length"] == -1 else c4["max_word_length"]
     needles = ["lorem ipsum", "javascript", *POLICY_SUBSTRINGS]
     out = _kernels.measure(
-        data, starts, ends, _classes(), modes, stops,
+        data, starts, ends, _classes(), modes, skip_cjk, stops,
         np.array([longest_word, c4["min_words_per_line"]], np.float64),
         np.array([c4[flag] for flag in _kernels.C4_FLAGS], np.bool_),
         np.array([ord(ch) for ch in "".join(needles)], np.int32), np.cumsum([len(w) for w in needles]),
