@@ -57,7 +57,7 @@ def layout(size: int) -> np.ndarray:
         4 * size, size, 4 * size, 4 * size,  # code points, classes, line breaks, one C4 line
         4 * size, 8 * size, size,  # tokens: lengths, hashes, flags
         8 * size, 8 * size, 8 * size, size,  # lines between newlines: first and end char, hash, B**length, content
-        24 * size, 16 * size, 2 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, first, sizes, chars
+        16 * size, 16 * size, 2 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, first, sizes, chars
     ])
     offsets = np.zeros(len(widths) + 1, np.int64)
     for k in range(len(widths)):
@@ -94,7 +94,7 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
     p_hash = arena[o[10] : o[11]].view(np.uint64)
     p_power = arena[o[11] : o[12]].view(np.uint64)
     p_content = arena[o[12] : o[13]].view(np.bool_)
-    levels = arena[o[13] : o[14]].view(np.int32).reshape(2, 3, (o[14] - o[13]) // 24)
+    levels = arena[o[13] : o[14]].view(np.int32).reshape(2, 2, (o[14] - o[13]) // 16)
     keys = arena[o[14] : o[15]].view(np.uint64).reshape(2, (o[15] - o[14]) // 16)
     first = arena[o[15] : o[16]].view(np.bool_).reshape(2, (o[16] - o[15]) // 2)
     sizes = arena[o[16] : o[17]].view(np.int32)
@@ -380,7 +380,7 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         levels[cur, 0, i] = i
         keys[cur, i] = (t_hash[i] * HASH_BASE) ^ t_hash[i + 1]
     for n in range(2, 11):
-        at, group, size, is_first = levels[cur, 0], levels[cur, 1], levels[cur, 2], first[cur]
+        at, group, is_first = levels[cur, 0], levels[cur, 1], first[cur]
         gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
         groups = 0
@@ -392,35 +392,30 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
                 groups += 1
             sizes[g] += 1
             group[j] = g
-        for j in range(count):
-            size[j] = sizes[group[j]]
-        if n <= 4:
-            top = cumulative[n] + n - 1 if m >= n else 0
-            best = 1
-            for j in range(count):
-                if size[j] > best:
-                    best = size[j]
-                    i = at[j]
-                    top = best * (cumulative[i + n] - cumulative[i] + n - 1)
-            row[TOP_2GRAM + n - 2] = top
-        else:
-            allowed = -1  # the first token the scan may count next
-            total = 0
-            for j in range(count):
-                i = at[j]
-                if not is_first[j] and i >= allowed:
-                    total += cumulative[i + n] - cumulative[i]
-                    allowed = i + n
-            row[DUP_5GRAM + n - 5] = total
-        # the next level: where the n-grams at i and i + 1 both repeat
+        # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
+        top = cumulative[n] + n - 1 if m >= n else 0
+        best = 1
+        allowed = -1  # the first token the scan of find_all_duplicate may count next
+        total = 0
         nxt = 1 - cur
         k = 0
-        for j in range(count - 1):
+        for j in range(count):
+            size = sizes[group[j]]
             i = at[j]
-            if size[j] >= 2 and at[j + 1] == i + 1 and size[j + 1] >= 2 and i + n < m:
+            if n <= 4 and size > best:
+                best = size
+                top = best * (cumulative[i + n] - cumulative[i] + n - 1)
+            if n > 4 and not is_first[j] and i >= allowed:
+                total += cumulative[i + n] - cumulative[i]
+                allowed = i + n
+            if size >= 2 and j + 1 < count and at[j + 1] == i + 1 and sizes[group[j + 1]] >= 2 and i + n < m:
                 levels[nxt, 0, k] = i
                 keys[nxt, k] = (np.uint64(group[j] + 1) * GROUP_MIX) ^ t_hash[i + n]
                 k += 1
+        if n <= 4:
+            row[TOP_2GRAM + n - 2] = top
+        else:
+            row[DUP_5GRAM + n - 5] = total
         cur, count = nxt, k
     return gen
 
