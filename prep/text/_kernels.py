@@ -100,6 +100,7 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
     sizes = arena[o[16] : o[17]].view(np.int32)
     cumulative = arena[o[17] : o[18]].view(np.int64)
     gen = last_gen[0]
+    seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
     for d in range(n):
         row = out[d]
         chars, lines = _decode(data, starts[d], ends[d], table, cps, cls, breaks, row)
@@ -112,7 +113,7 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
             m = _tokens(cps, cls, chars, t_len, t_hash, t_flags)
             row[WORDS] = m
             if active & GOPHER_QUALITY:
-                _word_counts(t_len, t_hash, t_flags, m, stops, row)
+                _word_counts(t_len, t_hash, t_flags, m, stops, seen, row)
             if active & GOPHER_REPETITION:
                 gen = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row)
         if active & (GOPHER_QUALITY | C4):
@@ -299,14 +300,14 @@ def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN00
 
 
 @njit(cache=True, nogil=True)
-def _word_counts(t_len, t_hash, t_flags, m, stops, row):  # noqa: ANN001, ANN201 - numba arrays
+def _word_counts(t_len, t_hash, t_flags, m, stops, seen, row):  # noqa: ANN001, ANN201 - numba arrays
     """gopher_quality's word counts: words with a non-punctuation character and their characters, words with
     a letter, distinct stop words (by hash; a 64-bit mask of their low bits rules most words out at once)."""
     content = chars = alpha = 0
     mask = np.uint64(0)
     for s in range(len(stops)):
         mask |= np.uint64(1) << (stops[s] & np.uint64(63))
-    seen = np.zeros(len(stops), np.bool_)
+    seen[:] = False
     for k in range(m):
         if t_flags[k] & 1:
             content += 1
