@@ -256,7 +256,7 @@ def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN00
                     and (size == 2 or (size >= 4 and cps[e - 3] == 0x2E)))
     before = 0  # characters that are not punctuation before this one
     affix_before = infix_before = False
-    power = np.uint64(1)
+    length, h, flags, power = 0, np.uint64(0), 0, np.uint64(1)  # of the token being read
     for j in range(size):
         cp, bits = cps[w + j], cls[w + j]
         # leading or trailing punctuation: tokens of their own; not a hyphen in a word
@@ -282,20 +282,19 @@ def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN00
         if not bits & PUNCT:
             before += 1
         affix_before, infix_before = affix, infix
+        if start and j:
+            t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
+            k += 1
         if start:
-            if j:
-                t_hash[k] += np.uint64(t_len[k])
-                k += 1
-            t_len[k], t_hash[k], t_flags[k] = 0, np.uint64(0), 0
-            power = np.uint64(1)
-        t_len[k] += 1
+            length, h, flags, power = 0, np.uint64(0), 0, np.uint64(1)
+        length += 1
         if not bits & PUNCT:
-            t_flags[k] |= 1
+            flags |= 1
         if bits & ALPHA:
-            t_flags[k] |= 2
-        t_hash[k] += np.uint64(cp) * power
+            flags |= 2
+        h += np.uint64(cp) * power
         power *= HASH_BASE
-    t_hash[k] += np.uint64(t_len[k])
+    t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
     return k + 1
 
 
