@@ -608,13 +608,11 @@ def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
 @njit(cache=True, nogil=True)
 def _lower(cp: int) -> int:
     """Arrow's utf8_lower of a code point, where the result is ASCII (all that C4's substrings can match)."""
-    if 0x41 <= cp <= 0x5A:
-        return cp + 0x20
     if cp == 0x130:  # "İ"
         return 0x69
     if cp == 0x212A:  # Kelvin sign
         return 0x6B
-    return cp
+    return cp + 0x20 * (0x41 <= cp <= 0x5A)  # no branch on the case of a letter
 
 
 @njit(cache=True, nogil=True)
@@ -646,12 +644,10 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
     copy_from = a
     for j in range(a, e):
         c = cps[j]
-        if not cls[j] & SPACE:
-            run += 1
-        elif run:
-            words += 1
-            longest = max(longest, run)
-            run = 0
+        in_word = not cls[j] & SPACE  # no branch on it: words are short, it would be mispredicted at each
+        words += in_word and not run
+        run = run + 1 if in_word else 0
+        longest = max(longest, run)
         if j < copy_from:
             continue
         if c == 0x5B and remove_citations:
@@ -661,9 +657,6 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
         curly |= c == 0x7B
         line[size] = _lower(c)
         size += 1
-    if run:
-        words += 1
-        longest = max(longest, run)
     if longest > c4_limits[0] or words < c4_limits[1]:
         return 0
     found = _find(line, size, needles, needle_ends)
