@@ -5,9 +5,11 @@ their thresholds, in one call over the UTF-8 bytes of the batch. For each text i
 into a scratch buffer the size of the longest text, classifying each code point through the lookup
 table and counting characters as it goes; the words, lines, paragraphs and n-grams the configured
 rule sets need are then cut from that buffer while it is still in the CPU's cache. Nothing per word
-or per line leaves the loop, and no array the size of the batch is built. Repeats are found in one
+or per line leaves the loop, and no array the size of the batch is built; a rule set that skips a
+text (by its share of CJK characters) costs nothing past decoding it. Repeats are found in one
 open-addressing hash table that every text reuses: a slot holds the generation (the number of the
-current use) that filled it, so a text neither allocates nor clears a table.
+current use) that filled it, so a text neither allocates nor clears a table. The scratch (an arena
+laid out by `layout`) is the caller's, kept from batch to batch.
 
 numba compiles once and caches the machine code beside this file (`cache=True`), so a process pays
 only loading it.
@@ -738,5 +740,5 @@ def _stop(cp: int) -> bool:  # ".!?"
 
 
 @njit(cache=True, nogil=True)
-def _ascii_space(cp: int) -> bool:  # RE2's \\s: "\\t\\n\\f\\r "
+def _ascii_space(cp: int) -> bool:  # RE2's \s: "\t\n\f\r "
     return cp == 0x20 or cp == 0x09 or cp == 0x0A or cp == 0x0C or cp == 0x0D
