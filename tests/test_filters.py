@@ -6,6 +6,8 @@ import gzip
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +149,32 @@ def test_first_rule_in_file_order_wins_and_chinese_is_skipped_not_dropped() -> N
     assert v.skipped == {name: len(texts) for name in RULE_SETS}
     v = text_verdict(pa.array(texts), check_filters({"gopher_quality": {"skip_frac_cjk": 1.0}}, FEATURES))
     assert not v.keep.any()  # judged as English, every poem is "too short": why the skip exists
+
+
+def test_filtering_and_dedup_never_import_pandas(tmp_path: Path) -> None:
+    """Fixed cost: a worker's stage with every rule set, bounds, --keep-filtered and both dedup methods, over a
+    batch with a null, empty, Chinese and English texts, imports no pandas (pyarrow's conversions would: ~0.4 s
+    and ~40 MB a process)."""
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(f"[tokenizer]\npath = {json.dumps(str(GPT2))}\n[filter]\nkeep_filtered = true\n"
+                        "drop_empty = false\n" + "".join(f"[filter.{name}]\n" for name in RULE_SETS) +
+                        "[filter.bounds]\nnum_tokens = {min = 3}\n[dedup]\nexact = true\nnear = true\n")
+    code = """if True:
+        import sys
+        import numpy as np, pyarrow as pa
+        from prep.config import load_pipeline
+        from prep.core.stage import Stage
+        from prep.text.arrow import binary_array
+        texts = [b"The cat sat. " * 40, b"", b"", "\\u4e2d\\u6587".encode() * 50, b"A line.\\n\\nA [1] line"]
+        valid = pa.py_buffer(np.packbits(np.array([1, 1, 0, 1, 1], bool), bitorder="little"))
+        text = pa.Array.from_buffers(pa.string(), 5, [valid, *binary_array(texts, pa.string()).buffers()[1:]], 1)
+        ids = binary_array([b"a", b"b", b"c", b"d", b"e"], pa.string())
+        out, stats = Stage(load_pipeline(sys.argv[1]))(pa.RecordBatch.from_arrays([ids, text], ["id", "text"]))
+        print(out.num_rows, stats.filtered, "pandas" in sys.modules)
+    """
+    proc = subprocess.run([sys.executable, "-c", code, str(pipeline)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.split() == ["1", "4", "False"], proc.stderr
 
 
 def run_filtered(tmp_path: Path, inp: Path, name: str, *extra: str) -> Path:

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from prep.core.bands import BandStore
 from prep.errors import UserError
+from prep.text.arrow import arrow_of, numpy_of, string_scalar
 
 KEY_BYTES = 24  # content_hash (8, little-endian as the feature) + independent digest (16)
 _PERSON = b"prep-dedup-v1"
@@ -138,10 +139,10 @@ class MinHasher:
         """(every shingle's 64-bit hash, the documents' shingles one after another; (n,) shingles per document).
         A text with fewer than `ngram` words is one shingle of all of them; one with none has no shingle."""
         with np.errstate(over="ignore"):
-            words = pc.utf8_split_whitespace(pc.utf8_lower(texts.fill_null("")))
+            words = pc.utf8_split_whitespace(pc.utf8_lower(pc.coalesce(texts, string_scalar("", texts.type))))
             flat = pc.list_flatten(words)  # with an empty word for leading or trailing whitespace: dropped
-            nonempty = pc.greater(pc.binary_length(flat), 0)
-            parent = pc.list_parent_indices(words).filter(nonempty).to_numpy(zero_copy_only=False)
+            nonempty = arrow_of(numpy_of(pc.binary_length(flat)) > 0, pa.bool_())
+            parent = numpy_of(pc.list_parent_indices(words).filter(nonempty))
             counts = np.bincount(parent, minlength=len(texts)).astype(np.int64)
             wh = _word_hashes(flat.filter(nonempty))
             doc_start = np.concatenate(([0], np.cumsum(counts)))[:-1]

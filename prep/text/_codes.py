@@ -6,7 +6,9 @@ module, which imports it only when a rule set is configured.
 
 import numpy as np
 
-# Code point classes, one bit each.
-SPACE, PUNCT, ALPHA, DIGIT, TERMINAL, CJK = (1 << i for i in range(6))
+# Code point classes, one bit each. PUNCT: the rules' punctuation (Unicode P*, ASCII symbols, controls);
+# UNICODE_PUNCT: Unicode P* alone, the regex class \pP of C4's sentence count; COUNTED: the characters
+# gopher_quality and fineweb count (".", "#", "\u2026") and those str.splitlines() breaks at.
+SPACE, PUNCT, ALPHA, DIGIT, TERMINAL, CJK, UNICODE_PUNCT, COUNTED = (1 << i for i in range(8))
 HASH_BASE = np.uint64(0x9E3779B97F4A7C15)  # the base of the token and piece hashes
 GROUP_MIX = np.uint64(0xC2B2AE3D27D4EB4F)  # mixes an n-gram group id into the keys of the next level

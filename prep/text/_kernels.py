@@ -1,9 +1,18 @@
-"""Compiled loops of the filter rules (numba), imported only when a rule set is configured.
+"""Compiled loop of the filter rules (numba), imported only when a rule set is configured.
 
-The rules' word split and line statistics are sequential by nature (a token starts where the
-previous character says so); as numpy they cost a dozen full-length passes and temporaries per
-character, as one compiled loop a few nanoseconds a character. numba compiles them once and
-caches the machine code beside this file (`cache=True`), so a process pays only loading it.
+`measure` judges nothing: it turns a batch of texts into the per-text numbers the rules compare with
+their thresholds, in one call over the UTF-8 bytes of the batch. For each text it decodes the bytes
+into a scratch buffer the size of the longest text, classifying each code point through the lookup
+table and counting characters as it goes; the words, lines, paragraphs and n-grams the configured
+rule sets need are then cut from that buffer while it is still in the CPU's cache. Nothing per word
+or per line leaves the loop, and no array the size of the batch is built; a rule set that skips a
+text (by its share of CJK characters) costs nothing past decoding it. Repeats are found in one
+open-addressing hash table that every text reuses: a slot holds the generation (the number of the
+current use) that filled it, so a text neither allocates nor clears a table. The scratch (an arena
+laid out by `layout`) is the caller's, kept from batch to batch.
+
+numba compiles once and caches the machine code beside this file (`cache=True`), so a process pays
+only loading it.
 """
 
 from __future__ import annotations
@@ -11,7 +20,175 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from prep.text._codes import ALPHA, CJK, DIGIT, GROUP_MIX, HASH_BASE, PUNCT, SPACE
+from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, GROUP_MIX, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
+
+# What the rule sets need: `measure`'s `modes` bits.
+GOPHER_QUALITY, GOPHER_REPETITION, C4, FINEWEB = 1, 2, 4, 8
+
+# `measure`'s columns, per text (see the rule sets in prep.text.filters for their use).
+COLUMNS = (
+    "chars", "cjk", "hashes", "ellipses", "newlines", "words",
+    "content_words", "content_chars", "alpha_words", "stop_words", "lines", "bullet_lines", "ellipsis_lines",
+    "paragraphs", "dup_paragraphs", "dup_paragraph_chars", "line_runs", "dup_line_runs", "dup_line_run_chars",
+    "top_2gram", "top_3gram", "top_4gram",
+    "dup_5gram", "dup_6gram", "dup_7gram", "dup_8gram", "dup_9gram", "dup_10gram",
+    "first_lorem_line", "first_curly_line", "sentences",
+    "content_lines", "punct_lines", "short_lines", "dup_content_line_chars",
+)
+(CHARS, CJK_CHARS, HASHES, ELLIPSES, NEWLINES, WORDS,
+ CONTENT_WORDS, CONTENT_CHARS, ALPHA_WORDS, STOP_WORDS, LINES, BULLET_LINES, ELLIPSIS_LINES,
+ PARAGRAPHS, DUP_PARAGRAPHS, DUP_PARAGRAPH_CHARS, LINE_RUNS, DUP_LINE_RUNS, DUP_LINE_RUN_CHARS,
+ TOP_2GRAM, _, _, DUP_5GRAM, _, _, _, _, _,
+ FIRST_LOREM_LINE, FIRST_CURLY_LINE, SENTENCES,
+ CONTENT_LINES, PUNCT_LINES, SHORT_LINES, DUP_CONTENT_LINE_CHARS) = range(len(COLUMNS))
+
+# C4's switches, `measure`'s `c4_flags` in this order
+C4_FLAGS = ("remove_citations", "terminal_punct", "lorem_ipsum", "javascript", "curly_bracket", "policy")
+
+
+@njit(cache=True, nogil=True)
+def layout(size: int) -> np.ndarray:
+    """Where `measure`'s scratch arrays lie in its arena, for texts of fewer than `size` characters: their
+    byte offsets, 8-aligned, then the arena's length. The hash table comes first: an arena starts zeroed
+    (generation 0), so a generation is never stale while the arena lives."""
+    capacity = 16
+    while capacity < 2 * size:
+        capacity *= 2
+    widths = np.array([
+        8, 16 * capacity,  # last generation; hash table slots: (key, generation << 32 | value)
+        4 * size, size, 4 * size, 4 * size,  # code points, classes, line breaks, one C4 line
+        4 * size, 8 * size, size,  # tokens: lengths, hashes, flags
+        8 * size, 8 * size, 8 * size, size,  # lines between newlines: first and end char, hash, B**length, content
+        16 * size, 16 * size, 2 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, first, sizes, chars
+    ])
+    offsets = np.zeros(len(widths) + 1, np.int64)
+    for k in range(len(widths)):
+        offsets[k + 1] = offsets[k] + (widths[k] + 7) // 8 * 8
+    return offsets
+
+
+@njit(cache=True, nogil=True)
+def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_flags, needles, needle_ends,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+            short_line, arena, size):
+    """Per text (`data[starts[d]:ends[d]]`, UTF-8), the numbers of `COLUMNS` that `modes` asks for (the
+    others stay 0), but for the rule sets that skip the text: those whose `skip_cjk` (one per `modes` bit)
+    its fraction of CJK characters exceeds.
+
+    `stops`: token hashes of gopher_quality's stop words, no two equal; `c4_limits`: (longest word, fewest
+    words) of a line C4 keeps, `c4_flags`: C4's switches (`C4_FLAGS`), `needles`: code points of "lorem
+    ipsum", "javascript", then the policy substrings, each ending at its `needle_ends`; `short_line`:
+    fineweb's short line length. `arena`: bytes laid out by `layout(size)`, `size` more than any text's
+    characters (its bytes will do); kept from call to call, so that no call allocates or clears scratch.
+    """
+    n = len(starts)
+    out = np.zeros((n, len(COLUMNS)))
+    o = layout(size)
+    last_gen = arena[o[0] : o[1]].view(np.int64)
+    hash_table = arena[o[1] : o[2]].view(np.uint64)
+    cps = arena[o[2] : o[3]].view(np.int32)
+    cls = arena[o[3] : o[4]]
+    breaks = arena[o[4] : o[5]].view(np.int32)
+    line = arena[o[5] : o[6]].view(np.int32)
+    t_len = arena[o[6] : o[7]].view(np.int32)
+    t_hash = arena[o[7] : o[8]].view(np.uint64)
+    t_flags = arena[o[8] : o[9]]
+    pieces = arena[o[9] : o[10]].view(np.int32).reshape(2, (o[10] - o[9]) // 8)
+    p_hash = arena[o[10] : o[11]].view(np.uint64)
+    p_power = arena[o[11] : o[12]].view(np.uint64)
+    p_content = arena[o[12] : o[13]].view(np.bool_)
+    levels = arena[o[13] : o[14]].view(np.int32).reshape(2, 2, (o[14] - o[13]) // 16)
+    keys = arena[o[14] : o[15]].view(np.uint64).reshape(2, (o[15] - o[14]) // 16)
+    first = arena[o[15] : o[16]].view(np.bool_).reshape(2, (o[16] - o[15]) // 2)
+    sizes = arena[o[16] : o[17]].view(np.int32)
+    cumulative = arena[o[17] : o[18]].view(np.int64)
+    gen = last_gen[0]
+    seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
+    for d in range(n):
+        row = out[d]
+        chars, lines = _decode(data, starts[d], ends[d], table, cps, cls, breaks, row)
+        frac_cjk = row[CJK_CHARS] / chars if chars else 0.0
+        active = modes
+        for bit in range(len(skip_cjk)):
+            if frac_cjk > skip_cjk[bit]:
+                active &= ~(1 << bit)
+        if active & (GOPHER_QUALITY | GOPHER_REPETITION | FINEWEB):
+            m = _tokens(cps, cls, chars, t_len, t_hash, t_flags)
+            row[WORDS] = m
+            if active & GOPHER_QUALITY:
+                _word_counts(t_len, t_hash, t_flags, m, stops, seen, row)
+            if active & GOPHER_REPETITION:
+                gen = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row)
+        if active & (GOPHER_QUALITY | C4):
+            _lines(cps, cls, chars, breaks, lines, table, active, c4_limits, c4_flags, needles, needle_ends, line, row)
+        if active & (GOPHER_REPETITION | FINEWEB):
+            k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
+            if active & GOPHER_REPETITION:
+                gen = _next_gen(hash_table, gen)
+                row[PARAGRAPHS : PARAGRAPHS + 3] = _paragraphs(cps, cls, chars, pieces, p_hash, p_power, hash_table,
+                                                               gen)
+                gen = _next_gen(hash_table, gen)
+                row[LINE_RUNS : LINE_RUNS + 3] = _repeats(pieces, p_hash, p_content, k, RUNS, hash_table, gen)
+            if active & FINEWEB:
+                gen = _next_gen(hash_table, gen)
+                counts = _repeats(pieces, p_hash, p_content, k, CONTENT, hash_table, gen)
+                row[CONTENT_LINES], row[DUP_CONTENT_LINE_CHARS] = counts[0], counts[2]
+                for p in range(k):
+                    a, e = pieces[0, p], pieces[1, p]
+                    if p_content[p]:
+                        if cls[e - 1] & TERMINAL:
+                            row[PUNCT_LINES] += 1
+                        if e - a <= short_line:
+                            row[SHORT_LINES] += 1
+    last_gen[0] = gen
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 - numba arrays
+    """Decode data[a:e] into `cps` with each code point's class in `cls`, count CJK characters, "#",
+    ellipses ("..." as str.count counts it, and "\u2026") and "\\n"; return the number of code points and
+    of line breaks (what str.splitlines() breaks at), whose positions go to `breaks`."""
+    size = lines = 0
+    dots = cjk = hashes = ellipses = newlines = 0
+    last_dot = -2
+    i = a
+    while i < e:
+        cp = np.int32(data[i])
+        if cp < 0x80:
+            i += 1
+        elif cp < 0xE0:
+            cp = ((cp & 0x1F) << 6) | (np.int32(data[i + 1]) & 0x3F)
+            i += 2
+        elif cp < 0xF0:
+            cp = ((cp & 0x0F) << 12) | ((np.int32(data[i + 1]) & 0x3F) << 6) | (np.int32(data[i + 2]) & 0x3F)
+            i += 3
+        else:
+            cp = (((cp & 0x07) << 18) | ((np.int32(data[i + 1]) & 0x3F) << 12)
+                  | ((np.int32(data[i + 2]) & 0x3F) << 6) | (np.int32(data[i + 3]) & 0x3F))
+            i += 4
+        bits = table[cp]
+        cps[size] = cp
+        cls[size] = bits
+        if bits & (CJK | COUNTED):  # one test for the common character
+            if bits & CJK:
+                cjk += 1
+            elif cp == 0x2E:
+                dots = dots + 1 if last_dot == size - 1 else 1
+                last_dot = size
+                if dots == 3:
+                    ellipses += 1
+                    dots = 0
+            elif cp == 0x23:
+                hashes += 1
+            elif cp == 0x2026:
+                ellipses += 1
+            else:  # a line break
+                newlines += cp == 0x0A
+                breaks[lines] = size
+                lines += 1
+        size += 1
+    row[CHARS], row[CJK_CHARS], row[HASHES], row[ELLIPSES], row[NEWLINES] = size, cjk, hashes, ellipses, newlines
+    return size, lines
 
 
 @njit(cache=True, nogil=True)
@@ -25,215 +202,338 @@ def _is_math(c: int) -> bool:  # "+-*^"
 
 
 @njit(cache=True, nogil=True)
-def char_counts(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
-    """Per text: CJK characters, "#", ellipses ("..." as str.count counts it, and "\u2026"), "\n"."""
-    n = len(offsets) - 1
-    counts = np.zeros((n, 4), np.int64)
-    for d in range(n):
-        dots = 0
-        for i in range(offsets[d], offsets[d + 1]):
-            cp = cps[i]
-            if table[cp] & CJK:
-                counts[d, 0] += 1
-            dots = dots + 1 if cp == 0x2E else 0
-            if cp == 0x23:
-                counts[d, 1] += 1
-            elif dots == 3 or cp == 0x2026:
-                counts[d, 2] += 1
-                dots = 0
-            elif cp == 0x0A:
-                counts[d, 3] += 1
-    return counts
+def _tokens(cps, cls, size, t_len, t_hash, t_flags):  # noqa: ANN001, ANN201 - numba arrays
+    """spaCy-like tokens of cps[:size] (see prep.text.filters' module doc); return their number.
 
-
-@njit(cache=True, nogil=True)
-def tokens(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
-    """spaCy-like tokens of the texts (see prep.text.filters' module doc).
-
-    `cps`: code points of all texts; `offsets`: char offsets of each text. Returns per token
-    (characters, has a non-punctuation character, has a letter, text, 64-bit hash). The hash is
-    sum(c_i * HASH_BASE**i) + length (mod 2**64) over the token's characters. One pass over the characters;
-    a word (a run of non-whitespace) is cut into tokens while it is in the CPU's cache.
+    Per token: characters, 64-bit hash (sum(c_i * HASH_BASE**i) + length, mod 2**64), and flags (bit 0:
+    has a non-punctuation character, bit 1: has a letter). A word (a run of non-whitespace) is cut into
+    tokens as soon as it is read.
     """
-    n = len(offsets) - 1
-    cap = len(cps)
-    t_len = np.empty(cap, np.int64)
-    t_other = np.zeros(cap, np.bool_)
-    t_alpha = np.zeros(cap, np.bool_)
-    t_doc = np.empty(cap, np.int64)
-    t_hash = np.empty(cap, np.uint64)
-    affix = np.zeros(64, np.bool_)
-    start = np.zeros(65, np.bool_)
     k = 0
-    for d in range(n):
-        i, end = offsets[d], offsets[d + 1]
-        while i < end:
-            if table[cps[i]] & SPACE:
-                i += 1
-                continue
-            w = i  # a word: [w, e)
-            others = 0
-            alpha = alpha_before = False  # before: without the last character
-            h, h_before, power = np.uint64(0), np.uint64(0), np.uint64(1)
-            while i < end and not table[cps[i]] & SPACE:
-                cp, bits = cps[i], table[cps[i]]
-                if not bits & PUNCT:
-                    others += 1
-                alpha_before, h_before = alpha, h
-                alpha |= (bits & ALPHA) != 0
-                h += np.uint64(cp) * power
-                power *= HASH_BASE
-                i += 1
-            e = i
-            size = e - w
-            if others == size:  # no punctuation, so nothing to cut: the word is one token
-                t_len[k], t_other[k], t_alpha[k], t_doc[k], t_hash[k] = size, True, alpha, d, h + np.uint64(size)
-                k += 1
-                continue
-            last = cps[e - 1]
-            if (others == size - 1 and size >= 2 and table[last] & PUNCT and last != 0x2D
-                    and not (size == 2 and last == 0x2E and table[cps[w]] & ALPHA)):
-                # the commonest other case, "word," or "end.": one trailing punctuation character, cut off
-                t_len[k], t_other[k], t_alpha[k], t_doc[k] = size - 1, True, alpha_before, d
-                t_hash[k] = h_before + np.uint64(size - 1)
-                t_len[k + 1], t_other[k + 1], t_alpha[k + 1], t_doc[k + 1] = 1, False, (table[last] & ALPHA) != 0, d
-                t_hash[k + 1] = np.uint64(last) + np.uint64(1)
-                k += 2
-                continue
-            if size > len(affix):
-                affix = np.zeros(2 * size, np.bool_)
-                start = np.zeros(2 * size + 1, np.bool_)
-            # leading or trailing punctuation: tokens of their own; not a hyphen in a word
-            before = 0
-            for j in range(size):
-                if table[cps[w + j]] & PUNCT:
-                    hyphen_in_word = cps[w + j] == 0x2D and others > 0
-                    affix[j] = (before == 0 or before == others) and not hyphen_in_word
-                else:
-                    affix[j] = False
-                    before += 1
-            # abbreviations keep their final dot: "A.", "e.g.", "U.S."
-            last = size - 1
-            if (size >= 2 and cps[w + last] == 0x2E and (table[cps[w + last - 1]] & ALPHA) != 0
-                    and (size == 2 or (size >= 4 and cps[w + last - 2] == 0x2E))):
-                affix[last] = False
-            start[: size + 1] = False
-            start[0] = True
-            for j in range(1, size):
-                ci, prev_b = cps[w + j], table[cps[w + j - 1]]
-                if affix[j]:
-                    if not ((ci == 0x2E or ci == 0x2D) and cps[w + j - 1] == ci and affix[j - 1]):  # "...", "--"
-                        start[j] = True
-                    continue
-                if affix[j - 1]:
-                    start[j] = True
-                next_b = table[cps[w + j + 1]] if j + 1 < size else np.uint8(0)
-                alpha_after = (next_b & ALPHA) != 0
-                alnum_before = (prev_b & (ALPHA | DIGIT)) != 0
-                infix = (
-                    ((ci == 0x2D or _is_infix_symbol(ci)) and alnum_before and alpha_after)
-                    or (ci == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
-                    or (_is_math(ci) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
-                )  # spaCy's infixes: a character between these splits the word in three
-                if infix:
-                    start[j] = True
-                    start[j + 1] = True
-                elif (ci == 0x27 or ci == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after:
-                    start[j] = True
-            for j in range(size):
-                cp, bits = cps[w + j], table[cps[w + j]]
-                if start[j]:
-                    if j:
-                        t_hash[k] += np.uint64(t_len[k])
-                        k += 1
-                    t_len[k], t_doc[k], t_hash[k] = 0, d, np.uint64(0)
-                    t_other[k] = t_alpha[k] = False
-                    power = np.uint64(1)
-                t_len[k] += 1
-                t_other[k] |= (bits & PUNCT) == 0
-                t_alpha[k] |= (bits & ALPHA) != 0
-                t_hash[k] += np.uint64(cp) * power
-                power *= HASH_BASE
-            t_hash[k] += np.uint64(t_len[k])
+    i = 0
+    while i < size:
+        if cls[i] & SPACE:
+            i += 1
+            continue
+        w = i  # a word: [w, e)
+        others = 0
+        alpha = alpha_before = False  # before: without the last character
+        h, h_before, power = np.uint64(0), np.uint64(0), np.uint64(1)
+        while i < size and not cls[i] & SPACE:
+            bits = cls[i]
+            if not bits & PUNCT:
+                others += 1
+            alpha_before, h_before = alpha, h
+            alpha |= (bits & ALPHA) != 0
+            h += np.uint64(cps[i]) * power
+            power *= HASH_BASE
+            i += 1
+        e = i
+        length = e - w
+        if others == length:  # no punctuation, so nothing to cut: the word is one token
+            t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), 1 | (2 if alpha else 0)
             k += 1
-    return t_len[:k], t_other[:k], t_alpha[:k], t_doc[:k], t_hash[:k]
+            continue
+        last = cps[e - 1]
+        if (others == length - 1 and length >= 2 and cls[e - 1] & PUNCT and last != 0x2D
+                and not (length == 2 and last == 0x2E and cls[w] & ALPHA)):
+            # the commonest other case, "word," or "end.": one trailing punctuation character, cut off
+            t_len[k], t_hash[k] = length - 1, h_before + np.uint64(length - 1)
+            t_flags[k] = 1 | (2 if alpha_before else 0)
+            t_len[k + 1], t_hash[k + 1] = 1, np.uint64(last) + np.uint64(1)
+            t_flags[k + 1] = 2 if cls[e - 1] & ALPHA else 0
+            k += 2
+            continue
+        k = _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k)
+    return k
 
 
 @njit(cache=True, nogil=True)
-def group_first(keys, doc):  # noqa: ANN001, ANN201 - numba arrays
-    """(group id of each uint64 key, its group's size, whether it is its group's first occurrence).
+def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """Cut the word cps[w:e] (with punctuation, `others` characters that are not) into tokens from the k-th
+    on, in one pass; return the next token's index."""
+    size = e - w
+    # abbreviations keep their final dot: "A.", "e.g.", "U.S."
+    abbreviation = (size >= 2 and cps[e - 1] == 0x2E and (cls[e - 2] & ALPHA) != 0
+                    and (size == 2 or (size >= 4 and cps[e - 3] == 0x2E)))
+    before = 0  # characters that are not punctuation before this one
+    affix_before = infix_before = False
+    length, h, flags, power = 0, np.uint64(0), 0, np.uint64(1)  # of the token being read
+    for j in range(size):
+        cp, bits = cps[w + j], cls[w + j]
+        # leading or trailing punctuation: tokens of their own; not a hyphen in a word
+        affix = ((bits & PUNCT) != 0 and (before == 0 or before == others) and not (cp == 0x2D and others > 0)
+                 and not (j == size - 1 and abbreviation))
+        if j == 0:
+            start = True
+            infix = False
+        elif affix:  # a run of "." or "-" is one token
+            start = infix_before or not ((cp == 0x2E or cp == 0x2D) and cps[w + j - 1] == cp and affix_before)
+            infix = False
+        else:
+            prev_b = cls[w + j - 1]
+            next_b = cls[w + j + 1] if j + 1 < size else np.uint8(0)
+            alpha_after = (next_b & ALPHA) != 0
+            infix = (
+                ((cp == 0x2D or _is_infix_symbol(cp)) and (prev_b & (ALPHA | DIGIT)) != 0 and alpha_after)
+                or (cp == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
+                or (_is_math(cp) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
+            )  # spaCy's infixes: a character between these splits the word in three
+            apostrophe = (cp == 0x27 or cp == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after
+            start = infix_before or affix_before or infix or apostrophe
+        if not bits & PUNCT:
+            before += 1
+        affix_before, infix_before = affix, infix
+        if start and j:
+            t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
+            k += 1
+        if start:
+            length, h, flags, power = 0, np.uint64(0), 0, np.uint64(1)
+        length += 1
+        if not bits & PUNCT:
+            flags |= 1
+        if bits & ALPHA:
+            flags |= 2
+        h += np.uint64(cp) * power
+        power *= HASH_BASE
+    t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
+    return k + 1
 
-    Keys of different texts never group together; `doc` (the text of each key) must be ascending.
-    Group ids are dense, in order of first occurrence. An open-addressing hash table per text: one
-    pass where sorting 64-bit keys with their positions took several, and a text's table is small
-    enough to stay in the CPU's cache.
+
+@njit(cache=True, nogil=True)
+def _word_counts(t_len, t_hash, t_flags, m, stops, seen, row):  # noqa: ANN001, ANN201 - numba arrays
+    """gopher_quality's word counts: words with a non-punctuation character and their characters, words with
+    a letter, distinct stop words (by hash; a 64-bit mask of their low bits rules most words out at once)."""
+    content = chars = alpha = 0
+    mask = np.uint64(0)
+    for s in range(len(stops)):
+        mask |= np.uint64(1) << (stops[s] & np.uint64(63))
+    seen[:] = False
+    for k in range(m):
+        if t_flags[k] & 1:
+            content += 1
+            chars += t_len[k]
+        if t_flags[k] & 2:
+            alpha += 1
+        if (mask >> (t_hash[k] & np.uint64(63))) & np.uint64(1):
+            for s in range(len(stops)):
+                if t_hash[k] == stops[s]:
+                    seen[s] = True
+    row[CONTENT_WORDS], row[CONTENT_CHARS], row[ALPHA_WORDS], row[STOP_WORDS] = content, chars, alpha, np.sum(seen)
+
+
+@njit(cache=True, nogil=True)
+def _slot(key, bits):  # noqa: ANN001, ANN201 - numba scalars
+    return np.int64((key * HASH_BASE) >> np.uint64(64 - bits))
+
+
+@njit(cache=True, nogil=True)
+def _table_bits(items: int) -> int:
+    """log2 of a table size for `items` keys (at most half full)."""
+    bits = 4
+    while (1 << bits) < 2 * items:
+        bits += 1
+    return bits
+
+
+@njit(cache=True, nogil=True)
+def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba arrays
+    """The value stored for `key` in generation `gen` of the hash table's first 2**bits slots, else `new`, now
+    stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line."""
+    mask = (1 << bits) - 1
+    slot = _slot(key, bits)
+    tag = np.uint64(gen) << np.uint64(32)
+    while hash_table[2 * slot + 1] >> np.uint64(32) == np.uint64(gen):
+        if hash_table[2 * slot] == key:
+            return np.int64(hash_table[2 * slot + 1] & np.uint64(0xFFFFFFFF))
+        slot = (slot + 1) & mask
+    hash_table[2 * slot], hash_table[2 * slot + 1] = key, tag | np.uint64(new)
+    return new
+
+
+@njit(cache=True, nogil=True)
+def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
+    """The hash table's next generation: all its slots empty again (cleared once every 2**31 uses)."""
+    if gen + 1 < 1 << 31:
+        return gen + 1
+    hash_table[:] = 0
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10; return the hash table's last
+    generation.
+
+    2-grams are grouped by a 64-bit key of (token, next token). An n-gram can repeat only where the
+    (n-1)-grams at its first and second token repeat, so a level only groups those positions, by a key of
+    (group of the (n-1)-gram, last token); an n-gram at no such position occurs once.
+    top_n: characters of the commonest n-gram times its count (the first to occur of the commonest; with no
+    repeat, the first n-gram once, as datatrove's Counter.most_common(1)); dup_n: characters of repeated
+    n-grams as datatrove's find_all_duplicate counts them (scanning the words, an n-gram seen before counts
+    and the scan jumps past it).
     """
-    m = len(keys)
-    slot_key = np.empty(16, np.uint64)
-    slot_group = np.empty(16, np.int64)
-    group = np.empty(m, np.int64)
-    first = np.zeros(m, np.bool_)
-    sizes = np.zeros(m, np.int64)
-    groups = 0
-    a = 0
-    while a < m:
-        e = a + 1
-        while e < m and doc[e] == doc[a]:
-            e += 1
-        bits = 4
-        while (1 << bits) < 2 * (e - a):
-            bits += 1
-        if (1 << bits) > len(slot_key):
-            slot_key = np.empty(1 << bits, np.uint64)
-            slot_group = np.empty(1 << bits, np.int64)
-        mask = (1 << bits) - 1
-        slot_group[: mask + 1] = -1
-        for i in range(a, e):
-            key = keys[i]
-            slot = np.int64((key * HASH_BASE) >> np.uint64(64 - bits))
-            while slot_group[slot] >= 0 and slot_key[slot] != key:
-                slot = (slot + 1) & mask
-            if slot_group[slot] < 0:
-                slot_key[slot] = key
-                slot_group[slot] = groups
-                first[i] = True
-                groups += 1
-            group[i] = slot_group[slot]
-            sizes[group[i]] += 1
-        a = e
-    count = np.empty(m, np.int64)
+    cumulative[0] = 0  # characters before each token
     for i in range(m):
-        count[i] = sizes[group[i]]
-    return group, count, first
+        cumulative[i + 1] = cumulative[i] + t_len[i]
+    cur = 0
+    count = max(m - 1, 0)
+    for i in range(count):
+        levels[cur, 0, i] = i
+        keys[cur, i] = (t_hash[i] * HASH_BASE) ^ t_hash[i + 1]
+    for n in range(2, 11):
+        at, group, is_first = levels[cur, 0], levels[cur, 1], first[cur]
+        gen = _next_gen(hash_table, gen)
+        bits = _table_bits(count)
+        groups = 0
+        for j in range(count):
+            g = _group_of(keys[cur, j], bits, hash_table, gen, groups)
+            is_first[j] = g == groups
+            if is_first[j]:
+                sizes[g] = 0
+                groups += 1
+            sizes[g] += 1
+            group[j] = g
+        # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
+        top = cumulative[n] + n - 1 if m >= n else 0
+        best = 1
+        allowed = -1  # the first token the scan of find_all_duplicate may count next
+        total = 0
+        nxt = 1 - cur
+        k = 0
+        for j in range(count):
+            size = sizes[group[j]]
+            i = at[j]
+            if n <= 4 and size > best:
+                best = size
+                top = best * (cumulative[i + n] - cumulative[i] + n - 1)
+            if n > 4 and not is_first[j] and i >= allowed:
+                total += cumulative[i + n] - cumulative[i]
+                allowed = i + n
+            if size >= 2 and j + 1 < count and at[j + 1] == i + 1 and sizes[group[j + 1]] >= 2 and i + n < m:
+                levels[nxt, 0, k] = i
+                keys[nxt, k] = (np.uint64(group[j] + 1) * GROUP_MIX) ^ t_hash[i + n]
+                k += 1
+        if n <= 4:
+            row[TOP_2GRAM + n - 2] = top
+        else:
+            row[DUP_5GRAM + n - 5] = total
+        cur, count = nxt, k
+    return gen
+
+
+# which pieces `_repeats` counts
+RUNS, CONTENT = 0, 1
 
 
 @njit(cache=True, nogil=True)
-def greedy_duplicates(rep, doc, cumulative, n, texts):  # noqa: ANN001, ANN201 - numba arrays
-    """Characters of repeated n-grams per text as datatrove's find_all_duplicate counts them.
+def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """The pieces of cps[:size] between its "\\n" (among the `lines` `breaks`), as Arrow's split of the text
+    gives them; return their number (at least one, maybe empty). Per piece: first and end char (`pieces`),
+    64-bit hash of its characters c_1..c_L (L * B**L + sum(c_i * B**(L - i)), B = HASH_BASE), B**L, whether
+    it has a non-whitespace character."""
+    k = 0
+    piece = 0
+    for q in range(lines + 1):
+        i = breaks[q] if q < lines else size
+        if i < size and cps[i] != 0x0A:
+            continue
+        pieces[0, k], pieces[1, k] = piece, i
+        h = np.uint64(0)
+        power = np.uint64(1)
+        content = False
+        for j in range(piece, i):
+            h = h * HASH_BASE + np.uint64(cps[j])
+            power *= HASH_BASE
+            content |= not cls[j] & SPACE
+        p_hash[k], p_power[k], p_content[k] = np.uint64(i - piece) * power + h, power, content
+        k += 1
+        piece = i + 1
+    return k
 
-    `rep`: ascending first tokens of the n-grams seen before in their text, `doc`: their texts,
-    `cumulative`: characters before each token. Scanning a text's words, an n-gram seen before
-    counts and the scan jumps past it; else it moves on by one word.
+
+@njit(cache=True, nogil=True)
+def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
+    """The hash of cps[a:e] as `_pieces` hashes a piece."""
+    h = np.uint64(e - a)
+    for i in range(a, e):
+        h = h * HASH_BASE + np.uint64(cps[i])
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """(paragraphs, repeated ones, their characters) as datatrove's find_duplicates counts the pieces of the
+    stripped text between runs of two or more "\\n" (regex "\\n{2,}").
+
+    A paragraph is a run of `_pieces`'s pieces without an empty one (an empty piece is a "\\n\\n"), so the
+    hash of one in the middle of the text is composed from its pieces' hashes, not its characters; the first
+    and last, which the stripping may cut, are hashed from their characters.
     """
-    out = np.zeros(texts)
-    allowed = -1  # the first token the scan may count next
-    current_doc = -1
-    for k in range(len(rep)):
-        at = rep[k]
-        if doc[k] != current_doc:
-            current_doc, allowed = doc[k], -1
-        if at >= allowed:
-            out[current_doc] += cumulative[at + n] - cumulative[at]
-            allowed = at + n
-    return out
+    a, e = _trim(cls, 0, size)
+    if a == e:
+        return 1, 0, 0  # one empty paragraph
+    first = 0
+    while pieces[1, first] <= a:  # the piece of the first non-space character (a "\\n" is a space)
+        first += 1
+    last = first
+    while pieces[1, last] < e:
+        last += 1
+    bits = _table_bits(last - first + 1)
+    count = dup = chars = 0
+    g = first
+    while g <= last:
+        end = g
+        while end < last and pieces[1, end + 1] > pieces[0, end + 1]:
+            end += 1
+        start_char = a if g == first else pieces[0, g]
+        end_char = e if end == last else pieces[1, end]
+        if g == first or end == last:
+            h = _hash(cps, start_char, end_char)
+        else:
+            power = p_power[g]
+            h = p_hash[g] - np.uint64(pieces[1, g] - pieces[0, g]) * power  # without the length term
+            for t in range(g + 1, end + 1):
+                body = p_hash[t] - np.uint64(pieces[1, t] - pieces[0, t]) * p_power[t]
+                h = (h * HASH_BASE + np.uint64(0x0A)) * p_power[t] + body
+                power *= HASH_BASE * p_power[t]
+            h += np.uint64(end_char - start_char) * power
+        count += 1
+        if _group_of(h, bits, hash_table, gen, count) != count:
+            dup += 1
+            chars += end_char - start_char
+        g = end + 1
+        while g <= last and pieces[1, g] == pieces[0, g]:
+            g += 1
+    return count, dup, chars
 
 
 @njit(cache=True, nogil=True)
-def _trim(cps, table, a: int, e: int) -> tuple[int, int]:  # noqa: ANN001 - numba arrays
+def _repeats(pieces, p_hash, p_content, k, which, hash_table, gen):  # noqa: ANN001, ANN201 - numba arrays
+    """(pieces, repeated pieces, characters of the repeated ones) among the first k pieces, as datatrove's
+    find_duplicates: a piece repeats when an equal one (by hash) came earlier. `which`: the pieces of a split
+    at RUNS of "\\n" (the non-empty ones, and the first and last even when empty), or the pieces with CONTENT
+    (a non-whitespace character)."""
+    bits = _table_bits(k)
+    count = dup = chars = 0
+    for p in range(k):
+        if which == RUNS and pieces[1, p] == pieces[0, p] and 0 < p < k - 1:
+            continue
+        if which == CONTENT and not p_content[p]:
+            continue
+        count += 1
+        if _group_of(p_hash[p], bits, hash_table, gen, p) != p:
+            dup += 1
+            chars += pieces[1, p] - pieces[0, p]
+    return count, dup, chars
+
+
+@njit(cache=True, nogil=True)
+def _trim(cls, a: int, e: int) -> tuple[int, int]:  # noqa: ANN001 - numba array
     """[a, e) without the whitespace at its ends."""
-    while a < e and table[cps[a]] & SPACE:
+    while a < e and cls[a] & SPACE:
         a += 1
-    while e > a and table[cps[e - 1]] & SPACE:
+    while e > a and cls[e - 1] & SPACE:
         e -= 1
     return a, e
 
@@ -245,115 +545,61 @@ def _ends_in_dots(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
 
 
 @njit(cache=True, nogil=True)
-def newline_pieces(cps, table, offsets, min_run, trim):  # noqa: ANN001, ANN201 - numba arrays
-    """The pieces of each text between its newline separators, as Arrow's split of the text gives them.
+def _lines(cps, cls, size, breaks, lines, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """The lines of cps[:size] as str.splitlines() gives them (no empty line after a final break, none in an
+    empty text), cut at its `lines` `breaks`: gopher_quality's counts of lines, of lines whose first
+    non-space character is "•" or "-", and of lines that end in "..." or "\u2026" before trailing whitespace;
+    C4's line checks."""
+    a = p = 0
+    first_lorem = first_curly = -1
+    sentences = bullets = ellipses = 0
+    for q in range(lines + 1):
+        i = breaks[q] if q < lines else size
+        if i < a or (q == lines and a == size):  # the "\n" of a "\r\n"; or no line after a final break
+            continue
+        s, e = _trim(cls, a, i)
+        if s < e:
+            if cps[s] == 0x2022 or cps[s] == 0x2D:
+                bullets += 1
+            if cps[e - 1] == 0x2026 or _ends_in_dots(cps, s, e):
+                ellipses += 1
+        if modes & C4:
+            verdict = _c4_line(cps, cls, s, e, table, c4_limits, c4_flags, needles, needle_ends, line)
+            if verdict & 2 and first_lorem < 0:
+                first_lorem = p
+            if verdict & 4 and first_curly < 0:
+                first_curly = p
+            sentences += verdict >> 3
+        p += 1
+        a = i + (2 if i + 1 < size and cps[i] == 0x0D and cps[i + 1] == 0x0A else 1)
+    row[LINES], row[BULLET_LINES], row[ELLIPSIS_LINES] = p, bullets, ellipses
+    row[FIRST_LOREM_LINE], row[FIRST_CURLY_LINE], row[SENTENCES] = first_lorem, first_curly, sentences
 
-    Separators: every "\\n" (`min_run` 0), runs of "\\n" (1: regex "\\n+"), runs of two or more (2:
-    "\\n{2,}"); with `trim` the text's leading and trailing whitespace is cut first. Every text has at
-    least one piece (maybe empty). Returns per piece (text, first char, end char, 64-bit hash of its
-    characters, whether it has a non-whitespace character).
-    """
-    n = len(offsets) - 1
-    doc = np.empty(len(cps) + n, np.int64)
-    start = np.empty(len(cps) + n, np.int64)
-    end = np.empty(len(cps) + n, np.int64)
-    k = 0
-    for d in range(n):
-        a, e = offsets[d], offsets[d + 1]
-        if trim:
-            a, e = _trim(cps, table, a, e)
-        piece = a
-        i = a
-        while i < e:
-            if cps[i] != 0x0A:
-                i += 1
-                continue
-            j = i + 1
-            if min_run > 0:
-                while j < e and cps[j] == 0x0A:
-                    j += 1
-            if j - i >= max(min_run, 1):
-                doc[k], start[k], end[k] = d, piece, i
-                k += 1
-                piece = j
-            i = j
-        doc[k], start[k], end[k] = d, piece, e
+
+@njit(cache=True, nogil=True)
+def _citation_at(cps, j: int, e: int) -> int:  # noqa: ANN001 - numba array
+    """The end of the citation mark ("[digits]", "[edit]", "[citation needed]", C4's) at cps[j], else -1."""
+    if cps[j] != 0x5B:
+        return -1
+    k = j + 1
+    while k < e and 0x30 <= cps[k] <= 0x39:
         k += 1
-    doc, start, end = doc[:k], start[:k], end[:k]
-    hashes = np.empty(k, np.uint64)
-    content = np.zeros(k, np.bool_)
-    for p in range(k):
-        h = np.uint64(end[p] - start[p])
-        for i in range(start[p], end[p]):
-            h = h * HASH_BASE + np.uint64(cps[i])
-            if not table[cps[i]] & SPACE:
-                content[p] = True
-        hashes[p] = h
-    return doc, start, end, hashes, content
+    if k < e and cps[k] == 0x5D:
+        return k + 1
+    for word in (_EDIT, _CITATION_NEEDED):
+        if _spells(cps, j, e, word):
+            return j + len(word)
+    return -1
 
 
-@njit(cache=True, nogil=True)
-def _line_break(cp: int) -> bool:
-    """Whether str.splitlines() breaks at this code point."""
-    return (0x0A <= cp <= 0x0D) or (0x1C <= cp <= 0x1E) or cp == 0x85 or cp == 0x2028 or cp == 0x2029
-
-
-@njit(cache=True, nogil=True)
-def splitlines(cps, table, offsets):  # noqa: ANN001, ANN201 - numba arrays
-    """The lines of each text as str.splitlines() gives them (no empty line after a final break, none in
-    an empty text), per line (text, first char, end char, first non-space char is "•" or "-", the line
-    ends in "..." or "\\u2026" before trailing whitespace)."""
-    n = len(offsets) - 1
-    cap = len(cps) + n
-    doc = np.empty(cap, np.int64)
-    start = np.empty(cap, np.int64)
-    end = np.empty(cap, np.int64)
-    k = 0
-    for d in range(n):
-        a, e = offsets[d], offsets[d + 1]
-        i = a
-        while i < e:
-            if _line_break(cps[i]):
-                doc[k], start[k], end[k] = d, a, i
-                k += 1
-                i += 2 if cps[i] == 0x0D and i + 1 < e and cps[i + 1] == 0x0A else 1
-                a = i
-            else:
-                i += 1
-        if a < e:
-            doc[k], start[k], end[k] = d, a, e
-            k += 1
-    doc, start, end = doc[:k], start[:k], end[:k]
-    bullet = np.zeros(k, np.bool_)
-    ellipsis = np.zeros(k, np.bool_)
-    for p in range(k):
-        a, e = _trim(cps, table, start[p], end[p])
-        if a < e:
-            bullet[p] = cps[a] == 0x2022 or cps[a] == 0x2D
-            ellipsis[p] = cps[e - 1] == 0x2026 or _ends_in_dots(cps, a, e)
-    return doc, start, end, bullet, ellipsis
-
-
-@njit(cache=True, nogil=True)
-def _citation(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
-    """Whether cps[a:e] is "[digits]", "[edit]" or "[citation needed]" (C4's citation marks)."""
-    if e - a < 2 or cps[a] != 0x5B or cps[e - 1] != 0x5D:
-        return False
-    digits = True
-    for i in range(a + 1, e - 1):
-        if not 0x30 <= cps[i] <= 0x39:
-            digits = False
-    return digits or _spells(cps, a + 1, e - 1, _EDIT) or _spells(cps, a + 1, e - 1, _CITATION_NEEDED)
-
-
-_EDIT = np.array([ord(ch) for ch in "edit"], np.uint32)
-_CITATION_NEEDED = np.array([ord(ch) for ch in "citation needed"], np.uint32)
+_EDIT = np.array([ord(ch) for ch in "[edit]"], np.int32)
+_CITATION_NEEDED = np.array([ord(ch) for ch in "[citation needed]"], np.int32)
 
 
 @njit(cache=True, nogil=True)
 def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
-    """Whether cps[a:e] is `word`."""
-    if e - a != len(word):
+    """Whether cps[a:e] starts with `word`."""
+    if e - a < len(word):
         return False
     for j in range(len(word)):  # noqa: SIM110 - numba compiles no generator expressions
         if cps[a + j] != word[j]:
@@ -362,101 +608,137 @@ def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
 
 
 @njit(cache=True, nogil=True)
-def c4_lines(cps, table, start, end, remove_citations):  # noqa: ANN001, ANN201 - numba arrays
-    """Per line: (first and end char once whitespace is trimmed, words between whitespace, characters of
-    the longest word, whether the line ends in terminal punctuation (.?!"') but not "...", once the
-    citation marks are removed if asked)."""
-    k = len(start)
-    t_start = np.empty(k, np.int64)
-    t_end = np.empty(k, np.int64)
-    words = np.zeros(k, np.int64)
-    longest = np.zeros(k, np.int64)
-    terminal = np.zeros(k, np.bool_)
-    for p in range(k):
-        a, e = _trim(cps, table, start[p], end[p])
-        t_start[p], t_end[p] = a, e
-        run = 0
-        for i in range(a, e + 1):
-            if i < e and not table[cps[i]] & SPACE:
-                run += 1
-                continue
-            if run:
-                words[p] += 1
-                longest[p] = max(longest[p], run)
-            run = 0
+def _lower(cp: int) -> int:
+    """Arrow's utf8_lower of a code point, where the result is ASCII (all that C4's substrings can match)."""
+    if cp == 0x130:  # "İ"
+        return 0x69
+    if cp == 0x212A:  # Kelvin sign
+        return 0x6B
+    return cp + 0x20 * (0x41 <= cp <= 0x5A)  # no branch on the case of a letter
+
+
+@njit(cache=True, nogil=True)
+def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, line):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """C4's checks of the trimmed line cps[a:e], as bits: 1 kept, 2 "lorem ipsum", 4 "{" (once
+    "javascript" lines are out); the line's sentences above them (bits 3 on)."""
+    remove_citations, terminal_punct, lorem_ipsum, javascript, curly_bracket, policy = c4_flags
+    if terminal_punct:  # first: the cheapest check, and the one most lines that go fail
         # citation marks hold no brackets inside, so those at the end are the last ones the regex removes
-        while remove_citations and e > a and cps[e - 1] == 0x5D:
-            j = e - 2
+        end = e
+        while remove_citations and end > a and cps[end - 1] == 0x5D:
+            j = end - 2
             while j >= a and cps[j] != 0x5B and cps[j] != 0x5D:
                 j -= 1
-            if j < a or not _citation(cps, j, e):
+            if j < a or _citation_at(cps, j, end) != end:
                 break
-            e = j
-        if e > a:
-            last = cps[e - 1]
-            terminal[p] = ((last == 0x2E or last == 0x3F or last == 0x21 or last == 0x22 or last == 0x27)
-                           and not _ends_in_dots(cps, a, e))
-    return t_start, t_end, words, longest, terminal
+            end = j
+        if end == a:
+            return 0
+        last = cps[end - 1]
+        if not ((last == 0x2E or last == 0x3F or last == 0x21 or last == 0x22 or last == 0x27)
+                and not _ends_in_dots(cps, a, end)):
+            return 0
+    # words between whitespace, and the copy the other checks see: the line without its citation marks (regex,
+    # leftmost, not overlapping), lower-cased (the substrings are lower-case ASCII, and lowering moves no
+    # character in or out of the sentence regex's classes)
+    words = longest = run = size = 0
+    curly = False
+    copy_from = a
+    for j in range(a, e):
+        c = cps[j]
+        in_word = not cls[j] & SPACE  # no branch on it: words are short, it would be mispredicted at each
+        words += in_word and not run
+        run = run + 1 if in_word else 0
+        longest = max(longest, run)
+        if j < copy_from:
+            continue
+        if c == 0x5B and remove_citations:
+            copy_from = _citation_at(cps, j, e)
+            if copy_from > j:
+                continue
+        curly |= c == 0x7B
+        line[size] = _lower(c)
+        size += 1
+    if longest > c4_limits[0] or words < c4_limits[1]:
+        return 0
+    found = _find(line, size, needles, needle_ends)
+    verdict = 1
+    if lorem_ipsum and found & 1:
+        verdict |= 2
+    if javascript and found & 2:
+        return verdict & 2
+    if curly_bracket and curly:
+        verdict |= 4
+    if policy and found >> 2:
+        return verdict & 6
+    return verdict | ((_sentence_breaks(line, size, table) + 1) << 3)
 
 
 @njit(cache=True, nogil=True)
-def gather(cps, start, end):  # noqa: ANN001, ANN201 - numba arrays
-    """The code points of the spans [start, end), one after the other, each followed by "\\n"."""
-    out = np.empty(np.sum(end - start) + len(start), np.uint32)
-    k = 0
-    for p in range(len(start)):
-        for i in range(start[p], end[p]):
-            out[k] = cps[i]
-            k += 1
-        out[k] = 0x0A
-        k += 1
-    return out
+def _find(line, size: int, needles, needle_ends) -> int:  # noqa: ANN001 - numba arrays
+    """Which needles (lower-case ASCII, as bits) line[:size] contains: one pass, a character that starts none
+    of them ruled out by a bit mask."""
+    initials = np.uint64(0)
+    for w in range(len(needle_ends)):
+        initials |= np.uint64(1) << np.uint64(needles[needle_ends[w - 1] if w else 0] & 63)
+    found = 0
+    for i in range(size):
+        c = line[i]
+        if c >= 0x80 or not (initials >> np.uint64(c & 63)) & np.uint64(1):
+            continue
+        for w in range(len(needle_ends)):
+            a = needle_ends[w - 1] if w else 0
+            length = needle_ends[w] - a
+            if found & (1 << w) or needles[a] != c or i + length > size:
+                continue
+            j = 1
+            while j < length and line[i + j] == needles[a + j]:
+                j += 1
+            if j == length:
+                found |= 1 << w
+    return found
 
 
 @njit(cache=True, nogil=True)
-def ngram_levels(hashes, doc, top):  # noqa: ANN001, ANN201 - numba arrays
-    """Word n-grams that may repeat, n = 2..top, grouped; see `Texts.ngrams` for what and why.
+def _sentence_breaks(line, size, table) -> int:  # noqa: ANN001 - numba arrays
+    """Matches of the regex (?:^|[^.!?])[.!?][\\pP]*\\s+\\pP*[^\\s\\pP] in line[:size] as Arrow's
+    count_substring_regex counts them (RE2, leftmost, not overlapping, each search starting where the last
+    match ended, which is a new "^"; \\s is ASCII whitespace): a lone . ! or ? ending a sentence before a word.
 
-    Returns, concatenated over the levels, (first token of each n-gram, its group's size, whether it
-    is its group's first occurrence), and where each level starts in them.
+    The quantified classes are disjoint, so a match from a given start is unique: each run is taken whole.
+    A failed start inside the first run of punctuation fails the same way, so the search skips past it.
     """
-    m = len(hashes)
-    at = np.empty(max(m - 1, 0), np.int64)
-    keys = np.empty(max(m - 1, 0), np.uint64)
-    k = 0
-    for i in range(m - 1):
-        if doc[i] == doc[i + 1]:
-            at[k] = i
-            keys[k] = (hashes[i] * HASH_BASE) ^ hashes[i + 1]
-            k += 1
-    at, keys = at[:k], keys[:k]
-    group, count, first = group_first(keys, doc[at])
-    all_at, all_count, all_first = [at], [count], [first]
-    for n in range(3, top + 1):
-        # an n-gram may repeat where the (n-1)-grams at its first and second token both repeat
-        k = 0
-        below = at  # the previous level's, kept in all_at
-        at = np.empty(len(below), np.int64)
-        for j in range(len(below) - 1):
-            i = below[j]
-            if (count[j] >= 2 and below[j + 1] == i + 1 and count[j + 1] >= 2 and i + n - 1 < m
-                    and doc[i] == doc[i + n - 1]):
-                at[k] = i
-                keys[k] = (np.uint64(group[j] + 1) * GROUP_MIX) ^ hashes[i + n - 1]
-                k += 1
-        at = at[:k]
-        group, count, first = group_first(keys[:k], doc[at])
-        all_at.append(at)
-        all_count.append(count)
-        all_first.append(first)
-    bounds = np.zeros(len(all_at) + 1, np.int64)
-    for level in range(len(all_at)):
-        bounds[level + 1] = bounds[level] + len(all_at[level])
-    out_at = np.empty(bounds[-1], np.int64)
-    out_count = np.empty(bounds[-1], np.int64)
-    out_first = np.empty(bounds[-1], np.bool_)
-    for level in range(len(all_at)):
-        out_at[bounds[level] : bounds[level + 1]] = all_at[level]
-        out_count[bounds[level] : bounds[level + 1]] = all_count[level]
-        out_first[bounds[level] : bounds[level + 1]] = all_first[level]
-    return out_at, out_count, out_first, bounds
+    count = 0
+    s = begin = 0
+    while s < size:
+        if s == begin and _stop(line[s]):
+            t = s + 1
+        elif not _stop(line[s]) and s + 1 < size and _stop(line[s + 1]):
+            t = s + 2
+        else:
+            s += 1
+            continue
+        while t < size and table[line[t]] & UNICODE_PUNCT:
+            t += 1
+        run_end = spaces = t
+        while t < size and _ascii_space(line[t]):
+            t += 1
+        if t > spaces:
+            while t < size and table[line[t]] & UNICODE_PUNCT:
+                t += 1
+            if t < size and not _ascii_space(line[t]):
+                count += 1
+                s = begin = t + 1
+                continue
+        s = max(s + 1, run_end - 1)
+    return count
+
+
+@njit(cache=True, nogil=True)
+def _stop(cp: int) -> bool:  # ".!?"
+    return cp == 0x2E or cp == 0x21 or cp == 0x3F
+
+
+@njit(cache=True, nogil=True)
+def _ascii_space(cp: int) -> bool:  # RE2's \s: "\t\n\f\r "
+    return cp == 0x20 or cp == 0x09 or cp == 0x0A or cp == 0x0C or cp == 0x0D

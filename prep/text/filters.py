@@ -1,16 +1,15 @@
 """Quality filter rules: the Gopher, C4 and FineWeb heuristics, and simple bounds on any feature.
 
 The rule sets and their defaults are those of datatrove (`GopherQualityFilter`,
-`GopherRepetitionFilter`, `C4QualityFilter`, `FineWebQualityFilter`, datatrove 0.10). They are
-computed for a whole batch at once: the texts are decoded once to one array of code points,
-classified through lookup tables, and cut into words the way spaCy's blank English tokenizer
-(datatrove's word splitter for English) cuts them, approximately: a whitespace-separated word
-loses its leading and trailing punctuation as tokens of their own (a run of dots is one token),
-a hyphen between letters splits a word in three and an apostrophe between letters in two.
-Words, lines, paragraphs and their repeats are found by compiled loops over the code points
-(`prep.text._kernels`, numba, loaded only when a rule set is configured); words, lines and
-n-grams are compared by 64-bit hashes, grouped in a small hash table per text. Arrow's string
-kernels remain for C4's checks of the few lines it keeps.
+`GopherRepetitionFilter`, `C4QualityFilter`, `FineWebQualityFilter`, datatrove 0.10). What they compare
+with their thresholds is measured for a whole batch by one compiled call (`prep.text._kernels`, numba,
+loaded only when a rule set is configured) over the texts' UTF-8 bytes, read in place: it decodes and
+classifies each text's code points through a lookup table, then cuts words the way spaCy's blank English
+tokenizer (datatrove's word splitter for English) cuts them, approximately: a whitespace-separated word
+loses its leading and trailing punctuation as tokens of their own (a run of dots is one token), a hyphen
+between letters splits a word in three and an apostrophe between letters in two. Lines, paragraphs and
+word n-grams are compared by 64-bit hashes in a hash table that every text reuses. C4's substring checks
+and its sentence count (a regex) are compiled too, to the same answers as Arrow's kernels.
 
 Each document is judged by the rules in order (rule sets in the order of the pipeline file, the
 checks of a set in datatrove's order) and counted under the first rule it fails. A rule set
@@ -30,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.errors import UserError
-from prep.text._codes import ALPHA, CJK, DIGIT, HASH_BASE, PUNCT, SPACE, TERMINAL
+from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
+from prep.text.arrow import binary_array, numpy_of
 
 # datatrove.utils.text.TERMINAL_PUNCTUATION (Unicode's Terminal_Punctuation characters), FineWeb's stop_chars
 TERMINAL_PUNCTUATION = (
@@ -50,10 +50,6 @@ TERMINAL_PUNCTUATION = (
 )
 STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 POLICY_SUBSTRINGS = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
-_SPLITLINES = "\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]"  # what Python's str.splitlines() breaks at
-_CITATION = r"\[\d*]|\[edit]|\[citation needed]"
-# a sentence ends at a lone . ! or ? (then any punctuation) before a word (spaCy's sentencizer)
-_SENTENCE_BREAK = r"(?:^|[^.!?])[.!?][\pP]*\s+\pP*[^\s\pP]"
 
 # Rule set -> threshold -> default. `skip_frac_cjk`: documents with more CJK than this skip the set.
 RULE_SETS: dict[str, dict[str, Any]] = {
@@ -221,8 +217,22 @@ def _classes() -> np.ndarray:
     table[(bits & features._ALPHA) > 0] |= ALPHA
     table[(bits & features._DIGIT) > 0] |= DIGIT
     table[(bits & features._CJK) > 0] |= CJK
+    table[_regex_punctuation()] |= UNICODE_PUNCT
     table[[ord(ch) for ch in TERMINAL_PUNCTUATION]] |= TERMINAL
+    table[[ord(ch) for ch in ".#\u2026\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"]] |= COUNTED  # and line breaks
     return table
+
+
+def _regex_punctuation() -> np.ndarray:
+    """The code points of the regex class \\pP in Arrow's regex engine (RE2), whose Unicode tables may be older
+    than Python's: asked of the engine itself (~0.1 s), so that C4's compiled sentence count is the regex's."""
+    cps = np.arange(0x110000)
+    cps = cps[(cps < 0xD800) | (cps >= 0xE000)]  # surrogates are no UTF-8
+    offsets = np.zeros(len(cps) + 1, np.int32)
+    np.cumsum(1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000), out=offsets[1:])
+    data = cps.astype("<u4").tobytes().decode("utf-32-le").encode()
+    chars = pa.Array.from_buffers(pa.string(), len(cps), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return cps[numpy_of(pc.match_substring_regex(chars, r"^\pP$"))]
 
 
 def prepare(compiled: bool = False) -> None:
@@ -231,318 +241,132 @@ def prepare(compiled: bool = False) -> None:
     process from its cache, longer the first time ever), so that a worker does it before its first chunk."""
     _classes()
     if compiled:
-        text_verdict(pa.array(["A line.\n\nA [1] line...", ""]), check_filters(dict.fromkeys(RULE_SETS, {}), {}))
+        texts = binary_array([b"A line.\n\nA [1] line...", b""], pa.string())
+        text_verdict(texts, check_filters(dict.fromkeys(RULE_SETS, {}), {}))
 
 
 
 
-def _unique_first(keys: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group id of each integer key, its group's size, whether it is its group's first occurrence); keys of
-    different texts (`doc`, ascending) never group together."""
+def _measure(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The per-text numbers of `_kernels.COLUMNS` that the rule sets need, by one compiled call over the
+    texts' UTF-8 bytes (read in place: no conversion of the batch)."""
     from prep.text import _kernels
 
-    return _kernels.group_first(keys.astype(np.uint64, copy=False), doc)
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    offset_type = np.int64 if pa.types.is_large_string(texts.type) else np.int32
+    _, offsets_buf, data_buf = texts.buffers()
+    n = len(texts)
+    offsets = np.frombuffer(offsets_buf, offset_type, n + 1, texts.offset * offset_type().itemsize) if n else (
+        np.zeros(1, offset_type))
+    data = np.frombuffer(data_buf if data_buf is not None else b"", np.uint8)
+    data.setflags(write=False)  # Arrow's buffers come writable or not: one type, so one compile
+    starts, ends = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
+    if texts.null_count:  # null: empty
+        ends[numpy_of(texts.is_null())] = starts[numpy_of(texts.is_null())]
+    names = ("gopher_quality", "gopher_repetition", "c4", "fineweb")  # the order of `_kernels.measure`'s modes bits
+    modes = sum(1 << k for k, name in enumerate(names) if name in rule_sets)
+    skip_cjk = np.array([rule_sets[name]["skip_frac_cjk"] if name in rule_sets else np.inf for name in names], float)
+    quality = rule_sets.get("gopher_quality", RULE_SETS["gopher_quality"])
+    stops = np.unique(np.array([_hash_word(w) for w in quality["stop_words"]], np.uint64))
+    c4 = rule_sets.get("c4", RULE_SETS["c4"])
+    longest_word = np.inf if c4["max_word_length"] == -1 else c4["max_word_length"]
+    needles = ["lorem ipsum", "javascript", *POLICY_SUBSTRINGS]
+    out = _kernels.measure(
+        data, starts, ends, _classes(), modes, skip_cjk, stops,
+        np.array([longest_word, c4["min_words_per_line"]], np.float64),
+        np.array([c4[flag] for flag in _kernels.C4_FLAGS], np.bool_),
+        np.array([ord(ch) for ch in "".join(needles)], np.int32), np.cumsum([len(w) for w in needles]),
+        float(rule_sets.get("fineweb", RULE_SETS["fineweb"])["short_line_length"]),
+        *_arena(int(np.max(ends - starts, initial=0)) + 1),
+    )
+    return dict(zip(_kernels.COLUMNS, out.T, strict=True))
 
 
-def _code_points(strings: pa.Array) -> np.ndarray:
-    """The code points of all strings of an Arrow string array, one after the other."""
-    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    _, offsets_buf, data_buf = strings.buffers()
-    offsets = np.frombuffer(offsets_buf, offset_type)[strings.offset : strings.offset + len(strings) + 1]
-    if data_buf is None or not len(offsets) or offsets[-1] == offsets[0]:
-        return np.zeros(0, np.uint32)
-    text = str(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])], "utf-8")
-    return np.frombuffer(text.encode("utf-32-le"), np.uint32)
+_ARENA_KEPT = 1 << 21  # characters: the arena for texts this long (~250 MB of address space) is kept
+_arenas: list[tuple[np.ndarray, int]] = []
+
+
+def _arena(size: int) -> tuple[np.ndarray, int]:
+    """The scratch arena of `_kernels.measure` for texts of fewer than `size` characters, and the size it is
+    laid out for. Kept from batch to batch, so that a batch neither allocates nor clears scratch (clearing the
+    hash table each time cost more than the rules' work), unless it is for longer texts than `_ARENA_KEPT`."""
+    from prep.text import _kernels
+
+    if _arenas and _arenas[0][1] >= size:
+        return _arenas[0]
+    size = max(size, 2 * _arenas[0][1] if _arenas else 1 << 16)
+    arena = (np.zeros(_kernels.layout(size)[-1], np.uint8), size)
+    if size <= _ARENA_KEPT:
+        _arenas[:] = [arena]
+    return arena
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
 
-class Texts:
-    """Lazily computed pieces of a batch of texts that the rules share."""
-
-    def __init__(self, texts: pa.Array) -> None:
-        self.texts = texts.fill_null("") if texts.null_count else texts
-        self.n = len(texts)
-
-    @functools.cached_property
-    def num_chars(self) -> np.ndarray:
-        return np.asarray(pc.utf8_length(self.texts), np.int64)
-
-    @functools.cached_property
-    def code_points(self) -> tuple[np.ndarray, np.ndarray]:
-        """(code points of all texts, char offsets of each text)."""
-        return _code_points(self.texts), np.concatenate(([0], np.cumsum(self.num_chars)))
-
-    @functools.cached_property
-    def tokens(self) -> dict[str, np.ndarray]:
-        """The words as spaCy's blank English tokenizer cuts them (see the module doc), per token."""
-        from prep.text import _kernels
-
-        cps, offsets = self.code_points
-        names = ("len", "other", "alpha", "doc", "hash")
-        return dict(zip(names, _kernels.tokens(cps, _classes(), offsets), strict=True))
-
-    @functools.cached_property
-    def char_counts(self) -> np.ndarray:
-        """CJK characters, "#", ellipses and newlines per text: one column each."""
-        from prep.text import _kernels
-
-        cps, offsets = self.code_points
-        return _kernels.char_counts(cps, _classes(), offsets)
-
-    @functools.cached_property
-    def frac_cjk(self) -> np.ndarray:
-        return _ratio(self.char_counts[:, 0], self.num_chars)
-
-    def per_text(self, values: np.ndarray) -> np.ndarray:
-        """Sum of per-token values over each text's tokens."""
-        return np.bincount(self.tokens["doc"], weights=values, minlength=self.n)
-
-    @functools.cached_property
-    def num_tokens(self) -> np.ndarray:
-        return np.bincount(self.tokens["doc"], minlength=self.n)
-
-    @property
-    def hashes(self) -> np.ndarray:
-        return self.char_counts[:, 1]
-
-    @property
-    def ellipses(self) -> np.ndarray:
-        return self.char_counts[:, 2]
-
-    @property
-    def newlines(self) -> np.ndarray:
-        return self.char_counts[:, 3]
-
-    @functools.cached_property
-    def splitlines(self) -> dict[str, np.ndarray]:
-        """The lines of all texts as str.splitlines() gives them: text, first char and end char of each, and
-        the two marks gopher_quality counts (see `_kernels.splitlines`)."""
-        from prep.text import _kernels
-
-        cps, offsets = self.code_points
-        names = ("doc", "start", "end", "bullet", "ellipsis")
-        return dict(zip(names, _kernels.splitlines(cps, _classes(), offsets), strict=True))
-
-    def split(self, min_run: int, trim: bool = False) -> dict[str, np.ndarray]:
-        """Text, first char, end char, hash and whether it has a non-whitespace character, of each piece between
-        newline separators (see `_kernels.newline_pieces`)."""
-        from prep.text import _kernels
-
-        cps, offsets = self.code_points
-        names = ("doc", "start", "end", "hash", "content")
-        return dict(zip(names, _kernels.newline_pieces(cps, _classes(), offsets, min_run, trim), strict=True))
-
-    @functools.cached_property
-    def newline_pieces(self) -> dict[str, np.ndarray]:
-        """The pieces between every two "\n" (`split(0)`), which fineweb and gopher_repetition share."""
-        return self.split(0)
-
-    @functools.cached_property
-    def line_run_pieces(self) -> np.ndarray:
-        """Which of `newline_pieces` are the pieces of a split at runs of "\n" (regex \n+): the non-empty ones,
-        and the first and last of each text even when empty."""
-        pieces = self.newline_pieces
-        doc = pieces["doc"]
-        edge = np.ones(len(doc) + 1, bool)
-        np.not_equal(doc[1:], doc[:-1], out=edge[1:-1])
-        return (pieces["end"] > pieces["start"]) | edge[:-1] | edge[1:]
-
-    def duplicates(self, pieces: Mapping[str, np.ndarray], keep: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(pieces per text, repeated pieces per text, characters of the repeated ones), as datatrove's
-        find_duplicates: a piece repeats when an equal one (by 64-bit hash) came earlier in the same text.
-        `keep`: the pieces to count, all if None."""
-        doc, chars, hashes = pieces["doc"], pieces["end"] - pieces["start"], pieces["hash"]
-        if keep is not None:
-            doc, chars, hashes = doc[keep], chars[keep], hashes[keep]
-        _, _, first = _unique_first(hashes, doc)
-        repeated = ~first
-        return (np.bincount(doc, minlength=self.n), np.bincount(doc[repeated], minlength=self.n),
-                np.bincount(doc[repeated], weights=chars[repeated], minlength=self.n))
-
-    @functools.cached_property
-    def ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """n -> (first token of every n-gram that may repeat, how often it occurs in its text, whether this is
-        its first occurrence), n = 2..10; an n-gram at no listed position occurs once in its text.
-
-        2-grams are grouped by a 64-bit key of (text, token, next token) over pairs inside one text. An
-        n-gram can repeat only where the (n-1)-grams at its first and second token repeat, so a level only
-        groups those positions, by a key of (group of the (n-1)-gram, last token).
-        """
-        from prep.text import _kernels
-
-        at, count, first, bounds = _kernels.ngram_levels(self.tokens["hash"], self.tokens["doc"], 10)
-        spans = zip(range(2, 11), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)
-        return {n: (at[a:b], count[a:b], first[a:b]) for n, a, b in spans}
-
-    @functools.cached_property
-    def token_chars(self) -> np.ndarray:
-        return np.concatenate(([0], np.cumsum(self.tokens["len"])))
-
-
-def _gopher_quality(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    tok = t.tokens
-    words = t.num_tokens.astype(np.float64)
-    other = tok["other"]
-    content = t.per_text(other.astype(np.float64))  # words with a character that is not punctuation
-    content_chars = t.per_text(np.where(other, tok["len"], 0).astype(np.float64))
-    mean_length = np.divide(content_chars, content, out=np.full(t.n, np.nan), where=content > 0)
-    lines = t.splitlines
-    line_doc = lines["doc"]
-    num_lines = np.bincount(line_doc, minlength=t.n)
-    bullet, ellipsis_end = lines["bullet"], lines["ellipsis"]
-    stop = np.array([_hash_word(w) for w in s["stop_words"]], np.uint64)
-    is_stop = np.isin(tok["hash"], stop)
-    stop_doc = tok["doc"][is_stop]
-    _, _, first = _unique_first(tok["hash"][is_stop], stop_doc)
-    distinct_stops = np.bincount(stop_doc[first], minlength=t.n)
+def _gopher_quality(m: Mapping[str, np.ndarray], s: dict[str, Any]) -> list[_Check]:
+    words, content = m["words"], m["content_words"]
+    mean_length = np.divide(m["content_chars"], content, out=np.full(len(words), np.nan), where=content > 0)
     return [
         ("min_words", content, "<", s["min_words"]),
         ("max_words", content, ">", s["max_words"]),
         ("min_mean_word_length", mean_length, "<", s["min_mean_word_length"]),
         ("max_mean_word_length", mean_length, ">", s["max_mean_word_length"]),
-        ("max_hash_ratio", _ratio(t.hashes, words), ">", s["max_hash_ratio"]),
-        ("max_ellipsis_ratio", _ratio(t.ellipses, words), ">", s["max_ellipsis_ratio"]),
-        ("max_bullet_lines", _ratio(np.bincount(line_doc[bullet], minlength=t.n), num_lines), ">",
-         s["max_bullet_lines"]),
-        ("max_ellipsis_lines", _ratio(np.bincount(line_doc[ellipsis_end], minlength=t.n), num_lines), ">",
-         s["max_ellipsis_lines"]),
-        ("min_alpha_words", _ratio(t.per_text(tok["alpha"].astype(np.float64)), words), "<", s["min_alpha_words"]),
-        ("min_stop_words", distinct_stops, "<", s["min_stop_words"]),
+        ("max_hash_ratio", _ratio(m["hashes"], words), ">", s["max_hash_ratio"]),
+        ("max_ellipsis_ratio", _ratio(m["ellipses"], words), ">", s["max_ellipsis_ratio"]),
+        ("max_bullet_lines", _ratio(m["bullet_lines"], m["lines"]), ">", s["max_bullet_lines"]),
+        ("max_ellipsis_lines", _ratio(m["ellipsis_lines"], m["lines"]), ">", s["max_ellipsis_lines"]),
+        ("min_alpha_words", _ratio(m["alpha_words"], words), "<", s["min_alpha_words"]),
+        ("min_stop_words", m["stop_words"], "<", s["min_stop_words"]),
     ]
 
 
 def _hash_word(word: str) -> np.uint64:
-    """The token hash of `Texts.tokens` for one word."""
+    """The token hash of `_kernels.measure` for one word."""
     value = sum(ord(ch) * pow(int(HASH_BASE), i, 1 << 64) for i, ch in enumerate(word))
     return np.uint64((value + len(word)) % (1 << 64))
 
 
-def _gopher_repetition(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    chars = t.num_chars
-    p_count, p_dup, p_dup_chars = t.duplicates(t.split(2, trim=True))  # regex \n{2,} on the stripped text
-    l_count, l_dup, l_dup_chars = t.duplicates(t.newline_pieces, t.line_run_pieces)  # regex \n+
-    checks = [
+def _gopher_repetition(m: Mapping[str, np.ndarray], s: dict[str, Any]) -> list[_Check]:
+    chars = m["chars"]
+    return [
         ("empty", (chars == 0).astype(np.float64), ">", 0.5),
-        ("max_dup_para_frac", _ratio(p_dup, p_count), ">", s["max_dup_para_frac"]),
-        ("max_dup_para_char_frac", _ratio(p_dup_chars, chars), ">", s["max_dup_para_char_frac"]),
-        ("max_dup_line_frac", _ratio(l_dup, l_count), ">", s["max_dup_line_frac"]),
-        ("max_dup_line_char_frac", _ratio(l_dup_chars, chars), ">", s["max_dup_line_char_frac"]),
+        ("max_dup_para_frac", _ratio(m["dup_paragraphs"], m["paragraphs"]), ">", s["max_dup_para_frac"]),
+        ("max_dup_para_char_frac", _ratio(m["dup_paragraph_chars"], chars), ">", s["max_dup_para_char_frac"]),
+        ("max_dup_line_frac", _ratio(m["dup_line_runs"], m["line_runs"]), ">", s["max_dup_line_frac"]),
+        ("max_dup_line_char_frac", _ratio(m["dup_line_run_chars"], chars), ">", s["max_dup_line_char_frac"]),
+        *((f"max_top_{n}gram", _ratio(m[f"top_{n}gram"], chars), ">", s[f"max_top_{n}gram"]) for n in (2, 3, 4)),
+        *((f"max_dup_{n}gram", _ratio(m[f"dup_{n}gram"], chars), ">", s[f"max_dup_{n}gram"]) for n in range(5, 11)),
     ]
-    cumulative = t.token_chars
-    doc_of = t.tokens["doc"]
-    tokens = t.num_tokens
-    first_token = np.concatenate(([0], np.cumsum(tokens)))[:-1]
-    for n in (2, 3, 4):
-        # no n-gram repeats: the first one, once (datatrove's Counter.most_common(1))
-        has = tokens >= n
-        top = np.zeros(t.n)
-        top[has] = cumulative[first_token[has] + n] - cumulative[first_token[has]] + (n - 1)
-        at, count, _ = t.ngrams[n]
-        at, count = at[count >= 2], count[count >= 2]
-        if len(at):
-            doc = doc_of[at]
-            seg = np.flatnonzero(np.concatenate(([True], doc[1:] != doc[:-1])))
-            best = np.maximum.reduceat(count, seg)
-            pick = np.flatnonzero(count == np.repeat(best, np.diff(np.append(seg, len(at)))))
-            pick = pick[np.concatenate(([True], doc[pick][1:] != doc[pick][:-1]))]  # the first to occur wins
-            gram_chars = cumulative[at[pick] + n] - cumulative[at[pick]] + (n - 1)
-            top[doc[pick]] = count[pick] * gram_chars
-        checks.append((f"max_top_{n}gram", _ratio(top, chars), ">", s[f"max_top_{n}gram"]))
-    for n in range(5, 11):
-        checks.append((f"max_dup_{n}gram", _ratio(_greedy_duplicates(t, n), chars), ">", s[f"max_dup_{n}gram"]))
-    return checks
 
 
-def _greedy_duplicates(t: Texts, n: int) -> np.ndarray:
-    """Characters of repeated n-grams as datatrove's find_all_duplicate counts them."""
-    from prep.text import _kernels
-
-    at, _, first = t.ngrams[n]
-    rep = at[~first]
-    return _kernels.greedy_duplicates(rep, t.tokens["doc"][rep], t.token_chars, n, t.n)
-
-
-def _c4(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    from prep.text import _kernels
-
-    cps, _ = t.code_points
-    lines = t.splitlines
-    line_doc = lines["doc"]
-    n_lines = len(line_doc)
-    start, end, words, longest, terminal = _kernels.c4_lines(
-        cps, _classes(), lines["start"], lines["end"], s["remove_citations"])
-    ok = np.ones(n_lines, bool)
-    if s["max_word_length"] is not False and s["max_word_length"] != -1:
-        ok &= longest <= s["max_word_length"]
-    if s["terminal_punct"]:
-        ok &= terminal
-    if s["min_words_per_line"] is not False:
-        ok &= words >= s["min_words_per_line"]
-    # the remaining checks only concern the lines still kept (few, usually): look at those alone
-    live = np.flatnonzero(ok)
-    joined = _kernels.gather(cps, start[live], end[live]).tobytes().decode("utf-32-le")
-    kept_lines = pc.list_flatten(pc.split_pattern(pa.array([joined]), "\n")).slice(0, len(live))
-    if s["remove_citations"]:
-        kept_lines = pc.replace_substring_regex(kept_lines, _CITATION, "")
-    lower = pc.utf8_lower(kept_lines)
-
-    def where(array: pa.Array, pattern: str, regex: bool = False) -> np.ndarray:
-        hit = np.zeros(n_lines, bool)
-        hit[live] = np.asarray((pc.match_substring_regex if regex else pc.match_substring)(array, pattern), bool)
-        return hit
-
-    drops: list[tuple[str, np.ndarray]] = []
-    if s["lorem_ipsum"]:
-        drops.append(("lorem_ipsum", where(lower, "lorem ipsum")))
-    if s["javascript"]:
-        ok &= ~where(lower, "javascript")
-    if s["curly_bracket"]:
-        drops.append(("curly_bracket", ok & where(kept_lines, "{")))
-    if s["policy"]:
-        ok &= ~where(lower, "|".join(POLICY_SUBSTRINGS), regex=True)
-    index = np.arange(n_lines)
-    first_drop = {}
-    for name, hit in drops:
-        first = np.full(t.n, np.iinfo(np.int64).max)
-        np.minimum.at(first, line_doc[hit], index[hit])
-        first_drop[name] = first
+def _c4(m: Mapping[str, np.ndarray], s: dict[str, Any]) -> list[_Check]:
+    # a document goes for the first line with "lorem ipsum" or "{" (lorem ipsum first when it is the same line)
+    lorem, curly = m["first_lorem_line"], m["first_curly_line"]
     checks: list[_Check] = []
-    if first_drop:
-        earliest = np.minimum.reduce(list(first_drop.values()))
-        for name, first in first_drop.items():
-            hit = (first == earliest) & (first < np.iinfo(np.int64).max)
-            checks.append((name, hit.astype(np.float64), ">", 0.5))
+    if s["lorem_ipsum"]:
+        checks.append(("lorem_ipsum", ((lorem >= 0) & ((curly < 0) | (lorem <= curly))).astype(np.float64), ">", 0.5))
+    if s["curly_bracket"]:
+        checks.append(("curly_bracket", ((curly >= 0) & ((lorem < 0) | (curly <= lorem))).astype(np.float64), ">", 0.5))
     if s["min_sentences"] is not False and s["min_sentences"] != -1:
-        breaks = np.zeros(n_lines, np.int64)
-        breaks[live] = np.asarray(pc.count_substring_regex(kept_lines, _SENTENCE_BREAK), np.int64) + 1
-        sentences = np.bincount(line_doc[ok], weights=breaks[ok], minlength=t.n)
-        checks.append(("min_sentences", sentences, "<", s["min_sentences"]))
+        checks.append(("min_sentences", m["sentences"], "<", s["min_sentences"]))
     return checks
 
 
-def _fineweb(t: Texts, s: dict[str, Any]) -> list[_Check]:
-    pieces = t.newline_pieces  # blank lines are left out
-    content = pieces["content"]
-    doc, chars, end = pieces["doc"][content], (pieces["end"] - pieces["start"])[content], pieces["end"][content]
-    count = np.bincount(doc, minlength=t.n)
-    cps, _ = t.code_points
-    punct = (_classes()[cps[end - 1]] & TERMINAL) > 0
-    punct_ratio = _ratio(np.bincount(doc[punct], minlength=t.n), count)
+def _fineweb(m: Mapping[str, np.ndarray], s: dict[str, Any]) -> list[_Check]:
+    count = m["content_lines"]  # blank lines are left out
+    punct_ratio = _ratio(m["punct_lines"], count)
     if s["line_punct_exclude_zero"]:
         punct_ratio = np.where(punct_ratio == 0, np.nan, punct_ratio)
-    short = chars <= s["short_line_length"]
-    _, _, dup_chars = t.duplicates(pieces, content)
-    newlines = t.newlines
     return [
         ("empty", (count == 0).astype(np.float64), ">", 0.5),
         ("min_line_punct", punct_ratio, "<", s["min_line_punct"]),
-        ("max_short_lines", _ratio(np.bincount(doc[short], minlength=t.n), count), ">", s["max_short_lines"]),
-        ("max_dup_line_chars", _ratio(dup_chars, t.num_chars - newlines), ">", s["max_dup_line_chars"]),
-        ("max_newline_words", _ratio(newlines, t.num_tokens), ">", s["max_newline_words"]),
+        ("max_short_lines", _ratio(m["short_lines"], count), ">", s["max_short_lines"]),
+        ("max_dup_line_chars", _ratio(m["dup_content_line_chars"], m["chars"] - m["newlines"]), ">",
+         s["max_dup_line_chars"]),
+        ("max_newline_words", _ratio(m["newlines"], m["words"]), ">", s["max_newline_words"]),
     ]
 
 
@@ -552,27 +376,27 @@ _RULES = {"gopher_quality": _gopher_quality, "gopher_repetition": _gopher_repeti
 
 def text_verdict(texts: pa.Array, filters: Mapping[str, Mapping[str, Any]]) -> Verdict:
     """Apply the rule sets (not the bounds) to a batch of texts, in the order given."""
-    t = Texts(texts)
+    rule_sets = {name: settings for name, settings in filters.items() if name != "bounds"}
+    m = _measure(texts, rule_sets)
+    frac_cjk = _ratio(m["cjk"], m["chars"])
     checks: list[_Check] = []
     skipped: dict[str, int] = {}
-    for name, settings in filters.items():
-        if name == "bounds":
-            continue
-        skip = t.frac_cjk > settings["skip_frac_cjk"]
+    for name, settings in rule_sets.items():
+        skip = frac_cjk > settings["skip_frac_cjk"]
         skipped[name] = int(skip.sum())
-        for rule, values, op, threshold in _RULES[name](t, settings):
+        for rule, values, op, threshold in _RULES[name](m, settings):
             if threshold is False:
                 continue
-            values = np.where(skip, np.nan, np.asarray(values, np.float64))
+            values = np.where(skip, np.nan, values) if skipped[name] else values
             checks.append((f"{name}.{rule}", values, op, float(threshold)))
-    return judge(checks, t.n, skipped)
+    return judge(checks, len(texts), skipped)
 
 
 def bounds_verdict(features: Mapping[str, pa.Array], bounds: Mapping[str, Mapping[str, float]], n: int) -> Verdict:
     """Apply `[filter.bounds]` to computed feature columns."""
     checks: list[_Check] = []
     for feature, bound in bounds.items():
-        values = np.asarray(features[feature].cast(pa.float64()))
+        values = numpy_of(features[feature].cast(pa.float64()), fill=np.nan)
         for side, op in (("min", "<"), ("max", ">")):
             if side in bound:
                 checks.append((f"bounds.{feature}.{side}", values, op, float(bound[side])))
