@@ -52,6 +52,24 @@ def write_jsonl(path: Path, docs: list[dict]) -> Path:
     return path
 
 
+def write_piece_inputs(inputs: Path, ids: list[str], texts: list[str | None], parquet_rows: int, dataset_rows: int,
+                       row_group_size: int) -> Path:
+    """A folder of the formats prep cuts from metadata: the first rows as Parquet, the next as a saved dataset
+    (two Arrow files), then one .txt file per remaining text, in order."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": ids, "text": texts})
+    inputs.mkdir(parents=True)
+    pq.write_table(table.slice(0, parquet_rows), inputs / "a.parquet", row_group_size=row_group_size)
+    datasets.Dataset(table.slice(parquet_rows, dataset_rows)).save_to_disk(str(inputs / "b_saved"), num_shards=2)
+    (inputs / "c_txt").mkdir()
+    for i, text in enumerate(texts[parquet_rows + dataset_rows:]):
+        (inputs / "c_txt" / f"{i:03d}.txt").write_text(text, encoding="utf-8", newline="")
+    return inputs
+
+
 def prep_cmd(*args: str, timeout: float = 300, check: bool = False, env: dict | None = None,
              ) -> subprocess.CompletedProcess:
     """Run the real command line in a child process, as a user would."""

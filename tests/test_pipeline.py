@@ -20,6 +20,7 @@ from conftest import (
     shard_bytes_of,
     shm_segments,
     write_jsonl,
+    write_piece_inputs,
 )
 from scipy.stats import chisquare
 from tokenizers import Tokenizer
@@ -212,17 +213,9 @@ def test_parquet_datasets_and_txt_pieces_byte_identical_across_workers_and_route
     """Pieces cut from metadata and read by the workers: every input row is written once, in input order,
     and the shards are the same bytes whatever the workers and router."""
     import datasets
-    import pyarrow as pa
 
     docs = corpus_docs("en_fortunes", 500) + corpus_docs("zh_poetry", 300)
-    table = pa.table({"id": [d["id"] for d in docs], "text": [d["text"] for d in docs]})
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    pq.write_table(table.slice(0, 450), inputs / "a.parquet", row_group_size=40)
-    datasets.Dataset(table.slice(450, 250)).save_to_disk(str(inputs / "b_saved"), num_shards=2)
-    (inputs / "c_txt").mkdir()
-    for i, d in enumerate(docs[700:]):
-        (inputs / "c_txt" / f"{i:03d}.txt").write_text(d["text"], encoding="utf-8", newline="")
+    inputs = write_piece_inputs(tmp_path / "in", [d["id"] for d in docs], [d["text"] for d in docs], 450, 250, 40)
     outputs = {}
     for workers, router in ((1, "p2c"), (3, "random"), (3, "round-robin")):
         out = tmp_path / f"out-{workers}-{router}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-from conftest import SAMPLE, SAMPLE_TOKENIZER, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
+from conftest import SAMPLE, SAMPLE_TOKENIZER, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl, write_piece_inputs
 
 from prep.config import PipelineConfig
 from prep.errors import UserError
@@ -367,21 +367,10 @@ def test_parquet_dataset_and_txt_pieces_are_the_local_engines_bytes(tmp_path, lo
     """Readers cut Parquet (a large row group into row ranges), a saved dataset and .txt files from metadata;
     stage actors read the pieces, bad rows included: the same shards, quarantine and journal as the local
     engine."""
-    import datasets
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     docs = corpus_docs("en_fortunes", 400) + corpus_docs("zh_poetry", 200)
     texts = [d["text"] for d in docs]
     texts[17], texts[450] = None, "x" * 5000  # a null text; one over max_document_bytes
-    table = pa.table({"id": [d["id"] for d in docs], "text": texts})
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    pq.write_table(table.slice(0, 300), inputs / "a.parquet", row_group_size=300)
-    datasets.Dataset(table.slice(300, 280)).save_to_disk(str(inputs / "b_saved"), num_shards=2)
-    (inputs / "c").mkdir()
-    for i, d in enumerate(docs[580:]):
-        (inputs / "c" / f"{i:02d}.txt").write_text(d["text"])
+    inputs = write_piece_inputs(tmp_path / "in", [d["id"] for d in docs], texts, 300, 280, 300)
     local = tmp_path / "local"
     prep_cmd("run", "--input", inputs, "--output", local, "--tokenizer", SAMPLE_TOKENIZER, "--workers", "2",
              "--backend", "tokenizers", *SIZES, "--max-document-bytes", "4KiB", "--no-progress", check=True)
