@@ -23,7 +23,17 @@ finally:
         del sys.modules[_BLAS_PROBE]
 filters.prepare()
 
-# pyarrow imports pandas on first use of some conversions (pa.array of Python objects, to_numpy, pa.scalar: ~0.3 s
-# and ~40 MB in each process that meets one, e.g. a worker reading a malformed record). No child of this process
-# needs pandas, and pyarrow takes its pandas-free paths when pandas cannot be imported.
-sys.modules["pandas"] = None
+
+
+class _NoPandas:
+    """pyarrow imports pandas on first use of some conversions (pa.array of Python objects, to_numpy, pa.scalar:
+    ~0.3 s and ~40 MB in each process that meets one, e.g. a worker reading a malformed record). No child of this
+    process needs pandas, and pyarrow takes its pandas-free paths when pandas cannot be found (a None entry in
+    sys.modules would not do: pyarrow's compiled import returns it)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"no module named {name!r} in prep's worker processes", name=name)
+
+
+sys.meta_path.insert(0, _NoPandas())
