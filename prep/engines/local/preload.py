@@ -8,7 +8,7 @@ import sys
 
 from prep.core import stage  # noqa: F401 - imported for its side effect: being loaded
 from prep.engines.local import worker  # noqa: F401
-from prep.text import features, filters
+from prep.text import features
 
 # Loading compiled code, numba probes for BLAS by importing scipy.linalg (~0.2 s, when scipy is installed);
 # prep's compiled loops call no BLAS, so these processes skip the probe (it then finds no BLAS).
@@ -21,8 +21,8 @@ try:
 finally:
     if _blocked:
         del sys.modules[_BLAS_PROBE]
-filters.prepare()
-
+# The filter rules' table is not built here: rules are off by default, and a stage with rule sets builds it
+# (~0.07 s) while it loads their compiled code (~0.5 s) anyway.
 
 
 class _NoPandas:
