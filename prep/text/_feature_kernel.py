@@ -40,6 +40,20 @@ def _table_bits(m: int) -> int:
 
 
 @njit(cache=True, nogil=True)
+def _fresh_table(m, marks):  # noqa: ANN001, ANN201 - numba arrays
+    """Size a table for m keys and mark its slots empty (-1 in `marks`): (slot mask, shift for `_slot`)."""
+    bits = _table_bits(m)
+    mask = (1 << bits) - 1
+    marks[: mask + 1] = -1
+    return mask, np.uint64(64 - bits)
+
+
+@njit(cache=True, nogil=True)
+def _slot(h, shift):  # noqa: ANN001, ANN201
+    return np.int64((np.uint64(h) * _MIX) >> shift)
+
+
+@njit(cache=True, nogil=True)
 def _byte_hash(data, start, length):  # noqa: ANN001, ANN201 - numba arrays
     h = _FNV_SEED
     for i in range(start, start + length):
@@ -52,14 +66,11 @@ def _exact_ids(data, starts, lengths, m, slot_keys, slot_ids, first, ids, hash_m
     """Dense ids, in order of first occurrence, of the byte strings data[starts[i]:starts[i]+lengths[i]], i < m:
     equal strings get equal ids. Returns how many are distinct. A slot of the table holds a hash of the bytes and
     an id; equal hashes are compared byte for byte (tests make every hash collide with `hash_mask` 0)."""
-    bits = _table_bits(m)
-    mask = (1 << bits) - 1
-    shift = np.uint64(64 - bits)
-    slot_ids[: mask + 1] = -1
+    mask, shift = _fresh_table(m, slot_ids)
     distinct = 0
     for i in range(m):
         h = _byte_hash(data, starts[i], lengths[i]) & hash_mask
-        s = np.int64((h * _MIX) >> shift)
+        s = _slot(h, shift)
         while True:
             g = slot_ids[s]
             if g < 0:
@@ -86,14 +97,11 @@ def _exact_ids(data, starts, lengths, m, slot_keys, slot_ids, first, ids, hash_m
 def _group(keys, m, slot_keys, slot_ids, ids, counts):  # noqa: ANN001, ANN201
     """Dense ids of the non-negative int64 keys[:m] into ids[:m], and the size of each group into counts.
     Returns how many are distinct."""
-    bits = _table_bits(m)
-    mask = (1 << bits) - 1
-    shift = np.uint64(64 - bits)
-    slot_keys[: mask + 1] = -1
+    mask, shift = _fresh_table(m, slot_keys)
     distinct = 0
     for i in range(m):
         k = keys[i]
-        s = np.int64((np.uint64(k) * _MIX) >> shift)
+        s = _slot(k, shift)
         while True:
             t = slot_keys[s]
             if t == k:

@@ -236,9 +236,9 @@ class _Batch:
         return data[offsets[0] : offsets[-1]], offsets - offsets[0]
 
     @cached_property
-    def stats(self) -> dict[str, np.ndarray]:
-        """Per-text counts from the compiled pass (`prep.text._feature_kernel`), which computes only what the
-        requested features need; it also joins the words when content_hash is asked."""
+    def compiled(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """(per-text counts by name, the texts' words joined by one space, offsets of each text's in them) from
+        the compiled pass (`prep.text._feature_kernel`), which computes only what the requested features need."""
         from prep.text import _feature_kernel as kernel
 
         names = self.names
@@ -254,12 +254,16 @@ class _Batch:
         joined = np.empty(len(data) if flags & kernel.WANT_JOINED else 0, np.uint8)
         joined_offsets = np.zeros(self.n + 1, np.int64)
         counts = kernel.text_stats(data, offsets, _class_bits(), flags, joined, joined_offsets)
-        self.joined = joined, joined_offsets
         columns = {"chars": kernel.CHARS, "words": kernel.WORDS, "word_chars": kernel.WORD_CHARS,
                    "lines": kernel.LINES, "non_empty_lines": kernel.NON_EMPTY_LINES, "dup_lines": kernel.DUP_LINES,
                    "top2": kernel.TOP2, "top3": kernel.TOP3, "top4": kernel.TOP4}
-        return {**{name: counts[:, bit.bit_length() - 1] for name, bit in _CLASS_BITS.items()},
-                **{name: counts[:, index] for name, index in columns.items()}}
+        stats = {**{name: counts[:, bit.bit_length() - 1] for name, bit in _CLASS_BITS.items()},
+                 **{name: counts[:, index] for name, index in columns.items()}}
+        return stats, joined, joined_offsets
+
+    @property
+    def stats(self) -> dict[str, np.ndarray]:
+        return self.compiled[0]
 
     def ratio(self, num: str, den: str) -> np.ndarray:
         return _ratio(self.stats[num], self.stats[den])
@@ -279,8 +283,7 @@ class _Batch:
         return _ratio(kernel.distinct_tokens(ids.astype(np.uint32, copy=False), offsets), lengths)
 
     def content_hash(self) -> np.ndarray:
-        self.stats  # noqa: B018 -- computes the joined words
-        joined, offsets = self.joined
+        _, joined, offsets = self.compiled
         data, bounds = memoryview(joined), offsets.tolist()
         digests = [
             hashlib.blake2b(data[a:b], digest_size=8).digest() for a, b in zip(bounds[:-1], bounds[1:], strict=True)
