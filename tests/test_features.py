@@ -344,3 +344,20 @@ def test_code_point_classes_come_from_the_cache_and_equal_a_fresh_computation(tm
         assert bool(fresh[c] & features._DIGIT) == (unicodedata.category(ch) == "Nd")
     cached.write_bytes(b"not a numpy file")
     assert np.array_equal(features._code_point_bits(), fresh)
+
+
+def test_writable_and_read_only_batches_share_one_compiled_pass():
+    """Arrow hands over buffers writable (parsed JSON) or not (built from bytes): the compiled pass must not be
+    compiled, or loaded, a second time for the other kind on a worker's first real batch."""
+    import io
+
+    import pyarrow.json as pajson
+
+    from prep.text import _feature_kernel as kernel
+    from prep.text.arrow import binary_array
+
+    parsed = pajson.read_json(io.BytesIO(b'{"text": "a b a b"}\n{"text": "c"}\n')).column("text").combine_chunks()
+    from_bytes = binary_array([b"a b a b", b"c"], pa.string())  # over a Python bytes object: read-only
+    for texts in (parsed, from_bytes):
+        compute_features(texts, pa.array([[1], [2]], pa.list_(pa.uint32())), ALL)
+    assert len(kernel.text_stats.signatures) == 1, kernel.text_stats.signatures

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from prep.core.bands import BandStore
 from prep.errors import UserError
-from prep.text.arrow import arrow_of, numpy_of, string_scalar
+from prep.text.arrow import arrow_of, numpy_of, string_scalar, utf8_of
 
 KEY_BYTES = 24  # content_hash (8, little-endian as the feature) + independent digest (16)
 _PERSON = b"prep-dedup-v1"
@@ -112,9 +112,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def _word_hashes(words: pa.Array) -> np.ndarray:
     """FNV-1a 64 of every word's UTF-8 bytes, mixed; vectorised over words, one step per byte position."""
-    words = words.cast(pa.large_string())
-    offsets = np.frombuffer(words.buffers()[1], np.int64)[words.offset:words.offset + len(words) + 1]
-    data = np.frombuffer(words.buffers()[2] or b"", np.uint8)
+    data, offsets = utf8_of(words)
     starts, lengths = offsets[:-1], np.diff(offsets)
     h = np.full(len(words), _FNV, np.uint64)
     active = np.arange(len(words))

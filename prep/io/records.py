@@ -30,7 +30,7 @@ from prep.config import PipelineConfig
 from prep.core.chunk import Origins, RawSpec
 from prep.errors import UserError
 from prep.io.inputs import InputFile
-from prep.text.arrow import numpy_of
+from prep.text.arrow import numpy_of, utf8_of
 
 RAW_CHARS = 1000  # quarantine records keep at most this much of the raw record
 MAX_DOCUMENT_BYTES = 64 * 2**20  # a longer record is quarantined, read in bounded pieces, never held whole
@@ -68,10 +68,7 @@ def value_sizes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     sizes = [np.zeros(0, np.int64)]
     for chunk in chunks:
         if len(chunk):
-            large = pa.types.is_large_string(chunk.type) or pa.types.is_large_binary(chunk.type)
-            width = np.int64 if large else np.int32
-            offsets = np.frombuffer(chunk.buffers()[1], width, len(chunk) + 1, chunk.offset * np.dtype(width).itemsize)
-            sizes.append(np.diff(offsets).astype(np.int64))
+            sizes.append(np.diff(utf8_of(chunk)[1]))
     return np.concatenate(sizes)
 
 

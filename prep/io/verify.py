@@ -18,14 +18,13 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import xxhash
 
 from prep.core.chunk import Chunk
 from prep.errors import UserError
-from prep.text.arrow import numpy_of
+from prep.text.arrow import numpy_of, utf8_of
 
 
 def batch_digest(batch: pa.RecordBatch, quarantine: Sequence[dict] = ()) -> str:
@@ -41,13 +40,9 @@ def batch_digest(batch: pa.RecordBatch, quarantine: Sequence[dict] = ()) -> str:
             h.update(numpy_of(col.is_null()).tobytes())
         if any(is_(col.type) for is_ in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
                                          pa.types.is_large_binary)):
-            large = pa.types.is_large_string(col.type) or pa.types.is_large_binary(col.type)
-            width = np.int64 if large else np.int32
-            offsets = np.frombuffer(col.buffers()[1], dtype=width)[col.offset:col.offset + len(col) + 1]
-            data = col.buffers()[2]
-            if data is not None and len(offsets):
-                h.update(memoryview(data)[int(offsets[0]):int(offsets[-1])])
-            h.update((offsets - (offsets[0] if len(offsets) else 0)).astype(np.int64).tobytes())
+            data, offsets = utf8_of(col)
+            h.update(data[offsets[0]:offsets[-1]])
+            h.update((offsets - offsets[0]).tobytes())
         else:
             h.update(json.dumps(col.to_pylist(), default=str).encode())
     for record in quarantine:

@@ -34,6 +34,21 @@ def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(buffer, np.uint8), count=offset + n, bitorder="little")[offset:].astype(bool)
 
 
+def utf8_of(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(the bytes behind a string or binary array, read in place; int64 offsets of its texts into them, one more
+    than the texts). Read-only whatever Arrow gave, so that compiled code sees one array type (a writable and a
+    read-only batch would each need a compile). Nulls keep whatever offsets Arrow gave them."""
+    large = pa.types.is_large_string(strings.type) or pa.types.is_large_binary(strings.type)
+    width = np.dtype(np.int64 if large else np.int32)
+    _, offsets_buf, data_buf = strings.buffers()
+    n = len(strings)
+    offsets = (np.frombuffer(offsets_buf, width, n + 1, strings.offset * width.itemsize).astype(np.int64) if n
+               else np.zeros(1, np.int64))
+    data = np.frombuffer(data_buf if data_buf is not None else b"", np.uint8)
+    data.setflags(write=False)
+    return data, offsets
+
+
 def arrow_of(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     """A flat numeric or boolean numpy array as an Arrow array of `type_`, without nulls."""
     if pa.types.is_boolean(type_):

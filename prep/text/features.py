@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.errors import UserError
-from prep.text.arrow import arrow_of, binary_array, numpy_of, string_scalar
+from prep.text.arrow import arrow_of, binary_array, numpy_of, string_scalar, utf8_of
 from prep.text.cache import cache_dir
 
 _F32, _I64 = pa.float32(), pa.int64()
@@ -227,13 +227,8 @@ class _Batch:
 
     @cached_property
     def utf8(self) -> tuple[np.ndarray, np.ndarray]:
-        """(UTF-8 bytes of all texts, int64 offsets of each text into them, from 0); handles slices."""
-        offset_type = np.int64 if pa.types.is_large_string(self.texts.type) else np.int32
-        _, offsets_buf, data_buf = self.texts.buffers()
-        start = self.texts.offset
-        offsets = np.frombuffer(offsets_buf, offset_type)[start : start + self.n + 1].astype(np.int64)
-        data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-        return data[offsets[0] : offsets[-1]], offsets - offsets[0]
+        """(UTF-8 bytes behind the texts, int64 offsets of each text into them)."""
+        return utf8_of(self.texts)
 
     @cached_property
     def compiled(self) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -251,7 +246,7 @@ class _Batch:
         data, offsets = self.utf8
         if self.n and int(np.diff(offsets).max()) >= 1 << 31:
             raise UserError("a document of 2 GiB or more is over the features' limit: lower --max-document-bytes")
-        joined = np.empty(len(data) if flags & kernel.WANT_JOINED else 0, np.uint8)
+        joined = np.empty(offsets[-1] - offsets[0] if flags & kernel.WANT_JOINED else 0, np.uint8)
         joined_offsets = np.zeros(self.n + 1, np.int64)
         counts = kernel.text_stats(data, offsets, _class_bits(), flags, joined, joined_offsets)
         columns = {"chars": kernel.CHARS, "words": kernel.WORDS, "word_chars": kernel.WORD_CHARS,

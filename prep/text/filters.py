@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from prep.errors import UserError
 from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
-from prep.text.arrow import binary_array, numpy_of
+from prep.text.arrow import binary_array, numpy_of, utf8_of
 
 # datatrove.utils.text.TERMINAL_PUNCTUATION (Unicode's Terminal_Punctuation characters), FineWeb's stop_chars
 TERMINAL_PUNCTUATION = (
@@ -254,14 +254,8 @@ def _measure(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]]) -> dic
 
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    offset_type = np.int64 if pa.types.is_large_string(texts.type) else np.int32
-    _, offsets_buf, data_buf = texts.buffers()
-    n = len(texts)
-    offsets = np.frombuffer(offsets_buf, offset_type, n + 1, texts.offset * offset_type().itemsize) if n else (
-        np.zeros(1, offset_type))
-    data = np.frombuffer(data_buf if data_buf is not None else b"", np.uint8)
-    data.setflags(write=False)  # Arrow's buffers come writable or not: one type, so one compile
-    starts, ends = offsets[:-1].astype(np.int64), offsets[1:].astype(np.int64)
+    data, offsets = utf8_of(texts)
+    starts, ends = offsets[:-1], offsets[1:].copy()
     if texts.null_count:  # null: empty
         ends[numpy_of(texts.is_null())] = starts[numpy_of(texts.is_null())]
     names = ("gopher_quality", "gopher_repetition", "c4", "fineweb")  # the order of `_kernels.measure`'s modes bits
