@@ -188,17 +188,34 @@ def test_a_document_features_do_not_depend_on_the_batch(corpus_documents):
 
 
 def test_words_and_lines_are_grouped_by_their_bytes_not_only_by_their_hashes():
-    """Equal hashes of different words (here every hash is masked to 0) must still give different ids."""
+    """Equal hashes of different long strings (here every hash is masked to 0) must still give different ids;
+    strings of at most 7 bytes are keyed by their bytes."""
     from prep.text import _feature_kernel as kernel
 
-    words = [b"abc", b"abd", b"abc", b"ab", b"abd"]
+    words = [b"abcdefgh1", b"abcdefgh2", b"abcdefgh1", b"abcdefgh", b"abcdefgh2", b"abc", b"abd", b"abc", b"ab\x00",
+             b"ab"]
     data = np.frombuffer(b"".join(words), np.uint8)
-    lengths = np.array([len(w) for w in words])
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    keys, ids, first, out = np.empty(16, np.int64), np.empty(16, np.int32), np.empty(5, np.int32), np.empty(5, np.int32)
+    ends = np.cumsum([len(w) for w in words]).astype(np.int32)
+    starts = np.concatenate(([0], ends[:-1])).astype(np.int32)
+    n = len(words)
+    table_keys, table_ids, first, ids, counts = (np.empty(32, np.int64), np.empty(32, np.int32), np.empty(n, np.int32),
+                                                 np.empty(n, np.int32), np.empty(n, np.int32))
     for mask in (np.uint64(0), np.uint64(2**64 - 1)):
-        assert kernel._exact_ids(data, starts, lengths, 5, keys, ids, first, out, mask) == 3
-        assert out.tolist() == [0, 1, 0, 2, 1]
+        keys = np.array([kernel._key(data, a, e, mask) for a, e in zip(starts, ends, strict=True)])
+        assert len(set(keys[:5].tolist())) == (1 if mask == 0 else 3)
+        assert kernel._exact_ids(data, starts, ends, keys, n, table_keys, table_ids, first, ids, counts) == 7
+        assert ids.tolist() == [0, 1, 0, 2, 1, 3, 4, 3, 5, 6]
+        assert counts[:7].tolist() == [2, 2, 1, 2, 1, 1, 1]
+
+
+def test_the_lead_bytes_of_whitespace_beyond_ascii_are_all_known():
+    """Words of valid UTF-8 are cut byte by byte, decoding only characters whose first byte may start whitespace."""
+    import sys as _sys
+
+    from prep.text import _feature_kernel as kernel
+
+    leads = {chr(cp).encode()[0] for cp in range(0x80, _sys.maxunicode + 1) if chr(cp).isspace()}
+    assert leads == set(kernel._SPACE_LEADS)
 
 
 def test_unique_token_ratio_with_a_vocabulary_too_large_for_an_array():

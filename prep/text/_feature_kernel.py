@@ -1,12 +1,14 @@
-"""The features' compiled pass (numba): every text-derived feature of a batch in one walk over its UTF-8 bytes.
+"""The features' compiled pass (numba): every text-derived feature of a batch, two walks over each text's bytes.
 
 Why compiled: the features need the character classes, the words, the lines and the repeats of
 words, lines and word n-grams of each text. As numpy these are a dozen full-length passes with
-temporaries and sorts of the whole batch (~40 ms per MiB); as one loop per text, whose words and
-lines are grouped while they are still in the CPU's cache, a few. Equality is exact: words and
-lines are grouped by a 64-bit hash and then compared byte for byte, n-grams by exact integer
-keys of the word ids. numba caches the machine code beside this file (`cache=True`), so a
-process pays only loading it.
+temporaries and sorts of the whole batch (~40 ms per MiB); as loops per text, whose words and
+lines are grouped while they are still in the CPU's cache, a few. Each text is walked once to count
+its characters' classes (and learn whether it is valid UTF-8) and once to cut its words and lines,
+byte by byte and without a branch per word. Equality is exact: a word or line of at most 7 bytes is
+keyed by its bytes, a longer one by a hash, and equal hashes are compared byte for byte; n-grams
+are keyed by exact integer keys of the word ids. numba caches the machine code beside this file
+(`cache=True`), so a process pays only loading it.
 
 Scratch arrays are sized for the longest text of the batch with `np.empty`, whose pages the
 kernel touches only as far as a text needs them.
@@ -28,6 +30,11 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 _FNV_SEED = np.uint64(0xCBF29CE484222325)
 _ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the high bits of key * MIX pick a slot
+_LONG = np.int64(8) << np.int64(56)  # top byte of a long string's key: short keys hold their length (0..7) there
+_LOW56 = np.uint64((1 << 56) - 1)
+# Lead bytes of the UTF-8 of whitespace outside ASCII (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
+# U+202F, U+205F, U+3000); a test checks them against every code point's class.
+_SPACE_LEADS = (0xC2, 0xE1, 0xE2, 0xE3)
 
 
 @njit(cache=True, nogil=True)
@@ -55,39 +62,83 @@ def _slot(h, shift):  # noqa: ANN001, ANN201
 
 @njit(cache=True, nogil=True)
 def _byte_hash(data, start, length):  # noqa: ANN001, ANN201 - numba arrays
-    h = _FNV_SEED
-    for i in range(start, start + length):
-        h = (h ^ np.uint64(data[i])) * _FNV_PRIME
+    """A 64-bit hash of data[start:start+length], eight bytes per multiply (equal hashes are compared anyway)."""
+    h = _FNV_SEED ^ np.uint64(length)
+    k, end = start, start + length
+    while k + 8 <= end:
+        word = (np.uint64(data[k]) | np.uint64(data[k + 1]) << np.uint64(8) | np.uint64(data[k + 2]) << np.uint64(16)
+                | np.uint64(data[k + 3]) << np.uint64(24) | np.uint64(data[k + 4]) << np.uint64(32)
+                | np.uint64(data[k + 5]) << np.uint64(40) | np.uint64(data[k + 6]) << np.uint64(48)
+                | np.uint64(data[k + 7]) << np.uint64(56))
+        h = (h ^ word) * _FNV_PRIME
+        h ^= h >> np.uint64(29)
+        k += 8
+    while k < end:
+        h = (h ^ np.uint64(data[k])) * _FNV_PRIME
+        k += 1
     return h
 
 
 @njit(cache=True, nogil=True)
-def _exact_ids(data, starts, lengths, m, slot_keys, slot_ids, first, ids, hash_mask=_ALL_BITS):  # noqa: ANN001, ANN201
-    """Dense ids, in order of first occurrence, of the byte strings data[starts[i]:starts[i]+lengths[i]], i < m:
-    equal strings get equal ids. Returns how many are distinct. A slot of the table holds a hash of the bytes and
-    an id; equal hashes are compared byte for byte (tests make every hash collide with `hash_mask` 0)."""
+def _long_key(data, start, length, hash_mask):  # noqa: ANN001, ANN201 - numba arrays
+    """The key of a byte string of 8 bytes or more: its hash, with the top byte 8 (see `_exact_ids`)."""
+    return np.int64(_byte_hash(data, start, length) & hash_mask & _LOW56) | _LONG
+
+
+@njit(cache=True, nogil=True)
+def _short_key(last, length):  # noqa: ANN001, ANN201
+    """The exact key of a byte string of at most 7 bytes whose bytes are the low ones of `last` (the string's last
+    byte lowest): the bytes themselves, with the length in the top byte."""
+    return np.int64(np.uint64(last) & ((np.uint64(1) << np.uint64(8 * length)) - np.uint64(1))) | (
+        np.int64(length) << np.int64(56))
+
+
+@njit(cache=True, nogil=True)
+def _key(data, start, end, hash_mask=_ALL_BITS):  # noqa: ANN001, ANN201 - numba arrays
+    """The key of data[start:end] for `_exact_ids`."""
+    if end - start > 7:
+        return _long_key(data, start, end - start, hash_mask)
+    last = np.uint64(0)
+    for k in range(start, end):
+        last = last << np.uint64(8) | np.uint64(data[k])
+    return _short_key(last, end - start)
+
+
+@njit(cache=True, nogil=True)
+def _exact_ids(data, starts, ends, keys, m, slot_keys, slot_ids, first, ids, counts):  # noqa: ANN001, ANN201, PLR0913
+    """Dense ids, in order of first occurrence, of the byte strings data[starts[i]:ends[i]], i < m, whose keys are
+    keys[i] (`_short_key` for strings of at most 7 bytes, else `_long_key`): equal strings get equal ids, and
+    counts[id] how often each occurs. Returns how many are distinct. Equal keys of long strings are compared byte
+    for byte (tests make every hash collide with `_long_key`'s `hash_mask` 0)."""
     mask, shift = _fresh_table(m, slot_ids)
     distinct = 0
     for i in range(m):
-        h = _byte_hash(data, starts[i], lengths[i]) & hash_mask
-        s = _slot(h, shift)
+        key = keys[i]
+        s = _slot(key, shift)
         while True:
             g = slot_ids[s]
             if g < 0:
-                slot_keys[s] = np.int64(h)
+                slot_keys[s] = key
                 slot_ids[s] = distinct
                 first[distinct] = i
+                counts[distinct] = 1
                 g = distinct
                 distinct += 1
                 break
-            f = first[g]
-            if slot_keys[s] == np.int64(h) and lengths[f] == lengths[i]:
-                a, b = starts[f], starts[i]
-                k = 0
-                while k < lengths[i] and data[a + k] == data[b + k]:
-                    k += 1
-                if k == lengths[i]:
+            if slot_keys[s] == key:
+                if key < _LONG:
+                    counts[g] += 1
                     break
+                f = first[g]
+                length = ends[i] - starts[i]
+                if ends[f] - starts[f] == length:
+                    a, b = starts[f], starts[i]
+                    k = 0
+                    while k < length and data[a + k] == data[b + k]:
+                        k += 1
+                    if k == length:
+                        counts[g] += 1
+                        break
             s = (s + 1) & mask
         ids[i] = g
     return distinct
@@ -121,7 +172,20 @@ def _group(keys, m, slot_keys, slot_ids, ids, counts):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, nogil=True)
-def _top(ids, counts, at, p, w_chars, n):  # noqa: ANN001, ANN201
+def _chars(data, a, e):  # noqa: ANN001, ANN201 - numba arrays
+    """Characters of data[a:e], which starts at a character, stepping as `text_stats` does (a lead byte takes its
+    sequence's length whatever follows; a stray continuation byte is no character)."""
+    chars = 0
+    k = a
+    while k < e:
+        c = data[k]
+        chars += (c & 0xC0) != 0x80
+        k += 1 if c < 0xC0 else 2 + (c >= 0xE0) + (c >= 0xF0)
+    return chars
+
+
+@njit(cache=True, nogil=True)
+def _top(ids, counts, at, p, text, w_start, w_end, n):  # noqa: ANN001, ANN201, PLR0913
     """Characters covered by the most frequent of p n-grams (ids, at ascending word positions `at`): its count
     times its words' characters; 0 when none repeats. Ties go to the first to occur."""
     best, where = 1, -1
@@ -132,38 +196,162 @@ def _top(ids, counts, at, p, w_chars, n):  # noqa: ANN001, ANN201
     if where < 0:
         return 0
     chars = 0
-    for j in range(n):
-        chars += w_chars[where + j]
+    for j in range(where, where + n):
+        chars += _chars(text, w_start[j], w_end[j])
     return best * chars
 
 
 @njit(cache=True, nogil=True)
-def _top_ngrams(w_id, m, distinct_words, w_chars, out_row, scratch):  # noqa: ANN001
-    """The covered characters of the top 2-, 3- and 4-gram of one text's m words (ids w_id).
+def _top_ngrams(text, w_start, w_end, w_id, w_count, m, distinct_words, out_row, scratch):  # noqa: ANN001, PLR0913
+    """The covered characters of the top 2-, 3- and 4-gram of one text's m words (ids w_id, w_count[id] the
+    times each word occurs).
 
-    An n-gram can repeat only where the (n-1)-grams at its first and second word both repeat, so a
-    level keys only those positions, by (id of the (n-1)-gram there, last word): exact integer keys.
+    An n-gram can repeat only where the (n-1)-grams at its first and second word both repeat (for 2-grams: both
+    words), so a level keys only those positions, by (id of the (n-1)-gram there, last word): exact integer keys.
     A level's positions `at` ascend, so the (n-1)-gram at the next word is the next entry, if any.
     """
-    keys, ids, counts, at, slot_keys, slot_ids = scratch
+    keys, ids, counts, at, slot_keys, slot_ids = scratch  # ids and counts must not be w_start and w_end
     width = np.int64(distinct_words)
-    p = m - 1
-    for i in range(p):
-        keys[i] = w_id[i] * width + w_id[i + 1]
-        at[i] = i
-    _group(keys, p, slot_keys, slot_ids, ids, counts)
-    out_row[TOP2] = _top(ids, counts, at, p, w_chars, 2)
-    for n in (3, 4):
-        q_new = 0
-        for q in range(p - 1):
-            i = at[q]
-            if at[q + 1] == i + 1 and counts[ids[q]] >= 2 and counts[ids[q + 1]] >= 2:
-                keys[q_new] = ids[q] * width + w_id[i + n - 1]
-                at[q_new] = i
-                q_new += 1
-        p = q_new
+    p = 0
+    for i in range(m - 1):  # branch-free: the entry is kept only if both words repeat
+        keys[p] = w_id[i] * width + w_id[i + 1]
+        at[p] = i
+        p += (w_count[w_id[i]] >= 2) & (w_count[w_id[i + 1]] >= 2)
+    for n in (2, 3, 4):
+        if n > 2:
+            q_new = 0
+            for q in range(p - 1):
+                i = at[q]
+                if at[q + 1] == i + 1 and counts[ids[q]] >= 2 and counts[ids[q + 1]] >= 2:
+                    keys[q_new] = ids[q] * width + w_id[i + n - 1]
+                    at[q_new] = i
+                    q_new += 1
+            p = q_new
         _group(keys, p, slot_keys, slot_ids, ids, counts)
-        out_row[TOP2 + n - 2] = _top(ids, counts, at, p, w_chars, n)
+        out_row[TOP2 + n - 2] = _top(ids, counts, at, p, text, w_start, w_end, n)
+
+
+@njit(cache=True, nogil=True)
+def _char_at(text, i):  # noqa: ANN001, ANN201 - numba arrays
+    """(code point, bytes) of the character whose first byte is text[i]. A lead byte takes its sequence's length
+    whatever follows; cut short by the text's end, the bytes left are code point 0. A stray continuation byte is
+    code point -1: part of a word, but no character."""
+    c = np.int64(text[i])
+    if c < 0x80:
+        return c, 1
+    if c < 0xC0:
+        return np.int64(-1), 1
+    step = 2 + (c >= 0xE0) + (c >= 0xF0)
+    if i + step > len(text):
+        return np.int64(0), len(text) - i
+    if step == 2:
+        return ((c & 0x1F) << 6) | (text[i + 1] & 0x3F), step
+    if step == 3:
+        return ((c & 0x0F) << 12) | ((text[i + 1] & 0x3F) << 6) | (text[i + 2] & 0x3F), step
+    cp = ((c & 0x07) << 18) | ((text[i + 1] & 0x3F) << 12) | ((text[i + 2] & 0x3F) << 6) | (text[i + 3] & 0x3F)
+    return min(cp, 0x10FFFF), step
+
+
+@njit(cache=True, nogil=True)
+def _count_classes(text, bits, ascii_counts, class_counts):  # noqa: ANN001, ANN201 - numba arrays
+    """Count the text's ASCII characters by byte and the others by class; return whether the text is valid UTF-8,
+    so that `_cut` may walk it byte by byte."""
+    regular = True
+    i, size = 0, len(text)
+    while i < size:
+        c = text[i]
+        if c < 0x80:
+            ascii_counts[c] += 1
+            i += 1
+            continue
+        cp, step = _char_at(text, i)
+        if cp < 0:
+            regular = False
+        else:
+            cls = bits[cp]
+            class_counts[cls] += 1
+            regular &= step == 2 + (c >= 0xE0) + (c >= 0xF0)
+            for k in range(i + 1, i + step):
+                regular &= (text[k] & 0xC0) == 0x80
+        i += step
+    return regular
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cut(text, kinds, bits, w_start, w_end, want_lines, l_start, l_end, want_joined, joined, j):  # noqa: ANN001, ANN201, PLR0913
+    """Where the text's words (and, if wanted, its non-empty lines, trailing "\\r" removed) start and end, and, if
+    wanted, its words joined by one space written to joined[j:]; return (words, non-empty lines, where the last line
+    starts, end of the joined words). `kinds` says of each byte: 0 not whitespace, 1 ASCII
+    whitespace, 2 decode the character it starts and look up its class (`_KINDS_UTF8` for valid UTF-8, where only
+    the lead bytes of whitespace outside ASCII need it, else `_KINDS_ANY`). No branch per word: each slot is
+    written at every character until its word starts (or ends) and the count moves on."""
+    m = me = 0  # words started, words ended
+    prev_space = np.int64(1)
+    line_start = 0
+    ln = 0
+    i, size = 0, len(text)
+    while i < size:
+        c = text[i]
+        step = 1
+        space = kinds[c]
+        if space > 1:
+            cp, step = _char_at(text, i)
+            space = np.int64(cp >= 0 and (bits[cp] & _SPACE_BIT) != 0)
+        starts = (1 - space) & prev_space
+        if want_joined:
+            joined[j] = 0x20
+            j += starts & (m > 0)
+            if step == 1:
+                joined[j] = c
+                j += 1 - space
+            elif not space:
+                for k in range(i, i + step):
+                    joined[j] = text[k]
+                    j += 1
+        w_start[m] = i
+        m += starts
+        w_end[me] = i
+        me += space & (1 - prev_space)
+        prev_space = space
+        if c == 0x0A and want_lines:
+            e = i
+            while e > line_start and text[e - 1] == 0x0D:
+                e -= 1
+            l_start[ln], l_end[ln] = line_start, e
+            ln += e > line_start
+            line_start = i + 1
+        i += step
+    if not prev_space:  # the end of the text ends its last word
+        w_end[me] = size
+    return m, ln, line_start, j
+
+
+@njit(cache=True, nogil=True)
+def _load8(text, at):  # noqa: ANN001, ANN201 - numba arrays
+    """text[at:at+8] as an integer, text[at + 7] lowest."""
+    return (np.uint64(text[at + 7]) | np.uint64(text[at + 6]) << np.uint64(8) | np.uint64(text[at + 5]) << np.uint64(16)
+            | np.uint64(text[at + 4]) << np.uint64(24) | np.uint64(text[at + 3]) << np.uint64(32)
+            | np.uint64(text[at + 2]) << np.uint64(40) | np.uint64(text[at + 1]) << np.uint64(48)
+            | np.uint64(text[at]) << np.uint64(56))
+
+
+@njit(cache=True, nogil=True)
+def _word_keys(text, w_start, w_end, m, w_key):  # noqa: ANN001 - numba arrays
+    """`_exact_ids`'s key of each word, from the 8 bytes that end it and, for a long word, the 8 that start it:
+    no loop per word. A long word's key then stands for its first and last 8 bytes and its length, which equal
+    keys of different words share only past 16 bytes; `_exact_ids` compares those byte for byte."""
+    for k in range(m):
+        a, e = w_start[k], w_end[k]
+        length = e - a
+        if e < 8:
+            w_key[k] = _key(text, a, e)
+            continue
+        last = _load8(text, e - 8)
+        if length <= 7:
+            w_key[k] = _short_key(last, length)
+        else:
+            h = (last * _FNV_PRIME ^ _load8(text, a) ^ np.uint64(length)) * _MIX
+            w_key[k] = np.int64((h ^ (h >> np.uint64(31))) & _LOW56) | _LONG
 
 
 @njit(cache=True, nogil=True)
@@ -173,6 +361,7 @@ def text_stats(data, offsets, bits, flags, joined, joined_offsets):  # noqa: ANN
     (`" ".join(text.split())`) go into `joined`, text i at joined[joined_offsets[i]:joined_offsets[i + 1]].
 
     Characters are counted at their first byte; a stray continuation byte is part of a word but no character.
+    Each text is walked twice while it is in cache: once to count classes, once to cut words and lines.
     """
     n = len(offsets) - 1
     out = np.zeros((n, COLUMNS), np.int64)
@@ -183,104 +372,43 @@ def text_stats(data, offsets, bits, flags, joined, joined_offsets):  # noqa: ANN
     longest = 0
     for d in range(n):
         longest = max(longest, offsets[d + 1] - offsets[d])
-    cap_w = longest // 2 + 2 if want_ngrams else 1  # a text of L bytes has at most L // 2 + 1 words
+    cap_w = longest // 2 + 2 if want_words or want_lines else 1  # a text of L bytes has at most L // 2 + 1 words
+    cap_n = cap_w if want_ngrams else 1
     cap_l = longest + 2 if want_lines else 1
-    cap = max(cap_w, cap_l)
-    # Per word 32 bytes, per line 12, the table 12 a slot: index-sized values are int32 (texts < 2 GiB), and the
-    # n-gram levels reuse the word arrays that the word ids no longer need.
-    w_start = np.empty(cap_w, np.int64)
-    w_len = np.empty(cap_w, np.int32)
-    w_chars = np.empty(cap_w, np.int32)
-    w_id = np.empty(cap_w, np.int32)
-    l_start = np.empty(cap_l, np.int64)
-    l_len = np.empty(cap_l, np.int32)
+    cap = max(cap_n, cap_l)
+    # Positions are int32 from the text's start (texts < 2 GiB); pages of these arrays are touched only as far as a
+    # text needs them. Per word 32 bytes, per line 24, the table 12 a slot; the n-gram levels reuse word arrays.
+    w_start = np.empty(cap_w, np.int32)
+    w_end = np.empty(cap_w, np.int32)
+    w_key = np.empty(cap_n, np.int64)
+    w_id = np.empty(cap_n, np.int32)
+    w_count = np.empty(cap_n, np.int32)
+    at = np.empty(cap_n, np.int32)
+    l_start = np.empty(cap_l, np.int32)
+    l_end = np.empty(cap_l, np.int32)
+    l_key = np.empty(cap_l, np.int64)
+    l_id = np.empty(cap_l, np.int32)
+    l_count = np.empty(cap_l, np.int32)
     slots = 1 << _table_bits(cap)
     slot_keys = np.empty(slots, np.int64)
     slot_ids = np.empty(slots, np.int32)
     first = np.empty(cap, np.int32)
-    group_ids = np.empty(cap_l, np.int32)
-    scratch = (w_start, w_len, np.empty(cap_w, np.int32), np.empty(cap_w, np.int32), slot_keys, slot_ids)
     ascii_counts = np.zeros(128, np.int64)
     class_counts = np.zeros(256, np.int64)
-    is_space = np.zeros(128, np.bool_)
+    kinds_utf8 = np.zeros(256, np.int64)  # see `_cut`
     for c in range(128):
-        is_space[c] = (bits[c] & _SPACE_BIT) != 0
+        kinds_utf8[c] = (bits[c] & _SPACE_BIT) != 0
+    for c in _SPACE_LEADS:
+        kinds_utf8[c] = 2
+    kinds_any = kinds_utf8.copy()
+    kinds_any[0x80:] = 2
     j = 0
     for d in range(n):
-        a, b = offsets[d], offsets[d + 1]
+        text = data[offsets[d] : offsets[d + 1]]
+        size = len(text)
         ascii_counts[:] = 0
         class_counts[:] = 0
-        m = 0  # words
-        in_word = False
-        word_start = 0
-        word_chars = 0
-        newlines = 0
-        line_start = a
-        ln = 0  # non-empty lines
-        if want_joined:
-            joined_offsets[d] = j
-        i = a
-        while i <= b:
-            if i < b:
-                c = data[i]
-                size = 1
-                counted = True
-                if c < 0x80:
-                    ascii_counts[c] += 1
-                    space = is_space[c]
-                    if c == 0x0A and want_lines:
-                        e = i
-                        while e > line_start and data[e - 1] == 0x0D:
-                            e -= 1
-                        if e > line_start:
-                            l_start[ln], l_len[ln] = line_start, e - line_start
-                            ln += 1
-                        newlines += 1
-                        line_start = i + 1
-                elif c >= 0xC0:
-                    size = 2 + (c >= 0xE0) + (c >= 0xF0)
-                    if i + size > b:  # truncated: the bytes left, as a character of no class
-                        size = b - i
-                        cp = 0
-                    elif size == 2:
-                        cp = ((c & 0x1F) << 6) | (data[i + 1] & 0x3F)
-                    elif size == 3:
-                        cp = ((c & 0x0F) << 12) | ((data[i + 1] & 0x3F) << 6) | (data[i + 2] & 0x3F)
-                    else:
-                        cp = (((c & 0x07) << 18) | ((data[i + 1] & 0x3F) << 12) | ((data[i + 2] & 0x3F) << 6)
-                              | (data[i + 3] & 0x3F))
-                    cls = bits[min(cp, 0x10FFFF)]
-                    class_counts[cls] += 1
-                    space = (cls & _SPACE_BIT) != 0
-                else:  # a stray continuation byte
-                    space = False
-                    counted = False
-            else:
-                space = True  # the end of the text ends its last word
-                size = 1
-                counted = False
-            if want_words:
-                if space:
-                    if in_word:
-                        if want_ngrams:
-                            w_start[m], w_len[m], w_chars[m] = word_start, i - word_start, word_chars
-                        if want_joined:
-                            if m:
-                                joined[j] = 0x20
-                                j += 1
-                            for k in range(word_start, i):
-                                joined[j] = data[k]
-                                j += 1
-                        m += 1
-                        in_word = False
-                else:
-                    if not in_word:
-                        in_word = True
-                        word_start = i
-                        word_chars = 0
-                    if counted:
-                        word_chars += 1
-            i += size
+        regular = _count_classes(text, bits, ascii_counts, class_counts)
         row = out[d]
         for c in range(128):
             class_counts[bits[c]] += ascii_counts[c]
@@ -290,25 +418,40 @@ def text_stats(data, offsets, bits, flags, joined, joined_offsets):  # noqa: ANN
                 for bit in range(7):
                     if (v >> bit) & 1:
                         row[bit] += class_counts[v]
-        row[WORDS] = m
         row[WORD_CHARS] = row[CHARS] - row[3]
+        if not (want_words or want_lines):
+            continue
+        if want_joined:
+            joined_offsets[d] = j
+        kinds = kinds_utf8 if regular else kinds_any
+        # want_joined as a constant, so that the loop without it compiles without its work
+        if want_joined:
+            m, ln, line_start, j = _cut(text, kinds, bits, w_start, w_end, want_lines, l_start, l_end, True, joined, j)
+        else:
+            m, ln, line_start, j = _cut(text, kinds, bits, w_start, w_end, want_lines, l_start, l_end, False, joined,
+                                        j)
+        row[WORDS] = m
         if want_lines:
-            if b > line_start:  # the piece after the last newline
-                e = b
-                while e > line_start and data[e - 1] == 0x0D:
+            newlines = ascii_counts[0x0A]
+            if size > line_start:  # the piece after the last newline
+                e = size
+                while e > line_start and text[e - 1] == 0x0D:
                     e -= 1
-                if e > line_start:
-                    l_start[ln], l_len[ln] = line_start, e - line_start
-                    ln += 1
-                row[LINES] = newlines + 1
-            else:
-                row[LINES] = newlines
+                l_start[ln], l_end[ln] = line_start, e
+                ln += e > line_start
+                newlines += 1
+            row[LINES] = newlines
             row[NON_EMPTY_LINES] = ln
+            for k in range(ln):
+                l_key[k] = _key(text, l_start[k], l_end[k])
             if ln:
-                row[DUP_LINES] = ln - _exact_ids(data, l_start, l_len, ln, slot_keys, slot_ids, first, group_ids)
+                row[DUP_LINES] = ln - _exact_ids(text, l_start, l_end, l_key, ln, slot_keys, slot_ids, first, l_id,
+                                                 l_count)
         if want_ngrams and m >= 2:
-            distinct = _exact_ids(data, w_start, w_len, m, slot_keys, slot_ids, first, w_id)
-            _top_ngrams(w_id, m, distinct, w_chars, row, scratch)
+            _word_keys(text, w_start, w_end, m, w_key)
+            distinct = _exact_ids(text, w_start, w_end, w_key, m, slot_keys, slot_ids, first, w_id, w_count)
+            _top_ngrams(text, w_start, w_end, w_id, w_count, m, distinct, row,
+                        (w_key, first, w_count, at, slot_keys, slot_ids))
     if want_joined:
         joined_offsets[n] = j
     return out
