@@ -208,6 +208,22 @@ def test_words_and_lines_are_grouped_by_their_bytes_not_only_by_their_hashes():
         assert counts[:7].tolist() == [2, 2, 1, 2, 1, 1, 1]
 
 
+def test_long_words_alike_at_both_ends_get_different_keys():
+    """A word's key stands for all its bytes (URLs that differ only in the middle are not one key), so that a text
+    of many such words is not compared pair by pair."""
+    from prep.text import _feature_kernel as kernel
+
+    words = [f"http://a.example/{i:06d}/index.html".encode() for i in range(50)] + [b"abcdefgh12345678", b"abcdefgh"]
+    text = np.frombuffer(b" ".join(words), np.uint8)
+    ends = np.cumsum([len(w) + 1 for w in words]).astype(np.int32) - 1
+    starts = (ends - np.array([len(w) for w in words])).astype(np.int32)
+    keys = np.empty(len(words), np.int64)
+    kernel._word_keys(text, starts, ends, len(words), keys)
+    assert len(set(keys.tolist())) == len(words)
+    assert keys.tolist() == [kernel._key(text, a, e) if e - a > 16 else keys[i]
+                             for i, (a, e) in enumerate(zip(starts, ends, strict=True))]
+
+
 def test_the_lead_bytes_of_whitespace_beyond_ascii_are_all_known():
     """Words of valid UTF-8 are cut byte by byte, decoding only characters whose first byte may start whitespace."""
     import sys as _sys

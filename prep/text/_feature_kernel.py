@@ -61,16 +61,21 @@ def _slot(h, shift):  # noqa: ANN001, ANN201
 
 
 @njit(cache=True, nogil=True)
+def _load8(text, at):  # noqa: ANN001, ANN201 - numba arrays
+    """text[at:at+8] as an integer, text[at + 7] lowest."""
+    return (np.uint64(text[at + 7]) | np.uint64(text[at + 6]) << np.uint64(8) | np.uint64(text[at + 5]) << np.uint64(16)
+            | np.uint64(text[at + 4]) << np.uint64(24) | np.uint64(text[at + 3]) << np.uint64(32)
+            | np.uint64(text[at + 2]) << np.uint64(40) | np.uint64(text[at + 1]) << np.uint64(48)
+            | np.uint64(text[at]) << np.uint64(56))
+
+
+@njit(cache=True, nogil=True)
 def _byte_hash(data, start, length):  # noqa: ANN001, ANN201 - numba arrays
     """A 64-bit hash of data[start:start+length], eight bytes per multiply (equal hashes are compared anyway)."""
     h = _FNV_SEED ^ np.uint64(length)
     k, end = start, start + length
     while k + 8 <= end:
-        word = (np.uint64(data[k]) | np.uint64(data[k + 1]) << np.uint64(8) | np.uint64(data[k + 2]) << np.uint64(16)
-                | np.uint64(data[k + 3]) << np.uint64(24) | np.uint64(data[k + 4]) << np.uint64(32)
-                | np.uint64(data[k + 5]) << np.uint64(40) | np.uint64(data[k + 6]) << np.uint64(48)
-                | np.uint64(data[k + 7]) << np.uint64(56))
-        h = (h ^ word) * _FNV_PRIME
+        h = (h ^ _load8(data, k)) * _FNV_PRIME
         h ^= h >> np.uint64(29)
         k += 8
     while k < end:
@@ -327,23 +332,14 @@ def _cut(text, kinds, bits, w_start, w_end, want_lines, l_start, l_end, want_joi
 
 
 @njit(cache=True, nogil=True)
-def _load8(text, at):  # noqa: ANN001, ANN201 - numba arrays
-    """text[at:at+8] as an integer, text[at + 7] lowest."""
-    return (np.uint64(text[at + 7]) | np.uint64(text[at + 6]) << np.uint64(8) | np.uint64(text[at + 5]) << np.uint64(16)
-            | np.uint64(text[at + 4]) << np.uint64(24) | np.uint64(text[at + 3]) << np.uint64(32)
-            | np.uint64(text[at + 2]) << np.uint64(40) | np.uint64(text[at + 1]) << np.uint64(48)
-            | np.uint64(text[at]) << np.uint64(56))
-
-
-@njit(cache=True, nogil=True)
 def _word_keys(text, w_start, w_end, m, w_key):  # noqa: ANN001 - numba arrays
-    """`_exact_ids`'s key of each word, from the 8 bytes that end it and, for a long word, the 8 that start it:
-    no loop per word. A long word's key then stands for its first and last 8 bytes and its length, which equal
-    keys of different words share only past 16 bytes; `_exact_ids` compares those byte for byte."""
+    """`_exact_ids`'s key of each word, from the 8 bytes that end it and, for one of 8 to 16 bytes, the 8 that start
+    it (all its bytes): no loop per word but for the rare longer ones, hashed whole (keys that stood for only
+    part of a word would make a text of many long words alike at both ends cost a comparison per pair)."""
     for k in range(m):
         a, e = w_start[k], w_end[k]
         length = e - a
-        if e < 8:
+        if e < 8 or length > 16:
             w_key[k] = _key(text, a, e)
             continue
         last = _load8(text, e - 8)
