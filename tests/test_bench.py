@@ -163,7 +163,8 @@ def test_summary_of_made_up_runs():
                 "peak_rss_mb": rss, "peak_pss_mb": rss / 2, "cpu_s": {"coordinator": 1.0, "worker": seconds},
                 "peak_rss_by_role_mb": {"coordinator": rss / 4, "worker": rss / 2}} | extra
 
-    prep_extra = {"engine_wall_s": 4.0, "workers": [], "worker_cpu_s": []}
+    prep_extra = {"engine_wall_s": 4.0, "workers": [], "worker_cpu_s": [],
+                  "engine_cpu_s": {"coordinator": 0.5, "writer": 0.25}}
     ceiling = [run(10.0, 5000, 100, encode_cpu_s=8.0), run(12.0, 5000, 100, encode_cpu_s=8.0)]
     runs = {"ceiling tokenizers 1 thread": ceiling,
             "ceiling tokenizers 2 processes": [run(6.0, 5000, 200, encode_cpu_s=12.0)],
@@ -192,3 +193,16 @@ def test_summary_of_made_up_runs():
     assert x4["fraction_of_ceiling"]["median"] == pytest.approx(2.0 / (2 * (1.0 + 10 / 12) / 2))
     assert x4["memory_vs_1x"]["peak_rss_mb_ratio"] == pytest.approx(440 / 900)
     assert any("4,999" in p for p in result["problems"]) and len(result["problems"]) == 1
+    assert w2["engine_cpu_s"] == {"coordinator": 0.5, "writer": 0.25}
+
+
+def test_per_stage_costs_leave_out_start_and_finish():
+    """The budget line counts the coordinator's and the writer's CPU while the engine runs (from the manifest), and
+    says what the whole process tree spent besides the engine's work."""
+    summary = {"cpu_s": {"coordinator": 1.5, "writer": 0.75, "worker": 3.0, "helper": 0.5},
+               "engine_cpu_s": {"coordinator": 0.25, "writer": 0.5},
+               "workers": [{"busy_s": 1.0, "parse_s": 0.125, "tokenize_s": 0.5, "features_s": 0.25, "transport_s": 0.0},
+                           {"busy_s": 1.5, "parse_s": 0.125, "tokenize_s": 1.0, "features_s": 0.25,
+                            "transport_s": 0.125}]}
+    line = bench._per_mib(summary, 2 * 2**20)
+    assert line == "125.0, 125.0, 750.0, 250.0, 62.5, 250.0; start and finish 2.50 s"  # 5.75 - 2.5 - 0.25 - 0.5

@@ -382,7 +382,9 @@ def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout:
         elif v.kind == "prep":
             manifest = json.loads((out / "_manifest.json").read_text(encoding="utf-8"))
             routing = manifest["routing"]
-            record.update(tokens=read_prep_tokens(out), engine_wall_s=manifest["timings"]["wall_s"],
+            timings = manifest["timings"]
+            record.update(engine_cpu_s={role: timings.get(f"{role}_cpu_s") for role in ("coordinator", "writer")})
+            record.update(tokens=read_prep_tokens(out), engine_wall_s=timings["wall_s"],
                           backend_used=manifest["tokenizer"]["backend"], router_used=routing["router"],
                           imbalance=routing.get("imbalance"), worker_cpu_s=m.worker_cpu_s,
                           workers=[_split(w) for w in routing["workers"]])
@@ -400,15 +402,18 @@ _PARTS = ("parse_s", "filter_s", "tokenize_s", "features_s", "transport_s")  # t
 
 
 def _per_mib(summary: dict, text_bytes: int) -> str:
-    """CPU ms per MiB of text of each stage, summed over the process tree: the overhead budget at a glance
-    (the workers' parts are their busy seconds, single-threaded)."""
+    """CPU ms per MiB of text of each stage once the engine runs (the overhead budget at a glance; the workers'
+    parts are their busy seconds, single-threaded), then the CPU seconds of the whole process tree spent
+    otherwise: starting and finishing, which a bigger input would not add to."""
     mib = text_bytes / 2**20 or 1.0
-    cpu = summary["cpu_s"]
-    parts = [cpu.get("coordinator", 0.0)]
+    cpu, engine = summary["cpu_s"], summary.get("engine_cpu_s", {})
+    parts = [engine.get("coordinator", cpu.get("coordinator", 0.0))]
     parts += [sum(w.get(k, 0.0) for w in summary["workers"]) for k in ("parse_s", "tokenize_s", "features_s",
                                                                         "transport_s")]
-    parts.append(cpu.get("writer", 0.0))
-    return ", ".join(f"{1000 * p / mib:.1f}" for p in parts)
+    parts.append(engine.get("writer", cpu.get("writer", 0.0)))
+    busy = sum(w.get("busy_s", 0.0) for w in summary["workers"])
+    fixed = sum(cpu.values()) - busy - parts[0] - parts[-1]
+    return ", ".join(f"{1000 * p / mib:.1f}" for p in parts) + f"; start and finish {fixed:.2f} s"
 
 
 def _split(w: dict) -> dict:
@@ -692,6 +697,9 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
             summary["engine_fraction_of_ceiling"] = _stat(
                 [c.text_bytes / r["engine_wall_s"] / 1e6 / (cores * ceiling) for r in ok]) if ceiling else None
             summary["workers"] = _median_split(ok)
+            summary["engine_cpu_s"] = {role: statistics.median(r["engine_cpu_s"][role] for r in ok)
+                                       for role in ("coordinator", "writer")
+                                       if ok and all(r["engine_cpu_s"][role] is not None for r in ok)}
             summary["worker_cpu_s"] = [statistics.median(cs) for cs in zip(*(r["worker_cpu_s"] for r in ok),
                                                                            strict=False)] if ok else []
         results.append({**asdict(v), "runs": records, "summary": summary})
@@ -826,7 +834,8 @@ def format_report(result: dict) -> str:
         lines += ["", "== where prep's time went (seconds per worker, median over repeats; from the manifest; "
                   "cpu from the process tree)"]
         header = ["variant", "worker", "busy", "parse", "filter", "tokenize", "features", "transport", "other",
-                  "idle", "queue wait", "cpu", "CPU ms/MiB: coordinator, parse, tokenize, features, transport, writer"]
+                  "idle", "queue wait", "cpu",
+                  "CPU ms/MiB in the engine: coordinator, parse, tokenize, features, transport, writer; CPU s besides"]
         rows = []
         for v in prep_runs:
             s = v["summary"]

@@ -47,6 +47,7 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
     except FileNotFoundError:  # the run ended while this writer started
         return
     core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive, formats, dedup)
+    cpu0 = time.process_time()  # the writer's CPU from here (its encoding thread's too) is the run's, not its start's
     try:
         while True:
             message = conn.recv()
@@ -67,7 +68,7 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
             elif kind == "finish":
                 t0 = time.perf_counter()
                 _, extra, routing_rows = message
-                extra.setdefault("timings", {})
+                extra.setdefault("timings", {})["writer_cpu_s"] = round(time.process_time() - cpu0, 4)
                 manifest = core.finish(extra, routing_rows)
                 conn.send(("finished", manifest, time.perf_counter() - t0))
                 return
