@@ -17,8 +17,8 @@ class WorkerAccount:
     bytes: int = 0
     documents: int = 0
     tokens: int = 0
-    busy_s: float = 0.0
-    idle_s: float = 0.0
+    busy_s: float = 0.0  # wall time with a task in hand; the parts below are CPU time, so that a loaded machine
+    idle_s: float = 0.0  # does not inflate them: busy minus the parts is glue and waiting for a core
     queue_wait_s: float = 0.0
     parse_s: float = 0.0  # raw chunks read and parsed in the worker (every format)
     filter_s: float = 0.0

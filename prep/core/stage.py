@@ -91,7 +91,7 @@ class Stage:
         stats = StageStats()
         texts = batch.column("text")
         if len(batch) and (self.config.drop_empty or self.rule_sets):
-            t = time.perf_counter()
+            t = time.process_time()
             verdict = judge([], len(batch))
             if self.config.drop_empty:
                 empty = numpy_of(pc.utf8_length(pc.utf8_trim_whitespace(texts)), fill=0) == 0  # null: empty
@@ -104,7 +104,7 @@ class Stage:
                 texts = batch.column("text")
             elif verdict.skipped:
                 stats.add(verdict, batch.column("id"), False)
-            stats.filter_s = time.perf_counter() - t
+            stats.filter_s = time.process_time() - t
         keys = dedup_keys(texts) if self.dedup and self.dedup.exact else None
         sigs = bands = sets = None
         if self.hasher is not None:
@@ -113,15 +113,15 @@ class Stage:
             bands = self.hasher.band_keys(sigs)
             bands[~has] = 0  # no words: never a candidate
             sets = shingle_sets(*shingles) if self.dedup.shingle_sets else None
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         ids, offsets = self._encode(texts.to_pylist())
         if self.eos is not None and len(batch):
             ids = np.insert(ids, offsets[1:], np.uint32(self.eos))
             offsets = offsets + np.arange(len(offsets), dtype=np.int64)
         input_ids = pa.ListArray.from_arrays(arrow_of(offsets, pa.int32()), arrow_of(ids, pa.uint32()))
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         features = compute_features(texts, input_ids, self.features + self.bound_only)
-        stats.features_s = time.perf_counter() - t1
+        stats.features_s = time.process_time() - t1
         stats.tokenize_s = t1 - t0
         stats.tokens = len(ids)
 
@@ -133,7 +133,7 @@ class Stage:
         for name in self.config.keep_columns:
             columns[name] = batch.column(name)
         if self.bounds and len(batch):
-            t2 = time.perf_counter()
+            t2 = time.process_time()
             verdict = bounds_verdict(columns, self.bounds, len(batch))
             if not verdict.keep.all():
                 stats.add(verdict, batch.column("id"), self.config.keep_filtered)
@@ -144,7 +144,7 @@ class Stage:
                 bands = bands[verdict.keep] if bands is not None else None
                 sets = [s for s, keep in zip(sets, verdict.keep, strict=True) if keep] if sets is not None else None
                 stats.tokens = int(pc.sum(columns["num_tokens"]).as_py() or 0)
-            stats.filter_s += time.perf_counter() - t2
+            stats.filter_s += time.process_time() - t2
         for name in self.bound_only:
             del columns[name]
         stats.documents = len(columns["id"])

@@ -403,16 +403,15 @@ _PARTS = ("parse_s", "filter_s", "tokenize_s", "features_s", "transport_s")  # t
 
 def _per_mib(summary: dict, text_bytes: int) -> str:
     """CPU ms per MiB of text of each stage once the engine runs (the overhead budget at a glance; the workers'
-    parts are their busy seconds, single-threaded), then the CPU seconds of the whole process tree spent
-    otherwise: starting and finishing, which a bigger input would not add to."""
+    parts are their CPU seconds), then the CPU seconds that the coordinator, the writer and the forkserver spent
+    besides: starting and finishing, which a bigger input would not add to."""
     mib = text_bytes / 2**20 or 1.0
     cpu, engine = summary["cpu_s"], summary.get("engine_cpu_s", {})
     parts = [engine.get("coordinator", cpu.get("coordinator", 0.0))]
     parts += [sum(w.get(k, 0.0) for w in summary["workers"]) for k in ("parse_s", "tokenize_s", "features_s",
                                                                         "transport_s")]
     parts.append(engine.get("writer", cpu.get("writer", 0.0)))
-    busy = sum(w.get("busy_s", 0.0) for w in summary["workers"])
-    fixed = sum(cpu.values()) - busy - parts[0] - parts[-1]
+    fixed = sum(cpu.get(role, 0.0) for role in ("coordinator", "writer", "helper")) - parts[0] - parts[-1]
     return ", ".join(f"{1000 * p / mib:.1f}" for p in parts) + f"; start and finish {fixed:.2f} s"
 
 
