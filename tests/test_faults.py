@@ -477,6 +477,12 @@ def test_resume_refuses_other_input_tokenizer_or_pipeline(tmp_path):
     def restore() -> None:
         a.write_bytes(original)
         os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        (out / "_journal.jsonl").write_text("".join(journal[:3]))
+
+    def written_by_round_3() -> None:  # its content_hash was BLAKE2b: its journal names no features version
+        first = json.loads(journal[0])
+        del first["fingerprint"]["features"]
+        (out / "_journal.jsonl").write_text(json.dumps(first) + "\n" + "".join(journal[1:3]))
 
     def swap_equal_lines() -> None:  # same size, same mtime: only the content digest can tell
         lines = original.splitlines(keepends=True)
@@ -493,6 +499,7 @@ def test_resume_refuses_other_input_tokenizer_or_pipeline(tmp_path):
         (None, ["--tokenizer", GPT2], "different tokenizer"),
         (None, ["--chunk-bytes", "8KiB"], "different pipeline (chunk_bytes)"),
         (None, ["--features", "num_chars"], "different pipeline (features)"),
+        (written_by_round_3, [], "different version of prep (it computes features differently)"),
     ]
     for change, flags, message in cases:
         if change:

@@ -1,8 +1,8 @@
 """Deduplication, exact and near: keys computed in the workers, decisions taken in seq order where order is known.
 
-Exact: a worker gives every document it keeps a 24-byte key: its `content_hash` (BLAKE2b-64 of the text with
-whitespace runs made one space, the ends stripped) followed by a second, independent BLAKE2b-128 of the same
-normalised text (another `person`). A document whose key equals that of an earlier kept one is removed. Two
+Exact: a worker gives every document it keeps a 24-byte key: its `content_hash` (XXH3-64 of the text with
+whitespace runs made one space, the ends stripped) followed by a second, independent digest of the same
+normalised text (BLAKE2b-128). A document whose key equals that of an earlier kept one is removed. Two
 documents with equal `content_hash` but different texts differ in the second digest (a chance of 2**-128), so a
 64-bit collision never removes a distinct document, and no text is held to compare.
 
@@ -33,6 +33,7 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 
 from prep.core.bands import BandStore
 from prep.errors import UserError
@@ -92,7 +93,7 @@ def dedup_keys(texts: pa.Array) -> np.ndarray:
     keys = bytearray()
     for text in texts.to_pylist():
         data = " ".join((text or "").split()).encode("utf-8", "surrogatepass")
-        keys += hashlib.blake2b(data, digest_size=8).digest()
+        keys += xxhash.xxh3_64_intdigest(data).to_bytes(8, "little")
         keys += hashlib.blake2b(data, digest_size=16, person=_PERSON).digest()
     return np.frombuffer(bytes(keys), np.uint8).reshape(-1, KEY_BYTES)
 

@@ -29,9 +29,11 @@ from prep.io.writer import (
 )
 
 _FINGERPRINT_PARTS = (("tokenizer_sha256", "tokenizer"), ("config", "pipeline"),
-                      ("chunking", "version of prep (it cuts input into chunks differently)"))
+                      ("chunking", "version of prep (it cuts input into chunks differently)"),
+                      ("features", "version of prep (it computes features differently)"))
 CHUNKING = 3  # how input is cut into chunks; 2: JSON Lines and CSV by their records' bytes, unparsed; 3: Parquet,
 # datasets and .txt by their metadata (row groups, text offsets, file sizes), unread
+FEATURES_VERSION = 2  # how prep.text.features computes them; 2: content_hash is XXH3-64 (it was BLAKE2b-64)
 
 
 def make_output_dir(out: Path) -> None:
@@ -115,6 +117,7 @@ def output_fingerprint(config: PipelineConfig, files, tokenizer_sha: str, filesy
         "config": config.output_fingerprint() | {"tokenizer": None},
         "tokenizer_sha256": tokenizer_sha,
         "chunking": CHUNKING,
+        "features": FEATURES_VERSION,
         "inputs": [[f.display, *stamp(f.path, filesystems.get(f.path))] for f in files],
     }
 
