@@ -27,7 +27,7 @@ from prep.io.trainer_formats import output_spec
 from prep.io.verify import skip_committed
 from prep.io.writer import JOURNAL, write_atomic
 from prep.request import Plan, RunRequest
-from prep.text.tokenizer import choose_backend, describe_tokenizer, eos_id
+from prep.text.tokenizer import choose_backend, describe_tokenizer, eos_id, wants_sample
 
 
 def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = None,
@@ -74,7 +74,8 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
                          keep_columns=config.keep_columns, chunk_bytes=config.chunk_bytes, strict=config.strict,
                          max_document_bytes=config.max_document_bytes, raw=True)
     first = next(chunks, None)
-    sample = [] if first is None else sample_texts(parse_chunk(first, ReadOptions.of(config)))
+    wanted = first is not None and wants_sample(config.backend)
+    sample = sample_texts(parse_chunk(first, ReadOptions.of(config))) if wanted else []
     stream = chunks if first is None else itertools.chain([first], chunks)
     skipped_bytes, stream = skip_committed(stream, entries, start_seq)
     info = choose_backend(info, config.backend, sample)

@@ -153,6 +153,30 @@ def test_a_bad_tokenizer_file_is_one_line(tmp_path: Path) -> None:
         describe_tokenizer(bad)
 
 
+def test_a_tokenizer_file_is_loaded_to_check_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coordinator's check that the file loads is kept in prep's cache by the file's sha256 and the tokenizers
+    version: the next run does not load it again (its workers do), but another file is checked."""
+    import prep.text.tokenizer as tokenizer_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    loads = []
+    real = tokenizer_module.load_hf_tokenizer
+    monkeypatch.setattr(tokenizer_module, "load_hf_tokenizer", lambda path: loads.append(Path(path)) or real(path))
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(GPT2.read_bytes())
+    first = describe_tokenizer(GPT2)
+    assert describe_tokenizer(GPT2) == first
+    assert describe_tokenizer(copy).sha256 == first.sha256  # the same bytes elsewhere: known too
+    assert loads == [GPT2]
+    assert len(list((tmp_path / "cache" / "prep" / "tokenizers-that-load").iterdir())) == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    for _ in range(2):  # a file that does not load is never taken as known
+        with pytest.raises(UserError, match="cannot read tokenizer"):
+            describe_tokenizer(bad)
+    assert loads == [GPT2, bad, bad]
+
+
 def test_run_records_the_backend_and_writes_reference_ids(tmp_path: Path) -> None:
     """The whole command: the manifest names the backend, and the ids are the reference's."""
     out = tmp_path / "out"

@@ -7,6 +7,7 @@ so that no list of lists is ever built for the output.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -19,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from prep.errors import UserError
+from prep.text.cache import cache_dir
 from prep.text.hf import hf_backend_name, load_hf_tokenizer, tokenizers_major
 
 BACKENDS = ("auto", "tokenizers", "tokenizers-1", "tiktoken")
@@ -115,18 +117,38 @@ def vocabulary(path: str | Path) -> dict[str, int]:
 
 
 def describe_tokenizer(path: str | Path) -> TokenizerInfo:
-    """Check the file loads; note padding/truncation it configures (prep switches them off)."""
+    """Check the file loads, once per file and `tokenizers` version (the workers load it anyway; a large
+    vocabulary takes ~0.2 s, on the coordinator's start); note padding/truncation it configures (prep switches
+    them off)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"tokenizer file not found: {path}")
     raw = path.read_bytes()
-    load_hf_tokenizer(path)
+    sha256 = hashlib.sha256(raw).hexdigest()
+    marker = _loads_marker(sha256)
+    if not marker.exists():
+        load_hf_tokenizer(path)
+        with contextlib.suppress(OSError):  # no cache: checked again next time
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
     data = json.loads(raw)
-    info = TokenizerInfo(path=str(path), sha256=hashlib.sha256(raw).hexdigest(), vocab_size=len(_vocab(data)))
+    info = TokenizerInfo(path=str(path), sha256=sha256, vocab_size=len(_vocab(data)))
     for key in ("padding", "truncation"):
         if data.get(key):
             info.notes.append(f"the tokenizer file configures {key}; prep switches it off (ids as encode gives)")
     return info
+
+
+def _loads_marker(sha256: str) -> Path:
+    """A file whose presence says that this `tokenizers` loaded a tokenizer.json of these bytes."""
+    import tokenizers
+
+    return cache_dir() / "tokenizers-that-load" / f"{sha256}-{tokenizers.__version__}"
+
+
+def wants_sample(requested: str) -> bool:
+    """Whether `choose_backend` verifies a fast path on sample texts (else the coordinator need not parse any)."""
+    return requested in ("auto", "tiktoken") and tokenizers_major() < 1
 
 
 @functools.cache

@@ -28,7 +28,7 @@ from prep.io.records import ReadOptions
 from prep.io.sources import InputFile, total_input_bytes
 from prep.io.trainer_formats import output_spec
 from prep.request import Plan, RunRequest
-from prep.text.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id
+from prep.text.tokenizer import TokenizerInfo, choose_backend, describe_tokenizer, eos_id, wants_sample
 
 
 def _cluster_address(address: str | None) -> str | None:
@@ -125,7 +125,7 @@ def _run_engine(request: RunRequest, output: Output, files: list[InputFile], spl
     try:
         first = feed.peek()
         sample = []
-        if first is not None and config.backend != "tokenizers":  # one chunk, for the fast-path check
+        if first is not None and wants_sample(config.backend):  # one chunk, for the fast-path check
             seq, batch, meta = first
             chunk = Chunk(seq, ray.get(batch), meta["source"], meta["weight"], meta["input_bytes"],
                           meta["documents_in"], raw=meta["raw"])
