@@ -258,9 +258,9 @@ def _char_at(text, i):  # noqa: ANN001, ANN201 - numba arrays
 
 
 @njit(cache=True, nogil=True)
-def _count_classes(text, bits, ascii_counts, class_counts):  # noqa: ANN001, ANN201 - numba arrays
-    """Count the text's ASCII characters by byte and the others by class; return whether the text is valid UTF-8,
-    so that `_cut` may walk it byte by byte."""
+def _count_classes(text, class_of, ascii_counts, class_counts):  # noqa: ANN001, ANN201 - numba arrays
+    """Count the text's ASCII characters by byte and the others by class (`class_of`); return whether the text is
+    valid UTF-8, so that `_cut` may walk it byte by byte."""
     regular = True
     i, size = 0, len(text)
     while i < size:
@@ -273,8 +273,7 @@ def _count_classes(text, bits, ascii_counts, class_counts):  # noqa: ANN001, ANN
         if cp < 0:
             regular = False
         else:
-            cls = bits[cp]
-            class_counts[cls] += 1
+            class_counts[class_of[cp]] += 1
             regular &= step == 2 + (c >= 0xE0) + (c >= 0xF0)
             for k in range(i + 1, i + step):
                 regular &= (text[k] & 0xC0) == 0x80
@@ -283,7 +282,7 @@ def _count_classes(text, bits, ascii_counts, class_counts):  # noqa: ANN001, ANN
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _cut(text, kinds, bits, w_start, w_end, want_lines, l_start, l_end, want_joined, joined, j):  # noqa: ANN001, ANN201, PLR0913
+def _cut(text, kinds, class_of, masks, w_start, w_end, want_lines, l_start, l_end, want_joined, joined, j):  # noqa: ANN001, ANN201, PLR0913
     """Where the text's words (and, if wanted, its non-empty lines, trailing "\\r" removed) start and end, and, if
     wanted, its words joined by one space written to joined[j:]; return (words, non-empty lines, where the last line
     starts, end of the joined words). `kinds` says of each byte: 0 not whitespace, 1 ASCII
@@ -301,7 +300,7 @@ def _cut(text, kinds, bits, w_start, w_end, want_lines, l_start, l_end, want_joi
         space = kinds[c]
         if space > 1:
             cp, step = _char_at(text, i)
-            space = np.int64(cp >= 0 and (bits[cp] & _SPACE_BIT) != 0)
+            space = np.int64(cp >= 0 and (masks[class_of[cp]] & _SPACE_BIT) != 0)
         starts = (1 - space) & prev_space
         if want_joined:
             joined[j] = 0x20
@@ -351,8 +350,9 @@ def _word_keys(text, w_start, w_end, m, w_key):  # noqa: ANN001 - numba arrays
 
 
 @njit(cache=True, nogil=True)
-def text_stats(data, offsets, bits, flags, joined, joined_offsets):  # noqa: ANN001, ANN201 - numba arrays
-    """Per text: characters having each class bit (`bits`: the class bits of every code point), and the
+def text_stats(data, offsets, class_of, masks, flags, joined, joined_offsets):  # noqa: ANN001, ANN201, PLR0913
+    """Per text: characters having each class bit (`class_of`: the class of every code point, `masks`: the bits of
+    each class), and the
     columns named above that `flags` asks for. With WANT_JOINED, each text's words joined by one space
     (`" ".join(text.split())`) go into `joined`, text i at joined[joined_offsets[i]:joined_offsets[i + 1]].
 
@@ -390,10 +390,10 @@ def text_stats(data, offsets, bits, flags, joined, joined_offsets):  # noqa: ANN
     slot_ids = np.empty(slots, np.int32)
     first = np.empty(cap, np.int32)
     ascii_counts = np.zeros(128, np.int64)
-    class_counts = np.zeros(256, np.int64)
+    class_counts = np.zeros(len(masks), np.int64)
     kinds_utf8 = np.zeros(256, np.int64)  # see `_cut`
     for c in range(128):
-        kinds_utf8[c] = (bits[c] & _SPACE_BIT) != 0
+        kinds_utf8[c] = (masks[class_of[c]] & _SPACE_BIT) != 0
     for c in _SPACE_LEADS:
         kinds_utf8[c] = 2
     kinds_any = kinds_utf8.copy()
@@ -402,17 +402,18 @@ def text_stats(data, offsets, bits, flags, joined, joined_offsets):  # noqa: ANN
     for d in range(n):
         text = data[offsets[d] : offsets[d + 1]]
         size = len(text)
-        ascii_counts[:] = 0
         class_counts[:] = 0
-        regular = _count_classes(text, bits, ascii_counts, class_counts)
+        regular = _count_classes(text, class_of, ascii_counts, class_counts)
+        newlines = ascii_counts[0x0A]
         row = out[d]
         for c in range(128):
-            class_counts[bits[c]] += ascii_counts[c]
-        for v in range(256):
+            class_counts[class_of[c]] += ascii_counts[c]
+        ascii_counts[:] = 0
+        for v in range(len(masks)):
             if class_counts[v]:
                 row[CHARS] += class_counts[v]
                 for bit in range(7):
-                    if (v >> bit) & 1:
+                    if (masks[v] >> bit) & 1:
                         row[bit] += class_counts[v]
         row[WORD_CHARS] = row[CHARS] - row[3]
         if not (want_words or want_lines):
@@ -422,13 +423,13 @@ def text_stats(data, offsets, bits, flags, joined, joined_offsets):  # noqa: ANN
         kinds = kinds_utf8 if regular else kinds_any
         # want_joined as a constant, so that the loop without it compiles without its work
         if want_joined:
-            m, ln, line_start, j = _cut(text, kinds, bits, w_start, w_end, want_lines, l_start, l_end, True, joined, j)
+            m, ln, line_start, j = _cut(text, kinds, class_of, masks, w_start, w_end, want_lines, l_start, l_end,
+                                        True, joined, j)
         else:
-            m, ln, line_start, j = _cut(text, kinds, bits, w_start, w_end, want_lines, l_start, l_end, False, joined,
-                                        j)
+            m, ln, line_start, j = _cut(text, kinds, class_of, masks, w_start, w_end, want_lines, l_start, l_end,
+                                        False, joined, j)
         row[WORDS] = m
         if want_lines:
-            newlines = ascii_counts[0x0A]
             if size > line_start:  # the piece after the last newline
                 e = size
                 while e > line_start and text[e - 1] == 0x0D:

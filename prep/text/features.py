@@ -170,16 +170,9 @@ def _char_classes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     is its own character; the others get the class of U+0000 (no bits), the class of a
     multi-byte character being set on its first byte only. Built on first use (~0.3 s).
     """
-    bits = _class_bits()
-    masks, class_ids = np.unique(bits, return_inverse=True)
+    masks, class_ids = np.unique(_code_point_bits(), return_inverse=True)
     class_ids = class_ids.astype(np.uint8)
     return class_ids, np.concatenate((class_ids[:0x80], np.full(0x80, class_ids[0]))), masks
-
-
-@functools.cache
-def _class_bits() -> np.ndarray:
-    """The class bits of every code point, read once per process (the compiled pass's lookup table)."""
-    return _code_point_bits()
 
 
 def _code_point_bits() -> np.ndarray:
@@ -249,7 +242,8 @@ class _Batch:
             raise UserError("a document of 2 GiB or more is over the features' limit: lower --max-document-bytes")
         joined = np.empty(offsets[-1] - offsets[0] if flags & kernel.WANT_JOINED else 0, np.uint8)
         joined_offsets = np.zeros(self.n + 1, np.int64)
-        counts = kernel.text_stats(data, offsets, _class_bits(), flags, joined, joined_offsets)
+        class_of, _, masks = _char_classes()
+        counts = kernel.text_stats(data, offsets, class_of, masks, flags, joined, joined_offsets)
         columns = {"chars": kernel.CHARS, "words": kernel.WORDS, "word_chars": kernel.WORD_CHARS,
                    "lines": kernel.LINES, "non_empty_lines": kernel.NON_EMPTY_LINES, "dup_lines": kernel.DUP_LINES,
                    "top2": kernel.TOP2, "top3": kernel.TOP3, "top4": kernel.TOP4}
