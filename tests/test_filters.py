@@ -151,6 +151,27 @@ def test_first_rule_in_file_order_wins_and_chinese_is_skipped_not_dropped() -> N
     assert not v.keep.any()  # judged as English, every poem is "too short": why the skip exists
 
 
+@pytest.mark.parametrize("order", [list(RULE_SETS), list(reversed(RULE_SETS))])
+def test_rule_sets_together_judge_as_each_alone_in_turn(order: list[str]) -> None:
+    """A document is measured only for the rules still to judge (the compiled loop stops at the first failed):
+    with all four rule sets, its first failed rule and value are those of the first set, in file order, that
+    fails it alone."""
+    texts = [d["text"] for name in ("en_wikitext2", "en_fortunes", "code_python_stdlib", "web_html_pages",
+                                    "zh_manpages", "en_foldoc") for d in corpus_docs(name, 60)]
+    texts += [prose(8) + "\nlorem ipsum { here.\n" + prose(3), prose(8) + "\nA { b.\nlorem ipsum.", "", prose(20),
+              prose(10) + "\n" + sentence(3), prose(6) + "\n" + "Buy cheap pills now today. " * 30]
+    arrow = pa.array(texts)
+    together = text_verdict(arrow, check_filters({name: {} for name in order}, FEATURES))
+    expected_rule, expected_value = [None] * len(texts), np.full(len(texts), np.nan)
+    for name in reversed(order):
+        alone = text_verdict(arrow, check_filters({name: {}}, FEATURES))
+        for i in np.flatnonzero(~alone.keep).tolist():
+            expected_rule[i], expected_value[i] = alone.names[alone.rule[i]], alone.value[i]
+    assert [together.names[r] if r >= 0 else None for r in together.rule.tolist()] == expected_rule
+    np.testing.assert_array_equal(together.value, expected_value)
+    assert len({r.split(".")[0] for r in expected_rule if r}) == 4  # each set is the first to fail some
+
+
 def test_filtering_and_dedup_never_import_pandas(tmp_path: Path) -> None:
     """Fixed cost: a worker's stage with every rule set, bounds, --keep-filtered and both dedup methods, over a
     batch with a null, empty, Chinese and English texts, imports no pandas (pyarrow's conversions would: ~0.4 s

@@ -1,11 +1,12 @@
 """Compiled loop of the filter rules (numba), imported only when a rule set is configured.
 
-`measure` judges nothing: it turns a batch of texts into the per-text numbers the rules compare with
-their thresholds, in one call over the UTF-8 bytes of the batch. For each text it decodes the bytes
-into a scratch buffer the size of the longest text, classifying each code point through the lookup
-table and counting characters as it goes; the words, lines, paragraphs and n-grams the configured
-rule sets need are then cut from that buffer while it is still in the CPU's cache. Nothing per word
-or per line leaves the loop, and no array the size of the batch is built; a rule set that skips a
+`measure` judges a batch of texts by the rules in one call over the UTF-8 bytes of the batch. For each
+text it decodes the bytes into a scratch buffer the size of the longest text, classifying each code point
+through the lookup table and counting characters as it goes; the words, lines, paragraphs and n-grams the
+configured rule sets need are then cut from that buffer while it is still in the CPU's cache, a rule set at
+a time in the order they are judged, and each check is judged as soon as its numbers are counted: a text
+that fails one is measured no further (only the first rule it fails is counted, with its value). Nothing
+per word or per line leaves the loop, and no array the size of the batch is built; a rule set that skips a
 text (by its share of CJK characters) costs nothing past decoding it. Repeats are found in one
 open-addressing hash table that every text reuses: a slot holds the generation (the number of the
 current use) that filled it, so a text neither allocates nor clears a table. The scratch (an arena
@@ -22,25 +23,33 @@ from numba import njit
 
 from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, GROUP_MIX, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
 
-# What the rule sets need: `measure`'s `modes` bits.
+# The rule sets, as bits (`measure`'s `order` lists them in the order they are judged).
 GOPHER_QUALITY, GOPHER_REPETITION, C4, FINEWEB = 1, 2, 4, 8
 
-# `measure`'s columns, per text (see the rule sets in prep.text.filters for their use).
+# `measure`'s columns, per text (see the rule sets in prep.text.filters for their use). gopher_repetition's
+# columns lie in the order it computes them: a check is judged as soon as the columns before its own are.
 COLUMNS = (
-    "chars", "cjk", "hashes", "ellipses", "newlines", "words",
+    "chars", "cjk", "hashes", "ellipses", "newlines", "empty", "words",
     "content_words", "content_chars", "alpha_words", "stop_words", "lines", "bullet_lines", "ellipsis_lines",
     "paragraphs", "dup_paragraphs", "dup_paragraph_chars", "line_runs", "dup_line_runs", "dup_line_run_chars",
     "top_2gram", "top_3gram", "top_4gram",
     "dup_5gram", "dup_6gram", "dup_7gram", "dup_8gram", "dup_9gram", "dup_10gram",
-    "first_lorem_line", "first_curly_line", "sentences",
-    "content_lines", "punct_lines", "short_lines", "dup_content_line_chars",
+    "lorem", "curly", "sentences",
+    "content_lines", "no_content_lines", "punct_lines", "short_lines", "dup_content_line_chars",
+    "chars_but_newlines",
 )
-(CHARS, CJK_CHARS, HASHES, ELLIPSES, NEWLINES, WORDS,
+(CHARS, CJK_CHARS, HASHES, ELLIPSES, NEWLINES, EMPTY, WORDS,
  CONTENT_WORDS, CONTENT_CHARS, ALPHA_WORDS, STOP_WORDS, LINES, BULLET_LINES, ELLIPSIS_LINES,
  PARAGRAPHS, DUP_PARAGRAPHS, DUP_PARAGRAPH_CHARS, LINE_RUNS, DUP_LINE_RUNS, DUP_LINE_RUN_CHARS,
  TOP_2GRAM, _, _, DUP_5GRAM, _, _, _, _, _,
- FIRST_LOREM_LINE, FIRST_CURLY_LINE, SENTENCES,
- CONTENT_LINES, PUNCT_LINES, SHORT_LINES, DUP_CONTENT_LINE_CHARS) = range(len(COLUMNS))
+ LOREM, CURLY, SENTENCES,
+ CONTENT_LINES, NO_CONTENT_LINES, PUNCT_LINES, SHORT_LINES, DUP_CONTENT_LINE_CHARS,
+ CHARS_BUT_NEWLINES) = range(len(COLUMNS))
+
+# A check, a row of `measure`'s `checks`: the value is column NUM, divided by column DEN if DEN >= 0 (IF_NONE
+# where that is 0); a value of 0 counts as none if ZERO_IS_NONE; it fails when below (BELOW) or above the
+# THRESHOLD. No value (NaN) never fails.
+NUM, DEN, IF_NONE, ZERO_IS_NONE, BELOW, THRESHOLD = range(6)
 
 # C4's switches, `measure`'s `c4_flags` in this order
 C4_FLAGS = ("remove_citations", "terminal_punct", "lorem_ipsum", "javascript", "curly_bracket", "policy")
@@ -68,11 +77,16 @@ def layout(size: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_flags, needles, needle_ends,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
-            short_line, arena, size):
-    """Per text (`data[starts[d]:ends[d]]`, UTF-8), the numbers of `COLUMNS` that `modes` asks for (the
-    others stay 0), but for the rule sets that skip the text: those whose `skip_cjk` (one per `modes` bit)
-    its fraction of CJK characters exceeds.
+def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stops, c4_limits, c4_flags, needles,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+            needle_ends, short_line, arena, size):
+    """Judge each text (`data[starts[d]:ends[d]]`, UTF-8) by the rule sets of `order` (bits, in the order they
+    are judged), but for those that skip it: whose `skip_cjk` (one per bit) its fraction of CJK characters
+    exceeds. Return, per text, the numbers of `COLUMNS` (those it was judged by; the others stay 0), the first
+    check it fails (an index into `checks`; -1 if none) and that check's value.
+
+    `checks`: rows of NUM, DEN, ... (see there), those of the k-th rule set of `order` ending at
+    `check_ends[k]`, in the order they are judged. A text is measured for a rule set only while it has failed
+    none of the checks before: what no check will read is not computed.
 
     `stops`: token hashes of gopher_quality's stop words, no two equal; `c4_limits`: (longest word, fewest
     words) of a line C4 keeps, `c4_flags`: C4's switches (`C4_FLAGS`), `needles`: code points of "lorem
@@ -82,6 +96,8 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
     """
     n = len(starts)
     out = np.zeros((n, len(COLUMNS)))
+    rule = np.full(n, -1, np.int64)
+    value = np.full(n, np.nan)
     o = layout(size)
     last_gen = arena[o[0] : o[1]].view(np.int64)
     hash_table = arena[o[1] : o[2]].view(np.uint64)
@@ -103,35 +119,55 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
     cumulative = arena[o[17] : o[18]].view(np.int64)
     gen = last_gen[0]
     seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
+    every = len(COLUMNS)
     for d in range(n):
         row = out[d]
         chars, lines = _decode(data, starts[d], ends[d], table, cps, cls, breaks, row)
+        row[EMPTY] = chars == 0
         frac_cjk = row[CJK_CHARS] / chars if chars else 0.0
-        active = modes
-        for bit in range(len(skip_cjk)):
-            if frac_cjk > skip_cjk[bit]:
-                active &= ~(1 << bit)
-        if active & (GOPHER_QUALITY | GOPHER_REPETITION | FINEWEB):
-            m = _tokens(cps, cls, chars, t_len, t_hash, t_flags)
-            row[WORDS] = m
-            if active & GOPHER_QUALITY:
+        m = k = -1  # tokens, pieces: not cut yet
+        lined = 0  # lines: 1 counted for gopher_quality, 2 and checked for C4
+        failed = False
+        v = np.nan
+        j = 0
+        for s in range(len(order)):
+            bit, end = order[s], check_ends[s]
+            skip = False
+            for b in range(len(skip_cjk)):
+                skip |= bit == 1 << b and frac_cjk > skip_cjk[b]
+            if skip:
+                j = end
+                continue
+            if bit != C4 and m < 0:
+                m = _tokens(cps, cls, chars, t_len, t_hash, t_flags)
+                row[WORDS] = m
+            if bit & (GOPHER_REPETITION | FINEWEB) and k < 0:
+                k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
+            if bit == GOPHER_QUALITY:
                 _word_counts(t_len, t_hash, t_flags, m, stops, seen, row)
-            if active & GOPHER_REPETITION:
-                gen = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row)
-        if active & (GOPHER_QUALITY | C4):
-            _lines(cps, cls, chars, breaks, lines, table, active, c4_limits, c4_flags, needles, needle_ends, line, row)
-        if active & (GOPHER_REPETITION | FINEWEB):
-            k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
-            if active & GOPHER_REPETITION:
+                if not lined:
+                    _lines(cps, cls, chars, breaks, lines, table, False, c4_limits, c4_flags, needles, needle_ends,
+                           line, row)
+                    lined = 1
+            elif bit == C4:
+                _lines(cps, cls, chars, breaks, lines, table, True, c4_limits, c4_flags, needles, needle_ends,
+                       line, row)
+                lined = 2
+            elif bit == GOPHER_REPETITION:
                 gen = _next_gen(hash_table, gen)
                 row[PARAGRAPHS : PARAGRAPHS + 3] = _paragraphs(cps, cls, chars, pieces, p_hash, p_power, hash_table,
                                                                gen)
                 gen = _next_gen(hash_table, gen)
                 row[LINE_RUNS : LINE_RUNS + 3] = _repeats(pieces, p_hash, p_content, k, RUNS, hash_table, gen)
-            if active & FINEWEB:
+                j, failed, v = _judge(row, checks, j, end, TOP_2GRAM)
+                if not failed:
+                    gen, j, failed, v = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table,
+                                                gen, row, checks, j, end)
+            else:
                 gen = _next_gen(hash_table, gen)
                 counts = _repeats(pieces, p_hash, p_content, k, CONTENT, hash_table, gen)
                 row[CONTENT_LINES], row[DUP_CONTENT_LINE_CHARS] = counts[0], counts[2]
+                row[NO_CONTENT_LINES], row[CHARS_BUT_NEWLINES] = counts[0] == 0, chars - row[NEWLINES]
                 for p in range(k):
                     a, e = pieces[0, p], pieces[1, p]
                     if p_content[p]:
@@ -139,8 +175,32 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
                             row[PUNCT_LINES] += 1
                         if e - a <= short_line:
                             row[SHORT_LINES] += 1
+            if not failed:
+                j, failed, v = _judge(row, checks, j, end, every)
+            if failed:
+                rule[d], value[d] = j, v
+                break
     last_gen[0] = gen
-    return out
+    return out, rule, value
+
+
+@njit(cache=True, nogil=True)
+def _judge(row, checks, j: int, end: int, ready: int) -> tuple[int, bool, float]:  # noqa: ANN001 - numba arrays
+    """Judge `row` by checks[j:end] in order, while their columns are before `ready`: return the next check
+    (the one failed if any), whether it failed, and its value."""
+    while j < end:
+        num, den = np.int64(checks[j, NUM]), np.int64(checks[j, DEN])
+        if num >= ready or den >= ready:
+            return j, False, np.nan
+        v = row[num]
+        if den >= 0:
+            v = v / row[den] if row[den] > 0 else checks[j, IF_NONE]
+        if checks[j, ZERO_IS_NONE] and v == 0:
+            v = np.nan
+        if v < checks[j, THRESHOLD] if checks[j, BELOW] else v > checks[j, THRESHOLD]:
+            return j, True, v
+        j += 1
+    return j, False, np.nan
 
 
 @njit(cache=True, nogil=True)
@@ -361,9 +421,10 @@ def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
 
 
 @njit(cache=True, nogil=True)
-def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
-    """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10; return the hash table's last
-    generation.
+def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row, checks, j, end):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10, each level judged by checks[j:end]
+    (`_judge`) as soon as it is counted, up to the first failed; return the hash table's last generation and
+    what `_judge` returned last.
 
     2-grams are grouped by a 64-bit key of (token, next token). An n-gram can repeat only where the
     (n-1)-grams at its first and second token repeat, so a level only groups those positions, by a key of
@@ -386,14 +447,14 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
         groups = 0
-        for j in range(count):
-            g = _group_of(keys[cur, j], bits, hash_table, gen, groups)
-            is_first[j] = g == groups
-            if is_first[j]:
+        for x in range(count):
+            g = _group_of(keys[cur, x], bits, hash_table, gen, groups)
+            is_first[x] = g == groups
+            if is_first[x]:
                 sizes[g] = 0
                 groups += 1
             sizes[g] += 1
-            group[j] = g
+            group[x] = g
         # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
         top = cumulative[n] + n - 1 if m >= n else 0
         best = 1
@@ -401,25 +462,25 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         total = 0
         nxt = 1 - cur
         k = 0
-        for j in range(count):
-            size = sizes[group[j]]
-            i = at[j]
+        for x in range(count):
+            size = sizes[group[x]]
+            i = at[x]
             if n <= 4 and size > best:
                 best = size
                 top = best * (cumulative[i + n] - cumulative[i] + n - 1)
-            if n > 4 and not is_first[j] and i >= allowed:
+            if n > 4 and not is_first[x] and i >= allowed:
                 total += cumulative[i + n] - cumulative[i]
                 allowed = i + n
-            if size >= 2 and j + 1 < count and at[j + 1] == i + 1 and sizes[group[j + 1]] >= 2 and i + n < m:
+            if size >= 2 and x + 1 < count and at[x + 1] == i + 1 and sizes[group[x + 1]] >= 2 and i + n < m:
                 levels[nxt, 0, k] = i
-                keys[nxt, k] = (np.uint64(group[j] + 1) * GROUP_MIX) ^ t_hash[i + n]
+                keys[nxt, k] = (np.uint64(group[x] + 1) * GROUP_MIX) ^ t_hash[i + n]
                 k += 1
-        if n <= 4:
-            row[TOP_2GRAM + n - 2] = top
-        else:
-            row[DUP_5GRAM + n - 5] = total
+        row[TOP_2GRAM + n - 2] = top if n <= 4 else total  # the dup_n columns follow the top_n ones
+        j, failed, v = _judge(row, checks, j, end, TOP_2GRAM + n - 1)
+        if failed:
+            return gen, j, failed, v
         cur, count = nxt, k
-    return gen
+    return gen, j, False, np.nan
 
 
 # which pieces `_repeats` counts
@@ -545,13 +606,13 @@ def _ends_in_dots(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
 
 
 @njit(cache=True, nogil=True)
-def _lines(cps, cls, size, breaks, lines, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+def _lines(cps, cls, size, breaks, lines, table, c4, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """The lines of cps[:size] as str.splitlines() gives them (no empty line after a final break, none in an
     empty text), cut at its `lines` `breaks`: gopher_quality's counts of lines, of lines whose first
     non-space character is "•" or "-", and of lines that end in "..." or "\u2026" before trailing whitespace;
-    C4's line checks."""
+    with `c4`, C4's line checks, up to the first line with "lorem ipsum" or "{" (which C4 drops the text for:
+    the counts are then partial)."""
     a = p = 0
-    first_lorem = first_curly = -1
     sentences = bullets = ellipses = 0
     for q in range(lines + 1):
         i = breaks[q] if q < lines else size
@@ -563,17 +624,15 @@ def _lines(cps, cls, size, breaks, lines, table, modes, c4_limits, c4_flags, nee
                 bullets += 1
             if cps[e - 1] == 0x2026 or _ends_in_dots(cps, s, e):
                 ellipses += 1
-        if modes & C4:
+        if c4:
             verdict = _c4_line(cps, cls, s, e, table, c4_limits, c4_flags, needles, needle_ends, line)
-            if verdict & 2 and first_lorem < 0:
-                first_lorem = p
-            if verdict & 4 and first_curly < 0:
-                first_curly = p
+            if verdict & 6:
+                row[LOREM], row[CURLY] = (verdict & 2) != 0, (verdict & 4) != 0
+                break
             sentences += verdict >> 3
         p += 1
         a = i + (2 if i + 1 < size and cps[i] == 0x0D and cps[i + 1] == 0x0A else 1)
-    row[LINES], row[BULLET_LINES], row[ELLIPSIS_LINES] = p, bullets, ellipses
-    row[FIRST_LOREM_LINE], row[FIRST_CURLY_LINE], row[SENTENCES] = first_lorem, first_curly, sentences
+    row[LINES], row[BULLET_LINES], row[ELLIPSIS_LINES], row[SENTENCES] = p, bullets, ellipses, sentences
 
 
 @njit(cache=True, nogil=True)
