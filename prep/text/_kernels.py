@@ -266,8 +266,9 @@ def _tokens(cps, cls, size, t_len, t_hash, t_flags):  # noqa: ANN001, ANN201 - n
     """spaCy-like tokens of cps[:size] (see prep.text.filters' module doc); return their number.
 
     Per token: characters, 64-bit hash (sum(c_i * HASH_BASE**i) + length, mod 2**64), and flags (bit 0:
-    has a non-punctuation character, bit 1: has a letter). A word (a run of non-whitespace) is cut into
-    tokens as soon as it is read.
+    has a non-punctuation character, bit 1: has a letter). A word (a run of non-whitespace) is hashed up to
+    its first punctuation character; a word with one, last ("word," or "end."), is cut there, one with more
+    is cut by `_cut_word`.
     """
     k = 0
     i = 0
@@ -276,35 +277,32 @@ def _tokens(cps, cls, size, t_len, t_hash, t_flags):  # noqa: ANN001, ANN201 - n
             i += 1
             continue
         w = i  # a word: [w, e)
-        others = 0
-        alpha = alpha_before = False  # before: without the last character
-        h, h_before, power = np.uint64(0), np.uint64(0), np.uint64(1)
-        while i < size and not cls[i] & SPACE:
-            bits = cls[i]
-            if not bits & PUNCT:
-                others += 1
-            alpha_before, h_before = alpha, h
-            alpha |= (bits & ALPHA) != 0
+        alpha = False
+        h, power = np.uint64(0), np.uint64(1)
+        while i < size and not cls[i] & (SPACE | PUNCT):
+            alpha |= (cls[i] & ALPHA) != 0
             h += np.uint64(cps[i]) * power
             power *= HASH_BASE
             i += 1
-        e = i
-        length = e - w
-        if others == length:  # no punctuation, so nothing to cut: the word is one token
-            t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), 1 | (2 if alpha else 0)
+        if i == size or cls[i] & SPACE:  # no punctuation, so nothing to cut: the word is one token
+            t_len[k], t_hash[k], t_flags[k] = i - w, h + np.uint64(i - w), 1 | (2 if alpha else 0)
             k += 1
             continue
-        last = cps[e - 1]
-        if (others == length - 1 and length >= 2 and cls[e - 1] & PUNCT and last != 0x2D
-                and not (length == 2 and last == 0x2E and cls[w] & ALPHA)):
-            # the commonest other case, "word," or "end.": one trailing punctuation character, cut off
-            t_len[k], t_hash[k] = length - 1, h_before + np.uint64(length - 1)
-            t_flags[k] = 1 | (2 if alpha_before else 0)
+        last = cps[i]
+        if ((i + 1 == size or cls[i + 1] & SPACE) and i > w and last != 0x2D
+                and not (i - w == 1 and last == 0x2E and cls[w] & ALPHA)):
+            # the commonest other case: one punctuation character, the last, cut off
+            t_len[k], t_hash[k], t_flags[k] = i - w, h + np.uint64(i - w), 1 | (2 if alpha else 0)
             t_len[k + 1], t_hash[k + 1] = 1, np.uint64(last) + np.uint64(1)
-            t_flags[k + 1] = 2 if cls[e - 1] & ALPHA else 0
+            t_flags[k + 1] = 2 if cls[i] & ALPHA else 0
             k += 2
+            i += 1
             continue
-        k = _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k)
+        others = i - w
+        while i < size and not cls[i] & SPACE:
+            others += not cls[i] & PUNCT
+            i += 1
+        k = _cut_word(cps, cls, w, i, others, t_len, t_hash, t_flags, k)
     return k
 
 
@@ -321,39 +319,39 @@ def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN00
     length, h, flags, power = 0, np.uint64(0), 0, np.uint64(1)  # of the token being read
     for j in range(size):
         cp, bits = cps[w + j], cls[w + j]
-        # leading or trailing punctuation: tokens of their own; not a hyphen in a word
-        affix = ((bits & PUNCT) != 0 and (before == 0 or before == others) and not (cp == 0x2D and others > 0)
-                 and not (j == size - 1 and abbreviation))
-        if j == 0:
-            start = True
-            infix = False
-        elif affix:  # a run of "." or "-" is one token
-            start = infix_before or not ((cp == 0x2E or cp == 0x2D) and cps[w + j - 1] == cp and affix_before)
-            infix = False
-        else:
-            prev_b = cls[w + j - 1]
-            next_b = cls[w + j + 1] if j + 1 < size else np.uint8(0)
-            alpha_after = (next_b & ALPHA) != 0
-            infix = (
-                ((cp == 0x2D or _is_infix_symbol(cp)) and (prev_b & (ALPHA | DIGIT)) != 0 and alpha_after)
-                or (cp == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
-                or (_is_math(cp) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
-            )  # spaCy's infixes: a character between these splits the word in three
-            apostrophe = (cp == 0x27 or cp == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after
-            start = infix_before or affix_before or infix or apostrophe
-        if not bits & PUNCT:
+        if not bits & PUNCT:  # most characters: never an affix, an infix or an apostrophe, all punctuation
+            start = j == 0 or affix_before or infix_before
+            affix = infix = False
             before += 1
+        else:
+            # leading or trailing punctuation: tokens of their own; not a hyphen in a word
+            affix = ((before == 0 or before == others) and not (cp == 0x2D and others > 0)
+                     and not (j == size - 1 and abbreviation))
+            if j == 0:
+                start = True
+                infix = False
+            elif affix:  # a run of "." or "-" is one token
+                start = infix_before or not ((cp == 0x2E or cp == 0x2D) and cps[w + j - 1] == cp and affix_before)
+                infix = False
+            else:
+                prev_b = cls[w + j - 1]
+                next_b = cls[w + j + 1] if j + 1 < size else np.uint8(0)
+                alpha_after = (next_b & ALPHA) != 0
+                infix = (
+                    ((cp == 0x2D or _is_infix_symbol(cp)) and (prev_b & (ALPHA | DIGIT)) != 0 and alpha_after)
+                    or (cp == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
+                    or (_is_math(cp) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
+                )  # spaCy's infixes: a character between these splits the word in three
+                apostrophe = (cp == 0x27 or cp == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after
+                start = infix_before or affix_before or infix or apostrophe
         affix_before, infix_before = affix, infix
-        if start and j:
-            t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
-            k += 1
         if start:
+            if j:
+                t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
+                k += 1
             length, h, flags, power = 0, np.uint64(0), 0, np.uint64(1)
         length += 1
-        if not bits & PUNCT:
-            flags |= 1
-        if bits & ALPHA:
-            flags |= 2
+        flags |= ((bits & PUNCT) == 0) | (((bits & ALPHA) != 0) << 1)
         h += np.uint64(cp) * power
         power *= HASH_BASE
     t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
