@@ -54,6 +54,10 @@ NUM, DEN, IF_NONE, ZERO_IS_NONE, BELOW, THRESHOLD = range(6)
 # C4's switches, `measure`'s `c4_flags` in this order
 C4_FLAGS = ("remove_citations", "terminal_punct", "lorem_ipsum", "javascript", "curly_bracket", "policy")
 
+# The helpers of `measure` allocate nothing, so they are compiled without numba's reference counts: a call
+# would otherwise count each array argument in and out atomically, which costs more than most calls' work.
+_helper = njit(cache=True, nogil=True, _nrt=False)
+
 
 @njit(cache=True, nogil=True)
 def layout(size: int) -> np.ndarray:
@@ -184,7 +188,7 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
     return out, rule, value
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _judge(row, checks, j: int, end: int, ready: int) -> tuple[int, bool, float]:  # noqa: ANN001 - numba arrays
     """Judge `row` by checks[j:end] in order, while their columns are before `ready`: return the next check
     (the one failed if any), whether it failed, and its value."""
@@ -203,7 +207,7 @@ def _judge(row, checks, j: int, end: int, ready: int) -> tuple[int, bool, float]
     return j, False, np.nan
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 - numba arrays
     """Decode data[a:e] into `cps` with each code point's class in `cls`, count CJK characters, "#",
     ellipses ("..." as str.count counts it, and "\u2026") and "\\n"; return the number of code points and
@@ -251,17 +255,17 @@ def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 -
     return size, lines
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _is_infix_symbol(c: int) -> bool:  # "/:<>="
     return c == 0x2F or c == 0x3A or c == 0x3C or c == 0x3E or c == 0x3D
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _is_math(c: int) -> bool:  # "+-*^"
     return c == 0x2B or c == 0x2D or c == 0x2A or c == 0x5E
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _tokens(cps, cls, size, t_len, t_hash, t_flags):  # noqa: ANN001, ANN201 - numba arrays
     """spaCy-like tokens of cps[:size] (see prep.text.filters' module doc); return their number.
 
@@ -306,7 +310,7 @@ def _tokens(cps, cls, size, t_len, t_hash, t_flags):  # noqa: ANN001, ANN201 - n
     return k
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """Cut the word cps[w:e] (with punctuation, `others` characters that are not) into tokens from the k-th
     on, in one pass; return the next token's index."""
@@ -358,7 +362,7 @@ def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN00
     return k + 1
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _word_counts(t_len, t_hash, t_flags, m, stops, seen, row):  # noqa: ANN001, ANN201 - numba arrays
     """gopher_quality's word counts: words with a non-punctuation character and their characters, words with
     a letter, distinct stop words (by hash; a 64-bit mask of their low bits rules most words out at once)."""
@@ -379,12 +383,12 @@ def _word_counts(t_len, t_hash, t_flags, m, stops, seen, row):  # noqa: ANN001, 
     row[CONTENT_WORDS], row[CONTENT_CHARS], row[ALPHA_WORDS], row[STOP_WORDS] = content, chars, alpha, np.sum(seen)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _slot(key, bits):  # noqa: ANN001, ANN201 - numba scalars
     return np.int64((key * HASH_BASE) >> np.uint64(64 - bits))
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _table_bits(items: int) -> int:
     """log2 of a table size for `items` keys (at most half full)."""
     bits = 4
@@ -393,7 +397,7 @@ def _table_bits(items: int) -> int:
     return bits
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba arrays
     """The value stored for `key` in generation `gen` of the hash table's first 2**bits slots, else `new`, now
     stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line."""
@@ -408,7 +412,7 @@ def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba 
     return new
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
     """The hash table's next generation: all its slots empty again (cleared once every 2**31 uses)."""
     if gen + 1 < 1 << 31:
@@ -417,7 +421,7 @@ def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
     return 1
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row, checks, j, end):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10, each level judged by checks[j:end]
     (`_judge`) as soon as it is counted, up to the first failed; return the hash table's last generation and
@@ -443,13 +447,10 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         at, group, is_first = levels[cur, 0], levels[cur, 1], first[cur]
         gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
-        groups = 0
-        for x in range(count):
-            g = _group_of(keys[cur, x], bits, hash_table, gen, groups)
-            is_first[x] = g == groups
-            if is_first[x]:
-                sizes[g] = 0
-                groups += 1
+        for x in range(count):  # a group is named by its first n-gram: no probe waits for the one before
+            sizes[x] = 0
+            g = _group_of(keys[cur, x], bits, hash_table, gen, x)
+            is_first[x] = g == x
             sizes[g] += 1
             group[x] = g
         # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
@@ -484,7 +485,7 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
 RUNS, CONTENT = 0, 1
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """The pieces of cps[:size] between its "\\n" (among the `lines` `breaks`), as Arrow's split of the text
     gives them; return their number (at least one, maybe empty). Per piece: first and end char (`pieces`),
@@ -510,7 +511,7 @@ def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content): 
     return k
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
     """The hash of cps[a:e] as `_pieces` hashes a piece."""
     h = np.uint64(e - a)
@@ -519,7 +520,7 @@ def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
     return h
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """(paragraphs, repeated ones, their characters) as datatrove's find_duplicates counts the pieces of the
     stripped text between runs of two or more "\\n" (regex "\\n{2,}").
@@ -566,7 +567,7 @@ def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # no
     return count, dup, chars
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _repeats(pieces, p_hash, p_content, k, which, hash_table, gen):  # noqa: ANN001, ANN201 - numba arrays
     """(pieces, repeated pieces, characters of the repeated ones) among the first k pieces, as datatrove's
     find_duplicates: a piece repeats when an equal one (by hash) came earlier. `which`: the pieces of a split
@@ -586,7 +587,7 @@ def _repeats(pieces, p_hash, p_content, k, which, hash_table, gen):  # noqa: ANN
     return count, dup, chars
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _trim(cls, a: int, e: int) -> tuple[int, int]:  # noqa: ANN001 - numba array
     """[a, e) without the whitespace at its ends."""
     while a < e and cls[a] & SPACE:
@@ -596,13 +597,13 @@ def _trim(cls, a: int, e: int) -> tuple[int, int]:  # noqa: ANN001 - numba array
     return a, e
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _ends_in_dots(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
     """Whether cps[a:e] ends in "..."."""
     return e - a >= 3 and cps[e - 1] == 0x2E and cps[e - 2] == 0x2E and cps[e - 3] == 0x2E
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _lines(cps, cls, size, breaks, lines, table, c4, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """The lines of cps[:size] as str.splitlines() gives them (no empty line after a final break, none in an
     empty text), cut at its `lines` `breaks`: gopher_quality's counts of lines, of lines whose first
@@ -632,7 +633,7 @@ def _lines(cps, cls, size, breaks, lines, table, c4, c4_limits, c4_flags, needle
     row[LINES], row[BULLET_LINES], row[ELLIPSIS_LINES], row[SENTENCES] = p, bullets, ellipses, sentences
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _citation_at(cps, j: int, e: int) -> int:  # noqa: ANN001 - numba array
     """The end of the citation mark ("[digits]", "[edit]", "[citation needed]", C4's) at cps[j], else -1."""
     if cps[j] != 0x5B:
@@ -652,7 +653,7 @@ _EDIT = np.array([ord(ch) for ch in "[edit]"], np.int32)
 _CITATION_NEEDED = np.array([ord(ch) for ch in "[citation needed]"], np.int32)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
     """Whether cps[a:e] starts with `word`."""
     if e - a < len(word):
@@ -663,7 +664,7 @@ def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
     return True
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _lower(cp: int) -> int:
     """Arrow's utf8_lower of a code point, where the result is ASCII (all that C4's substrings can match)."""
     if cp == 0x130:  # "İ"
@@ -673,7 +674,7 @@ def _lower(cp: int) -> int:
     return cp + 0x20 * (0x41 <= cp <= 0x5A)  # no branch on the case of a letter
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, line):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """C4's checks of the trimmed line cps[a:e], as bits: 1 kept, 2 "lorem ipsum", 4 "{" (once
     "javascript" lines are out); the line's sentences above them (bits 3 on)."""
@@ -730,7 +731,7 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
     return verdict | ((_sentence_breaks(line, size, table) + 1) << 3)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _find(line, size: int, needles, needle_ends) -> int:  # noqa: ANN001 - numba arrays
     """Which needles (lower-case ASCII, as bits) line[:size] contains: one pass, a character that starts none
     of them ruled out by a bit mask."""
@@ -755,7 +756,7 @@ def _find(line, size: int, needles, needle_ends) -> int:  # noqa: ANN001 - numba
     return found
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _sentence_breaks(line, size, table) -> int:  # noqa: ANN001 - numba arrays
     """Matches of the regex (?:^|[^.!?])[.!?][\\pP]*\\s+\\pP*[^\\s\\pP] in line[:size] as Arrow's
     count_substring_regex counts them (RE2, leftmost, not overlapping, each search starting where the last
@@ -790,11 +791,11 @@ def _sentence_breaks(line, size, table) -> int:  # noqa: ANN001 - numba arrays
     return count
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _stop(cp: int) -> bool:  # ".!?"
     return cp == 0x2E or cp == 0x21 or cp == 0x3F
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _ascii_space(cp: int) -> bool:  # RE2's \s: "\t\n\f\r "
     return cp == 0x20 or cp == 0x09 or cp == 0x0A or cp == 0x0C or cp == 0x0D
