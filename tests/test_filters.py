@@ -93,6 +93,18 @@ def test_gopher_quality_each_rule_at_its_threshold() -> None:
     assert verdict([bullets], gopher_quality={"max_bullet_lines": False, "min_alpha_words": 0.3}) == [None]
 
 
+@pytest.mark.parametrize("stops", [[], [word(3)], [word(j) for j in range(150, 250)],
+                                   [word(j) for j in range(0, 600, 3)]])
+def test_any_number_of_stop_words_is_counted(stops: list[str]) -> None:
+    """The distinct stop words of a text of plain words, however many stop words there are (the compiled
+    lookup has a slot per stop word, and a slow path where two want the same)."""
+    words = [word(j) for j in range(200)]
+    off = {k: False for k in RULE_SETS["gopher_quality"] if k.startswith(("min_", "max_"))}
+    settings = check_filters({"gopher_quality": dict(off, min_stop_words=10**6, stop_words=stops)}, FEATURES)
+    counted = text_verdict(pa.array([" ".join(words * 2), "", " ".join(stops)]), settings).value
+    assert counted.tolist() == [len(set(stops) & set(words)), 0, len(set(stops))]
+
+
 def test_gopher_repetition_lines_paragraphs_and_ngrams() -> None:
     text = prose(20)
     assert verdict([text], gopher_repetition={}) == [None]

@@ -123,6 +123,7 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
     cumulative = arena[o[17] : o[18]].view(np.int64)
     gen = last_gen[0]
     seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
+    stop_table = _stop_table(stops)
     every = len(COLUMNS)
     for d in range(n):
         row = out[d]
@@ -148,7 +149,7 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
             if bit & (GOPHER_REPETITION | FINEWEB) and k < 0:
                 k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
             if bit == GOPHER_QUALITY:
-                _word_counts(t_len, t_hash, t_flags, m, stops, seen, row)
+                _word_counts(t_len, t_hash, t_flags, m, stops, stop_table, seen, row)
                 if not lined:
                     _lines(cps, cls, chars, breaks, lines, table, False, c4_limits, c4_flags, needles, needle_ends,
                            line, row)
@@ -362,24 +363,46 @@ def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN00
     return k + 1
 
 
-@_helper
-def _word_counts(t_len, t_hash, t_flags, m, stops, seen, row):  # noqa: ANN001, ANN201 - numba arrays
-    """gopher_quality's word counts: words with a non-punctuation character and their characters, words with
-    a letter, distinct stop words (by hash; a 64-bit mask of their low bits rules most words out at once)."""
-    content = chars = alpha = 0
-    mask = np.uint64(0)
+@njit(cache=True, nogil=True)
+def _stop_table(stops):  # noqa: ANN001, ANN201 - numba array
+    """A hash table of the stop words' hashes (`stops`, no two equal) for `_word_counts`: rows key, index in
+    `stops`, crowded (another stop word whose slot this is lies further on); slots at most a quarter full. An
+    empty slot holds the first stop word, whose own slot is not empty: no word that goes there equals it."""
+    bits = _table_bits(2 * len(stops))
+    mask = (1 << bits) - 1
+    table = np.zeros((3, 1 << bits), np.uint64)
+    used = np.zeros(1 << bits, np.bool_)
     for s in range(len(stops)):
-        mask |= np.uint64(1) << (stops[s] & np.uint64(63))
-    seen[:] = False
-    for k in range(m):  # no branch on a word's flags: they are mispredicted in code and mixed text
+        slot = _slot(stops[s], bits)
+        while used[slot]:
+            table[2, _slot(stops[s], bits)] = 1
+            slot = (slot + 1) & mask
+        table[0, slot], table[1, slot], used[slot] = stops[s], s, True
+    for slot in range(1 << bits):
+        if not used[slot] and len(stops):
+            table[0, slot], table[1, slot] = stops[0], 0
+    return table
+
+
+@_helper
+def _word_counts(t_len, t_hash, t_flags, m, stops, stop_table, seen, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """gopher_quality's word counts: words with a non-punctuation character and their characters, words with
+    a letter, distinct stop words (by hash, looked up in `_stop_table` without a branch but where crowded)."""
+    content = chars = alpha = 0
+    for k in range(m):  # no branch on a word's flags (mispredicted in code and mixed text): a vector loop
         flags = np.int64(t_flags[k])
         content += flags & 1
         chars += t_len[k] * (flags & 1)
         alpha += flags >> 1
-        if (mask >> (t_hash[k] & np.uint64(63))) & np.uint64(1):
+    seen[:] = False
+    bits = _table_bits(2 * len(stops))
+    for k in range(m * (len(stops) > 0)):
+        slot = _slot(t_hash[k], bits)
+        if stop_table[2, slot]:
             for s in range(len(stops)):
-                if t_hash[k] == stops[s]:
-                    seen[s] = True
+                seen[s] |= t_hash[k] == stops[s]
+        else:
+            seen[stop_table[1, slot]] |= t_hash[k] == stop_table[0, slot]
     row[CONTENT_WORDS], row[CONTENT_CHARS], row[ALPHA_WORDS], row[STOP_WORDS] = content, chars, alpha, np.sum(seen)
 
 
