@@ -261,20 +261,33 @@ class _Rule(NamedTuple):
     zero_is_none: bool = False
 
 
-def _judged(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]],
-            rules: list[list[_Rule]]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Per text, the numbers of `_kernels.COLUMNS` it was measured for, the first of the rules (those of each
-    rule set, in order) it fails (-1: none) and that rule's value: one compiled call over the texts' UTF-8
-    bytes (read in place: no conversion of the batch), which measures a text only for the rules still to judge.
-    """
+class _Program(NamedTuple):
+    """The rule sets of a pipeline as the compiled loop takes them: the rules' names and thresholds, each rule
+    set's `skip_frac_cjk`, and `_kernels.measure`'s arguments after the texts'."""
+
+    names: list[str]
+    thresholds: np.ndarray  # then NaN, the threshold of "no rule"
+    skip: dict[str, float]
+    args: tuple
+
+
+_programs: dict[str, _Program] = {}
+
+
+def _program(rule_sets: Mapping[str, Mapping[str, Any]]) -> _Program:
+    """The `_Program` of these rule sets, built once per settings (building it was most of a batch's Python time)."""
+    key = repr(rule_sets)
+    if key not in _programs:
+        if len(_programs) >= 16:
+            _programs.clear()
+        _programs[key] = _build(rule_sets)
+    return _programs[key]
+
+
+def _build(rule_sets: Mapping[str, Mapping[str, Any]]) -> _Program:
     from prep.text import _kernels
 
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    data, offsets = utf8_of(texts)
-    starts, ends = offsets[:-1], offsets[1:].copy()
-    if texts.null_count:  # null: empty
-        ends[numpy_of(texts.is_null())] = starts[numpy_of(texts.is_null())]
+    rules = [[r for r in _RULES[name](settings) if r.threshold is not False] for name, settings in rule_sets.items()]
     names = ("gopher_quality", "gopher_repetition", "c4", "fineweb")  # the order of `_kernels`' rule set bits
     order = np.array([1 << names.index(name) for name in rule_sets], np.int64)
     skip_cjk = np.array([rule_sets[name]["skip_frac_cjk"] if name in rule_sets else np.inf for name in names], float)
@@ -286,14 +299,36 @@ def _judged(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]],
     c4 = rule_sets.get("c4", RULE_SETS["c4"])
     longest_word = np.inf if c4["max_word_length"] == -1 else c4["max_word_length"]
     needles = ["lorem ipsum", "javascript", *POLICY_SUBSTRINGS]
-    out, first, value = _kernels.measure(
-        data, starts, ends, _classes(), order, skip_cjk, checks, np.cumsum([len(r) for r in rules], dtype=np.int64),
+    args = (
+        _classes(), order, skip_cjk, checks, np.cumsum([len(r) for r in rules], dtype=np.int64),
         stops, np.array([longest_word, c4["min_words_per_line"]], np.float64),
         np.array([c4[flag] for flag in _kernels.C4_FLAGS], np.bool_),
         np.array([ord(ch) for ch in "".join(needles)], np.int32), np.cumsum([len(w) for w in needles]),
         float(rule_sets.get("fineweb", RULE_SETS["fineweb"])["short_line_length"]),
-        *_arena(int(np.max(ends - starts, initial=0)) + 1),
     )
+    return _Program(
+        [f"{name}.{r.name}" for name, set_rules in zip(rule_sets, rules, strict=True) for r in set_rules],
+        np.array([float(r.threshold) for set_rules in rules for r in set_rules] + [np.nan]),
+        {name: settings["skip_frac_cjk"] for name, settings in rule_sets.items()},
+        args,
+    )
+
+
+def _judged(texts: pa.Array, program: _Program) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per text, the numbers of `_kernels.COLUMNS` it was measured for, the first of the program's rules it
+    fails (-1: none) and that rule's value: one compiled call over the texts' UTF-8 bytes (read in place: no
+    conversion of the batch), which measures a text only for the rules still to judge.
+    """
+    from prep.text import _kernels
+
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    data, offsets = utf8_of(texts)
+    starts, ends = offsets[:-1], offsets[1:].copy()
+    if texts.null_count:  # null: empty
+        ends[numpy_of(texts.is_null())] = starts[numpy_of(texts.is_null())]
+    out, first, value = _kernels.measure(data, starts, ends, *program.args,
+                                         *_arena(int(np.max(ends - starts, initial=0)) + 1))
     return dict(zip(_kernels.COLUMNS, out.T, strict=True)), first, value
 
 
@@ -385,13 +420,11 @@ def text_verdict(texts: pa.Array, filters: Mapping[str, Mapping[str, Any]]) -> V
     rule_sets = {name: settings for name, settings in filters.items() if name != "bounds"}
     if not rule_sets:
         return judge([], len(texts))
-    rules = [[r for r in _RULES[name](settings) if r.threshold is not False] for name, settings in rule_sets.items()]
-    m, first, value = _judged(texts, rule_sets, rules)
+    program = _program(rule_sets)
+    m, first, value = _judged(texts, program)
     frac_cjk = _ratio(m["cjk"], m["chars"])
-    skipped = {name: int((frac_cjk > settings["skip_frac_cjk"]).sum()) for name, settings in rule_sets.items()}
-    names = [f"{name}.{r.name}" for name, set_rules in zip(rule_sets, rules, strict=True) for r in set_rules]
-    thresholds = np.array([float(r.threshold) for set_rules in rules for r in set_rules] + [np.nan])
-    return Verdict(first < 0, first, names, value, thresholds[first], skipped)
+    skipped = {name: int((frac_cjk > skip).sum()) for name, skip in program.skip.items()}
+    return Verdict(first < 0, first, list(program.names), value, program.thresholds[first], skipped)
 
 
 def bounds_verdict(features: Mapping[str, pa.Array], bounds: Mapping[str, Mapping[str, float]], n: int) -> Verdict:
