@@ -27,24 +27,25 @@ from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, GROUP_MIX, HASH_BASE, P
 GOPHER_QUALITY, GOPHER_REPETITION, C4, FINEWEB = 1, 2, 4, 8
 
 # `measure`'s columns, per text (see the rule sets in prep.text.filters for their use). gopher_repetition's
-# columns lie in the order it computes them: a check is judged as soon as the columns before its own are.
+# columns lie in the order it computes them: a check is judged as soon as the columns before its own are; the
+# words come last, as they are cut only for the first check that needs them.
 COLUMNS = (
-    "chars", "cjk", "hashes", "ellipses", "newlines", "empty", "words",
+    "chars", "cjk", "hashes", "ellipses", "newlines", "empty",
     "content_words", "content_chars", "alpha_words", "stop_words", "lines", "bullet_lines", "ellipsis_lines",
     "paragraphs", "dup_paragraphs", "dup_paragraph_chars", "line_runs", "dup_line_runs", "dup_line_run_chars",
     "top_2gram", "top_3gram", "top_4gram",
     "dup_5gram", "dup_6gram", "dup_7gram", "dup_8gram", "dup_9gram", "dup_10gram",
     "lorem", "curly", "sentences",
     "content_lines", "no_content_lines", "punct_lines", "short_lines", "dup_content_line_chars",
-    "chars_but_newlines",
+    "chars_but_newlines", "words",
 )
-(CHARS, CJK_CHARS, HASHES, ELLIPSES, NEWLINES, EMPTY, WORDS,
+(CHARS, CJK_CHARS, HASHES, ELLIPSES, NEWLINES, EMPTY,
  CONTENT_WORDS, CONTENT_CHARS, ALPHA_WORDS, STOP_WORDS, LINES, BULLET_LINES, ELLIPSIS_LINES,
  PARAGRAPHS, DUP_PARAGRAPHS, DUP_PARAGRAPH_CHARS, LINE_RUNS, DUP_LINE_RUNS, DUP_LINE_RUN_CHARS,
  TOP_2GRAM, _, _, DUP_5GRAM, _, _, _, _, _,
  LOREM, CURLY, SENTENCES,
  CONTENT_LINES, NO_CONTENT_LINES, PUNCT_LINES, SHORT_LINES, DUP_CONTENT_LINE_CHARS,
- CHARS_BUT_NEWLINES) = range(len(COLUMNS))
+ CHARS_BUT_NEWLINES, WORDS) = range(len(COLUMNS))
 
 # A check, a row of `measure`'s `checks`: the value is column NUM, divided by column DEN if DEN >= 0 (IF_NONE
 # where that is 0); a value of 0 counts as none if ZERO_IS_NONE; it fails when below (BELOW) or above the
@@ -143,12 +144,10 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
             if skip:
                 j = end
                 continue
-            if bit != C4 and m < 0:
-                m = _tokens(cps, cls, chars, t_len, t_hash, t_flags)
-                row[WORDS] = m
             if bit & (GOPHER_REPETITION | FINEWEB) and k < 0:
                 k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
             if bit == GOPHER_QUALITY:
+                m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
                 _word_counts(t_len, t_hash, t_flags, m, stops, stop_table, seen, row)
                 if not lined:
                     _lines(cps, cls, chars, breaks, lines, table, False, c4_limits, c4_flags, needles, needle_ends,
@@ -166,6 +165,7 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
                 row[LINE_RUNS : LINE_RUNS + 3] = _repeats(pieces, p_hash, p_content, k, RUNS, hash_table, gen)
                 j, failed, v = _judge(row, checks, j, end, TOP_2GRAM)
                 if not failed:
+                    m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
                     gen, j, failed, v = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table,
                                                 gen, row, checks, j, end)
             else:
@@ -180,6 +180,9 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
                             row[PUNCT_LINES] += 1
                         if e - a <= short_line:
                             row[SHORT_LINES] += 1
+                j, failed, v = _judge(row, checks, j, end, WORDS)
+                if not failed:
+                    m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
             if not failed:
                 j, failed, v = _judge(row, checks, j, end, every)
             if failed:
@@ -254,6 +257,15 @@ def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 -
         size += 1
     row[CHARS], row[CJK_CHARS], row[HASHES], row[ELLIPSES], row[NEWLINES] = size, cjk, hashes, ellipses, newlines
     return size, lines
+
+
+@_helper
+def _words(cps, cls, size, t_len, t_hash, t_flags, m, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """The text's tokens (`_tokens`) unless cut already (`m` >= 0): their number."""
+    if m < 0:
+        m = _tokens(cps, cls, size, t_len, t_hash, t_flags)
+        row[WORDS] = m
+    return m
 
 
 @_helper
