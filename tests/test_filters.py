@@ -93,6 +93,18 @@ def test_gopher_quality_each_rule_at_its_threshold() -> None:
     assert verdict([bullets], gopher_quality={"max_bullet_lines": False, "min_alpha_words": 0.3}) == [None]
 
 
+@pytest.mark.parametrize("stops", [[], [word(3)], [word(j) for j in range(150, 250)],
+                                   [word(j) for j in range(0, 600, 3)]])
+def test_any_number_of_stop_words_is_counted(stops: list[str]) -> None:
+    """The distinct stop words of a text of plain words, however many stop words there are (the compiled
+    lookup has a slot per stop word, and a slow path where two want the same)."""
+    words = [word(j) for j in range(200)]
+    off = {k: False for k in RULE_SETS["gopher_quality"] if k.startswith(("min_", "max_"))}
+    settings = check_filters({"gopher_quality": dict(off, min_stop_words=10**6, stop_words=stops)}, FEATURES)
+    counted = text_verdict(pa.array([" ".join(words * 2), "", " ".join(stops)]), settings).value
+    assert counted.tolist() == [len(set(stops) & set(words)), 0, len(set(stops))]
+
+
 def test_gopher_repetition_lines_paragraphs_and_ngrams() -> None:
     text = prose(20)
     assert verdict([text], gopher_repetition={}) == [None]
@@ -149,6 +161,27 @@ def test_first_rule_in_file_order_wins_and_chinese_is_skipped_not_dropped() -> N
     assert v.skipped == {name: len(texts) for name in RULE_SETS}
     v = text_verdict(pa.array(texts), check_filters({"gopher_quality": {"skip_frac_cjk": 1.0}}, FEATURES))
     assert not v.keep.any()  # judged as English, every poem is "too short": why the skip exists
+
+
+@pytest.mark.parametrize("order", [list(RULE_SETS), list(reversed(RULE_SETS))])
+def test_rule_sets_together_judge_as_each_alone_in_turn(order: list[str]) -> None:
+    """A document is measured only for the rules still to judge (the compiled loop stops at the first failed):
+    with all four rule sets, its first failed rule and value are those of the first set, in file order, that
+    fails it alone."""
+    texts = [d["text"] for name in ("en_wikitext2", "en_fortunes", "code_python_stdlib", "web_html_pages",
+                                    "zh_manpages", "en_foldoc") for d in corpus_docs(name, 60)]
+    texts += [prose(8) + "\nlorem ipsum { here.\n" + prose(3), prose(8) + "\nA { b.\nlorem ipsum.", "", prose(20),
+              prose(10) + "\n" + sentence(3), prose(6) + "\n" + "Buy cheap pills now today. " * 30]
+    arrow = pa.array(texts)
+    together = text_verdict(arrow, check_filters({name: {} for name in order}, FEATURES))
+    expected_rule, expected_value = [None] * len(texts), np.full(len(texts), np.nan)
+    for name in reversed(order):
+        alone = text_verdict(arrow, check_filters({name: {}}, FEATURES))
+        for i in np.flatnonzero(~alone.keep).tolist():
+            expected_rule[i], expected_value[i] = alone.names[alone.rule[i]], alone.value[i]
+    assert [together.names[r] if r >= 0 else None for r in together.rule.tolist()] == expected_rule
+    np.testing.assert_array_equal(together.value, expected_value)
+    assert len({r.split(".")[0] for r in expected_rule if r}) == 4  # each set is the first to fail some
 
 
 def test_filtering_and_dedup_never_import_pandas(tmp_path: Path) -> None:

@@ -1,11 +1,12 @@
 """Compiled loop of the filter rules (numba), imported only when a rule set is configured.
 
-`measure` judges nothing: it turns a batch of texts into the per-text numbers the rules compare with
-their thresholds, in one call over the UTF-8 bytes of the batch. For each text it decodes the bytes
-into a scratch buffer the size of the longest text, classifying each code point through the lookup
-table and counting characters as it goes; the words, lines, paragraphs and n-grams the configured
-rule sets need are then cut from that buffer while it is still in the CPU's cache. Nothing per word
-or per line leaves the loop, and no array the size of the batch is built; a rule set that skips a
+`measure` judges a batch of texts by the rules in one call over the UTF-8 bytes of the batch. For each
+text it decodes the bytes into a scratch buffer the size of the longest text, classifying each code point
+through the lookup table and counting characters as it goes; the words, lines, paragraphs and n-grams the
+configured rule sets need are then cut from that buffer while it is still in the CPU's cache, a rule set at
+a time in the order they are judged, and each check is judged as soon as its numbers are counted: a text
+that fails one is measured no further (only the first rule it fails is counted, with its value). Nothing
+per word or per line leaves the loop, and no array the size of the batch is built; a rule set that skips a
 text (by its share of CJK characters) costs nothing past decoding it. Repeats are found in one
 open-addressing hash table that every text reuses: a slot holds the generation (the number of the
 current use) that filled it, so a text neither allocates nor clears a table. The scratch (an arena
@@ -22,28 +23,41 @@ from numba import njit
 
 from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, GROUP_MIX, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
 
-# What the rule sets need: `measure`'s `modes` bits.
+# The rule sets, as bits (`measure`'s `order` lists them in the order they are judged).
 GOPHER_QUALITY, GOPHER_REPETITION, C4, FINEWEB = 1, 2, 4, 8
 
-# `measure`'s columns, per text (see the rule sets in prep.text.filters for their use).
+# `measure`'s columns, per text (see the rule sets in prep.text.filters for their use). gopher_repetition's
+# columns lie in the order it computes them: a check is judged as soon as the columns before its own are; the
+# words come last, as they are cut only for the first check that needs them.
 COLUMNS = (
-    "chars", "cjk", "hashes", "ellipses", "newlines", "words",
+    "chars", "cjk", "hashes", "ellipses", "newlines", "empty",
     "content_words", "content_chars", "alpha_words", "stop_words", "lines", "bullet_lines", "ellipsis_lines",
     "paragraphs", "dup_paragraphs", "dup_paragraph_chars", "line_runs", "dup_line_runs", "dup_line_run_chars",
     "top_2gram", "top_3gram", "top_4gram",
     "dup_5gram", "dup_6gram", "dup_7gram", "dup_8gram", "dup_9gram", "dup_10gram",
-    "first_lorem_line", "first_curly_line", "sentences",
-    "content_lines", "punct_lines", "short_lines", "dup_content_line_chars",
+    "lorem", "curly", "sentences",
+    "content_lines", "no_content_lines", "punct_lines", "short_lines", "dup_content_line_chars",
+    "chars_but_newlines", "words",
 )
-(CHARS, CJK_CHARS, HASHES, ELLIPSES, NEWLINES, WORDS,
+(CHARS, CJK_CHARS, HASHES, ELLIPSES, NEWLINES, EMPTY,
  CONTENT_WORDS, CONTENT_CHARS, ALPHA_WORDS, STOP_WORDS, LINES, BULLET_LINES, ELLIPSIS_LINES,
  PARAGRAPHS, DUP_PARAGRAPHS, DUP_PARAGRAPH_CHARS, LINE_RUNS, DUP_LINE_RUNS, DUP_LINE_RUN_CHARS,
  TOP_2GRAM, _, _, DUP_5GRAM, _, _, _, _, _,
- FIRST_LOREM_LINE, FIRST_CURLY_LINE, SENTENCES,
- CONTENT_LINES, PUNCT_LINES, SHORT_LINES, DUP_CONTENT_LINE_CHARS) = range(len(COLUMNS))
+ LOREM, CURLY, SENTENCES,
+ CONTENT_LINES, NO_CONTENT_LINES, PUNCT_LINES, SHORT_LINES, DUP_CONTENT_LINE_CHARS,
+ CHARS_BUT_NEWLINES, WORDS) = range(len(COLUMNS))
+
+# A check, a row of `measure`'s `checks`: the value is column NUM, divided by column DEN if DEN >= 0 (IF_NONE
+# where that is 0); a value of 0 counts as none if ZERO_IS_NONE; it fails when below (BELOW) or above the
+# THRESHOLD. No value (NaN) never fails.
+NUM, DEN, IF_NONE, ZERO_IS_NONE, BELOW, THRESHOLD = range(6)
 
 # C4's switches, `measure`'s `c4_flags` in this order
 C4_FLAGS = ("remove_citations", "terminal_punct", "lorem_ipsum", "javascript", "curly_bracket", "policy")
+
+# The helpers of `measure` allocate nothing, so they are compiled without numba's reference counts: a call
+# would otherwise count each array argument in and out atomically, which costs more than most calls' work.
+_helper = njit(cache=True, nogil=True, _nrt=False)
 
 
 @njit(cache=True, nogil=True)
@@ -68,11 +82,16 @@ def layout(size: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_flags, needles, needle_ends,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
-            short_line, arena, size):
-    """Per text (`data[starts[d]:ends[d]]`, UTF-8), the numbers of `COLUMNS` that `modes` asks for (the
-    others stay 0), but for the rule sets that skip the text: those whose `skip_cjk` (one per `modes` bit)
-    its fraction of CJK characters exceeds.
+def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stops, c4_limits, c4_flags, needles,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+            needle_ends, short_line, arena, size):
+    """Judge each text (`data[starts[d]:ends[d]]`, UTF-8) by the rule sets of `order` (bits, in the order they
+    are judged), but for those that skip it: whose `skip_cjk` (one per bit) its fraction of CJK characters
+    exceeds. Return, per text, the numbers of `COLUMNS` (those it was judged by; the others stay 0), the first
+    check it fails (an index into `checks`; -1 if none) and that check's value.
+
+    `checks`: rows of NUM, DEN, ... (see there), those of the k-th rule set of `order` ending at
+    `check_ends[k]`, in the order they are judged. A text is measured for a rule set only while it has failed
+    none of the checks before: what no check will read is not computed.
 
     `stops`: token hashes of gopher_quality's stop words, no two equal; `c4_limits`: (longest word, fewest
     words) of a line C4 keeps, `c4_flags`: C4's switches (`C4_FLAGS`), `needles`: code points of "lorem
@@ -82,6 +101,8 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
     """
     n = len(starts)
     out = np.zeros((n, len(COLUMNS)))
+    rule = np.full(n, -1, np.int64)
+    value = np.full(n, np.nan)
     o = layout(size)
     last_gen = arena[o[0] : o[1]].view(np.int64)
     hash_table = arena[o[1] : o[2]].view(np.uint64)
@@ -103,35 +124,55 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
     cumulative = arena[o[17] : o[18]].view(np.int64)
     gen = last_gen[0]
     seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
+    stop_table = _stop_table(stops)
+    every = len(COLUMNS)
     for d in range(n):
         row = out[d]
         chars, lines = _decode(data, starts[d], ends[d], table, cps, cls, breaks, row)
+        row[EMPTY] = chars == 0
         frac_cjk = row[CJK_CHARS] / chars if chars else 0.0
-        active = modes
-        for bit in range(len(skip_cjk)):
-            if frac_cjk > skip_cjk[bit]:
-                active &= ~(1 << bit)
-        if active & (GOPHER_QUALITY | GOPHER_REPETITION | FINEWEB):
-            m = _tokens(cps, cls, chars, t_len, t_hash, t_flags)
-            row[WORDS] = m
-            if active & GOPHER_QUALITY:
-                _word_counts(t_len, t_hash, t_flags, m, stops, seen, row)
-            if active & GOPHER_REPETITION:
-                gen = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row)
-        if active & (GOPHER_QUALITY | C4):
-            _lines(cps, cls, chars, breaks, lines, table, active, c4_limits, c4_flags, needles, needle_ends, line, row)
-        if active & (GOPHER_REPETITION | FINEWEB):
-            k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
-            if active & GOPHER_REPETITION:
+        m = k = -1  # tokens, pieces: not cut yet
+        lined = 0  # lines: 1 counted for gopher_quality, 2 and checked for C4
+        failed = False
+        v = np.nan
+        j = 0
+        for s in range(len(order)):
+            bit, end = order[s], check_ends[s]
+            skip = False
+            for b in range(len(skip_cjk)):
+                skip |= bit == 1 << b and frac_cjk > skip_cjk[b]
+            if skip:
+                j = end
+                continue
+            if bit & (GOPHER_REPETITION | FINEWEB) and k < 0:
+                k = _pieces(cps, cls, chars, breaks, lines, pieces, p_hash, p_power, p_content)
+            if bit == GOPHER_QUALITY:
+                m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
+                _word_counts(t_len, t_hash, t_flags, m, stops, stop_table, seen, row)
+                if not lined:
+                    _lines(cps, cls, chars, breaks, lines, table, False, c4_limits, c4_flags, needles, needle_ends,
+                           line, row)
+                    lined = 1
+            elif bit == C4:
+                _lines(cps, cls, chars, breaks, lines, table, True, c4_limits, c4_flags, needles, needle_ends,
+                       line, row)
+                lined = 2
+            elif bit == GOPHER_REPETITION:
                 gen = _next_gen(hash_table, gen)
                 row[PARAGRAPHS : PARAGRAPHS + 3] = _paragraphs(cps, cls, chars, pieces, p_hash, p_power, hash_table,
                                                                gen)
                 gen = _next_gen(hash_table, gen)
                 row[LINE_RUNS : LINE_RUNS + 3] = _repeats(pieces, p_hash, p_content, k, RUNS, hash_table, gen)
-            if active & FINEWEB:
+                j, failed, v = _judge(row, checks, j, end, TOP_2GRAM)
+                if not failed:
+                    m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
+                    gen, j, failed, v = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table,
+                                                gen, row, checks, j, end)
+            else:
                 gen = _next_gen(hash_table, gen)
                 counts = _repeats(pieces, p_hash, p_content, k, CONTENT, hash_table, gen)
                 row[CONTENT_LINES], row[DUP_CONTENT_LINE_CHARS] = counts[0], counts[2]
+                row[NO_CONTENT_LINES], row[CHARS_BUT_NEWLINES] = counts[0] == 0, chars - row[NEWLINES]
                 for p in range(k):
                     a, e = pieces[0, p], pieces[1, p]
                     if p_content[p]:
@@ -139,11 +180,38 @@ def measure(data, starts, ends, table, modes, skip_cjk, stops, c4_limits, c4_fla
                             row[PUNCT_LINES] += 1
                         if e - a <= short_line:
                             row[SHORT_LINES] += 1
+                j, failed, v = _judge(row, checks, j, end, WORDS)
+                if not failed:
+                    m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
+            if not failed:
+                j, failed, v = _judge(row, checks, j, end, every)
+            if failed:
+                rule[d], value[d] = j, v
+                break
     last_gen[0] = gen
-    return out
+    return out, rule, value
 
 
-@njit(cache=True, nogil=True)
+@_helper
+def _judge(row, checks, j: int, end: int, ready: int) -> tuple[int, bool, float]:  # noqa: ANN001 - numba arrays
+    """Judge `row` by checks[j:end] in order, while their columns are before `ready`: return the next check
+    (the one failed if any), whether it failed, and its value."""
+    while j < end:
+        num, den = np.int64(checks[j, NUM]), np.int64(checks[j, DEN])
+        if num >= ready or den >= ready:
+            return j, False, np.nan
+        v = row[num]
+        if den >= 0:
+            v = v / row[den] if row[den] > 0 else checks[j, IF_NONE]
+        if checks[j, ZERO_IS_NONE] and v == 0:
+            v = np.nan
+        if v < checks[j, THRESHOLD] if checks[j, BELOW] else v > checks[j, THRESHOLD]:
+            return j, True, v
+        j += 1
+    return j, False, np.nan
+
+
+@_helper
 def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 - numba arrays
     """Decode data[a:e] into `cps` with each code point's class in `cls`, count CJK characters, "#",
     ellipses ("..." as str.count counts it, and "\u2026") and "\\n"; return the number of code points and
@@ -191,23 +259,33 @@ def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 -
     return size, lines
 
 
-@njit(cache=True, nogil=True)
+@_helper
+def _words(cps, cls, size, t_len, t_hash, t_flags, m, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """The text's tokens (`_tokens`) unless cut already (`m` >= 0): their number."""
+    if m < 0:
+        m = _tokens(cps, cls, size, t_len, t_hash, t_flags)
+        row[WORDS] = m
+    return m
+
+
+@_helper
 def _is_infix_symbol(c: int) -> bool:  # "/:<>="
     return c == 0x2F or c == 0x3A or c == 0x3C or c == 0x3E or c == 0x3D
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _is_math(c: int) -> bool:  # "+-*^"
     return c == 0x2B or c == 0x2D or c == 0x2A or c == 0x5E
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _tokens(cps, cls, size, t_len, t_hash, t_flags):  # noqa: ANN001, ANN201 - numba arrays
     """spaCy-like tokens of cps[:size] (see prep.text.filters' module doc); return their number.
 
     Per token: characters, 64-bit hash (sum(c_i * HASH_BASE**i) + length, mod 2**64), and flags (bit 0:
-    has a non-punctuation character, bit 1: has a letter). A word (a run of non-whitespace) is cut into
-    tokens as soon as it is read.
+    has a non-punctuation character, bit 1: has a letter). A word (a run of non-whitespace) is hashed up to
+    its first punctuation character; a word with one, last ("word," or "end."), is cut there, one with more
+    is cut by `_cut_word`.
     """
     k = 0
     i = 0
@@ -216,39 +294,36 @@ def _tokens(cps, cls, size, t_len, t_hash, t_flags):  # noqa: ANN001, ANN201 - n
             i += 1
             continue
         w = i  # a word: [w, e)
-        others = 0
-        alpha = alpha_before = False  # before: without the last character
-        h, h_before, power = np.uint64(0), np.uint64(0), np.uint64(1)
-        while i < size and not cls[i] & SPACE:
-            bits = cls[i]
-            if not bits & PUNCT:
-                others += 1
-            alpha_before, h_before = alpha, h
-            alpha |= (bits & ALPHA) != 0
+        alpha = False
+        h, power = np.uint64(0), np.uint64(1)
+        while i < size and not cls[i] & (SPACE | PUNCT):
+            alpha |= (cls[i] & ALPHA) != 0
             h += np.uint64(cps[i]) * power
             power *= HASH_BASE
             i += 1
-        e = i
-        length = e - w
-        if others == length:  # no punctuation, so nothing to cut: the word is one token
-            t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), 1 | (2 if alpha else 0)
+        if i == size or cls[i] & SPACE:  # no punctuation, so nothing to cut: the word is one token
+            t_len[k], t_hash[k], t_flags[k] = i - w, h + np.uint64(i - w), 1 | (2 if alpha else 0)
             k += 1
             continue
-        last = cps[e - 1]
-        if (others == length - 1 and length >= 2 and cls[e - 1] & PUNCT and last != 0x2D
-                and not (length == 2 and last == 0x2E and cls[w] & ALPHA)):
-            # the commonest other case, "word," or "end.": one trailing punctuation character, cut off
-            t_len[k], t_hash[k] = length - 1, h_before + np.uint64(length - 1)
-            t_flags[k] = 1 | (2 if alpha_before else 0)
+        last = cps[i]
+        if ((i + 1 == size or cls[i + 1] & SPACE) and i > w and last != 0x2D
+                and not (i - w == 1 and last == 0x2E and cls[w] & ALPHA)):
+            # the commonest other case: one punctuation character, the last, cut off
+            t_len[k], t_hash[k], t_flags[k] = i - w, h + np.uint64(i - w), 1 | (2 if alpha else 0)
             t_len[k + 1], t_hash[k + 1] = 1, np.uint64(last) + np.uint64(1)
-            t_flags[k + 1] = 2 if cls[e - 1] & ALPHA else 0
+            t_flags[k + 1] = 2 if cls[i] & ALPHA else 0
             k += 2
+            i += 1
             continue
-        k = _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k)
+        others = i - w
+        while i < size and not cls[i] & SPACE:
+            others += not cls[i] & PUNCT
+            i += 1
+        k = _cut_word(cps, cls, w, i, others, t_len, t_hash, t_flags, k)
     return k
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """Cut the word cps[w:e] (with punctuation, `others` characters that are not) into tokens from the k-th
     on, in one pass; return the next token's index."""
@@ -261,39 +336,39 @@ def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN00
     length, h, flags, power = 0, np.uint64(0), 0, np.uint64(1)  # of the token being read
     for j in range(size):
         cp, bits = cps[w + j], cls[w + j]
-        # leading or trailing punctuation: tokens of their own; not a hyphen in a word
-        affix = ((bits & PUNCT) != 0 and (before == 0 or before == others) and not (cp == 0x2D and others > 0)
-                 and not (j == size - 1 and abbreviation))
-        if j == 0:
-            start = True
-            infix = False
-        elif affix:  # a run of "." or "-" is one token
-            start = infix_before or not ((cp == 0x2E or cp == 0x2D) and cps[w + j - 1] == cp and affix_before)
-            infix = False
-        else:
-            prev_b = cls[w + j - 1]
-            next_b = cls[w + j + 1] if j + 1 < size else np.uint8(0)
-            alpha_after = (next_b & ALPHA) != 0
-            infix = (
-                ((cp == 0x2D or _is_infix_symbol(cp)) and (prev_b & (ALPHA | DIGIT)) != 0 and alpha_after)
-                or (cp == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
-                or (_is_math(cp) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
-            )  # spaCy's infixes: a character between these splits the word in three
-            apostrophe = (cp == 0x27 or cp == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after
-            start = infix_before or affix_before or infix or apostrophe
-        if not bits & PUNCT:
+        if not bits & PUNCT:  # most characters: never an affix, an infix or an apostrophe, all punctuation
+            start = j == 0 or affix_before or infix_before
+            affix = infix = False
             before += 1
+        else:
+            # leading or trailing punctuation: tokens of their own; not a hyphen in a word
+            affix = ((before == 0 or before == others) and not (cp == 0x2D and others > 0)
+                     and not (j == size - 1 and abbreviation))
+            if j == 0:
+                start = True
+                infix = False
+            elif affix:  # a run of "." or "-" is one token
+                start = infix_before or not ((cp == 0x2E or cp == 0x2D) and cps[w + j - 1] == cp and affix_before)
+                infix = False
+            else:
+                prev_b = cls[w + j - 1]
+                next_b = cls[w + j + 1] if j + 1 < size else np.uint8(0)
+                alpha_after = (next_b & ALPHA) != 0
+                infix = (
+                    ((cp == 0x2D or _is_infix_symbol(cp)) and (prev_b & (ALPHA | DIGIT)) != 0 and alpha_after)
+                    or (cp == 0x2C and (prev_b & ALPHA) != 0 and alpha_after)
+                    or (_is_math(cp) and (prev_b & DIGIT) != 0 and (next_b & DIGIT) != 0)
+                )  # spaCy's infixes: a character between these splits the word in three
+                apostrophe = (cp == 0x27 or cp == 0x2019) and (prev_b & ALPHA) != 0 and alpha_after
+                start = infix_before or affix_before or infix or apostrophe
         affix_before, infix_before = affix, infix
-        if start and j:
-            t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
-            k += 1
         if start:
+            if j:
+                t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
+                k += 1
             length, h, flags, power = 0, np.uint64(0), 0, np.uint64(1)
         length += 1
-        if not bits & PUNCT:
-            flags |= 1
-        if bits & ALPHA:
-            flags |= 2
+        flags |= ((bits & PUNCT) == 0) | (((bits & ALPHA) != 0) << 1)
         h += np.uint64(cp) * power
         power *= HASH_BASE
     t_len[k], t_hash[k], t_flags[k] = length, h + np.uint64(length), flags
@@ -301,33 +376,54 @@ def _cut_word(cps, cls, w, e, others, t_len, t_hash, t_flags, k):  # noqa: ANN00
 
 
 @njit(cache=True, nogil=True)
-def _word_counts(t_len, t_hash, t_flags, m, stops, seen, row):  # noqa: ANN001, ANN201 - numba arrays
-    """gopher_quality's word counts: words with a non-punctuation character and their characters, words with
-    a letter, distinct stop words (by hash; a 64-bit mask of their low bits rules most words out at once)."""
-    content = chars = alpha = 0
-    mask = np.uint64(0)
+def _stop_table(stops):  # noqa: ANN001, ANN201 - numba array
+    """A hash table of the stop words' hashes (`stops`, no two equal) for `_word_counts`: rows key, index in
+    `stops`, crowded (another stop word whose slot this is lies further on); slots at most a quarter full. An
+    empty slot holds the first stop word, whose own slot is not empty: no word that goes there equals it."""
+    bits = _table_bits(2 * len(stops))
+    mask = (1 << bits) - 1
+    table = np.zeros((3, 1 << bits), np.uint64)
+    used = np.zeros(1 << bits, np.bool_)
     for s in range(len(stops)):
-        mask |= np.uint64(1) << (stops[s] & np.uint64(63))
+        slot = _slot(stops[s], bits)
+        while used[slot]:
+            table[2, _slot(stops[s], bits)] = 1
+            slot = (slot + 1) & mask
+        table[0, slot], table[1, slot], used[slot] = stops[s], s, True
+    for slot in range(1 << bits):
+        if not used[slot] and len(stops):
+            table[0, slot], table[1, slot] = stops[0], 0
+    return table
+
+
+@_helper
+def _word_counts(t_len, t_hash, t_flags, m, stops, stop_table, seen, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """gopher_quality's word counts: words with a non-punctuation character and their characters, words with
+    a letter, distinct stop words (by hash, looked up in `_stop_table` without a branch but where crowded)."""
+    content = chars = alpha = 0
+    for k in range(m):  # no branch on a word's flags (mispredicted in code and mixed text): a vector loop
+        flags = np.int64(t_flags[k])
+        content += flags & 1
+        chars += t_len[k] * (flags & 1)
+        alpha += flags >> 1
     seen[:] = False
-    for k in range(m):
-        if t_flags[k] & 1:
-            content += 1
-            chars += t_len[k]
-        if t_flags[k] & 2:
-            alpha += 1
-        if (mask >> (t_hash[k] & np.uint64(63))) & np.uint64(1):
+    bits = _table_bits(2 * len(stops))
+    for k in range(m * (len(stops) > 0)):
+        slot = _slot(t_hash[k], bits)
+        if stop_table[2, slot]:
             for s in range(len(stops)):
-                if t_hash[k] == stops[s]:
-                    seen[s] = True
+                seen[s] |= t_hash[k] == stops[s]
+        else:
+            seen[stop_table[1, slot]] |= t_hash[k] == stop_table[0, slot]
     row[CONTENT_WORDS], row[CONTENT_CHARS], row[ALPHA_WORDS], row[STOP_WORDS] = content, chars, alpha, np.sum(seen)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _slot(key, bits):  # noqa: ANN001, ANN201 - numba scalars
     return np.int64((key * HASH_BASE) >> np.uint64(64 - bits))
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _table_bits(items: int) -> int:
     """log2 of a table size for `items` keys (at most half full)."""
     bits = 4
@@ -336,7 +432,7 @@ def _table_bits(items: int) -> int:
     return bits
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba arrays
     """The value stored for `key` in generation `gen` of the hash table's first 2**bits slots, else `new`, now
     stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line."""
@@ -351,7 +447,7 @@ def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba 
     return new
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
     """The hash table's next generation: all its slots empty again (cleared once every 2**31 uses)."""
     if gen + 1 < 1 << 31:
@@ -360,10 +456,11 @@ def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
     return 1
 
 
-@njit(cache=True, nogil=True)
-def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
-    """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10; return the hash table's last
-    generation.
+@_helper
+def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row, checks, j, end):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+    """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10, each level judged by checks[j:end]
+    (`_judge`) as soon as it is counted, up to the first failed; return the hash table's last generation and
+    what `_judge` returned last.
 
     2-grams are grouped by a 64-bit key of (token, next token). An n-gram can repeat only where the
     (n-1)-grams at its first and second token repeat, so a level only groups those positions, by a key of
@@ -385,15 +482,12 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         at, group, is_first = levels[cur, 0], levels[cur, 1], first[cur]
         gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
-        groups = 0
-        for j in range(count):
-            g = _group_of(keys[cur, j], bits, hash_table, gen, groups)
-            is_first[j] = g == groups
-            if is_first[j]:
-                sizes[g] = 0
-                groups += 1
+        for x in range(count):  # a group is named by its first n-gram: no probe waits for the one before
+            sizes[x] = 0
+            g = _group_of(keys[cur, x], bits, hash_table, gen, x)
+            is_first[x] = g == x
             sizes[g] += 1
-            group[j] = g
+            group[x] = g
         # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
         top = cumulative[n] + n - 1 if m >= n else 0
         best = 1
@@ -401,32 +495,32 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         total = 0
         nxt = 1 - cur
         k = 0
-        for j in range(count):
-            size = sizes[group[j]]
-            i = at[j]
+        for x in range(count):
+            size = sizes[group[x]]
+            i = at[x]
             if n <= 4 and size > best:
                 best = size
                 top = best * (cumulative[i + n] - cumulative[i] + n - 1)
-            if n > 4 and not is_first[j] and i >= allowed:
+            if n > 4 and not is_first[x] and i >= allowed:
                 total += cumulative[i + n] - cumulative[i]
                 allowed = i + n
-            if size >= 2 and j + 1 < count and at[j + 1] == i + 1 and sizes[group[j + 1]] >= 2 and i + n < m:
+            if size >= 2 and x + 1 < count and at[x + 1] == i + 1 and sizes[group[x + 1]] >= 2 and i + n < m:
                 levels[nxt, 0, k] = i
-                keys[nxt, k] = (np.uint64(group[j] + 1) * GROUP_MIX) ^ t_hash[i + n]
+                keys[nxt, k] = (np.uint64(group[x] + 1) * GROUP_MIX) ^ t_hash[i + n]
                 k += 1
-        if n <= 4:
-            row[TOP_2GRAM + n - 2] = top
-        else:
-            row[DUP_5GRAM + n - 5] = total
+        row[TOP_2GRAM + n - 2] = top if n <= 4 else total  # the dup_n columns follow the top_n ones
+        j, failed, v = _judge(row, checks, j, end, TOP_2GRAM + n - 1)
+        if failed:
+            return gen, j, failed, v
         cur, count = nxt, k
-    return gen
+    return gen, j, False, np.nan
 
 
 # which pieces `_repeats` counts
 RUNS, CONTENT = 0, 1
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """The pieces of cps[:size] between its "\\n" (among the `lines` `breaks`), as Arrow's split of the text
     gives them; return their number (at least one, maybe empty). Per piece: first and end char (`pieces`),
@@ -452,7 +546,7 @@ def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content): 
     return k
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
     """The hash of cps[a:e] as `_pieces` hashes a piece."""
     h = np.uint64(e - a)
@@ -461,7 +555,7 @@ def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
     return h
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """(paragraphs, repeated ones, their characters) as datatrove's find_duplicates counts the pieces of the
     stripped text between runs of two or more "\\n" (regex "\\n{2,}").
@@ -508,7 +602,7 @@ def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # no
     return count, dup, chars
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _repeats(pieces, p_hash, p_content, k, which, hash_table, gen):  # noqa: ANN001, ANN201 - numba arrays
     """(pieces, repeated pieces, characters of the repeated ones) among the first k pieces, as datatrove's
     find_duplicates: a piece repeats when an equal one (by hash) came earlier. `which`: the pieces of a split
@@ -528,7 +622,7 @@ def _repeats(pieces, p_hash, p_content, k, which, hash_table, gen):  # noqa: ANN
     return count, dup, chars
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _trim(cls, a: int, e: int) -> tuple[int, int]:  # noqa: ANN001 - numba array
     """[a, e) without the whitespace at its ends."""
     while a < e and cls[a] & SPACE:
@@ -538,20 +632,20 @@ def _trim(cls, a: int, e: int) -> tuple[int, int]:  # noqa: ANN001 - numba array
     return a, e
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _ends_in_dots(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
     """Whether cps[a:e] ends in "..."."""
     return e - a >= 3 and cps[e - 1] == 0x2E and cps[e - 2] == 0x2E and cps[e - 3] == 0x2E
 
 
-@njit(cache=True, nogil=True)
-def _lines(cps, cls, size, breaks, lines, table, modes, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+@_helper
+def _lines(cps, cls, size, breaks, lines, table, c4, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """The lines of cps[:size] as str.splitlines() gives them (no empty line after a final break, none in an
     empty text), cut at its `lines` `breaks`: gopher_quality's counts of lines, of lines whose first
     non-space character is "•" or "-", and of lines that end in "..." or "\u2026" before trailing whitespace;
-    C4's line checks."""
+    with `c4`, C4's line checks, up to the first line with "lorem ipsum" or "{" (which C4 drops the text for:
+    the counts are then partial)."""
     a = p = 0
-    first_lorem = first_curly = -1
     sentences = bullets = ellipses = 0
     for q in range(lines + 1):
         i = breaks[q] if q < lines else size
@@ -563,20 +657,18 @@ def _lines(cps, cls, size, breaks, lines, table, modes, c4_limits, c4_flags, nee
                 bullets += 1
             if cps[e - 1] == 0x2026 or _ends_in_dots(cps, s, e):
                 ellipses += 1
-        if modes & C4:
+        if c4:
             verdict = _c4_line(cps, cls, s, e, table, c4_limits, c4_flags, needles, needle_ends, line)
-            if verdict & 2 and first_lorem < 0:
-                first_lorem = p
-            if verdict & 4 and first_curly < 0:
-                first_curly = p
+            if verdict & 6:
+                row[LOREM], row[CURLY] = (verdict & 2) != 0, (verdict & 4) != 0
+                break
             sentences += verdict >> 3
         p += 1
         a = i + (2 if i + 1 < size and cps[i] == 0x0D and cps[i + 1] == 0x0A else 1)
-    row[LINES], row[BULLET_LINES], row[ELLIPSIS_LINES] = p, bullets, ellipses
-    row[FIRST_LOREM_LINE], row[FIRST_CURLY_LINE], row[SENTENCES] = first_lorem, first_curly, sentences
+    row[LINES], row[BULLET_LINES], row[ELLIPSIS_LINES], row[SENTENCES] = p, bullets, ellipses, sentences
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _citation_at(cps, j: int, e: int) -> int:  # noqa: ANN001 - numba array
     """The end of the citation mark ("[digits]", "[edit]", "[citation needed]", C4's) at cps[j], else -1."""
     if cps[j] != 0x5B:
@@ -596,7 +688,7 @@ _EDIT = np.array([ord(ch) for ch in "[edit]"], np.int32)
 _CITATION_NEEDED = np.array([ord(ch) for ch in "[citation needed]"], np.int32)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
     """Whether cps[a:e] starts with `word`."""
     if e - a < len(word):
@@ -607,7 +699,7 @@ def _spells(cps, a: int, e: int, word) -> bool:  # noqa: ANN001 - numba arrays
     return True
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _lower(cp: int) -> int:
     """Arrow's utf8_lower of a code point, where the result is ASCII (all that C4's substrings can match)."""
     if cp == 0x130:  # "İ"
@@ -617,7 +709,7 @@ def _lower(cp: int) -> int:
     return cp + 0x20 * (0x41 <= cp <= 0x5A)  # no branch on the case of a letter
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, line):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """C4's checks of the trimmed line cps[a:e], as bits: 1 kept, 2 "lorem ipsum", 4 "{" (once
     "javascript" lines are out); the line's sentences above them (bits 3 on)."""
@@ -674,7 +766,7 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
     return verdict | ((_sentence_breaks(line, size, table) + 1) << 3)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _find(line, size: int, needles, needle_ends) -> int:  # noqa: ANN001 - numba arrays
     """Which needles (lower-case ASCII, as bits) line[:size] contains: one pass, a character that starts none
     of them ruled out by a bit mask."""
@@ -699,7 +791,7 @@ def _find(line, size: int, needles, needle_ends) -> int:  # noqa: ANN001 - numba
     return found
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _sentence_breaks(line, size, table) -> int:  # noqa: ANN001 - numba arrays
     """Matches of the regex (?:^|[^.!?])[.!?][\\pP]*\\s+\\pP*[^\\s\\pP] in line[:size] as Arrow's
     count_substring_regex counts them (RE2, leftmost, not overlapping, each search starting where the last
@@ -734,11 +826,11 @@ def _sentence_breaks(line, size, table) -> int:  # noqa: ANN001 - numba arrays
     return count
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _stop(cp: int) -> bool:  # ".!?"
     return cp == 0x2E or cp == 0x21 or cp == 0x3F
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _ascii_space(cp: int) -> bool:  # RE2's \s: "\t\n\f\r "
     return cp == 0x20 or cp == 0x09 or cp == 0x0A or cp == 0x0C or cp == 0x0D

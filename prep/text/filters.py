@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -247,9 +247,78 @@ def prepare(compiled: bool = False) -> None:
 
 
 
-def _measure(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """The per-text numbers of `_kernels.COLUMNS` that the rule sets need, by one compiled call over the
-    texts' UTF-8 bytes (read in place: no conversion of the batch)."""
+class _Rule(NamedTuple):
+    """A check of a rule set, as the compiled loop judges it (`_kernels.measure`'s `checks`): its value is the
+    column `of`, divided by the column `per` if any (`if_none` where that is 0), a value of 0 counting as none
+    with `zero_is_none`; it fails when `op` ("<" or ">") the threshold; no value (NaN) never fails."""
+
+    name: str
+    of: str
+    per: str | None
+    op: str
+    threshold: Any
+    if_none: float = 0.0
+    zero_is_none: bool = False
+
+
+class _Program(NamedTuple):
+    """The rule sets of a pipeline as the compiled loop takes them: the rules' names and thresholds, each rule
+    set's `skip_frac_cjk`, and `_kernels.measure`'s arguments after the texts'."""
+
+    names: list[str]
+    thresholds: np.ndarray  # then NaN, the threshold of "no rule"
+    skip: dict[str, float]
+    args: tuple
+
+
+_programs: dict[str, _Program] = {}
+
+
+def _program(rule_sets: Mapping[str, Mapping[str, Any]]) -> _Program:
+    """The `_Program` of these rule sets, built once per settings (building it was most of a batch's Python time)."""
+    key = repr(rule_sets)
+    if key not in _programs:
+        if len(_programs) >= 16:
+            _programs.clear()
+        _programs[key] = _build(rule_sets)
+    return _programs[key]
+
+
+def _build(rule_sets: Mapping[str, Mapping[str, Any]]) -> _Program:
+    from prep.text import _kernels
+
+    rules = [[r for r in _RULES[name](settings) if r.threshold is not False] for name, settings in rule_sets.items()]
+    names = ("gopher_quality", "gopher_repetition", "c4", "fineweb")  # the order of `_kernels`' rule set bits
+    order = np.array([1 << names.index(name) for name in rule_sets], np.int64)
+    skip_cjk = np.array([rule_sets[name]["skip_frac_cjk"] if name in rule_sets else np.inf for name in names], float)
+    column = {name: k for k, name in enumerate(_kernels.COLUMNS)}
+    checks = np.array([[column[r.of], column[r.per] if r.per else -1, r.if_none, r.zero_is_none, r.op == "<",
+                        float(r.threshold)] for set_rules in rules for r in set_rules], np.float64).reshape(-1, 6)
+    quality = rule_sets.get("gopher_quality", RULE_SETS["gopher_quality"])
+    stops = np.unique(np.array([_hash_word(w) for w in quality["stop_words"]], np.uint64))
+    c4 = rule_sets.get("c4", RULE_SETS["c4"])
+    longest_word = np.inf if c4["max_word_length"] == -1 else c4["max_word_length"]
+    needles = ["lorem ipsum", "javascript", *POLICY_SUBSTRINGS]
+    args = (
+        _classes(), order, skip_cjk, checks, np.cumsum([len(r) for r in rules], dtype=np.int64),
+        stops, np.array([longest_word, c4["min_words_per_line"]], np.float64),
+        np.array([c4[flag] for flag in _kernels.C4_FLAGS], np.bool_),
+        np.array([ord(ch) for ch in "".join(needles)], np.int32), np.cumsum([len(w) for w in needles]),
+        float(rule_sets.get("fineweb", RULE_SETS["fineweb"])["short_line_length"]),
+    )
+    return _Program(
+        [f"{name}.{r.name}" for name, set_rules in zip(rule_sets, rules, strict=True) for r in set_rules],
+        np.array([float(r.threshold) for set_rules in rules for r in set_rules] + [np.nan]),
+        {name: settings["skip_frac_cjk"] for name, settings in rule_sets.items()},
+        args,
+    )
+
+
+def _judged(texts: pa.Array, program: _Program) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per text, the numbers of `_kernels.COLUMNS` it was measured for, the first of the program's rules it
+    fails (-1: none) and that rule's value: one compiled call over the texts' UTF-8 bytes (read in place: no
+    conversion of the batch), which measures a text only for the rules still to judge.
+    """
     from prep.text import _kernels
 
     if isinstance(texts, pa.ChunkedArray):
@@ -258,23 +327,9 @@ def _measure(texts: pa.Array, rule_sets: Mapping[str, Mapping[str, Any]]) -> dic
     starts, ends = offsets[:-1], offsets[1:].copy()
     if texts.null_count:  # null: empty
         ends[numpy_of(texts.is_null())] = starts[numpy_of(texts.is_null())]
-    names = ("gopher_quality", "gopher_repetition", "c4", "fineweb")  # the order of `_kernels.measure`'s modes bits
-    modes = sum(1 << k for k, name in enumerate(names) if name in rule_sets)
-    skip_cjk = np.array([rule_sets[name]["skip_frac_cjk"] if name in rule_sets else np.inf for name in names], float)
-    quality = rule_sets.get("gopher_quality", RULE_SETS["gopher_quality"])
-    stops = np.unique(np.array([_hash_word(w) for w in quality["stop_words"]], np.uint64))
-    c4 = rule_sets.get("c4", RULE_SETS["c4"])
-    longest_word = np.inf if c4["max_word_length"] == -1 else c4["max_word_length"]
-    needles = ["lorem ipsum", "javascript", *POLICY_SUBSTRINGS]
-    out = _kernels.measure(
-        data, starts, ends, _classes(), modes, skip_cjk, stops,
-        np.array([longest_word, c4["min_words_per_line"]], np.float64),
-        np.array([c4[flag] for flag in _kernels.C4_FLAGS], np.bool_),
-        np.array([ord(ch) for ch in "".join(needles)], np.int32), np.cumsum([len(w) for w in needles]),
-        float(rule_sets.get("fineweb", RULE_SETS["fineweb"])["short_line_length"]),
-        *_arena(int(np.max(ends - starts, initial=0)) + 1),
-    )
-    return dict(zip(_kernels.COLUMNS, out.T, strict=True))
+    out, first, value = _kernels.measure(data, starts, ends, *program.args,
+                                         *_arena(int(np.max(ends - starts, initial=0)) + 1))
+    return dict(zip(_kernels.COLUMNS, out.T, strict=True)), first, value
 
 
 _ARENA_KEPT = 1 << 21  # characters: the arena for texts this long (~250 MB of address space) is kept
@@ -300,20 +355,18 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
 
-def _gopher_quality(m: Mapping[str, np.ndarray], s: dict[str, Any]) -> list[_Check]:
-    words, content = m["words"], m["content_words"]
-    mean_length = np.divide(m["content_chars"], content, out=np.full(len(words), np.nan), where=content > 0)
+def _gopher_quality(s: dict[str, Any]) -> list[_Rule]:
     return [
-        ("min_words", content, "<", s["min_words"]),
-        ("max_words", content, ">", s["max_words"]),
-        ("min_mean_word_length", mean_length, "<", s["min_mean_word_length"]),
-        ("max_mean_word_length", mean_length, ">", s["max_mean_word_length"]),
-        ("max_hash_ratio", _ratio(m["hashes"], words), ">", s["max_hash_ratio"]),
-        ("max_ellipsis_ratio", _ratio(m["ellipses"], words), ">", s["max_ellipsis_ratio"]),
-        ("max_bullet_lines", _ratio(m["bullet_lines"], m["lines"]), ">", s["max_bullet_lines"]),
-        ("max_ellipsis_lines", _ratio(m["ellipsis_lines"], m["lines"]), ">", s["max_ellipsis_lines"]),
-        ("min_alpha_words", _ratio(m["alpha_words"], words), "<", s["min_alpha_words"]),
-        ("min_stop_words", m["stop_words"], "<", s["min_stop_words"]),
+        _Rule("min_words", "content_words", None, "<", s["min_words"]),
+        _Rule("max_words", "content_words", None, ">", s["max_words"]),
+        _Rule("min_mean_word_length", "content_chars", "content_words", "<", s["min_mean_word_length"], np.nan),
+        _Rule("max_mean_word_length", "content_chars", "content_words", ">", s["max_mean_word_length"], np.nan),
+        _Rule("max_hash_ratio", "hashes", "words", ">", s["max_hash_ratio"]),
+        _Rule("max_ellipsis_ratio", "ellipses", "words", ">", s["max_ellipsis_ratio"]),
+        _Rule("max_bullet_lines", "bullet_lines", "lines", ">", s["max_bullet_lines"]),
+        _Rule("max_ellipsis_lines", "ellipsis_lines", "lines", ">", s["max_ellipsis_lines"]),
+        _Rule("min_alpha_words", "alpha_words", "words", "<", s["min_alpha_words"]),
+        _Rule("min_stop_words", "stop_words", None, "<", s["min_stop_words"]),
     ]
 
 
@@ -323,44 +376,38 @@ def _hash_word(word: str) -> np.uint64:
     return np.uint64((value + len(word)) % (1 << 64))
 
 
-def _gopher_repetition(m: Mapping[str, np.ndarray], s: dict[str, Any]) -> list[_Check]:
-    chars = m["chars"]
+def _gopher_repetition(s: dict[str, Any]) -> list[_Rule]:
     return [
-        ("empty", (chars == 0).astype(np.float64), ">", 0.5),
-        ("max_dup_para_frac", _ratio(m["dup_paragraphs"], m["paragraphs"]), ">", s["max_dup_para_frac"]),
-        ("max_dup_para_char_frac", _ratio(m["dup_paragraph_chars"], chars), ">", s["max_dup_para_char_frac"]),
-        ("max_dup_line_frac", _ratio(m["dup_line_runs"], m["line_runs"]), ">", s["max_dup_line_frac"]),
-        ("max_dup_line_char_frac", _ratio(m["dup_line_run_chars"], chars), ">", s["max_dup_line_char_frac"]),
-        *((f"max_top_{n}gram", _ratio(m[f"top_{n}gram"], chars), ">", s[f"max_top_{n}gram"]) for n in (2, 3, 4)),
-        *((f"max_dup_{n}gram", _ratio(m[f"dup_{n}gram"], chars), ">", s[f"max_dup_{n}gram"]) for n in range(5, 11)),
+        _Rule("empty", "empty", None, ">", 0.5),
+        _Rule("max_dup_para_frac", "dup_paragraphs", "paragraphs", ">", s["max_dup_para_frac"]),
+        _Rule("max_dup_para_char_frac", "dup_paragraph_chars", "chars", ">", s["max_dup_para_char_frac"]),
+        _Rule("max_dup_line_frac", "dup_line_runs", "line_runs", ">", s["max_dup_line_frac"]),
+        _Rule("max_dup_line_char_frac", "dup_line_run_chars", "chars", ">", s["max_dup_line_char_frac"]),
+        *(_Rule(f"max_top_{n}gram", f"top_{n}gram", "chars", ">", s[f"max_top_{n}gram"]) for n in (2, 3, 4)),
+        *(_Rule(f"max_dup_{n}gram", f"dup_{n}gram", "chars", ">", s[f"max_dup_{n}gram"]) for n in range(5, 11)),
     ]
 
 
-def _c4(m: Mapping[str, np.ndarray], s: dict[str, Any]) -> list[_Check]:
+def _c4(s: dict[str, Any]) -> list[_Rule]:
     # a document goes for the first line with "lorem ipsum" or "{" (lorem ipsum first when it is the same line)
-    lorem, curly = m["first_lorem_line"], m["first_curly_line"]
-    checks: list[_Check] = []
+    rules = []
     if s["lorem_ipsum"]:
-        checks.append(("lorem_ipsum", ((lorem >= 0) & ((curly < 0) | (lorem <= curly))).astype(np.float64), ">", 0.5))
+        rules.append(_Rule("lorem_ipsum", "lorem", None, ">", 0.5))
     if s["curly_bracket"]:
-        checks.append(("curly_bracket", ((curly >= 0) & ((lorem < 0) | (curly <= lorem))).astype(np.float64), ">", 0.5))
+        rules.append(_Rule("curly_bracket", "curly", None, ">", 0.5))
     if s["min_sentences"] is not False and s["min_sentences"] != -1:
-        checks.append(("min_sentences", m["sentences"], "<", s["min_sentences"]))
-    return checks
+        rules.append(_Rule("min_sentences", "sentences", None, "<", s["min_sentences"]))
+    return rules
 
 
-def _fineweb(m: Mapping[str, np.ndarray], s: dict[str, Any]) -> list[_Check]:
-    count = m["content_lines"]  # blank lines are left out
-    punct_ratio = _ratio(m["punct_lines"], count)
-    if s["line_punct_exclude_zero"]:
-        punct_ratio = np.where(punct_ratio == 0, np.nan, punct_ratio)
-    return [
-        ("empty", (count == 0).astype(np.float64), ">", 0.5),
-        ("min_line_punct", punct_ratio, "<", s["min_line_punct"]),
-        ("max_short_lines", _ratio(m["short_lines"], count), ">", s["max_short_lines"]),
-        ("max_dup_line_chars", _ratio(m["dup_content_line_chars"], m["chars"] - m["newlines"]), ">",
-         s["max_dup_line_chars"]),
-        ("max_newline_words", _ratio(m["newlines"], m["words"]), ">", s["max_newline_words"]),
+def _fineweb(s: dict[str, Any]) -> list[_Rule]:
+    return [  # blank lines are left out
+        _Rule("empty", "no_content_lines", None, ">", 0.5),
+        _Rule("min_line_punct", "punct_lines", "content_lines", "<", s["min_line_punct"],
+              zero_is_none=s["line_punct_exclude_zero"]),
+        _Rule("max_short_lines", "short_lines", "content_lines", ">", s["max_short_lines"]),
+        _Rule("max_dup_line_chars", "dup_content_line_chars", "chars_but_newlines", ">", s["max_dup_line_chars"]),
+        _Rule("max_newline_words", "newlines", "words", ">", s["max_newline_words"]),
     ]
 
 
@@ -371,19 +418,13 @@ _RULES = {"gopher_quality": _gopher_quality, "gopher_repetition": _gopher_repeti
 def text_verdict(texts: pa.Array, filters: Mapping[str, Mapping[str, Any]]) -> Verdict:
     """Apply the rule sets (not the bounds) to a batch of texts, in the order given."""
     rule_sets = {name: settings for name, settings in filters.items() if name != "bounds"}
-    m = _measure(texts, rule_sets)
+    if not rule_sets:
+        return judge([], len(texts))
+    program = _program(rule_sets)
+    m, first, value = _judged(texts, program)
     frac_cjk = _ratio(m["cjk"], m["chars"])
-    checks: list[_Check] = []
-    skipped: dict[str, int] = {}
-    for name, settings in rule_sets.items():
-        skip = frac_cjk > settings["skip_frac_cjk"]
-        skipped[name] = int(skip.sum())
-        for rule, values, op, threshold in _RULES[name](m, settings):
-            if threshold is False:
-                continue
-            values = np.where(skip, np.nan, values) if skipped[name] else values
-            checks.append((f"{name}.{rule}", values, op, float(threshold)))
-    return judge(checks, len(texts), skipped)
+    skipped = {name: int((frac_cjk > skip).sum()) for name, skip in program.skip.items()}
+    return Verdict(first < 0, first, list(program.names), value, program.thresholds[first], skipped)
 
 
 def bounds_verdict(features: Mapping[str, pa.Array], bounds: Mapping[str, Mapping[str, float]], n: int) -> Verdict:
