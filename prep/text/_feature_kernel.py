@@ -19,6 +19,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# The helpers allocate nothing, so they are compiled without numba's reference counts: a call would otherwise count
+# each array argument in and out atomically, which costs more than a short text's work (numba's `nrt` option).
+_helper = njit(cache=True, nogil=True, _nrt=False)
+
 # Columns of `text_stats`'s result: the 7 class bits of `prep.text.features` first (bit i in column i).
 CHARS, WORDS, WORD_CHARS, LINES, NON_EMPTY_LINES, DUP_LINES, TOP2, TOP3, TOP4 = range(7, 16)
 COLUMNS = 16
@@ -37,7 +41,7 @@ _LOW56 = np.uint64((1 << 56) - 1)
 _SPACE_LEADS = (0xC2, 0xE1, 0xE2, 0xE3)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _table_bits(m: int) -> int:
     """log2 of a hash table's size for m keys: at most three quarters full."""
     bits = 4
@@ -46,7 +50,7 @@ def _table_bits(m: int) -> int:
     return bits
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _fresh_table(m, marks):  # noqa: ANN001, ANN201 - numba arrays
     """Size a table for m keys and mark its slots empty (-1 in `marks`): (slot mask, shift for `_slot`)."""
     bits = _table_bits(m)
@@ -55,12 +59,12 @@ def _fresh_table(m, marks):  # noqa: ANN001, ANN201 - numba arrays
     return mask, np.uint64(64 - bits)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _slot(h, shift):  # noqa: ANN001, ANN201
     return np.int64((np.uint64(h) * _MIX) >> shift)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _load8(text, at):  # noqa: ANN001, ANN201 - numba arrays
     """text[at:at+8] as an integer, text[at + 7] lowest."""
     return (np.uint64(text[at + 7]) | np.uint64(text[at + 6]) << np.uint64(8) | np.uint64(text[at + 5]) << np.uint64(16)
@@ -69,7 +73,7 @@ def _load8(text, at):  # noqa: ANN001, ANN201 - numba arrays
             | np.uint64(text[at]) << np.uint64(56))
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _byte_hash(data, start, length):  # noqa: ANN001, ANN201 - numba arrays
     """A 64-bit hash of data[start:start+length], eight bytes per multiply (equal hashes are compared anyway)."""
     h = _FNV_SEED ^ np.uint64(length)
@@ -84,13 +88,13 @@ def _byte_hash(data, start, length):  # noqa: ANN001, ANN201 - numba arrays
     return h
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _long_key(data, start, length, hash_mask):  # noqa: ANN001, ANN201 - numba arrays
     """The key of a byte string of 8 bytes or more: its hash, with the top byte 8 (see `_exact_ids`)."""
     return np.int64(_byte_hash(data, start, length) & hash_mask & _LOW56) | _LONG
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _short_key(last, length):  # noqa: ANN001, ANN201
     """The exact key of a byte string of at most 7 bytes whose bytes are the low ones of `last` (the string's last
     byte lowest): the bytes themselves, with the length in the top byte."""
@@ -98,7 +102,7 @@ def _short_key(last, length):  # noqa: ANN001, ANN201
         np.int64(length) << np.int64(56))
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _key(data, start, end, hash_mask=_ALL_BITS):  # noqa: ANN001, ANN201 - numba arrays
     """The key of data[start:end] for `_exact_ids`."""
     if end - start > 7:
@@ -109,7 +113,7 @@ def _key(data, start, end, hash_mask=_ALL_BITS):  # noqa: ANN001, ANN201 - numba
     return _short_key(last, end - start)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _exact_ids(data, starts, ends, keys, m, slot_keys, slot_ids, first, ids, counts):  # noqa: ANN001, ANN201, PLR0913
     """Dense ids, in order of first occurrence, of the byte strings data[starts[i]:ends[i]], i < m, whose keys are
     keys[i] (`_short_key` for strings of at most 7 bytes, else `_long_key`): equal strings get equal ids, and
@@ -149,7 +153,7 @@ def _exact_ids(data, starts, ends, keys, m, slot_keys, slot_ids, first, ids, cou
     return distinct
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _group(keys, m, slot_keys, slot_ids, ids, counts):  # noqa: ANN001, ANN201
     """Dense ids of the non-negative int64 keys[:m] into ids[:m], and the size of each group into counts.
     Returns how many are distinct."""
@@ -176,7 +180,7 @@ def _group(keys, m, slot_keys, slot_ids, ids, counts):  # noqa: ANN001, ANN201
     return distinct
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _chars(data, a, e):  # noqa: ANN001, ANN201 - numba arrays
     """Characters of data[a:e], which starts at a character, stepping as `text_stats` does (a lead byte takes its
     sequence's length whatever follows; a stray continuation byte is no character)."""
@@ -189,7 +193,7 @@ def _chars(data, a, e):  # noqa: ANN001, ANN201 - numba arrays
     return chars
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _top(ids, counts, at, p, text, w_start, w_end, n):  # noqa: ANN001, ANN201, PLR0913
     """Characters covered by the most frequent of p n-grams (ids, at ascending word positions `at`): its count
     times its words' characters; 0 when none repeats. Ties go to the first to occur."""
@@ -206,7 +210,7 @@ def _top(ids, counts, at, p, text, w_start, w_end, n):  # noqa: ANN001, ANN201, 
     return best * chars
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _top_ngrams(text, w_start, w_end, w_id, w_count, m, distinct_words, out_row, scratch):  # noqa: ANN001, PLR0913
     """The covered characters of the top 2-, 3- and 4-gram of one text's m words (ids w_id, w_count[id] the
     times each word occurs).
@@ -236,7 +240,7 @@ def _top_ngrams(text, w_start, w_end, w_id, w_count, m, distinct_words, out_row,
         out_row[TOP2 + n - 2] = _top(ids, counts, at, p, text, w_start, w_end, n)
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _char_at(text, i):  # noqa: ANN001, ANN201 - numba arrays
     """(code point, bytes) of the character whose first byte is text[i]. A lead byte takes its sequence's length
     whatever follows; cut short by the text's end, the bytes left are code point 0. A stray continuation byte is
@@ -257,7 +261,7 @@ def _char_at(text, i):  # noqa: ANN001, ANN201 - numba arrays
     return min(cp, 0x10FFFF), step
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _count_classes(text, class_of, ascii_counts, class_counts):  # noqa: ANN001, ANN201 - numba arrays
     """Count the text's ASCII characters by byte and the others by class (`class_of`); return whether the text is
     valid UTF-8, so that `_cut` may walk it byte by byte."""
@@ -281,7 +285,7 @@ def _count_classes(text, class_of, ascii_counts, class_counts):  # noqa: ANN001,
     return regular
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _cut(text, kinds, class_of, masks, w_start, w_end, want_lines, l_start, l_end, want_joined, joined, j):  # noqa: ANN001, ANN201, PLR0913
     """Where the text's words (and, if wanted, its non-empty lines, trailing "\\r" removed) start and end, and, if
     wanted, its words joined by one space written to joined[j:]; return (words, non-empty lines, where the last line
@@ -330,7 +334,7 @@ def _cut(text, kinds, class_of, masks, w_start, w_end, want_lines, l_start, l_en
     return m, ln, line_start, j
 
 
-@njit(cache=True, nogil=True)
+@_helper
 def _word_keys(text, w_start, w_end, m, w_key):  # noqa: ANN001 - numba arrays
     """`_exact_ids`'s key of each word, from the 8 bytes that end it and, for one of 8 to 16 bytes, the 8 that start
     it (all its bytes): no loop per word but for the rare longer ones, hashed whole (keys that stood for only
