@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -112,13 +113,16 @@ def run(
                                                          "a local Ray instance)")] = None,
 ) -> None:
     """Tokenize and annotate a corpus into sharded Parquet."""
-    if engine == "local":  # first of all: the forkserver's imports then overlap this command's own
+    from prep.config import apply_overrides, load_pipeline
+
+    features_asked = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    if engine == "local":  # as soon as the pipeline is known: the forkserver's imports then overlap this command's
         from prep.engines.local.forkserver import start_forkserver
 
-        start_forkserver()
+        with contextlib.suppress(UserError):  # a bad pipeline is said below
+            start_forkserver(apply_overrides(load_pipeline(pipeline), features=features_asked).uses_compiled_code())
     from tqdm import tqdm
 
-    from prep.config import apply_overrides, load_pipeline
     from prep.core.dedup import check_dedup, parse_methods
     from prep.request import RunRequest
     from prep.run import run_pipeline
@@ -134,7 +138,7 @@ def run(
         keep_text=keep_text, keep_columns=keep_column, backend=backend, append_eos=append_eos, strict=strict,
         chunk_timeout_s=chunk_timeout, max_document_bytes=max_document_bytes, keep_filtered=keep_filtered,
         formats=format, llmc_dtype=llmc_dtype, pack_seq_len=pack_seq_len, pack_method=pack_method,
-        features=[f.strip() for f in features.split(",") if f.strip()] if features else None,
+        features=features_asked,
         dedup_exact=None if dedup is None else "exact" in parse_methods(dedup), dedup_memory=dedup_memory,
         dedup_near=None if dedup is None else "near" in parse_methods(dedup), dedup_threshold=dedup_threshold,
     )

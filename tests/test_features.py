@@ -394,3 +394,32 @@ def test_writable_and_read_only_batches_share_one_compiled_pass():
     for texts in (parsed, from_bytes):
         compute_features(texts, pa.array([[1], [2]], pa.list_(pa.uint32())), ALL)
     assert len(kernel.text_stats.signatures) == 1, kernel.text_stats.signatures
+
+
+def test_only_pipelines_that_run_compiled_code_load_it(monkeypatch):
+    """The forkserver loads numba and the compiled features only for a pipeline that computes them: num_tokens
+    and num_bytes alone need none, and neither does a bound on them; any other feature or rule set does."""
+    from multiprocessing import forkserver
+
+    from prep.config import PipelineConfig
+    from prep.engines.local import forkserver as prep_forkserver
+
+    def config(features, filters=None):
+        return PipelineConfig(features=features, filters=filters or {})
+
+    assert not config(["none"]).uses_compiled_code()
+    assert not config(["num_tokens", "num_bytes"], {"bounds": {"num_tokens": {"min": 3}}}).uses_compiled_code()
+    assert config(["all"]).uses_compiled_code()
+    assert config(["num_chars"]).uses_compiled_code()
+    assert config(["none"], {"bounds": {"frac_alpha": {"min": 0.5}}}).uses_compiled_code()
+    assert config(["none"], {"c4": {}}).uses_compiled_code()
+
+    preloads = []
+    monkeypatch.setattr(forkserver, "ensure_running", lambda: None)
+    monkeypatch.setattr(prep_forkserver.mp.get_context("forkserver"), "set_forkserver_preload", preloads.append)
+    monkeypatch.setattr(prep_forkserver, "_compiled", [True])
+    prep_forkserver.start_forkserver(False)
+    prep_forkserver.start_forkserver()  # a restart (the forkserver died) keeps the first choice
+    prep_forkserver.start_forkserver(True)
+    assert preloads == [["prep.cli", "prep.engines.local.preload"]] * 2 + [
+        ["prep.cli", "prep.engines.local.preload", "prep.engines.local.preload_compiled"]]

@@ -57,6 +57,25 @@ def test_token_ids_equal_direct_encode(tmp_path, tokenizer):
     assert pq.read_schema(next(out.glob("part-*.parquet"))).field("input_ids").type.value_type == "uint32"
 
 
+def test_features_none_writes_the_token_columns_only(tmp_path):
+    """`--features none`: id, input_ids and num_tokens, the ids those of a direct encode (the workers then need no
+    compiled code: see test_features' test of `uses_compiled_code`)."""
+    docs = corpus_docs("en_devils_dictionary", 40)
+    write_jsonl(tmp_path / "in.jsonl", docs)
+    out = tmp_path / "out"
+    run_ok("--input", tmp_path / "in.jsonl", "--output", out, "--tokenizer", GPT2, "--workers", "2",
+           "--features", "none", "--backend", "tokenizers")
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "input_ids", "num_tokens"]
+    reference = Tokenizer.from_file(str(GPT2))
+    expected = {d["id"]: reference.encode(d["text"]).ids for d in docs if d["text"].strip()}
+    assert {r["id"]: r["input_ids"] for r in table.to_pylist()} == expected
+    both = prep_cmd("run", "--input", tmp_path / "in.jsonl", "--output", tmp_path / "o2", "--tokenizer", GPT2,
+                    "--features", "none,num_chars", "--no-progress")
+    assert both.returncode == 2
+    assert both.stderr.strip() == "prep: error: features: 'none' cannot go with others (num_chars)"
+
+
 def test_shards_byte_identical_across_workers_seeds_routers(tmp_path, mixed_corpus):
     outputs = {}
     runs = [(1, 0, "random"), (2, 0, "p2c"), (3, 7, "random"), (2, 3, "round-robin"), (3, 1, "weighted")]

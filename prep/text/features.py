@@ -95,10 +95,15 @@ FEATURE_TYPES: dict[str, pa.DataType] = {name: type_ for name, (type_, _) in _SP
 
 
 def check_feature_names(names: Sequence[str]) -> list[str]:
-    """Validate feature names early (pipeline load), so a typo fails before any work; drops repeats."""
+    """Validate feature names early (pipeline load), so a typo fails before any work; drops repeats. `none`
+    alone asks for no feature (num_tokens, always a column, stays)."""
+    if "none" in names:
+        if len(set(names)) > 1:
+            raise UserError(f"features: 'none' cannot go with others ({', '.join(n for n in names if n != 'none')})")
+        return []
     for name in names:
         if name not in FEATURES:
-            raise UserError(f"unknown feature {name!r}; known: {', '.join(FEATURES)}")
+            raise UserError(f"unknown feature {name!r}; known: {', '.join(FEATURES)}, or all, or none")
     return list(dict.fromkeys(names))
 
 

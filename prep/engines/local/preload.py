@@ -1,28 +1,14 @@
 """Imported once by the forkserver, before any worker forks from it.
 
-Workers (and their replacements after a crash) then start with the heavy modules imported, the feature
-tables built and the compiled features loaded, instead of paying for them on their critical path.
+Workers (and their replacements after a crash) then start with the heavy modules imported instead of paying
+for them on their critical path. The features' compiled code is `preload_compiled`'s, loaded only for a pipeline
+that runs it.
 """
 
 import sys
 
 from prep.core import stage  # noqa: F401 - imported for its side effect: being loaded
 from prep.engines.local import worker  # noqa: F401
-from prep.text import features
-
-# Loading compiled code, numba probes for BLAS by importing scipy.linalg (~0.2 s, when scipy is installed);
-# prep's compiled loops call no BLAS, so these processes skip the probe (it then finds no BLAS).
-_BLAS_PROBE = "scipy.linalg.cython_blas"
-_blocked = _BLAS_PROBE not in sys.modules
-if _blocked:
-    sys.modules[_BLAS_PROBE] = None  # an import of it raises ImportError at once
-try:
-    features.prepare()
-finally:
-    if _blocked:
-        del sys.modules[_BLAS_PROBE]
-# The filter rules' table is not built here: rules are off by default, and a stage with rule sets builds it
-# (~0.07 s) while it loads their compiled code (~0.5 s) anyway.
 
 
 class _NoPandas:
