@@ -177,6 +177,27 @@ def test_a_tokenizer_file_is_loaded_to_check_it_once(tmp_path: Path, monkeypatch
     assert loads == [GPT2, bad, bad]
 
 
+def test_a_tokenizer_file_is_parsed_once_per_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its vocabulary size, id space and end-of-text id come from one parse of the JSON (a large one takes a
+    good part of a second), made again when the file changes."""
+    import prep.text.tokenizer as tokenizer_module
+    from prep.io.trainer_formats import tokenizer_id_space
+
+    path = tmp_path / "tok.json"
+    data = json.loads(GPT2.read_bytes())
+    path.write_text(json.dumps(data), encoding="utf-8")
+    parses = []
+    real = tokenizer_module.json.loads
+    monkeypatch.setattr(tokenizer_module.json, "loads", lambda raw: parses.append(1) or real(raw))
+    assert describe_tokenizer(path).vocab_size == 50257
+    assert tokenizer_id_space(str(path)) == 50257 and eos_id(path, "<|endoftext|>") == 50256
+    assert len(parses) == 1
+    data["added_tokens"].append({"id": 50257, "content": "<|pad|>", "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False, "special": True})
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert tokenizer_id_space(str(path)) == 50258 and len(parses) == 2
+
+
 def test_run_records_the_backend_and_writes_reference_ids(tmp_path: Path) -> None:
     """The whole command: the manifest names the backend, and the ids are the reference's."""
     out = tmp_path / "out"
