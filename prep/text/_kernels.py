@@ -533,14 +533,11 @@ def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content): 
         if i < size and cps[i] != 0x0A:
             continue
         pieces[0, k], pieces[1, k] = piece, i
-        h = np.uint64(0)
-        power = np.uint64(1)
-        content = False
-        for j in range(piece, i):
-            h = h * HASH_BASE + np.uint64(cps[j])
-            power *= HASH_BASE
-            content |= not cls[j] & SPACE
-        p_hash[k], p_power[k], p_content[k] = np.uint64(i - piece) * power + h, power, content
+        h, power = _horner(cps, piece, i, np.uint64(0))
+        q = piece
+        while q < i and cls[q] & SPACE:
+            q += 1
+        p_hash[k], p_power[k], p_content[k] = np.uint64(i - piece) * power + h, power, q < i
         k += 1
         piece = i + 1
     return k
@@ -549,10 +546,28 @@ def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content): 
 @_helper
 def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
     """The hash of cps[a:e] as `_pieces` hashes a piece."""
-    h = np.uint64(e - a)
-    for i in range(a, e):
+    return _horner(cps, a, e, np.uint64(e - a))[0]
+
+
+_B2, _B3, _B4 = (np.uint64(int(HASH_BASE) ** n % (1 << 64)) for n in (2, 3, 4))
+
+
+@_helper
+def _horner(cps, a: int, e: int, h: np.uint64) -> tuple[np.uint64, np.uint64]:  # noqa: ANN001 - numba array
+    """(h * B**(e - a) + sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, mod 2**64: four
+    characters a step, so that each step waits for one multiplication of the step before, not four."""
+    power = np.uint64(1)
+    i = a
+    while i + 4 <= e:
+        h = h * _B4 + (np.uint64(cps[i]) * _B3 + np.uint64(cps[i + 1]) * _B2 + np.uint64(cps[i + 2]) * HASH_BASE
+                       + np.uint64(cps[i + 3]))
+        power *= _B4
+        i += 4
+    while i < e:
         h = h * HASH_BASE + np.uint64(cps[i])
-    return h
+        power *= HASH_BASE
+        i += 1
+    return h, power
 
 
 @_helper
