@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pickle
 import signal
 import time
 import traceback
@@ -35,7 +36,6 @@ from prep.engines.local.transport import SlotPool
 from prep.io.pieces import read_raw
 from prep.io.records import ReadOptions
 from prep.text.arrow import binary_array
-from prep.text.tokenizer import Backend
 
 if TYPE_CHECKING:
     from prep.core.stage import Stage
@@ -119,7 +119,7 @@ def worker_main(
     worker_id: int,
     conn: Connection,
     config_dict: dict,
-    backend: Backend | str,
+    backend: bytes | str,
     in_spec: tuple[str, int, int],
     out_spec: tuple[str, int, int],
     debug_slow: float = 1.0,
@@ -137,7 +137,7 @@ def worker_main(
 
     config = PipelineConfig(**config_dict)
     read_options = ReadOptions.of(config)
-    stage = Stage(config, backend)
+    stage = Stage(config, pickle.loads(backend) if isinstance(backend, bytes) else backend)
     _warm_up(stage, config.keep_columns)
     try:
         in_pool, out_pool = SlotPool.attach(in_spec), SlotPool.attach(out_spec)
