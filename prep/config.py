@@ -90,10 +90,12 @@ class PipelineConfig:
 
     def uses_compiled_code(self) -> bool:
         """Whether the workers run the features' or the filter rules' compiled code (numba, ~0.3 s and ~100 MB
-        a process to load): not for num_tokens and num_bytes alone, with no rule set and bounds on those only."""
+        a process to load): not for num_tokens and num_bytes alone, with no rule set, bounds on those only and
+        no exact dedup (its key hashes the features' normalised text)."""
         plain = {"none", "num_tokens", "num_bytes"}
         bounds = self.filters.get("bounds", {})
-        return bool(set(self.features) - plain or set(self.filters) - {"bounds"} or set(bounds) - plain)
+        return bool(set(self.features) - plain or set(self.filters) - {"bounds"} or set(bounds) - plain
+                    or self.dedup_exact)
 
 
 _SECTIONS = {

@@ -413,6 +413,7 @@ def test_only_pipelines_that_run_compiled_code_load_it(monkeypatch):
     assert config(["num_chars"]).uses_compiled_code()
     assert config(["none"], {"bounds": {"frac_alpha": {"min": 0.5}}}).uses_compiled_code()
     assert config(["none"], {"c4": {}}).uses_compiled_code()
+    assert PipelineConfig(features=["none"], dedup_exact=True).uses_compiled_code()
 
     preloads = []
     monkeypatch.setattr(forkserver, "ensure_running", lambda: None)

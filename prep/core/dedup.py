@@ -38,6 +38,7 @@ import xxhash
 from prep.core.bands import BandStore
 from prep.errors import UserError
 from prep.text.arrow import arrow_of, numpy_of, string_scalar, utf8_of
+from prep.text.features import each_text, normalised
 
 KEY_BYTES = 24  # content_hash (8, little-endian as the feature) + independent digest (16)
 _PERSON = b"prep-dedup-v1"
@@ -89,12 +90,12 @@ def parse_methods(value: str) -> list[str]:
 
 
 def dedup_keys(texts: pa.Array) -> np.ndarray:
-    """(n, 24) uint8: each text's content_hash then its independent 128-bit digest (normalised text)."""
+    """(n, 24) uint8: each text's content_hash then its independent 128-bit digest, both of the normalised text
+    that the features' compiled pass gives (`prep.text.features.normalised`)."""
     keys = bytearray()
-    for text in texts.to_pylist():
-        data = " ".join((text or "").split()).encode("utf-8", "surrogatepass")
-        keys += xxhash.xxh3_64_intdigest(data).to_bytes(8, "little")
-        keys += hashlib.blake2b(data, digest_size=16, person=_PERSON).digest()
+    for text in each_text(*normalised(texts)):
+        keys += xxhash.xxh3_64_intdigest(text).to_bytes(8, "little")
+        keys += hashlib.blake2b(text, digest_size=16, person=_PERSON).digest()
     return np.frombuffer(bytes(keys), np.uint8).reshape(-1, KEY_BYTES)
 
 

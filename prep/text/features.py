@@ -20,7 +20,7 @@ import functools
 import hashlib
 import os
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 
 import numpy as np
@@ -167,17 +167,14 @@ def prepare() -> None:
 
 
 @functools.cache
-def _char_classes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(class id of every code point, class id of every byte value, bit mask of every class id).
+def _char_classes() -> tuple[np.ndarray, np.ndarray]:
+    """(class id of every code point, bit mask of every class id).
 
-    From this Python's Unicode database. Few distinct bit combinations occur, so a class id
-    fits a uint8 and a per-document histogram of class ids is small. A byte value below 0x80
-    is its own character; the others get the class of U+0000 (no bits), the class of a
-    multi-byte character being set on its first byte only. Built on first use (~0.3 s).
+    From this Python's Unicode database. Few distinct bit combinations occur (14), so a class id fits a uint8
+    and a text's counts by class are few. Built on first use (~0.3 s).
     """
     masks, class_ids = np.unique(_code_point_bits(), return_inverse=True)
-    class_ids = class_ids.astype(np.uint8)
-    return class_ids, np.concatenate((class_ids[:0x80], np.full(0x80, class_ids[0]))), masks
+    return class_ids.astype(np.uint8), masks
 
 
 def _code_point_bits() -> np.ndarray:
@@ -216,7 +213,7 @@ class _Batch:
     text features), the token counts and the joined words for content_hash."""
 
     def __init__(
-        self, texts: pa.StringArray | pa.LargeStringArray, input_ids: pa.ListArray | pa.LargeListArray,
+        self, texts: pa.StringArray | pa.LargeStringArray, input_ids: pa.ListArray | pa.LargeListArray | None,
         names: Sequence[str],
     ) -> None:
         self.texts = pc.fill_null(texts, string_scalar("", texts.type)) if texts.null_count else texts
@@ -247,7 +244,7 @@ class _Batch:
             raise UserError("a document of 2 GiB or more is over the features' limit: lower --max-document-bytes")
         joined = np.empty(offsets[-1] - offsets[0] if flags & kernel.WANT_JOINED else 0, np.uint8)
         joined_offsets = np.zeros(self.n + 1, np.int64)
-        class_of, _, masks = _char_classes()
+        class_of, masks = _char_classes()
         counts = kernel.text_stats(data, offsets, class_of, masks, flags, joined, joined_offsets)
         columns = {"chars": kernel.CHARS, "words": kernel.WORDS, "word_chars": kernel.WORD_CHARS,
                    "lines": kernel.LINES, "non_empty_lines": kernel.NON_EMPTY_LINES, "dup_lines": kernel.DUP_LINES,
@@ -279,9 +276,20 @@ class _Batch:
 
     def content_hash(self) -> np.ndarray:
         _, joined, offsets = self.compiled
-        data, bounds = memoryview(joined), offsets.tolist()
-        return np.fromiter((xxhash.xxh3_64_intdigest(data[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)),
-                           np.uint64, self.n)
+        return np.fromiter((xxhash.xxh3_64_intdigest(text) for text in each_text(joined, offsets)), np.uint64, self.n)
+
+
+def normalised(texts: pa.StringArray | pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's words joined by one space (`" ".join(text.split())`, a null text as empty), UTF-8, one after
+    another, and the int64 offsets of each in them: what content_hash hashes, from the compiled pass."""
+    _, joined, offsets = _Batch(texts, None, ["content_hash"]).compiled
+    return joined, offsets
+
+
+def each_text(data: np.ndarray, offsets: np.ndarray) -> Iterator[memoryview]:
+    """The texts data[offsets[i]:offsets[i + 1]], as views."""
+    view, bounds = memoryview(data), offsets.tolist()
+    return (view[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
 
 
 _COMPUTE: dict[str, Callable[[_Batch], np.ndarray]] = {

@@ -202,7 +202,7 @@ def _classes() -> np.ndarray:
     and the control characters, whitespace excepted."""
     from prep.text import features
 
-    class_ids, _, masks = features._char_classes()
+    class_ids, masks = features._char_classes()
     bits = masks[class_ids]
     space = (bits & features._SPACE) > 0
     punct = (bits & features._PUNCT) > 0
