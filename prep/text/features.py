@@ -173,8 +173,13 @@ def _char_classes() -> tuple[np.ndarray, np.ndarray]:
     From this Python's Unicode database. Few distinct bit combinations occur (14), so a class id fits a uint8
     and a text's counts by class are few. Built on first use (~0.3 s).
     """
-    masks, class_ids = np.unique(_code_point_bits(), return_inverse=True)
-    return class_ids.astype(np.uint8), masks
+    bits = _code_point_bits()
+    present = np.zeros(256, bool)
+    present[bits] = True
+    masks = np.flatnonzero(present).astype(np.uint8)  # what np.unique gives, without its sort (~30 ms)
+    id_of_bits = np.zeros(256, np.uint8)
+    id_of_bits[masks] = np.arange(len(masks))
+    return id_of_bits[bits], masks
 
 
 def _code_point_bits() -> np.ndarray:

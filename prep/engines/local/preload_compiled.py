@@ -5,16 +5,17 @@ import sys
 
 from prep.text import features
 
-# Loading compiled code, numba probes for BLAS by importing scipy.linalg (~0.2 s, when scipy is installed);
-# prep's compiled loops call no BLAS, so these processes skip the probe (it then finds no BLAS).
-_BLAS_PROBE = "scipy.linalg.cython_blas"
-_blocked = _BLAS_PROBE not in sys.modules
-if _blocked:
-    sys.modules[_BLAS_PROBE] = None  # an import of it raises ImportError at once
+# Loading compiled code, numba's target context imports two optional libraries only to support them: scipy's BLAS
+# (a probe that imports scipy.linalg, ~0.2 s when scipy is installed) and cffi (whose FFI() builds a C parser,
+# ~0.04 s). prep's compiled loops call neither, so these processes load without them (numba then finds neither).
+_PROBES = ("scipy.linalg.cython_blas", "cffi")
+_blocked = [name for name in _PROBES if name not in sys.modules]
+for name in _blocked:
+    sys.modules[name] = None  # an import of it raises ImportError at once
 try:
     features.prepare()
 finally:
-    if _blocked:
-        del sys.modules[_BLAS_PROBE]
+    for name in _blocked:
+        del sys.modules[name]
 # The filter rules' table is not built here: rules are off by default, and a stage with rule sets builds it
 # (~0.07 s) while it loads their compiled code (~0.5 s) anyway.
