@@ -121,6 +121,9 @@ def run(
 
         with contextlib.suppress(UserError):  # a bad pipeline is said below
             start_forkserver(apply_overrides(load_pipeline(pipeline), features=features_asked).uses_compiled_code())
+        from prep.core.allocator import reuse_freed_buffers
+
+        reuse_freed_buffers()  # this process cuts the input: after the forkserver's start, which must not inherit it
     from tqdm import tqdm
 
     from prep.core.dedup import check_dedup, parse_methods

@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -823,3 +824,30 @@ def test_ranges_of_a_large_row_group_are_read_on_from_where_the_last_read_stoppe
     rows = [r["id"] for c in pieces[::2] for r in read_raw(c.batch, c.raw, opts).batch.to_pylist()]
     assert rows == [r["id"] for p in got for r in p.batch.to_pylist()]
     assert rows == [str(i) for c in pieces[::2] for i in range(c.raw.first, c.raw.first + c.raw.units)]
+
+
+def test_the_coordinators_allocator_setting_stops_refaulting_freed_mib_buffers(tmp_path: Path):
+    """Cutting input allocates and frees MiB-sized buffers, which glibc by default maps afresh and faults in again
+    page by page. With `reuse_freed_buffers` the same cut is served from memory already faulted in."""
+    import subprocess
+
+    path = tmp_path / "in.jsonl"
+    line = json.dumps({"id": "x", "text": "a few words of text, " * 40}) + "\n"
+    path.write_text(line * (12 * 2**20 // len(line)), encoding="utf-8")
+    code = f"""
+import resource, sys
+from prep.core.allocator import reuse_freed_buffers
+from prep.io.sources import expand_inputs, iter_chunks
+if sys.argv[1] == "on":
+    assert reuse_freed_buffers()
+files = expand_inputs([{str(path)!r}])
+def cut():
+    return sum(c.batch.nbytes for c in iter_chunks(files, chunk_bytes=1 << 20, raw=True))
+cut()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+cut()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    off, on = (int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                  check=True).stdout) for mode in ("off", "on"))
+    assert on * 4 < off, (off, on)

@@ -576,11 +576,13 @@ def feed_rate(corpus: Corpus, repeats: int) -> dict:
     """How fast the coordinator feeds workers with a stage that does nothing: its whole per-chunk work (cut the
     input into raw chunks, digest each for --resume, write it into a shared-memory slot), in this process,
     over the slice's JSON Lines (median over repeats, wall and CPU)."""
+    from prep.core.allocator import reuse_freed_buffers
     from prep.engines.local.coordinator import new_shm_prefix
     from prep.engines.local.transport import SlotPool
     from prep.io.sources import expand_inputs, iter_chunks
     from prep.io.verify import chunk_digest
 
+    reuse_freed_buffers()  # as `prep run` sets its coordinator
     files = expand_inputs([str(corpus.path)])
     size = sum(f.size for f in files)
     pool = SlotPool(new_shm_prefix() + "feed", 2, 2 * CHUNK_BYTES + 2**18, create=True)
