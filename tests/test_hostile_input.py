@@ -432,7 +432,13 @@ def test_a_long_document_tokenized_in_pieces_gives_the_ids_of_the_whole(tokenize
     path = SHARED / "tokenizers" / f"{tokenizer}.tokenizer.json"
     text = "\n".join(d["text"] for d in corpus_docs(corpus, 3000))[:200_000]
     stage = Stage(PipelineConfig(tokenizer=str(path), features=["num_bytes"]), backend)
-    texts = ["a short one", text, "another short one"]
-    out, _ = stage(pa.RecordBatch.from_pydict({"id": ["a", "b", "c"], "text": texts}))
+    texts = ["a short one", text, "x", "another short one", text[:30_000]]
+    calls = []
+    encode = stage.backend.encode_batch
+    stage.backend.encode_batch = lambda batch: calls.append(list(batch)) or encode(batch)
+    out, _ = stage(pa.RecordBatch.from_pydict({"id": list("abcde"), "text": texts}))
     want = [e.ids for e in Tokenizer.from_file(str(path)).encode_batch(texts)]
     assert out.column("input_ids").to_pylist() == want
+    # the short ones in one call, as in a batch without a long one; the long one in pieces
+    assert calls[0] == [t for t in texts if t is not text] and all(text not in c for c in calls)
+    assert len(calls) > 5
