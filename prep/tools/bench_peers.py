@@ -194,9 +194,12 @@ def parquet_writer(path: Path) -> pq.ParquetWriter:
 
 
 def ids_table(ids: pa.Array, flat: np.ndarray, offsets: np.ndarray) -> pa.Table:
-    """The output table from flat ids and int64 offsets (no Python lists)."""
-    input_ids = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, pa.uint32()))
-    return pa.Table.from_arrays([ids, input_ids, pa.array(np.diff(offsets).astype(np.int32))], schema=OUTPUT_SCHEMA)
+    """The output table from flat ids and int64 offsets, built from the buffers: no Python lists, and no `pa.array`
+    (whose first use imports pandas, ~0.3 s, which a one-off cost would charge to the ceiling's speed)."""
+    from prep.text.arrow import arrow_of
+
+    input_ids = pa.ListArray.from_arrays(arrow_of(offsets, pa.int32()), arrow_of(flat, pa.uint32()))
+    return pa.Table.from_arrays([ids, input_ids, arrow_of(np.diff(offsets), pa.int32())], schema=OUTPUT_SCHEMA)
 
 
 def _pipeline(files: list[Path], part: int, workers: int, encode: Callable, out: Path,
@@ -288,19 +291,22 @@ def _pool_batch_init(tokenizer: str) -> None:
     _POOL_BACKEND = _encoder(tokenizer, "tokenizers")
 
 
-def _pool_batch_encode(lines: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _pool_batch_encode(lines: list[str]) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     docs = [json.loads(line) for line in lines]
     flat, offsets = _POOL_BACKEND([d["text"] for d in docs])
-    return [d["id"] for d in docs], flat, offsets
+    return [d["id"].encode() for d in docs], flat, offsets
 
 
 def pool_batch(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
     """A plain Pool: the parent sends batches of 1,000 raw lines; the workers parse and tokenize them (the batch
-    call of the installed tokenizers); the parent writes zstd Parquet of id, input_ids, num_tokens."""
+    call of the installed tokenizers); the parent writes zstd Parquet of id, input_ids, num_tokens. Its Arrow
+    arrays are built from buffers, as prep builds them (`pa.array` would import pandas: ~0.3 s of its time)."""
+    from prep.text.arrow import binary_array
+
     with multiprocessing.Pool(workers, initializer=_pool_batch_init, initargs=(tokenizer,)) as workers_pool, \
             parquet_writer(out / "data.parquet") as writer:
         for ids, flat, offsets in workers_pool.imap(_pool_batch_encode, _batched(_raw_lines(files), DOCS_PER_BATCH)):
-            writer.write_table(ids_table(pa.array(ids, pa.string()), flat, offsets))
+            writer.write_table(ids_table(binary_array(ids, pa.string()), flat, offsets))
     return {}
 
 
