@@ -788,7 +788,8 @@ def targets(result: dict) -> list[dict]:
 
     A target whose variant was not in the run is left out; one whose variant ran but gave no value (failed runs)
     is listed as not met. "prep[fast]" targets apply when the installed `tokenizers` is 1.x, the 0.2x one
-    when it is 0.2x."""
+    when it is 0.2x. Results written before these targets (no pipeline ceiling, no per-run figures) give fewer
+    rows, not an error."""
     rows: list[dict] = []
     version = result["machine"].get("tokenizers") or ""
     fast = bool(version) and not version.startswith("0.")
@@ -800,30 +801,30 @@ def targets(result: dict) -> list[dict]:
                      "at_least": at_least, "met": met})
 
     def parallel(s: dict) -> dict | None:  # x N one-thread ceilings at once; with N = 1, x one thread
-        return s["fraction_of_parallel_ceiling"] or (s["fraction_of_ceiling"] if n == 1 else None)
+        return s.get("fraction_of_parallel_ceiling") or (s["fraction_of_ceiling"] if n == 1 else None)
 
     for v in result["variants"]:
         s, name = v["summary"], v["name"]
         plain = v["kind"] == "prep" and not v["formats"] and v["scale"] == 1
         at_n = plain and v["scenario"] == "main" and v["workers"] == n
         if at_n and v["backend"] == "tokenizers" and fast:
-            if v["features"] is None:
+            if v.get("features") is None:
                 add("prep[fast], all features: x N pipeline ceilings at once", name,
-                    s["fraction_of_parallel_pipelines"], PIPELINE_TARGET)
+                    s.get("fraction_of_parallel_pipelines"), PIPELINE_TARGET)
                 if any(p["peer"] == POOL_BATCH_PEER for p in result["variants"]):
                     add("prep[fast], all features, whole command: x the Pool + tokenizers 1.x peer", name,
-                        s["vs_peers_runs"].get(POOL_BATCH_PEER), PEER_TARGET)
-            elif v["features"] == "none":
+                        s.get("vs_peers_runs", {}).get(POOL_BATCH_PEER), PEER_TARGET)
+            elif v.get("features") == "none":
                 add("prep[fast], --features none: x N pipeline ceilings at once", name,
-                    s["fraction_of_parallel_pipelines"], NO_FEATURES_PIPELINE_TARGET)
-        if at_n and v["features"] is None and v["backend"] == "tokenizers" and not fast and version:
+                    s.get("fraction_of_parallel_pipelines"), NO_FEATURES_PIPELINE_TARGET)
+        if at_n and v.get("features") is None and v["backend"] == "tokenizers" and not fast and version:
             add("tokenizers 0.2x: x N one-thread ceilings at once", name, parallel(s), TOKENIZERS_0_TARGET)
-        if at_n and v["features"] is None and v["backend"] == "tiktoken":
+        if at_n and v.get("features") is None and v["backend"] == "tiktoken":
             add("tiktoken: x N one-thread ceilings at once", name, parallel(s), TIKTOKEN_TARGET)
         if plain and v["scenario"] == "tiny":
             add("10^6 one-line documents: x the ceiling's docs/s (workers x one thread)", name,
                 s["fraction_of_ceiling"], TINY_TARGET)
-        if at_n and v["features"] is None:
+        if at_n and v.get("features") is None:
             add("fixed cost: whole command minus the engine, s", name, s.get("fixed_cost_s"), FIXED_COST_TARGET_S,
                 at_least=False)
     if result.get("feed"):
@@ -832,9 +833,9 @@ def targets(result: dict) -> list[dict]:
             FEED_TARGET_GB_S)
     for v in result["variants"]:
         s = v["summary"]
-        if v["kind"] == "prep" and v["workers"] == 2 and v["features"] is None and not v["formats"] and (
+        if v["kind"] == "prep" and v["workers"] == 2 and v.get("features") is None and not v["formats"] and (
                 v["scenario"] in ("main", "memory")):
-            add("summed peak RSS of the process tree, 2 workers, MB", v["name"], s["peak_rss_mb_runs"],
+            add("summed peak RSS of the process tree, 2 workers, MB", v["name"], s.get("peak_rss_mb_runs"),
                 MEMORY_TARGET_MB, at_least=False)
             if (ratio := (s.get("memory_vs_1x") or {}).get("peak_rss_mb_ratio")) is not None:
                 add(f"flat memory: peak RSS at {v['scale']}x the slice / at 1x", v["name"], _stat([ratio]),
