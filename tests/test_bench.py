@@ -356,6 +356,7 @@ def test_targets_are_met_at_the_threshold_and_left_out_when_not_measured():
     assert rows[("prep[fast], all features", "prep tokenizers w2 random")]["value"]["min"] == pytest.approx(0.75)
     table = "\n".join(bench.format_targets(list(rows.values())))
     assert "0.800 [0.750–0.850]" in table and "≥ 0.8" in table and "≤ 0.4" in table and " NO" in table
+    assert "500 [500–501]" in table  # MB without decimals (500.5 rounds to even)
 
     # under tokenizers 0.2x the prep[fast] targets go and the 0.2x one comes; a missing value is not met
     plain = _made_up("0.23.3", **{"prep tokenizers w2 random": {"summary": {"fraction_of_parallel_ceiling": 0.95}},

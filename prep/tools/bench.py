@@ -982,7 +982,8 @@ def format_targets(rows: list[dict]) -> list[str]:
         return []
     return ["", "== issue 12's targets measured in this run (median [min–max] over repeats; met: the median meets "
             "the threshold)"] + _table(["target", "variant", "measured", "threshold", "met"], [
-        [t["target"], t["variant"], _fmt(t["value"], 3), ("≥ " if t["at_least"] else "≤ ") + f"{t['threshold']:g}",
+        [t["target"], t["variant"], _fmt(t["value"], 0 if t["threshold"] >= 100 else 3),  # MB whole, ratios .001
+         ("≥ " if t["at_least"] else "≤ ") + f"{t['threshold']:g}",
          "yes" if t["met"] else "NO"] for t in rows])
 
 
