@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from prep.text.hf import load_hf_tokenizer
-from prep.tools import bench
+from prep.tools import bench, bench_peers
 from prep.tools.bench_peers import input_files, text_batches
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,9 +62,14 @@ def test_plan_covers_workers_routers_backends_peers_and_scenarios():
     variants = bench.plan(["main", "memory", "tiny"], ["tokenizers", "tiktoken"], ["random", "p2c"], ["pool"], 2, 4)
     names = [v.name for v in variants]
     assert len(names) == len(set(names))
-    assert names[:9] == ["ceiling tokenizers 1 thread", "ceiling tokenizers 2 processes", "ceiling tiktoken 1 thread",
-                         "ceiling tiktoken 2 processes", "prep tokenizers w1 random", "prep tokenizers w2 random",
-                         "prep tokenizers w2 p2c", "prep tiktoken w1 random", "prep tiktoken w2 random"]
+    assert names[:13] == ["ceiling tokenizers 1 thread", "ceiling tokenizers 2 processes",
+                          "pipeline tokenizers 1 process", "pipeline tokenizers 2 processes",
+                          "ceiling tiktoken 1 thread", "ceiling tiktoken 2 processes",
+                          "pipeline tiktoken 1 process", "pipeline tiktoken 2 processes",
+                          "prep tokenizers w1 random", "prep tokenizers w2 random",
+                          "prep tokenizers w2 p2c", "prep tiktoken w1 random", "prep tiktoken w2 random"]
+    assert [(v.kind, v.workers) for v in variants if v.name.startswith("pipeline tokenizers")] == [
+        ("pipeline", 1), ("pipeline", 2)]
     scaled = [v for v in variants if v.corpus == "scaled"]
     assert [(v.name, v.scale, v.reference, v.workers) for v in scaled] == [
         ("prep tokenizers w2 random x4", 4, "main", 2), ("prep tiktoken w2 random x4", 4, "main", 2)]
@@ -73,6 +79,8 @@ def test_plan_covers_workers_routers_backends_peers_and_scenarios():
     assert [(v.peer, v.workers) for v in variants if v.kind == "peer"] == [("pool", 2)]
     assert [(v.name, v.formats) for v in variants if v.formats] == [
         ("prep tokenizers w2 random +megatron+llmc", ("megatron", "llmc"))]
+    assert [(v.name, v.features) for v in variants if v.features] == [
+        ("prep tokenizers w2 random --features none", "none")]
 
 
 def test_measure_sums_memory_over_the_process_tree():
@@ -89,13 +97,15 @@ def test_measure_sums_memory_over_the_process_tree():
 def test_tiny_bench_checks_tokens_and_computes_fractions(tmp_path: Path, monkeypatch):
     # Workers fork warm and a tiny run is over in a blink: a slow start makes sure the sampler sees every role.
     monkeypatch.setenv("PREP_DEBUG_FAULT", "start:slow")
-    result = bench.run_bench(_tiny_options(tmp_path, workers=2, peers=("pool",)))
-    assert set(result) >= {"machine", "options", "corpora", "ceilings", "variants", "problems", "notes"}
+    result = bench.run_bench(_tiny_options(tmp_path, workers=2, peers=("pool", "pool-batch")))
+    assert set(result) >= {"machine", "options", "corpora", "ceilings", "variants", "problems", "notes", "targets"}
     assert result["problems"] == []
     names = [v["name"] for v in result["variants"]]
-    assert names == ["ceiling tokenizers 1 thread", "ceiling tokenizers 2 processes", "prep tokenizers w1 random",
-                     "prep tokenizers w2 random", "prep tokenizers w2 random +megatron+llmc", "pool w2"]
-    cost = result["variants"][4]["summary"]["vs_parquet_only"]  # the same run writing the binary formats too
+    assert names == ["ceiling tokenizers 1 thread", "ceiling tokenizers 2 processes", "pipeline tokenizers 1 process",
+                     "pipeline tokenizers 2 processes", "prep tokenizers w1 random", "prep tokenizers w2 random",
+                     "prep tokenizers w2 random +megatron+llmc", "prep tokenizers w2 random --features none", "pool w2",
+                     "pool-batch w2"]
+    cost = result["variants"][6]["summary"]["vs_parquet_only"]  # the same run writing the binary formats too
     assert cost["base"] == "prep tokenizers w2 random" and cost["speed_ratio"] > 0 and cost["cpu_ratio"] > 0
     # the reference: tokenizers' own ids of the slice, document by document
     hf = load_hf_tokenizer(SAMPLE / "tokenizer.json")
@@ -113,6 +123,9 @@ def test_tiny_bench_checks_tokens_and_computes_fractions(tmp_path: Path, monkeyp
         assert s["fraction_of_ceiling"]["median"] == pytest.approx(speed / (v["workers"] * ceiling["mb_s"]))
         if v["workers"] == 2 and v["kind"] != "ceiling":
             assert s["fraction_of_parallel_ceiling"]["median"] == pytest.approx(speed / ceiling["processes_2_mb_s"])
+        if v["kind"] in ("prep", "peer"):  # against the pipeline ceiling: one of them, or 2 at once
+            pipelines = ceiling["pipeline_mb_s"] if v["workers"] == 1 else ceiling["pipeline_processes_2_mb_s"]
+            assert s["fraction_of_parallel_pipelines"]["median"] == pytest.approx(speed / pipelines)
         assert s["peak_rss_mb"] > 0 and s["mb_s"]["n"] == 1
         if v["kind"] != "ceiling":
             assert s["cpu_efficiency"]["median"] == pytest.approx(
@@ -123,8 +136,18 @@ def test_tiny_bench_checks_tokens_and_computes_fractions(tmp_path: Path, monkeyp
     assert {"coordinator", "writer", "worker"} <= set(prep2["cpu_s"])
     assert prep2["vs_peers"]["pool"] == pytest.approx(
         prep2["mb_s"]["median"] / by_name["pool w2"]["summary"]["mb_s"]["median"])
+    assert prep2["fixed_cost_s"]["median"] == pytest.approx(
+        prep2["seconds"]["median"] - prep2["engine_wall_s"]["median"])
+    fast = not result["machine"]["tokenizers"].startswith("0.")
+    rows = {(t["target"].split(":")[0], t["variant"]) for t in result["targets"]}
+    assert ("fixed cost", "prep tokenizers w2 random") in rows
+    assert ("summed peak RSS of the process tree, 2 workers, MB", "prep tokenizers w2 random") in rows
+    assert (("prep[fast], all features", "prep tokenizers w2 random") in rows) is fast
+    assert (("prep[fast], all features, whole command", "prep tokenizers w2 random") in rows) is fast
+    assert (("prep[fast], --features none", "prep tokenizers w2 random --features none") in rows) is fast
+    assert (("tokenizers 0.2x", "prep tokenizers w2 random") in rows) is not fast
     report, page = bench.format_report(result), bench.format_html(result)
-    assert "prep tokenizers w2 random" in report and "WRONG" not in report
+    assert "prep tokenizers w2 random" in report and "WRONG" not in report and "issue 12's targets" in report
     assert page.count("<svg") >= 3
 
 
@@ -168,6 +191,9 @@ def test_summary_of_made_up_runs():
     ceiling = [run(10.0, 5000, 100, encode_cpu_s=8.0), run(12.0, 5000, 100, encode_cpu_s=8.0)]
     runs = {"ceiling tokenizers 1 thread": ceiling,
             "ceiling tokenizers 2 processes": [run(6.0, 5000, 200, encode_cpu_s=12.0)],
+            "pipeline tokenizers 1 process": [run(8.0, 5000, 150, encode_cpu_s=9.0)],
+            "pipeline tokenizers 2 processes": [run(4.0, 5000, 250, encode_cpu_s=10.0), run(6.0, 5000, 250)],
+            "prep tokenizers w2 random --features none": [run(4.5, 5000, 300, **prep_extra)],
             "prep tokenizers w1 random": [run(11.0, 5000, 300, **prep_extra)],
             "prep tokenizers w2 random": [run(5.0, 5000, 400, **prep_extra), run(6.0, 4999, 900, **prep_extra)],
             "prep tokenizers w2 random x4": [run(20.0, 20000, 440, **prep_extra)],
@@ -194,6 +220,16 @@ def test_summary_of_made_up_runs():
     assert x4["memory_vs_1x"]["peak_rss_mb_ratio"] == pytest.approx(440 / 900)
     assert any("4,999" in p for p in result["problems"]) and len(result["problems"]) == 1
     assert w2["engine_cpu_s"] == {"coordinator": 0.5, "writer": 0.25}
+    # the pipeline ceilings: one process, and 2 at once (the median of 2.5 and 1.67 MB/s); prep against them
+    together = (10 / 4 + 10 / 6) / 2
+    assert result["ceilings"]["main"]["tokenizers"]["pipeline_mb_s"] == pytest.approx(10 / 8)
+    assert result["ceilings"]["main"]["tokenizers"]["pipeline_processes_2_mb_s"] == pytest.approx(together)
+    assert w2["fraction_of_parallel_pipelines"]["median"] == pytest.approx(2.0 / together)
+    assert s["prep tokenizers w1 random"]["fraction_of_parallel_pipelines"]["median"] == pytest.approx((10 / 11) / 1.25)
+    assert s["pipeline tokenizers 2 processes"]["fraction_of_parallel_pipelines"] is None
+    assert s["pipeline tokenizers 2 processes"]["tokens_ok"] is True
+    assert w2["fixed_cost_s"]["median"] == pytest.approx(5.0 - 4.0)  # the command's seconds minus the engine's
+    assert w2["peak_rss_mb_runs"] == {"median": 650, "min": 400, "max": 900, "n": 2}
 
 
 def test_per_stage_costs_leave_out_start_and_finish():
@@ -206,3 +242,128 @@ def test_per_stage_costs_leave_out_start_and_finish():
                             "transport_s": 0.125}]}
     line = bench._per_mib(summary, 2 * 2**20)
     assert line == "125.0, 125.0, 750.0, 250.0, 62.5, 250.0; start and finish 2.00 s"  # 2.75 - 0.25 - 0.5
+
+
+def _run_peer(kind: str, slice_dir: Path, out: Path, workers: int, batch_bytes: int = 2**20) -> dict:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "prep.tools.bench_peers", kind, "--input", str(slice_dir),
+                           "--tokenizer", str(SAMPLE / "tokenizer.json"), "--workers", str(workers), "--output",
+                           str(out), "--batch-bytes", str(batch_bytes)], env=bench._env(1), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _written(out: Path) -> tuple[dict[str, list[int]], list[pq.ParquetFile]]:
+    """id -> input_ids of every row a run wrote (ids are unique in the slice), and its files."""
+    files = [pq.ParquetFile(p) for p in sorted(out.glob("*.parquet"))]
+    by_id: dict[str, list[int]] = {}
+    for f in files:
+        assert f.schema_arrow.field("input_ids").type == pa.list_(pa.uint32())
+        table = f.read()
+        assert table.column("num_tokens").to_pylist() == [len(x) for x in table.column("input_ids").to_pylist()]
+        by_id |= dict(zip(table.column("id").to_pylist(), table.column("input_ids").to_pylist(), strict=True))
+    return by_id, files
+
+
+@pytest.fixture(scope="module")
+def sample_slice(tmp_path_factory) -> tuple[Path, dict[str, list[int]]]:
+    """A slice of sample_data as the bench makes it, and the oracle: tokenizers' own encode_batch per document."""
+    dest = tmp_path_factory.mktemp("slice")
+    bench.make_slice(bench.read_source(SAMPLE / "corpus"), 0.3, dest)
+    docs = [json.loads(line) for f in input_files(dest) for line in f.open(encoding="utf-8")]
+    encodings = load_hf_tokenizer(SAMPLE / "tokenizer.json").encode_batch([d["text"] for d in docs])
+    expected = {d["id"]: list(e.ids) for d, e in zip(docs, encodings, strict=True)}
+    assert len(expected) == len(docs) > 100  # ids are unique
+    return dest, expected
+
+
+def test_raw_blocks_end_at_line_ends_and_cover_every_byte(sample_slice):
+    slice_dir, _ = sample_slice
+    blocks = bench_peers.raw_blocks(input_files(slice_dir), 4096)
+    for f in input_files(slice_dir):
+        data = f.read_bytes()
+        mine = [(a, b) for g, a, b in blocks if g == f]
+        assert [a for a, _ in mine] == [0] + [b for _, b in mine[:-1]] and mine[-1][1] == len(data)
+        assert all(data[b - 1:b] == b"\n" for _, b in mine)
+        assert all(b - a >= 4096 for a, b in mine[:-1])  # a block only ends at the first line end past its size
+    assert len(blocks) > 2 * len(input_files(slice_dir))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pipeline_ceiling_writes_the_tokenizers_ids(sample_slice, tmp_path: Path, workers: int):
+    slice_dir, expected = sample_slice
+    result = _run_peer("pipeline-tokenizers", slice_dir, tmp_path, workers, batch_bytes=16384)
+    by_id, files = _written(tmp_path)
+    assert len(files) == workers and all(f.metadata.num_rows > 0 for f in files)  # every process wrote its share
+    assert files[0].metadata.row_group(0).column(0).compression == "ZSTD"
+    assert by_id == expected
+    assert result["tokens"] == sum(map(len, expected.values())) == bench_peers.output_tokens("pipeline", tmp_path)
+    assert result["documents"] == len(expected) and result["seconds"] > 0 and result["cpu_seconds"] > 0
+
+
+def test_pool_batch_peer_writes_the_tokenizers_ids(sample_slice, tmp_path: Path):
+    slice_dir, expected = sample_slice
+    _run_peer("pool-batch", slice_dir, tmp_path, 2)
+    by_id, files = _written(tmp_path)
+    assert by_id == expected and sum(f.metadata.num_rows for f in files) == len(expected)
+    assert files[0].metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def _made_up(version: str, **variants: dict) -> dict:
+    """A result dict with just what `targets` reads: variants by name, each with its summary."""
+    def stat(x: float) -> dict:
+        return {"median": x, "min": x - 0.05, "max": x + 0.05, "n": 3}
+
+    out = []
+    for name, v in variants.items():
+        summary = {k: None for k in ("fraction_of_parallel_pipelines", "fraction_of_parallel_ceiling",
+                                     "fraction_of_ceiling", "fixed_cost_s", "peak_rss_mb_runs")}
+        summary |= {k: stat(x) for k, x in v.pop("summary", {}).items()}
+        summary["vs_peers_runs"] = {p: stat(x) for p, x in v.pop("vs", {}).items()}
+        summary["memory_vs_1x"] = v.pop("memory_vs_1x", None)
+        out.append({"name": name, "kind": "prep", "scenario": "main", "backend": "tokenizers", "workers": 2,
+                    "features": None, "formats": [], "scale": 1, "peer": None} | v | {"summary": summary})
+    return {"machine": {"tokenizers": version}, "options": {"workers": 2}, "variants": out}
+
+
+def test_targets_are_met_at_the_threshold_and_left_out_when_not_measured():
+    result = _made_up(
+        "1.0.0-rc.3",
+        **{"prep tokenizers w2 random": {"summary": {"fraction_of_parallel_pipelines": 0.8, "fixed_cost_s": 0.4,
+                                                     "peak_rss_mb_runs": 500.5}, "vs": {"pool-batch": 1.49}},
+           "prep tokenizers w2 random --features none": {"features": "none",
+                                                         "summary": {"fraction_of_parallel_pipelines": 0.9}},
+           "prep tokenizers w2 random x4": {"scenario": "memory", "scale": 4, "summary": {"peak_rss_mb_runs": 480},
+                                            "memory_vs_1x": {"peak_rss_mb_ratio": 1.1}},
+           "prep tokenizers w2 random tiny": {"scenario": "tiny", "summary": {"fraction_of_ceiling": 0.4999}},
+           "prep tokenizers w1 random": {"workers": 1, "summary": {"fraction_of_parallel_pipelines": 0.1}},
+           "pool-batch w2": {"kind": "peer", "peer": "pool-batch"}})
+    result["feed"] = {"gb_s": 1.5}
+    rows = {(t["target"].split(":")[0], t["variant"]): t for t in bench.targets(result)}
+    met = {k: t["met"] for k, t in rows.items()}
+    assert met == {
+        ("prep[fast], all features", "prep tokenizers w2 random"): True,  # 0.8 >= 0.8
+        ("prep[fast], all features, whole command", "prep tokenizers w2 random"): False,  # 1.49 < 1.5
+        ("prep[fast], --features none", "prep tokenizers w2 random --features none"): True,  # 0.9 >= 0.9
+        ("fixed cost", "prep tokenizers w2 random"): True,  # 0.4 <= 0.4
+        ("10^6 one-line documents", "prep tokenizers w2 random tiny"): False,  # 0.4999 < 0.5
+        ("feed rate (--scenarios feed), GB/s", "feed"): True,  # 1.5 >= 1.5
+        ("summed peak RSS of the process tree, 2 workers, MB", "prep tokenizers w2 random"): False,  # 500.5 > 500
+        ("summed peak RSS of the process tree, 2 workers, MB", "prep tokenizers w2 random x4"): True,
+        ("flat memory", "prep tokenizers w2 random x4"): True}  # 1.1 <= 1.1: no 0.2x, tiktoken or w1 rows
+    assert rows[("prep[fast], all features", "prep tokenizers w2 random")]["value"]["min"] == pytest.approx(0.75)
+    table = "\n".join(bench.format_targets(list(rows.values())))
+    assert "0.800 [0.750–0.850]" in table and "≥ 0.8" in table and "≤ 0.4" in table and " NO" in table
+    assert "500 [500–501]" in table  # MB without decimals (500.5 rounds to even)
+
+    # under tokenizers 0.2x the prep[fast] targets go and the 0.2x one comes; a missing value is not met
+    plain = _made_up("0.23.3", **{"prep tokenizers w2 random": {"summary": {"fraction_of_parallel_ceiling": 0.95}},
+                                  "prep tiktoken w2 random": {"backend": "tiktoken"}})
+    assert {(t["target"].split(":")[0], t["variant"], t["met"]) for t in bench.targets(plain)} == {
+        ("tokenizers 0.2x", "prep tokenizers w2 random", True), ("tiktoken", "prep tiktoken w2 random", False),
+        ("fixed cost", "prep tokenizers w2 random", False), ("fixed cost", "prep tiktoken w2 random", False),
+        ("summed peak RSS of the process tree, 2 workers, MB", "prep tokenizers w2 random", False),
+        ("summed peak RSS of the process tree, 2 workers, MB", "prep tiktoken w2 random", False)}
+    assert bench.targets(_made_up("1.0.0-rc.3")) == [] and bench.format_targets([]) == []

@@ -3,9 +3,12 @@
 The ceiling on a machine is N cores x one core's tokenizer speed; everything else a pipeline
 does is overhead. The bench measures, interleaved and repeated so that machine noise shows
 as spread: each backend's one-thread ceiling (`python -m prep.tools.bench_peers ceiling-*`) and N
-such processes run at once (what N cores really give here), `prep run` (the real command
-line, built-in pre-training pipeline: every feature, zstd) at 1..N workers and with each
-router and backend, and the peers of `prep.tools.bench_peers` at N. Each run is a child process;
+such processes run at once (what N cores really give here), the pipeline ceiling (one thread
+reading, parsing, tokenizing and writing the slice itself, `bench_peers pipeline-*`) alone and
+N at once, `prep run` (the real command line, built-in pre-training pipeline: every feature,
+zstd) at 1..N workers and with each router and backend, and once with `--features none`, and
+the peers of `prep.tools.bench_peers` at N. At the end, issue 12's targets that the run
+measured, each with its threshold and whether it was met (`targets`). Each run is a child process;
 its whole process tree is sampled (RSS every 50 ms, PSS every 0.5 s, CPU per process), so
 besides wall-clock fractions it reports CPU efficiency (the tokenizer's own CPU need over
 all CPU the tree spent), which other work on a shared machine does not move. Every run's
@@ -56,8 +59,17 @@ BINARY_FORMATS = ("megatron", "llmc")  # written besides Parquet by one variant:
 TINY_MAX_BYTES = 200  # a "tiny" document is one line of 1..200 bytes
 CHUNK_BYTES = 2**20  # prep's default chunk; the ceilings encode batches of the same size
 RSS_EVERY_S, PSS_EVERY_S, CHILDREN_EVERY_S = 0.05, 0.5, 0.05
-TARGETS = {"tokenizers": 0.92, "tiktoken": 0.85}
-MEMORY_TARGET_MB = 600
+# Issue 12's targets (see `targets`): fractions of N ceilings run at once, ratios, seconds and MB
+PIPELINE_TARGET = 0.8  # prep[fast], all features: x N pipeline ceilings at once
+NO_FEATURES_PIPELINE_TARGET = 0.9  # prep[fast], --features none: x N pipeline ceilings at once
+POOL_BATCH_PEER = "pool-batch"  # the Pool + tokenizers 1.x script
+PEER_TARGET = 1.5  # prep[fast], the whole command: x that peer's speed
+TOKENIZERS_0_TARGET = 0.95  # tokenizers 0.2x: x N one-thread (tokenize-only) ceilings at once
+TIKTOKEN_TARGET = 0.8  # tiktoken: x N one-thread ceilings at once
+TINY_TARGET = 0.5  # 10^6 one-line documents: x the ceiling's docs/s
+FIXED_COST_TARGET_S = 0.4  # the whole command minus the engine's time
+MEMORY_TARGET_MB = 500  # summed peak RSS of the process tree, 2 workers
+MEMORY_FLAT_TARGET = 1.1  # peak RSS at memory-factor x the slice over 1x ("flat"; the issue gives no number)
 COLORS = {"ceiling": "#888888", "tokenizers": "#1f77b4", "tiktoken": "#17becf", "peer": "#ff7f0e"}
 SPLIT_COLORS = {"tokenize": "#1f77b4", "features": "#2ca02c", "transport": "#9467bd", "other": "#8c564b",
                 "idle": "#dddddd"}
@@ -168,7 +180,7 @@ class Variant:
 
     name: str
     scenario: str
-    kind: str  # ceiling | prep | peer
+    kind: str  # ceiling | pipeline | prep | peer
     corpus: str  # key of the bench's corpora: main, tiny, huge, scaled
     backend: str = "tokenizers"
     workers: int = 1
@@ -177,6 +189,7 @@ class Variant:
     base: str = ""  # the corpus whose ceiling this variant is measured against (default: its own)
     scale: int = 1
     formats: tuple[str, ...] = ()  # binary formats written besides Parquet
+    features: str | None = None  # prep run --features (None: the pipeline's own, all of them)
 
     @property
     def reference(self) -> str:
@@ -191,9 +204,9 @@ def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[st
     def add(v: Variant) -> None:
         out.setdefault(v.name, v)
 
-    def ceiling(scenario: str, corpus: str, backend: str, w: int = 1) -> None:
-        label = "1 thread" if w == 1 else f"{w} processes"
-        add(Variant(f"ceiling {backend} {label}{_suffix(corpus)}", scenario, "ceiling", corpus, backend, w))
+    def ceiling(scenario: str, corpus: str, backend: str, w: int = 1, kind: str = "ceiling") -> None:
+        label = ("1 thread" if kind == "ceiling" else "1 process") if w == 1 else f"{w} processes"
+        add(Variant(f"{kind} {backend} {label}{_suffix(corpus)}", scenario, kind, corpus, backend, w))
 
     def prep(scenario: str, corpus: str, backend: str, w: int, router: str, base: str = "", scale: int = 1):
         add(Variant(f"prep {backend} w{w} {router}{_suffix(corpus, scale)}", scenario, "prep", corpus, backend, w,
@@ -207,6 +220,10 @@ def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[st
             ceiling(scenario, corpus, backend)
             if scenario == "main" and workers > 1:
                 ceiling(scenario, corpus, backend, workers)
+            if scenario == "main":  # read -> parse -> tokenize -> write, one thread, and N at once
+                ceiling(scenario, corpus, backend, 1, "pipeline")
+                if workers > 1:
+                    ceiling(scenario, corpus, backend, workers, "pipeline")
         for backend in backends:
             if scenario == "main":
                 for w in range(1, workers):
@@ -220,6 +237,8 @@ def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[st
         if scenario == "main":  # the cost of the binary formats: the last prep run again, writing them too
             add(Variant(f"prep {backends[0]} w{workers} {routers[0]} +megatron+llmc", scenario, "prep", corpus,
                         backends[0], workers, routers[0], formats=BINARY_FORMATS))
+            add(Variant(f"prep {backends[0]} w{workers} {routers[0]} --features none", scenario, "prep", corpus,
+                        backends[0], workers, routers[0], features="none"))
             for peer in peers:
                 add(Variant(f"{peer} w{workers}", scenario, "peer", corpus, "tokenizers", workers, peer=peer))
     return list(out.values())
@@ -352,9 +371,10 @@ def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout:
     """Run one variant once; return its record (timings, tokens, memory, prep's accounting)."""
     py = sys.executable
     record: dict = {"ok": True, "error": None, "loadavg_1m": round(os.getloadavg()[0], 2)}
-    if v.kind == "ceiling":
-        cmd = [py, "-m", "prep.tools.bench_peers", f"ceiling-{v.backend}", "--input", str(corpus.path),
+    if v.kind in ("ceiling", "pipeline"):
+        cmd = [py, "-m", "prep.tools.bench_peers", f"{v.kind}-{v.backend}", "--input", str(corpus.path),
                "--tokenizer", str(tokenizer), "--batch-bytes", str(CHUNK_BYTES), "--workers", str(v.workers)]
+        cmd += ["--output", str(out)] if v.kind == "pipeline" else []
         env = _env(1)
     elif v.kind == "prep":
         cmd = [py, "-m", "prep", "run", "--input", str(corpus.path), "--output", str(out), "--tokenizer",
@@ -363,6 +383,7 @@ def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout:
         if v.corpus == "huge":  # its one document may pass the default limit; JSON escapes at most 6x the text
             cmd += ["--max-document-bytes", str(6 * corpus.text_bytes + 2**20)]
         cmd += [a for f in ("parquet", *v.formats) for a in ("--format", f)] if v.formats else []
+        cmd += ["--features", v.features] if v.features else []
         env = _env(1)
     else:
         cmd = [py, "-m", "prep.tools.bench_peers", v.peer, "--input", str(corpus.path), "--tokenizer", str(tokenizer),
@@ -376,9 +397,11 @@ def run_variant(v: Variant, corpus: Corpus, tokenizer: Path, out: Path, timeout:
         record.update(ok=False, error=f"exit code {m.returncode}: {tail}", tokens=None)
         return record
     try:
-        if v.kind == "ceiling":
+        if v.kind in ("ceiling", "pipeline"):
             result = json.loads(m.stdout.strip().splitlines()[-1])
             record.update(seconds=result["seconds"], encode_cpu_s=result["cpu_seconds"], tokens=result["tokens"])
+            if v.kind == "pipeline":  # what it wrote is what counts
+                record["tokens"] = output_tokens(v.kind, out)
         elif v.kind == "prep":
             manifest = json.loads((out / "_manifest.json").read_text(encoding="utf-8"))
             routing = manifest["routing"]
@@ -530,6 +553,7 @@ def run_bench(opts: BenchOptions) -> dict:
         result["filters"] = filters
     if feed:
         result["feed"] = feed
+    result["targets"] = targets(result)
     return result
 
 
@@ -598,6 +622,7 @@ def feed_rate(corpus: Corpus, repeats: int) -> dict:
     finally:
         pool.close()
     return {"mib": round(size / 2**20, 2), "chunks": chunks, "gb_s": round(size / statistics.median(walls) / 1e9, 3),
+            "gb_s_runs": _stat([round(size / w / 1e9, 3) for w in walls]),
             "cpu_ms_per_mib": round(statistics.median(cpus) * 1000 / (size / 2**20), 3)}
 
 
@@ -625,9 +650,13 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
     ceilings: dict[str, dict] = {}
     reference_tokens: dict[str, int] = {}
     parallel: dict[tuple[str, str, int], float] = {}  # (corpus, backend, N) -> N processes' MB/s
+    pipelines: dict[tuple[str, str, int], float] = {}  # (corpus, backend, N) -> N pipeline processes' MB/s
     for v in variants:
         ok = [r for r in runs[v.name] if r["ok"]]
         c = corpora[v.corpus]
+        if v.kind == "pipeline" and ok:  # its token count is checked below, like every variant's
+            pipelines[(v.corpus, v.backend, v.workers)] = statistics.median(
+                c.text_bytes / r["seconds"] / 1e6 for r in ok)
         if v.kind != "ceiling" or not ok:
             continue
         if v.workers > 1:
@@ -642,18 +671,23 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
         }
     for (corpus, backend, n), speed in parallel.items():
         ceilings.setdefault(corpus, {}).setdefault(backend, {})[f"processes_{n}_mb_s"] = speed
+    for (corpus, backend, n), speed in pipelines.items():
+        key = "pipeline_mb_s" if n == 1 else f"pipeline_processes_{n}_mb_s"
+        ceilings.setdefault(corpus, {}).setdefault(backend, {})[key] = speed
     for corpus, by_backend in ceilings.items():
         ref = "tokenizers" if "tokenizers" in by_backend else next(iter(by_backend))
         if by_backend[ref].get("tokens") is not None:
             reference_tokens[corpus] = by_backend[ref]["tokens"]
 
     results = []
+    speeds: dict[str, list[float]] = {}  # MB/s of each variant's good runs
     for v in variants:
         c = corpora[v.corpus]
         ceiling = ceilings.get(v.reference, {}).get(v.backend, {}).get("mb_s")
         ceiling_cpu = ceilings.get(v.reference, {}).get(v.backend, {}).get("cpu_mb_s")
         cores = v.workers
         together = parallel.get((v.reference, v.backend, v.workers))
+        pipelines_together = pipelines.get((v.reference, v.backend, v.workers))
         expected = reference_tokens.get(v.reference)
         expected = None if expected is None else expected * v.scale
         records = runs[v.name]
@@ -664,7 +698,7 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
             if not r["ok"]:
                 problems.append(f"{v.name} (repeat {r['repeat']}): {r['error']}")
         ok = [r for r in records if r["ok"]]
-        mb_s = [c.text_bytes / r["seconds"] / 1e6 for r in ok]
+        mb_s = speeds[v.name] = [c.text_bytes / r["seconds"] / 1e6 for r in ok]
         summary = {
             "mb_s": _stat(mb_s),
             "tokens_s": _stat([r["tokens"] / r["seconds"] for r in ok]),
@@ -674,7 +708,11 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
             # against N one-thread processes run at once: prep's own overhead, without the machine's scaling
             "fraction_of_parallel_ceiling": _stat([s / together for s in mb_s])
             if together and v.kind != "ceiling" else None,
+            # against N read -> parse -> tokenize -> write processes run at once (1: one of them)
+            "fraction_of_parallel_pipelines": _stat([s / pipelines_together for s in mb_s])
+            if pipelines_together and v.kind in ("prep", "peer") else None,
             "peak_rss_mb": max((r["peak_rss_mb"] for r in records), default=None),
+            "peak_rss_mb_runs": _stat([r["peak_rss_mb"] for r in records]),
             "peak_pss_mb": max((r["peak_pss_mb"] for r in records), default=None),
             "tokens": ok[0]["tokens"] if ok else None,
             "tokens_expected": expected,
@@ -695,6 +733,7 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
         }
         if v.kind == "prep":
             summary["engine_wall_s"] = _stat([r["engine_wall_s"] for r in ok])
+            summary["fixed_cost_s"] = _stat([r["seconds"] - r["engine_wall_s"] for r in ok])  # start and finish
             summary["engine_fraction_of_ceiling"] = _stat(
                 [c.text_bytes / r["engine_wall_s"] / 1e6 / (cores * ceiling) for r in ok]) if ceiling else None
             summary["workers"] = _median_split(ok)
@@ -709,8 +748,10 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
                   if r["kind"] == "peer" and r["summary"]["mb_s"]}
     for r in results:
         speed = r["summary"]["mb_s"]
-        r["summary"]["vs_peers"] = {p: speed["median"] / s for p, s in peer_speed.items()} if (
-            speed and r["scenario"] == "main") else {}
+        mine = speeds[r["name"]] if speed and r["scenario"] == "main" else []
+        r["summary"]["vs_peers"] = {p: speed["median"] / s for p, s in peer_speed.items()} if mine else {}
+        # each run against the peer's median speed: the ratio's spread (its median is the one above)
+        r["summary"]["vs_peers_runs"] = {p: _stat([m / s for m in mine]) for p, s in peer_speed.items()} if mine else {}
     by_name = {r["name"]: r for r in results}
     for r in results:
         base = by_name.get(r["name"].split(" +")[0]) if r["formats"] else None
@@ -726,6 +767,7 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
                 f"{k}_ratio": r["summary"][k] / base["summary"][k] if base["summary"][k] else None
                 for k in ("peak_rss_mb", "peak_pss_mb")}}
     machine = {"cpus": os.cpu_count(), "cpu_model": _cpu_model(), "python": platform.python_version(),
+               "tokenizers": _tokenizers_version(),
                "platform": platform.platform(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                "note": "shared with other work: runs are interleaved and repeated so noise shows as spread"}
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k != "log"}
@@ -740,6 +782,76 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
         "notes": notes,
         "problems": problems,
     }
+
+
+def targets(result: dict) -> list[dict]:
+    """Issue 12's targets that this run measured, one row per variant that a target is about: the value (median
+    and range over repeats), the threshold, and whether the median meets it (at the threshold counts as met).
+
+    A target whose variant was not in the run is left out; one whose variant ran but gave no value (failed runs)
+    is listed as not met. "prep[fast]" targets apply when the installed `tokenizers` is 1.x, the 0.2x one
+    when it is 0.2x. Results written before these targets (no pipeline ceiling, no per-run figures) give fewer
+    rows, not an error."""
+    rows: list[dict] = []
+    version = result["machine"].get("tokenizers") or ""
+    fast = bool(version) and not version.startswith("0.")
+    n = result["options"]["workers"]
+
+    def add(target: str, variant: str, value: dict | None, threshold: float, at_least: bool = True) -> None:
+        met = value is not None and (value["median"] >= threshold if at_least else value["median"] <= threshold)
+        rows.append({"target": target, "variant": variant, "value": value, "threshold": threshold,
+                     "at_least": at_least, "met": met})
+
+    def parallel(s: dict) -> dict | None:  # x N one-thread ceilings at once; with N = 1, x one thread
+        return s.get("fraction_of_parallel_ceiling") or (s["fraction_of_ceiling"] if n == 1 else None)
+
+    for v in result["variants"]:
+        s, name = v["summary"], v["name"]
+        plain = v["kind"] == "prep" and not v["formats"] and v["scale"] == 1
+        at_n = plain and v["scenario"] == "main" and v["workers"] == n
+        if at_n and v["backend"] == "tokenizers" and fast:
+            if v.get("features") is None:
+                add("prep[fast], all features: x N pipeline ceilings at once", name,
+                    s.get("fraction_of_parallel_pipelines"), PIPELINE_TARGET)
+                if any(p["peer"] == POOL_BATCH_PEER for p in result["variants"]):
+                    add("prep[fast], all features, whole command: x the Pool + tokenizers 1.x peer", name,
+                        s.get("vs_peers_runs", {}).get(POOL_BATCH_PEER), PEER_TARGET)
+            elif v.get("features") == "none":
+                add("prep[fast], --features none: x N pipeline ceilings at once", name,
+                    s.get("fraction_of_parallel_pipelines"), NO_FEATURES_PIPELINE_TARGET)
+        if at_n and v.get("features") is None and v["backend"] == "tokenizers" and not fast and version:
+            add("tokenizers 0.2x: x N one-thread ceilings at once", name, parallel(s), TOKENIZERS_0_TARGET)
+        if at_n and v.get("features") is None and v["backend"] == "tiktoken":
+            add("tiktoken: x N one-thread ceilings at once", name, parallel(s), TIKTOKEN_TARGET)
+        if plain and v["scenario"] == "tiny":
+            add("10^6 one-line documents: x the ceiling's docs/s (workers x one thread)", name,
+                s["fraction_of_ceiling"], TINY_TARGET)
+        if at_n and v.get("features") is None:
+            add("fixed cost: whole command minus the engine, s", name, s.get("fixed_cost_s"), FIXED_COST_TARGET_S,
+                at_least=False)
+    if result.get("feed"):
+        feed = result["feed"]
+        add("feed rate (--scenarios feed), GB/s", "feed", feed.get("gb_s_runs") or _stat([feed["gb_s"]]),
+            FEED_TARGET_GB_S)
+    for v in result["variants"]:
+        s = v["summary"]
+        if v["kind"] == "prep" and v["workers"] == 2 and v.get("features") is None and not v["formats"] and (
+                v["scenario"] in ("main", "memory")):
+            add("summed peak RSS of the process tree, 2 workers, MB", v["name"], s.get("peak_rss_mb_runs"),
+                MEMORY_TARGET_MB, at_least=False)
+            if (ratio := (s.get("memory_vs_1x") or {}).get("peak_rss_mb_ratio")) is not None:
+                add(f"flat memory: peak RSS at {v['scale']}x the slice / at 1x", v["name"], _stat([ratio]),
+                    MEMORY_FLAT_TARGET, at_least=False)
+    return rows
+
+
+def _tokenizers_version() -> str | None:
+    """The installed `tokenizers`: 1.x is prep[fast], whose targets differ from the stable 0.2x's."""
+    try:
+        import tokenizers
+    except ImportError:
+        return None
+    return tokenizers.__version__
 
 
 def _cpu_model() -> str:
@@ -794,7 +906,8 @@ def format_report(result: dict) -> str:
         lines += ["", f"== {scenario}: {corpus['text_bytes'] / 1e6:,.1f} MB of text, {corpus['documents']:,} "
                   f"documents, {corpus['files']} files; x ceiling = speed / (workers x one-thread speed of the "
                   "same backend); x N at once = speed / (N one-thread processes of the same backend run at once); "
-                  "median [min–max] over repeats; cpu eff = the ceiling's CPU seconds for this "
+                  "x N pipelines = speed / (N one-thread read -> parse -> tokenize -> write processes of the same "
+                  "backend run at once); median [min–max] over repeats; cpu eff = the ceiling's CPU seconds for this "
                   "text / CPU seconds of the whole process tree; peak RSS (summed over the process tree, shared "
                   "pages counted in each process) and PSS (shared pages split)"]
         ceilings = result["ceilings"].get(chosen[0]["corpus"], {})
@@ -802,11 +915,14 @@ def format_report(result: dict) -> str:
             f"{b} {c['mb_s']:.2f} MB/s wall, {c['cpu_mb_s']:.2f} MB/s of CPU time"
             + "".join(f", {k.split('_')[1]} processes at once {x / c['mb_s']:.2f}x one" for k, x in c.items()
                       if k.startswith("processes_"))
+            + (f", pipeline {c['pipeline_mb_s']:.2f} MB/s" if c.get("pipeline_mb_s") else "")
+            + "".join(f", {k.split('_')[2]} pipelines at once {x / c['pipeline_mb_s']:.2f}x one"
+                      for k, x in c.items() if k.startswith("pipeline_processes_") and c.get("pipeline_mb_s"))
             for b, c in ceilings.items() if c.get("mb_s"))
             + "; median load average during runs "
             + f"{statistics.median(v['summary']['loadavg_1m'] or 0 for v in chosen):.1f}")
-        header = ["variant", "MB/s", "tokens/s", "docs/s", "x ceiling", "x N at once", "cpu eff", "RSS MB", "PSS MB",
-                  "tokens"]
+        header = ["variant", "MB/s", "tokens/s", "docs/s", "x ceiling", "x N at once", "x N pipelines", "cpu eff",
+                  "RSS MB", "PSS MB", "tokens"]
         header += [f"vs {p}" for p in peers] if scenario == "main" else []
         rows = []
         for v in chosen:
@@ -814,6 +930,7 @@ def format_report(result: dict) -> str:
             memory = [f"{s[k]:,.0f}" if s[k] is not None else "—" for k in ("peak_rss_mb", "peak_pss_mb")]
             row = [v["name"], _fmt(s["mb_s"]), _fmt(s["tokens_s"], 0, False), _fmt(s["docs_s"], 0, False),
                    _fmt(s["fraction_of_ceiling"], 3), _fmt(s["fraction_of_parallel_ceiling"], 3, False),
+                   _fmt(s.get("fraction_of_parallel_pipelines"), 3, False),
                    _fmt(s["cpu_efficiency"], 3, False), *memory,
                    {True: "ok", False: "WRONG", None: "unchecked"}[s["tokens_ok"]]]
             if scenario == "main":
@@ -855,9 +972,21 @@ def format_report(result: dict) -> str:
     if rows:
         lines += ["", "== peak RSS by process role, MB (each process's own peak, summed over processes of the role; "
                   "helper: forkserver and resource tracker)"] + _table(["variant", *roles], rows)
+    lines += format_targets(targets(result))
     if result["problems"]:
         lines += ["", "PROBLEMS:"] + [f"  {p}" for p in result["problems"]]
     return "\n".join(lines)
+
+
+def format_targets(rows: list[dict]) -> list[str]:
+    """The targets table (`targets`' rows), with its heading; nothing when no target was measured."""
+    if not rows:
+        return []
+    return ["", "== issue 12's targets measured in this run (median [min–max] over repeats; met: the median meets "
+            "the threshold)"] + _table(["target", "variant", "measured", "threshold", "met"], [
+        [t["target"], t["variant"], _fmt(t["value"], 0 if t["threshold"] >= 100 else 3),  # MB whole, ratios .001
+         ("≥ " if t["at_least"] else "≤ ") + f"{t['threshold']:g}",
+         "yes" if t["met"] else "NO"] for t in rows])
 
 
 def svg_bars(title: str, rows: list[tuple[str, list[tuple[float, str, str]], tuple[float, float] | None]],
@@ -897,31 +1026,46 @@ def svg_bars(title: str, rows: list[tuple[str, list[tuple[float, str, str]], tup
 
 
 def _color(v: dict) -> str:
-    return COLORS["ceiling"] if v["kind"] == "ceiling" else COLORS["peer"] if v["kind"] == "peer" else COLORS[
-        v["backend"]]
+    kind = "ceiling" if v["kind"] == "pipeline" else v["kind"]
+    return COLORS[kind] if kind in COLORS else COLORS[v["backend"]]
+
+
+def _stat_rows(variants: list[dict], get: Callable[[dict], dict | None]) -> list:
+    """svg_bars rows of one statistic of each variant's summary (median bar, min-max whisker), where it has one."""
+    return [(v["name"], [(stat["median"], _color(v), "median")], (stat["min"], stat["max"]))
+            for v in variants if (stat := get(v["summary"]))]
 
 
 def format_html(result: dict) -> str:
     """A self-contained page: the terminal report, then charts (inline SVG, no dependency)."""
     charts = []
+    fractions = {  # per scenario: (summary key, title, issue 12's target marks)
+        "main": [("fraction_of_parallel_pipelines", "x N pipeline ceilings run at once",
+                  [(PIPELINE_TARGET, f"prep[fast] target {PIPELINE_TARGET}"),
+                   (NO_FEATURES_PIPELINE_TARGET, f"--features none target {NO_FEATURES_PIPELINE_TARGET}")]),
+                 ("fraction_of_parallel_ceiling", "x N one-thread ceilings run at once",
+                  [(TOKENIZERS_0_TARGET, f"tokenizers 0.2x target {TOKENIZERS_0_TARGET}"),
+                   (TIKTOKEN_TARGET, f"tiktoken target {TIKTOKEN_TARGET}")]),
+                 ("fraction_of_ceiling", "fraction of the ceiling (workers x one thread)", [])],
+        "tiny": [("fraction_of_ceiling", "fraction of the ceiling (workers x one thread)",
+                  [(TINY_TARGET, f"target {TINY_TARGET}")])]}
     for scenario in SCENARIOS:
         chosen = [v for v in result["variants"] if v["scenario"] == scenario and v["summary"]["fraction_of_ceiling"]]
         if not chosen:
             continue
-        rows = [(v["name"], [(v["summary"]["fraction_of_ceiling"]["median"], _color(v), "fraction")],
-                 (v["summary"]["fraction_of_ceiling"]["min"], v["summary"]["fraction_of_ceiling"]["max"]))
-                for v in chosen]
-        marks = [(t, f"{b} target {t}") for b, t in TARGETS.items()] if scenario == "main" else [(0.5, "0.5")]
-        charts.append(svg_bars(f"{scenario}: fraction of the ceiling (workers x one thread)", rows, "", marks))
-        rows = [(v["name"], [(v["summary"]["cpu_efficiency"]["median"], _color(v), "cpu efficiency")],
-                 (v["summary"]["cpu_efficiency"]["min"], v["summary"]["cpu_efficiency"]["max"]))
-                for v in chosen if v["summary"]["cpu_efficiency"]]
-        if rows:
+        for key, title, marks in fractions.get(scenario, [fractions["main"][-1]]):
+            if rows := _stat_rows(chosen, lambda s, key=key: s.get(key)):
+                charts.append(svg_bars(f"{scenario}: {title}", rows, "", marks))
+        if scenario == "main" and (rows := _stat_rows(
+                [v for v in chosen if v["kind"] == "prep"], lambda s: s["vs_peers_runs"].get(POOL_BATCH_PEER))):
+            charts.append(svg_bars(f"main: speed x the {POOL_BATCH_PEER} peer's (Pool + tokenizers)", rows, "",
+                                   [(PEER_TARGET, f"prep[fast] target {PEER_TARGET}")]))
+        if rows := _stat_rows(chosen, lambda s: s["cpu_efficiency"]):
             charts.append(svg_bars(f"{scenario}: CPU efficiency (tokenizer's own CPU need / CPU of the process tree)",
                                    rows, ""))
         rows = [(v["name"], [(v["summary"]["peak_rss_mb"] or 0.0, _color(v), "peak RSS")], None) for v in chosen]
         charts.append(svg_bars(f"{scenario}: peak RSS of the process tree, MB", rows, "MB",
-                               [(MEMORY_TARGET_MB, f"{MEMORY_TARGET_MB} MB")]))
+                               [(MEMORY_TARGET_MB, f"target {MEMORY_TARGET_MB} MB (2 workers)")]))
     rows = []
     for v in result["variants"]:
         for j, w in enumerate(v["summary"].get("workers") or []):

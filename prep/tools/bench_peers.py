@@ -5,7 +5,17 @@
 * `ceiling-tokenizers`, `ceiling-tiktoken`: one process, one thread, the backend alone over
   texts already in memory, no output; the times printed (wall and CPU) cover encoding only.
   With `--workers N`: N such processes at once, each over every N-th batch.
+* `pipeline-tokenizers`, `pipeline-tiktoken`: the pipeline ceiling: one process, one thread,
+  read -> parse -> tokenize -> write over the JSON Lines files themselves (raw blocks of about
+  `--batch-bytes` cut at line ends, `pyarrow.json` per block, the backend's batch call, zstd
+  Parquet of `id`, `input_ids`, `num_tokens`); the times printed cover all four, from the
+  first read to the closed file. With `--workers N`: N such processes at once, each over every
+  N-th block, each writing its own file.
 * `hf-threads`: one process, tokenizers' own thread pool (N threads), then pyarrow Parquet.
+* `pool-batch`: a plain `multiprocessing.Pool(N)`: the parent reads lines and sends batches of
+  1,000; each worker runs `json.loads` and the backend's batch call (1.x: `encode_batch`, then
+  `ids_array`; 0.2x: `encode_batch_fast`); the parent writes zstd Parquet of `id`,
+  `input_ids`, `num_tokens`, no features.
 * `pool`: Megatron-style (`tools/preprocess_data.py`): `multiprocessing.Pool.imap` over raw
   JSON lines, one document per call, the parent writing a `.bin` of ids and an `.idx` of lengths.
 * `datasets`: `load_dataset("json")`, `map(batched=True, num_proc=N)`, `to_parquet`.
@@ -21,6 +31,7 @@ import argparse
 import functools
 import itertools
 import json
+import mmap
 import multiprocessing
 import os
 import sys
@@ -35,11 +46,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-PEERS = ("hf-threads", "pool", "datasets", "datatrove")
+PEERS = ("hf-threads", "pool", "pool-batch", "datasets", "datatrove")
 CEILINGS = ("ceiling-tokenizers", "ceiling-tiktoken")
+PIPELINES = ("pipeline-tokenizers", "pipeline-tiktoken")
 DOCS_PER_BATCH = 1000  # the batch size users reach for (datasets' map default)
 MEGATRON_CHUNKSIZE = 32  # pool.imap chunksize in Megatron-LM's preprocess_data.py
 IDS = pa.list_(pa.uint32())
+JSONL_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string())])
+OUTPUT_SCHEMA = pa.schema([("id", pa.string()), ("input_ids", IDS), ("num_tokens", pa.int32())])
 
 
 def input_files(path: str | Path) -> list[Path]:
@@ -84,10 +98,24 @@ def _counter(tokenizer: str, backend: str) -> Callable[[list[str]], int]:
 
         fast = convert(tokenizer)
         return lambda batch: int(fast.encode_batch(batch)[1][-1])
-    from prep.text.hf import hf_encode_ids, load_hf_tokenizer
+    from prep.text.hf import hf_encode_ids, load_hf_tokenizer, tokenizers_major
 
     hf = load_hf_tokenizer(tokenizer)
+    if tokenizers_major() >= 1:  # 1.x hands the ids out as numpy: ~2x faster than as Python lists (`.ids`)
+        return lambda batch: sum(len(e.ids_array) for e in hf.encode_batch(batch))
     return lambda batch: sum(map(len, hf_encode_ids(hf, batch)))
+
+
+def _encoder(tokenizer: str, backend: str) -> Callable[[list[str]], tuple[np.ndarray, np.ndarray]]:
+    """The backend's batch call as prep makes it, texts -> (uint32 ids end to end, int64 offsets): tokenizers 1.x
+    `encode_batch` then each `ids_array`, 0.2x `encode_batch_fast`, or the converted tiktoken backend."""
+    if backend == "tiktoken":
+        from prep.text.tiktoken_backend import convert
+
+        return convert(tokenizer).encode_batch
+    from prep.text.tokenizer import hf_backend
+
+    return hf_backend(tokenizer).encode_batch
 
 
 def _timed(batches: list[list[str]], count: Callable[[list[str]], int]) -> tuple[float, float, float, int]:
@@ -97,10 +125,38 @@ def _timed(batches: list[list[str]], count: Callable[[list[str]], int]) -> tuple
     return started, time.perf_counter(), time.process_time() - cpu, tokens
 
 
-def _share(conn: Connection, barrier: object, batches: list[list[str]], tokenizer: str, backend: str) -> None:
-    count = _counter(tokenizer, backend)
-    barrier.wait()  # every process starts encoding at once
-    conn.send(_timed(batches, count))
+def _share(conn: Connection, barrier: object, prepare: Callable[[], Callable[[], tuple]]) -> None:
+    work = prepare()  # loading the tokenizer is not timed
+    barrier.wait()  # every process starts at once
+    conn.send(work())
+
+
+def _at_once(prepares: list[Callable[[], Callable[[], tuple]]]) -> list[tuple]:
+    """Each `prepare()` returns the work to time; with more than one, each runs in a process of its own, all
+    starting at a barrier. The work returns (start, end, CPU seconds, tokens, ...)."""
+    if len(prepares) == 1:
+        return [prepares[0]()()]
+    ctx = multiprocessing.get_context("fork")  # the children share the parent's data; they never touch Arrow
+    barrier = ctx.Barrier(len(prepares))
+    pipes = [ctx.Pipe(duplex=False) for _ in prepares]
+    procs = [ctx.Process(target=_share, args=(send, barrier, prepare))
+             for (_, send), prepare in zip(pipes, prepares, strict=True)]
+    for proc in procs:
+        proc.start()
+    results = [receive.recv() for receive, _ in pipes]
+    for proc in procs:
+        proc.join()
+    return results
+
+
+def _prepare_count(batches: list[list[str]], tokenizer: str, backend: str) -> Callable[[], tuple]:
+    return functools.partial(_timed, batches, _counter(tokenizer, backend))
+
+
+def _timing(results: list[tuple]) -> dict:
+    """Wall from the first start to the last end, CPU and tokens summed."""
+    return {"seconds": max(r[1] for r in results) - min(r[0] for r in results),
+            "cpu_seconds": sum(r[2] for r in results), "tokens": sum(r[3] for r in results)}
 
 
 def ceiling(files: list[Path], tokenizer: str, backend: str, batch_bytes: int, workers: int = 1) -> dict:
@@ -111,22 +167,78 @@ def ceiling(files: list[Path], tokenizer: str, backend: str, batch_bytes: int, w
     """
     texts = read_text_column(files)
     batches = text_batches(texts, batch_bytes)
-    if workers == 1:
-        results = [_timed(batches, _counter(tokenizer, backend))]
-    else:
-        ctx = multiprocessing.get_context("fork")  # the children share the batches; they never touch Arrow
-        barrier = ctx.Barrier(workers)
-        pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
-        procs = [ctx.Process(target=_share, args=(send, barrier, batches[k::workers], tokenizer, backend))
-                 for k, (_, send) in enumerate(pipes)]
-        for proc in procs:
-            proc.start()
-        results = [receive.recv() for receive, _ in pipes]
-        for proc in procs:
-            proc.join()
-    seconds = max(r[1] for r in results) - min(r[0] for r in results)
-    return {"seconds": seconds, "cpu_seconds": sum(r[2] for r in results), "tokens": sum(r[3] for r in results),
-            "documents": len(texts)}
+    results = _at_once([functools.partial(_prepare_count, batches[k::workers], tokenizer, backend)
+                        for k in range(workers)])
+    return _timing(results) | {"documents": len(texts)}
+
+
+def raw_blocks(files: list[Path], block_bytes: int) -> list[tuple[Path, int, int]]:
+    """The files as (file, start, end) byte ranges of about `block_bytes`, each ending at a line end (a longer
+    line makes a longer block), found without reading more of a file than a page per block."""
+    blocks = []
+    for f in files:
+        size = f.stat().st_size
+        if not size:
+            continue
+        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            start = 0
+            while start < size:
+                newline = view.find(b"\n", start + block_bytes - 1) if start + block_bytes < size else -1
+                end = size if newline < 0 else newline + 1
+                blocks.append((f, start, end))
+                start = end
+    return blocks
+
+
+def parquet_writer(path: Path) -> pq.ParquetWriter:
+    """zstd Parquet of id, input_ids, num_tokens, without a dictionary for the token ids (as prep writes them)."""
+    return pq.ParquetWriter(path, OUTPUT_SCHEMA, compression="zstd", use_dictionary=["id", "num_tokens"])
+
+
+def ids_table(ids: pa.Array, flat: np.ndarray, offsets: np.ndarray) -> pa.Table:
+    """The output table from flat ids and int64 offsets, built from the buffers: no Python lists, and no `pa.array`
+    (whose first use imports pandas, ~0.3 s, which a one-off cost would charge to the ceiling's speed)."""
+    from prep.text.arrow import arrow_of
+
+    input_ids = pa.ListArray.from_arrays(arrow_of(offsets, pa.int32()), arrow_of(flat, pa.uint32()))
+    return pa.Table.from_arrays([ids, input_ids, arrow_of(np.diff(offsets), pa.int32())], schema=OUTPUT_SCHEMA)
+
+
+def _pipeline(files: list[Path], part: int, workers: int, encode: Callable, out: Path,
+              block_bytes: int) -> tuple[float, float, float, int, int]:
+    """Read -> parse -> tokenize -> write every `workers`-th block, from `part`: (start, end, CPU, tokens, docs)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    tokens = documents = 0
+    parse = pajson.ParseOptions(explicit_schema=JSONL_SCHEMA, unexpected_field_behavior="ignore")
+    with parquet_writer(out / f"part-{part:03d}.parquet") as writer:
+        for path, start, end in raw_blocks(files, block_bytes)[part::workers]:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, end - start, start)
+            finally:
+                os.close(fd)
+            table = pajson.read_json(pa.BufferReader(data), parse_options=parse, read_options=pajson.ReadOptions(
+                use_threads=False, block_size=len(data) + 1))
+            flat, offsets = encode(table.column("text").to_pylist())
+            writer.write_table(ids_table(table.column("id").combine_chunks(), flat, offsets),
+                               row_group_size=table.num_rows)
+            tokens += int(offsets[-1])
+            documents += table.num_rows
+    return started, time.perf_counter(), time.process_time() - cpu, tokens, documents
+
+
+def _prepare_pipeline(files: list[Path], part: int, workers: int, tokenizer: str, backend: str, out: Path,
+                      block_bytes: int) -> Callable[[], tuple]:
+    return functools.partial(_pipeline, files, part, workers, _encoder(tokenizer, backend), out, block_bytes)
+
+
+def pipeline_ceiling(files: list[Path], tokenizer: str, backend: str, block_bytes: int, out: Path,
+                     workers: int = 1) -> dict:
+    """The pipeline ceiling: one thread reading, parsing, tokenizing and writing, or N such processes at once
+    (each over every N-th block, its own output file): what a pipeline without coordination could do here."""
+    results = _at_once([functools.partial(_prepare_pipeline, files, k, workers, tokenizer, backend, out, block_bytes)
+                        for k in range(workers)])
+    return _timing(results) | {"documents": sum(r[4] for r in results)}
 
 
 def hf_threads(files: list[Path], tokenizer: str, out: Path) -> dict:
@@ -170,6 +282,33 @@ def pool(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
             binary.write(np.asarray(ids, dtype=dtype).tobytes())
             sizes.append(len(ids))
     np.save(out / "data.idx.npy", np.asarray(sizes, dtype=np.int64))
+    return {}
+
+
+_POOL_BACKEND = None
+
+
+def _pool_batch_init(tokenizer: str) -> None:
+    global _POOL_BACKEND
+    _POOL_BACKEND = _encoder(tokenizer, "tokenizers")
+
+
+def _pool_batch_encode(lines: list[str]) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+    docs = [json.loads(line) for line in lines]
+    flat, offsets = _POOL_BACKEND([d["text"] for d in docs])
+    return [d["id"].encode() for d in docs], flat, offsets
+
+
+def pool_batch(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
+    """A plain Pool: the parent sends batches of 1,000 raw lines; the workers parse and tokenize them (the batch
+    call of the installed tokenizers); the parent writes zstd Parquet of id, input_ids, num_tokens. Its Arrow
+    arrays are built from buffers, as prep builds them (`pa.array` would import pandas: ~0.3 s of its time)."""
+    from prep.text.arrow import binary_array
+
+    with multiprocessing.Pool(workers, initializer=_pool_batch_init, initargs=(tokenizer,)) as workers_pool, \
+            parquet_writer(out / "data.parquet") as writer:
+        for ids, flat, offsets in workers_pool.imap(_pool_batch_encode, _batched(_raw_lines(files), DOCS_PER_BATCH)):
+            writer.write_table(ids_table(binary_array(ids, pa.string()), flat, offsets))
     return {}
 
 
@@ -256,7 +395,7 @@ def output_tokens(kind: str, out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m prep.tools.bench_peers", description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=CEILINGS + PEERS)
+    parser.add_argument("kind", choices=CEILINGS + PIPELINES + PEERS)
     parser.add_argument("--input", required=True)
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--workers", type=int, default=1)
@@ -264,15 +403,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-bytes", type=int, default=2**20)
     args = parser.parse_args(argv)
     files = input_files(args.input)
+    if args.output is None and args.kind not in CEILINGS:
+        parser.error(f"{args.kind} writes its output: give --output DIR")
     out = Path(args.output) if args.output else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     if args.kind in CEILINGS:
         result = ceiling(files, args.tokenizer, args.kind.split("-", 1)[1], args.batch_bytes, args.workers)
+    elif args.kind in PIPELINES:
+        result = pipeline_ceiling(files, args.tokenizer, args.kind.split("-", 1)[1], args.batch_bytes, out,
+                                  args.workers)
     elif args.kind == "hf-threads":
         result = hf_threads(files, args.tokenizer, out)
     elif args.kind == "pool":
         result = pool(files, args.tokenizer, args.workers, out)
+    elif args.kind == "pool-batch":
+        result = pool_batch(files, args.tokenizer, args.workers, out)
     elif args.kind == "datasets":
         result = hf_datasets(files, args.tokenizer, args.workers, out)
     else:
