@@ -251,7 +251,34 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     command = next((a for a in args if not a.startswith("-")), None)
     _register(command if command in _LAZY_COMMANDS or command in ("run", "inspect") else None)
-    app(args=args, prog_name="prep")
+    if argv is not None:  # called from Python: the caller's process goes on
+        app(args=args, prog_name="prep")
+        return
+    try:
+        app(args=args, prog_name="prep")
+    except SystemExit as done:
+        _exit_without_teardown(done.code)
+    _exit_without_teardown(0)
+
+
+def _exit_without_teardown(code: int | str | None) -> None:
+    """End the `prep` command once its work and its exit handlers are done, without the interpreter's teardown of
+    every module (numpy, pyarrow: ~0.05-0.15 s after a run, on the command's wall time). Threads that are not
+    daemons are waited for, as the interpreter would."""
+    import atexit
+    import os
+    import threading
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001 - what the interpreter runs first at exit
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more to say there
+            stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 if __name__ == "__main__":
