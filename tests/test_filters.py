@@ -351,3 +351,34 @@ def test_agrees_with_datatrove_on_the_english_corpus(name: str) -> None:
     agreement = float((kept == ours).mean())
     assert agreement >= 0.98, f"{name}: {agreement:.4f} of {len(docs)} documents"
     assert 0.02 < kept.mean() < 0.98  # the rules do decide something on this corpus
+
+
+def test_the_empty_rule_agrees_with_arrows_trim_on_every_code_point_and_random_batches():
+    """`blank` skips Arrow's trim for texts whose first byte cannot begin whitespace; it must judge every text as
+    the trim does: each code point alone and before a space or a letter, then random mixes of whitespace, controls
+    and letters, with nulls, both string types and sliced arrays."""
+    import random
+
+    import pyarrow.compute as pc
+
+    from prep.core.stage import blank
+    from prep.text.arrow import numpy_of
+
+    def trimmed_empty(texts: pa.Array) -> np.ndarray:
+        return numpy_of(pc.utf8_length(pc.utf8_trim_whitespace(texts)), fill=0) == 0
+
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    for after in ("", " ", "x"):
+        texts = pa.array([c + after for c in every])
+        assert (blank(texts) == trimmed_empty(texts)).all(), after
+    assert blank(pa.array([" \u3000\n", "\u00a0x", "中", None, ""])).tolist() == [True, False, False, True, True]
+    alphabet = [" ", "\t", "\n", "\r", "\u00a0", "\u3000", "\u2028", "\u1680", "\u180e", "\ufeff", "\x1c", "\x85",
+                "a", "é", "中", "\x00", "\x7f", "!", "\v", "\u200b", "\u205f"]
+    rng = random.Random(7)
+    for _ in range(500):
+        n = rng.randint(0, 20)
+        texts = [None if rng.random() < 0.05 else "".join(rng.choices(alphabet, k=rng.randint(0, 4))) for _ in range(n)]
+        for type_ in (pa.string(), pa.large_string()):
+            array = pa.array(texts, type_)
+            array = array.slice(1, n - 2) if n > 2 else array
+            assert (blank(array) == trimmed_empty(array)).all(), texts
