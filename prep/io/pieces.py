@@ -34,7 +34,7 @@ from prep.io.records import (
     is_text_type,
     parse_raw,
     parsed_rows,
-    raw_data,
+    raw_buffer,
     screen_columns,
     strict_record_error,
 )
@@ -72,7 +72,7 @@ def read_raw(batch: pa.RecordBatch, spec: RawSpec, opts: ReadOptions, start: int
         return _read_txt(batch.slice(start, stop - start), spec, opts)
     if spec.format in PIECE_FORMATS:
         return _read_rows(spec, opts, start, stop)
-    return parse_raw(raw_data(batch), spec, opts, start, stop)
+    return parse_raw(raw_buffer(batch), spec, opts, start, stop)
 
 
 def parse_chunk(chunk: Chunk, opts: ReadOptions) -> Chunk:

@@ -100,6 +100,13 @@ def raw_data(batch: pa.RecordBatch) -> bytes:
     return batch.column(0)[0].as_py()
 
 
+def raw_buffer(batch: pa.RecordBatch) -> pa.Buffer:
+    """A raw chunk's records in place (in a worker: in its shared-memory slot), where `raw_data` copies them."""
+    column = batch.column(0)
+    start, end = np.frombuffer(column.buffers()[1], np.int64, 2, column.offset * 8)
+    return column.buffers()[2].slice(int(start), int(end - start))
+
+
 def _unit_bounds(data: bytes, fmt: str) -> np.ndarray:
     """Offset of each record's start, then of the end: records [a, b) of a raw chunk are data[o[a]:o[b]]."""
     ends = csv_record_ends(data, 0) if fmt == "csv" else np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
@@ -140,7 +147,8 @@ class Parsed:
     text_bytes: int
 
 
-def parse_raw(data: bytes, spec: RawSpec, opts: ReadOptions, start: int = 0, stop: int | None = None) -> Parsed:
+def parse_raw(data: bytes | pa.Buffer, spec: RawSpec, opts: ReadOptions, start: int = 0,
+              stop: int | None = None) -> Parsed:
     """The worker's half of reading JSON Lines and CSV: parse, validate and shape records [start, stop) of a raw
     chunk. A pure function of the bytes and the file's types (or CSV header), so any worker (or a retry) gives
     the same rows."""
@@ -148,11 +156,11 @@ def parse_raw(data: bytes, spec: RawSpec, opts: ReadOptions, start: int = 0, sto
     first = spec.first
     if (start, stop) != (0, spec.units):
         bounds = _unit_bounds(data, spec.format)
-        first += counted_records(data[:bounds[start]], spec.format)
-        data = data[bounds[start]:bounds[stop]]
+        first += counted_records(data[:int(bounds[start])], spec.format)
+        data = data[int(bounds[start]):int(bounds[stop])]
     f = InputFile("", spec.format, None, 0, spec.source)
     if spec.format == "csv":
-        rows, positions, quarantine = parse_csv(data, first, spec.schema.names, f, opts)
+        rows, positions, quarantine = parse_csv(bytes(data), first, spec.schema.names, f, opts)
     else:
         rows, positions, quarantine = JsonlParser(f, opts, spec.schema).parse(data, first)
     return parsed_rows(rows, Origins(POSITION_KEY[spec.format], positions, (spec.source,)), quarantine)
@@ -348,7 +356,7 @@ class JsonlParser:
                 self._learn(names, {n: _infer([r.get(n) for r in records]) for n in names})
                 return
 
-    def parse(self, block: bytes, first_line: int) -> tuple[pa.Table, np.ndarray, list[dict]]:
+    def parse(self, block: bytes | pa.Buffer, first_line: int) -> tuple[pa.Table, np.ndarray, list[dict]]:
         table = self._read(block)
         if table is not None and self.types is None and table.num_rows:
             self._learn(table.column_names, {field.name: field.type for field in table.schema})
@@ -357,9 +365,9 @@ class JsonlParser:
             fast = self._fast(table, block, first_line)
             if fast is not None:
                 return fast
-        return self._slow(block, first_line)
+        return self._slow(bytes(block), first_line)
 
-    def _read(self, block: bytes) -> pa.Table | None:
+    def _read(self, block: bytes | pa.Buffer) -> pa.Table | None:
         try:
             options = pajson.ReadOptions(use_threads=False, block_size=len(block) + 1)
             return pajson.read_json(pa.BufferReader(block), read_options=options, parse_options=self.options)
@@ -386,12 +394,12 @@ class JsonlParser:
         self.schema = pa.schema(list(fields.items()))
         self.options = pajson.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="ignore")
 
-    def _fast(self, table: pa.Table, block: bytes, first_line: int) -> tuple | None:
+    def _fast(self, table: pa.Table, block: bytes | pa.Buffer, first_line: int) -> tuple | None:
         """The block as pyarrow parsed it, or None when a line needs a closer look."""
         text = table.column(self.opts.text_field)
         if text.null_count or not _is_valid(table):  # e.g. invalid UTF-8 inside a string: found line by line
             return None
-        if table.num_rows == block.count(b"\n"):
+        if table.num_rows == np.count_nonzero(np.frombuffer(block, np.uint8) == 10):
             positions = first_line + np.arange(table.num_rows, dtype=np.int64)
         else:
             positions = record_lines(block, first_line)
