@@ -315,7 +315,8 @@ def measure(cmd: Sequence[str], env: dict[str, str], timeout: float, prep: bool 
                             procs[pid] = {"ppid": handle.ppid(), "create": handle.create_time(),
                                           "cmdline": " ".join(handle.cmdline())}
                         elif procs[pid]["ppid"] == proc.pid:  # the forkserver may first be seen before its exec
-                            procs[pid]["cmdline"] = " ".join(handle.cmdline())
+                            procs[pid]["cmdline"] = " ".join(handle.cmdline()) or procs[pid]["cmdline"]  # a zombie's
+                            # is empty: prep kills its idle forkserver as it exits
                 except psutil.Error:
                     handles.pop(pid)
                     continue
