@@ -166,6 +166,7 @@ class ShardWriter:
         quarantine = list(info["quarantine"])
         cur["chunks"].append([seq, info.get("source"), info.get("digest")])  # what --resume proves it skips
         duplicates: list[dict] = []  # after the chunk's other filtered rows, however it was cut into parts
+        tables = []  # the chunk's rows, part by part
         for _start, _stop, table, stats in sorted(pending.parts, key=lambda p: p[0]):
             if table is not None and table.num_rows and (self.deduper is not None or "dedup" in stats):
                 table, removed = self._dedup(table, stats)
@@ -180,8 +181,16 @@ class ShardWriter:
             if table is not None and table.num_rows:
                 cur["rows"] += table.num_rows
                 cur["tokens"] += _tokens(table) if self.deduped else stats.get("tokens", 0)
-                self.buffer.append(table)
-                self.buffered += table.nbytes
+                tables.append(table)
+        if tables:
+            # The chunk's rows as one piece per column (a chunk computed in parts, e.g. retried after a fault, is
+            # put together here): a row group is written chunk by chunk, and its pages depend on where its
+            # pieces end, which is then where the input's chunks end, however the chunks were computed.
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+            if any(column.num_chunks != 1 for column in table.columns):
+                table = table.combine_chunks()
+            self.buffer.append(table)
+            self.buffered += table.nbytes
         cur["filtered_rows"].extend(duplicates)
         # In input order: the Source's bad records and the stage's poison documents, by line or row (stable, so a
         # group of .txt files, all at position 0, keeps the Source's order, then the stage's).
@@ -209,9 +218,10 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self.buffer:
             return
-        # One contiguous piece per column: Parquet pages depend on how a table is cut, and a chunk
-        # retried in parts after a fault must give the same bytes as one computed at once.
-        table = pa.concat_tables(self.buffer).combine_chunks()
+        # One piece per input chunk, not copied into one: Parquet pages depend on how a table is cut, and the
+        # chunks' boundaries depend on the input only (see _append). Written piece by piece, the encoder's
+        # buffers (levels, pages) are a chunk's size, not a row group's.
+        table = pa.concat_tables(self.buffer)
         if self.files is None:
             self.files = ShardFiles(self.formats, self.out, self.shard_index, self.compression)
         # Every format asked for, in one pass, encoded in a thread (pyarrow releases the GIL) while this one
