@@ -126,11 +126,16 @@ class SlotPool:
         return _read_ipc(memoryview(data))
 
     def read_copy(self, loc: Location) -> pa.RecordBatch:
-        """A batch that owns its memory, so the slot can be freed at once."""
+        """A batch that owns its memory, so the slot can be freed at once.
+
+        The copy is in Arrow's memory pool, which keeps freed memory for the next copy; a `bytes` of a slot's
+        size is a fresh mmap, every page of it faulted in again, each time."""
         if loc.segment is not None:
             return self.read(loc)
         start = loc.slot * self.slot_size
-        return _read_ipc(memoryview(bytes(self._shm.buf[start : start + loc.nbytes])))
+        copy = pa.allocate_buffer(loc.nbytes)
+        memoryview(copy).cast("B")[:] = self._shm.buf[start : start + loc.nbytes]
+        return pa.ipc.open_stream(copy).read_next_batch()
 
     def close(self) -> None:
         try:
