@@ -37,3 +37,19 @@ def test_read_copy_outlives_its_slot():
         release(loc)
     finally:
         pool.close()
+
+
+def test_a_writer_process_turns_transparent_huge_pages_off_for_itself_only():
+    """The writers' buffers are fresh: a huge page would be zeroed whole at each first touch (prep.core.allocator)."""
+    import subprocess
+    import sys
+
+    code = """
+from prep.core.allocator import no_transparent_huge_pages
+def thp():
+    return next(line.split()[1] for line in open("/proc/self/status") if line.startswith("THP_enabled"))
+before = thp()
+print(before, no_transparent_huge_pages(), thp())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "True", "0"]

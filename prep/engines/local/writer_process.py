@@ -21,8 +21,6 @@ from prep.engines.local.transport import Location, SlotPool, release
 from prep.io.trainer_formats import OutputSpec
 from prep.io.writer import ShardWriter
 
-_PR_SET_THP_DISABLE = 41  # linux/prctl.h: this process's later page faults get no transparent huge page
-
 
 def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, compression: str,
                 start_seq: int, entries: list[dict], coordinator_pid: int | None = None,
@@ -32,15 +30,13 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
     It commits nothing once its coordinator is gone: a run resumed after a SIGKILL must
     not find the journal growing behind its back.
     """
-    from prep.engines.local.worker import _prctl, bind_to_coordinator, name_process
+    from prep.core.allocator import no_transparent_huge_pages
+    from prep.engines.local.worker import bind_to_coordinator, name_process
 
     coordinator_pid = coordinator_pid or os.getppid()
     bind_to_coordinator(coordinator_pid)
     name_process("prep-writer")
-    # No transparent huge pages here: pyarrow's mimalloc asks for them (MADV_HUGEPAGE on its arenas), and the
-    # writer's buffers are short-lived and always fresh, so each first touch zeroed a whole 2 MiB page (and, in
-    # pages inherited from the forkserver, copied one): ~30 % of the writer's CPU, varying from run to run.
-    _prctl(_PR_SET_THP_DISABLE, 1)
+    no_transparent_huge_pages()
 
     def coordinator_alive() -> None:
         try:

@@ -93,6 +93,9 @@ class WriterActor:
     """Writes whole shards it owns: fetch the results, `ShardWriter` into staging, publish atomically."""
 
     def __init__(self, out: FsPath, shard_bytes: int, compression: str, formats: OutputSpec) -> None:
+        from prep.core.allocator import no_transparent_huge_pages
+
+        no_transparent_huge_pages()  # as the local writer: its process is this actor's alone
         self.out, self.shard_bytes, self.compression, self.formats = out, shard_bytes, compression, formats
 
     def ready(self) -> str:
