@@ -384,3 +384,20 @@ def test_sample_tokenizer_small_vocab_round_trip(tmp_path):
     text = prep_cmd("inspect", out, check=True).stdout
     assert "megatron       1 .bin/.idx pair(s), 50 sequences, uint16 tokens" in text
     assert "llmc           1 shard(s)" in text and "magic 20240520" in text
+
+
+def test_parquet_dictionaries_only_where_values_repeat(tmp_path):
+    """Token ids and the columns with one value per document (`id`, `content_hash`) are written without a Parquet
+    dictionary, which Parquet would build and then give up; the per-document numbers keep theirs."""
+    docs = [{"id": f"d{i}", "text": f"line {i % 7}\nsame words here {i % 3}"} for i in range(3000)]
+    write_jsonl(tmp_path / "in.jsonl", docs)
+    out = tmp_path / "out"
+    prep_cmd("run", "--input", tmp_path / "in.jsonl", "--output", out, "--tokenizer", SAMPLE_TOKENIZER,
+             "--no-progress", check=True)
+    meta = pq.ParquetFile(next(out.glob("part-*.parquet"))).metadata
+    encodings = {meta.row_group(0).column(c).path_in_schema: set(meta.row_group(0).column(c).encodings)
+                 for c in range(meta.num_columns)}
+    dictionary = {name for name, used in encodings.items() if used & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}}
+    assert not dictionary & {"id", "content_hash", "input_ids.list.element"}, encodings
+    assert {"num_lines", "num_words", "num_tokens", "frac_digit"} <= dictionary, encodings
+    assert pq.read_table(out).column("id").to_pylist() == [d["id"] for d in docs]
