@@ -264,21 +264,15 @@ def main(argv: list[str] | None = None) -> None:
 def _exit_without_teardown(code: int | str | None) -> None:
     """End the `prep` command once its work and its exit handlers are done, without the interpreter's teardown of
     every module (numpy, pyarrow: ~0.05-0.15 s after a run, on the command's wall time). Threads that are not
-    daemons are waited for, as the interpreter would. The forkserver, idle now (its children are gone), is
-    killed rather than left to notice and tear down numba and the rest: it shares this command's stdout, so a
-    pipe (`prep run ... | tee log`) stayed open ~0.2-0.3 s after the command."""
+    daemons are waited for, as the interpreter would; the idle forkserver is killed."""
     import atexit
     import os
-    import signal
     import threading
 
     if isinstance(code, str):
         print(code, file=sys.stderr)
-    if "multiprocessing.forkserver" in sys.modules:
-        pid = getattr(sys.modules["multiprocessing.forkserver"]._forkserver, "_forkserver_pid", None)  # noqa: SLF001
-        if pid is not None:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+    if "prep.engines.local.forkserver" in sys.modules:  # a local run started one
+        sys.modules["prep.engines.local.forkserver"].kill_forkserver()
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()

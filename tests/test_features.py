@@ -232,7 +232,7 @@ def test_the_lead_bytes_of_whitespace_beyond_ascii_are_all_known():
     from prep.text import _feature_kernel as kernel
 
     leads = {chr(cp).encode()[0] for cp in range(0x80, _sys.maxunicode + 1) if chr(cp).isspace()}
-    assert leads == set(kernel._SPACE_LEADS)
+    assert leads == set(kernel.SPACE_LEADS)
 
 
 def test_unique_token_ratio_with_a_vocabulary_too_large_for_an_array():

@@ -361,8 +361,8 @@ def test_the_empty_rule_agrees_with_arrows_trim_on_every_code_point_and_random_b
 
     import pyarrow.compute as pc
 
-    from prep.core.stage import blank
     from prep.text.arrow import numpy_of
+    from prep.text.filters import blank
 
     def trimmed_empty(texts: pa.Array) -> np.ndarray:
         return numpy_of(pc.utf8_length(pc.utf8_trim_whitespace(texts)), fill=0) == 0

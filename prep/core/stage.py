@@ -18,9 +18,9 @@ from prep.config import PipelineConfig
 from prep.core.dedup import MinHasher, dedup_keys, dedup_settings, pack_sets, shingle_sets
 from prep.io.records import Parsed
 from prep.text import filters
-from prep.text.arrow import arrow_of, numpy_of, utf8_of
+from prep.text.arrow import arrow_of
 from prep.text.features import FEATURES, check_feature_names, compute_features
-from prep.text.filters import Verdict, bounds_verdict, judge, merge, text_verdict
+from prep.text.filters import Verdict, blank, bounds_verdict, judge, merge, text_verdict
 from prep.text.tokenizer import Backend, eos_id, load_backend
 
 PIECE_CHARS = 1 << 18  # a longer document is tokenized in pieces of about this size (bounded memory)
@@ -222,31 +222,6 @@ class Stage:
         if any(len(d) - p - s < 1 for d in docs):
             return None
         return docs[0][:p], docs[0][len(docs[0]) - s:]
-
-
-# First bytes of a text that trimming whitespace cannot remove: printable ASCII, and the lead bytes of characters
-# above U+007F other than 0xC2, 0xE1, 0xE2 and 0xE3, which begin all of Unicode's whitespace there.
-_PLAIN_FIRST = np.zeros(256, bool)
-_PLAIN_FIRST[0x21:0x7F] = True
-_PLAIN_FIRST[0xC3:0xF5] = True
-_PLAIN_FIRST[[0xE1, 0xE2, 0xE3]] = False
-
-
-def blank(texts: pa.Array) -> np.ndarray:
-    """Which texts are empty once whitespace is trimmed (a null one is). A text that starts with a byte that cannot
-    begin whitespace is not: only the others go through Arrow's trim, which copies them (~0.5 ms per MiB)."""
-    data, offsets = utf8_of(texts)
-    starts, ends = offsets[:-1], offsets[1:]
-    first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(len(texts), np.uint8)
-    plain = (ends > starts) & _PLAIN_FIRST[first]
-    if texts.null_count:
-        plain &= numpy_of(texts.is_valid())
-    out = np.zeros(len(texts), bool)
-    if not plain.all():
-        rest = np.flatnonzero(~plain)
-        trimmed = pc.utf8_trim_whitespace(texts.take(arrow_of(rest, pa.int64())))
-        out[rest] = numpy_of(pc.utf8_length(trimmed), fill=0) == 0
-    return out
 
 
 def input_stats(stats: dict, parsed: Parsed | None) -> dict:

@@ -399,7 +399,7 @@ class JsonlParser:
         text = table.column(self.opts.text_field)
         if text.null_count or not _is_valid(table):  # e.g. invalid UTF-8 inside a string: found line by line
             return None
-        if table.num_rows == np.count_nonzero(np.frombuffer(block, np.uint8) == 10):
+        if table.num_rows == counted_records(block, "jsonl"):
             positions = first_line + np.arange(table.num_rows, dtype=np.int64)
         else:
             positions = record_lines(block, first_line)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from prep.text._codes import SPACE_LEADS
+
 # The helpers allocate nothing, so they are compiled without numba's reference counts: a call would otherwise count
 # each array argument in and out atomically, which costs more than a short text's work (numba's `nrt` option).
 _helper = njit(cache=True, nogil=True, _nrt=False)
@@ -36,9 +38,6 @@ _ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the high bits of key * MIX pick a slot
 _LONG = np.int64(8) << np.int64(56)  # top byte of a long string's key: short keys hold their length (0..7) there
 _LOW56 = np.uint64((1 << 56) - 1)
-# Lead bytes of the UTF-8 of whitespace outside ASCII (U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029,
-# U+202F, U+205F, U+3000); a test checks them against every code point's class.
-_SPACE_LEADS = (0xC2, 0xE1, 0xE2, 0xE3)
 
 
 @_helper
@@ -398,7 +397,7 @@ def text_stats(data, offsets, class_of, masks, flags, joined, joined_offsets):  
     kinds_utf8 = np.zeros(256, np.int64)  # see `_cut`
     for c in range(128):
         kinds_utf8[c] = (masks[class_of[c]] & _SPACE_BIT) != 0
-    for c in _SPACE_LEADS:
+    for c in SPACE_LEADS:
         kinds_utf8[c] = 2
     kinds_any = kinds_utf8.copy()
     kinds_any[0x80:] = 2

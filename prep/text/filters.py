@@ -29,8 +29,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prep.errors import UserError
-from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
-from prep.text.arrow import binary_array, numpy_of, utf8_of
+from prep.text._codes import (
+    ALPHA,
+    CJK,
+    COUNTED,
+    DIGIT,
+    HASH_BASE,
+    PUNCT,
+    SPACE,
+    SPACE_LEADS,
+    TERMINAL,
+    UNICODE_PUNCT,
+)
+from prep.text.arrow import arrow_of, binary_array, numpy_of, utf8_of
 
 # datatrove.utils.text.TERMINAL_PUNCTUATION (Unicode's Terminal_Punctuation characters), FineWeb's stop_chars
 TERMINAL_PUNCTUATION = (
@@ -150,6 +161,32 @@ class Verdict:
         """First rule failed -> documents, in rule order, rules that removed nothing left out."""
         per_rule = np.bincount(self.rule[self.rule >= 0], minlength=len(self.names))
         return {name: int(c) for name, c in zip(self.names, per_rule.tolist(), strict=True) if c}
+
+
+# First bytes of a text that trimming whitespace cannot remove: printable ASCII, and the lead bytes of characters
+# above U+007F other than those that begin Unicode's whitespace there.
+_PLAIN_FIRST = np.zeros(256, bool)
+_PLAIN_FIRST[0x21:0x7F] = True
+_PLAIN_FIRST[0xC2:0xF5] = True
+_PLAIN_FIRST[list(SPACE_LEADS)] = False
+
+
+def blank(texts: pa.Array) -> np.ndarray:
+    """Which texts are empty once whitespace is trimmed (a null one is). A text that starts with a byte that cannot
+    begin whitespace is not: only the others go through Arrow's trim, which copies them (~0.5 ms per MiB)."""
+    data, offsets = utf8_of(texts)
+    starts, ends = offsets[:-1], offsets[1:]
+    first = data[np.minimum(starts, len(data) - 1)] if len(data) else np.zeros(len(texts), np.uint8)
+    plain = (ends > starts) & _PLAIN_FIRST[first]
+    if texts.null_count:
+        plain &= numpy_of(texts.is_valid())
+    out = np.zeros(len(texts), bool)
+    if not plain.all():
+        rest = np.flatnonzero(~plain)
+        trimmed = pc.utf8_trim_whitespace(texts.take(arrow_of(rest, pa.int64())))
+        out[rest] = numpy_of(pc.utf8_length(trimmed), fill=0) == 0
+    return out
+
 
 
 # A check: (rule name, values, fails-when "<" or ">" the threshold, threshold)

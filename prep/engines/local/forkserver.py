@@ -6,6 +6,7 @@ Its own module, light to import, so that `prep run` can start it first of all: t
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -44,10 +45,24 @@ def start_forkserver(compiled: bool | None = None) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def _forkserver_pid() -> int | None:
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001 - no public way to ask
+
+
+def kill_forkserver() -> None:
+    """Kill this process's forkserver, if one was started, without waiting: at the end of the `prep` command, when
+    its children are gone. Left alone, it would notice and tear down numba and the rest, holding the command's
+    stdout meanwhile (`prep run ... | tee log` stayed open 0.35-1.8 s after the command under load)."""
+    pid = _forkserver_pid()
+    if pid is not None:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def forkserver_alive() -> bool:
     """Whether this process's forkserver runs, asked without reaping it (multiprocessing reaps it when it starts
     a new one). The check lets a run touch its SIGINT handler only when a forkserver must really be started."""
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001 - no public way to ask
+    pid = _forkserver_pid()
     if pid is None:
         return False
     try:

@@ -77,7 +77,7 @@ def _write_ipc(buf: memoryview, batch: pa.RecordBatch) -> None:
         writer.write_batch(batch)
 
 
-def _read_ipc(buf: memoryview) -> pa.RecordBatch:
+def _read_ipc(buf: memoryview | pa.Buffer) -> pa.RecordBatch:
     return pa.ipc.open_stream(pa.py_buffer(buf)).read_next_batch()
 
 
@@ -135,7 +135,7 @@ class SlotPool:
         start = loc.slot * self.slot_size
         copy = pa.allocate_buffer(loc.nbytes)
         memoryview(copy).cast("B")[:] = self._shm.buf[start : start + loc.nbytes]
-        return pa.ipc.open_stream(copy).read_next_batch()
+        return _read_ipc(copy)
 
     def close(self) -> None:
         try:
