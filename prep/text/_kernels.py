@@ -721,7 +721,7 @@ def _lower(cp: int) -> int:
         return 0x69
     if cp == 0x212A:  # Kelvin sign
         return 0x6B
-    return cp + 0x20 * (0x41 <= cp <= 0x5A)  # no branch on the case of a letter
+    return cp + 0x20 * (np.uint32(cp - 0x41) < 26)  # no branch on the case of a letter
 
 
 @_helper
@@ -753,9 +753,9 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
     copy_from = a
     for j in range(a, e):
         c = cps[j]
-        in_word = not cls[j] & SPACE  # no branch on it: words are short, it would be mispredicted at each
-        words += in_word and not run
-        run = run + 1 if in_word else 0
+        in_word = np.int64((cls[j] & SPACE) == 0)  # no branch on it: words are short, it would be mispredicted
+        words += in_word & (run == 0)
+        run = (run + 1) * in_word
         longest = max(longest, run)
         if j < copy_from:
             continue
@@ -782,17 +782,31 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
 
 
 @_helper
+def _in_set(c, lo, hi):  # noqa: ANN001, ANN201 - numba scalars
+    """1 if the character c is in the set of ASCII characters whose bits are `lo` (below 0x40) and `hi` (from
+    0x40 to 0x7F), else 0 (and for any c from 0x80 on): no branch."""
+    return ((hi if c >= 0x40 else lo) >> np.uint64(c & 63)) & np.uint64(c < 0x80)
+
+
+@_helper
 def _find(line, size: int, needles, needle_ends) -> int:  # noqa: ANN001 - numba arrays
-    """Which needles (lower-case ASCII, as bits) line[:size] contains: one pass, a character that starts none
-    of them ruled out by a bit mask."""
-    initials = np.uint64(0)
+    """Which needles (lower-case ASCII, two characters or more, as bits) line[:size] contains: one pass, in
+    which a character pair that starts none of them (by the sets of their first and of their second
+    characters) is ruled out without a branch."""
+    first_lo = first_hi = second_lo = second_hi = np.uint64(0)
+    one = np.uint64(1)
     for w in range(len(needle_ends)):
-        initials |= np.uint64(1) << np.uint64(needles[needle_ends[w - 1] if w else 0] & 63)
+        a = needle_ends[w - 1] if w else 0
+        c, d = needles[a], needles[a + 1]
+        first_lo |= (one << np.uint64(c & 63)) * np.uint64(c < 0x40)
+        first_hi |= (one << np.uint64(c & 63)) * np.uint64(c >= 0x40)
+        second_lo |= (one << np.uint64(d & 63)) * np.uint64(d < 0x40)
+        second_hi |= (one << np.uint64(d & 63)) * np.uint64(d >= 0x40)
     found = 0
-    for i in range(size):
-        c = line[i]
-        if c >= 0x80 or not (initials >> np.uint64(c & 63)) & np.uint64(1):
+    for i in range(size - 1):
+        if not _in_set(line[i], first_lo, first_hi) & _in_set(line[i + 1], second_lo, second_hi):
             continue
+        c = line[i]
         for w in range(len(needle_ends)):
             a = needle_ends[w - 1] if w else 0
             length = needle_ends[w] - a
@@ -818,10 +832,15 @@ def _sentence_breaks(line, size, table) -> int:  # noqa: ANN001 - numba arrays
     count = 0
     s = begin = 0
     while s < size:
-        if s == begin and _stop(line[s]):
+        p = s  # the next stop: a match can start only at it (at the text's start) or just before it
+        while p < size and not _stop(line[p]):
+            p += 1
+        if p == size:
+            break
+        if p > s:
+            s, t = p - 1, p + 1
+        elif s == begin:
             t = s + 1
-        elif not _stop(line[s]) and s + 1 < size and _stop(line[s + 1]):
-            t = s + 2
         else:
             s += 1
             continue
@@ -841,9 +860,12 @@ def _sentence_breaks(line, size, table) -> int:  # noqa: ANN001 - numba arrays
     return count
 
 
+_STOPS = np.uint64(1 << 0x21 | 1 << 0x2E | 1 << 0x3F)
+
+
 @_helper
-def _stop(cp: int) -> bool:  # ".!?"
-    return cp == 0x2E or cp == 0x21 or cp == 0x3F
+def _stop(cp: int) -> bool:  # ".!?", without a branch
+    return ((_STOPS >> np.uint64(cp & 63)) & np.uint64(cp < 64)) != 0
 
 
 @_helper
