@@ -484,6 +484,11 @@ def test_resume_refuses_other_input_tokenizer_or_pipeline(tmp_path):
         del first["fingerprint"]["features"]
         (out / "_journal.jsonl").write_text(json.dumps(first) + "\n" + "".join(journal[1:3]))
 
+    def written_by_round_5() -> None:  # its shards' row groups and dictionaries were encoded otherwise
+        first = json.loads(journal[0])
+        del first["fingerprint"]["encoding"]
+        (out / "_journal.jsonl").write_text(json.dumps(first) + "\n" + "".join(journal[1:3]))
+
     def swap_equal_lines() -> None:  # same size, same mtime: only the content digest can tell
         lines = original.splitlines(keepends=True)
         i, j = next((i, j) for j in range(200) for i in range(j) if len(lines[i]) == len(lines[j]) != 0
@@ -500,6 +505,7 @@ def test_resume_refuses_other_input_tokenizer_or_pipeline(tmp_path):
         (None, ["--chunk-bytes", "8KiB"], "different pipeline (chunk_bytes)"),
         (None, ["--features", "num_chars"], "different pipeline (features)"),
         (written_by_round_3, [], "different version of prep (it computes features differently)"),
+        (written_by_round_5, [], "different version of prep (it encodes shards differently)"),
     ]
     for change, flags, message in cases:
         if change:

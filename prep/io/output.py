@@ -30,10 +30,13 @@ from prep.io.writer import (
 
 _FINGERPRINT_PARTS = (("tokenizer_sha256", "tokenizer"), ("config", "pipeline"),
                       ("chunking", "version of prep (it cuts input into chunks differently)"),
-                      ("features", "version of prep (it computes features differently)"))
+                      ("features", "version of prep (it computes features differently)"),
+                      ("encoding", "version of prep (it encodes shards differently)"))
 CHUNKING = 3  # how input is cut into chunks; 2: JSON Lines and CSV by their records' bytes, unparsed; 3: Parquet,
 # datasets and .txt by their metadata (row groups, text offsets, file sizes), unread
 FEATURES_VERSION = 2  # how prep.text.features computes them; 2: content_hash is XXH3-64 (it was BLAKE2b-64)
+ENCODING = 2  # how shards are encoded, the same settings aside; 2: a row group is written chunk by chunk, and id and
+# content_hash have no Parquet dictionary (shards of a resumed run must be the bytes the interrupted one would write)
 
 
 def make_output_dir(out: Path) -> None:
@@ -118,6 +121,7 @@ def output_fingerprint(config: PipelineConfig, files, tokenizer_sha: str, filesy
         "tokenizer_sha256": tokenizer_sha,
         "chunking": CHUNKING,
         "features": FEATURES_VERSION,
+        "encoding": ENCODING,
         "inputs": [[f.display, *stamp(f.path, filesystems.get(f.path))] for f in files],
     }
 
