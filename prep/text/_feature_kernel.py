@@ -306,16 +306,16 @@ def _walk(text, packed, class_of, space_of, class_counts, row, want_cut, w_start
         acc = np.uint64(0)
         block_end = min(i + 255, size)
         while i < block_end:
-            c = text[i]
+            c = text[np.uint64(i)]  # unsigned indices: no check for a negative one (see `_load8`)
             if c < 0x80:
                 bits = packed[c]
                 acc += bits
                 if want_cut:
                     space = np.int64((bits >> np.uint64(8 * _SPACE_SHIFT)) & np.uint64(1))
                     starts = (1 - space) & prev_space
-                    w_start[m] = i
+                    w_start[np.uint64(m)] = i
                     m += starts
-                    w_end[me] = i
+                    w_end[np.uint64(me)] = i
                     me += space & (1 - prev_space)
                     prev_space = space
                 i += 1
@@ -328,9 +328,9 @@ def _walk(text, packed, class_of, space_of, class_counts, row, want_cut, w_start
                 space = np.int64(space_of[cls])
             if want_cut:
                 starts = (1 - space) & prev_space
-                w_start[m] = i
+                w_start[np.uint64(m)] = i
                 m += starts
-                w_end[me] = i
+                w_end[np.uint64(me)] = i
                 me += space & (1 - prev_space)
                 prev_space = space
             i += step
