@@ -53,16 +53,17 @@ def _table_bits(m: int) -> int:
 
 @_helper
 def _fresh_table(m, marks):  # noqa: ANN001, ANN201 - numba arrays
-    """Size a table for m keys and mark its slots empty (-1 in `marks`): (slot mask, shift for `_slot`)."""
+    """Size a table for m keys and mark its slots empty (-1 in `marks`): (slot mask, shift for `_slot`), unsigned
+    as the slots (see `_load8`)."""
     bits = _table_bits(m)
     mask = (1 << bits) - 1
     marks[: mask + 1] = -1
-    return mask, np.uint64(64 - bits)
+    return np.uint64(mask), np.uint64(64 - bits)
 
 
 @_helper
 def _slot(h, shift):  # noqa: ANN001, ANN201
-    return np.int64((np.uint64(h) * _MIX) >> shift)
+    return (np.uint64(h) * _MIX) >> shift
 
 
 @_helper
@@ -167,14 +168,14 @@ def _exact_ids(data, starts, ends, keys, m, slot_keys, slot_ids, first, ids, cou
                 break
             if slot_keys[s] == key:
                 if key < _LONG:
-                    counts[g] += 1
+                    counts[np.uint64(g)] += 1
                     break
-                f = first[g]
+                f = first[np.uint64(g)]
                 length = ends[i] - starts[i]
                 if ends[f] - starts[f] == length and _same(data, starts[f], starts[i], length):
-                    counts[g] += 1
+                    counts[np.uint64(g)] += 1
                     break
-            s = (s + 1) & mask
+            s = (s + np.uint64(1)) & mask
         ids[i] = g
     return distinct
 
@@ -192,7 +193,7 @@ def _group(keys, m, slot_keys, slot_ids, ids, counts):  # noqa: ANN001, ANN201
             t = slot_keys[s]
             if t == k:
                 g = slot_ids[s]
-                counts[g] += 1
+                counts[np.uint64(g)] += 1
                 break
             if t < 0:
                 slot_keys[s] = k
@@ -201,7 +202,7 @@ def _group(keys, m, slot_keys, slot_ids, ids, counts):  # noqa: ANN001, ANN201
                 g = distinct
                 distinct += 1
                 break
-            s = (s + 1) & mask
+            s = (s + np.uint64(1)) & mask
         ids[i] = g
     return distinct
 
