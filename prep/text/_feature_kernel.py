@@ -226,7 +226,7 @@ def _top(ids, counts, at, p, text, w_start, w_end, n):  # noqa: ANN001, ANN201, 
     times its words' characters; 0 when none repeats. Ties go to the first to occur."""
     best, where = 1, -1
     for q in range(p):
-        c = counts[ids[q]]
+        c = counts[np.uint64(ids[q])]
         if c > best:
             best, where = c, at[q]
     if where < 0:
@@ -250,17 +250,17 @@ def _top_ngrams(text, w_start, w_end, w_id, w_count, m, distinct_words, out_row,
     width = np.int64(distinct_words)
     p = 0
     for i in range(m - 1):  # branch-free: the entry is kept only if both words repeat
-        keys[p] = w_id[i] * width + w_id[i + 1]
-        at[p] = i
-        p += (w_count[w_id[i]] >= 2) & (w_count[w_id[i + 1]] >= 2)
+        keys[np.uint64(p)] = w_id[i] * width + w_id[i + 1]
+        at[np.uint64(p)] = i
+        p += (w_count[np.uint64(w_id[i])] >= 2) & (w_count[np.uint64(w_id[i + 1])] >= 2)
     for n in (2, 3, 4):
         if n > 2:
             q_new = 0
             for q in range(p - 1):  # branch-free, as above
                 i = at[q]
-                keys[q_new] = ids[q] * width + w_id[i + n - 1]
-                at[q_new] = i
-                q_new += (at[q + 1] == i + 1) & (counts[ids[q]] >= 2) & (counts[ids[q + 1]] >= 2)
+                keys[np.uint64(q_new)] = ids[q] * width + w_id[np.uint64(i + n - 1)]
+                at[np.uint64(q_new)] = i
+                q_new += (at[q + 1] == i + 1) & (counts[np.uint64(ids[q])] >= 2) & (counts[np.uint64(ids[q + 1])] >= 2)
             p = q_new
         _group(keys, p, slot_keys, slot_ids, ids, counts)
         out_row[TOP2 + n - 2] = _top(ids, counts, at, p, text, w_start, w_end, n)
