@@ -355,8 +355,8 @@ def _join(text, w_start, w_end, m, joined, j):  # noqa: ANN001, ANN201 - numba a
         a, e = w_start[k], w_end[k]
         while a < e:
             if a + 8 <= size and j + 8 <= cap:
-                for t in range(8):
-                    joined[j + t] = text[a + t]
+                for t in range(8):  # one load and one store: unsigned indices (see `_load8`)
+                    joined[np.uint64(j + t)] = text[np.uint64(a + t)]
                 step = min(8, e - a)
             else:
                 joined[j] = text[a]
@@ -383,10 +383,10 @@ def _lines(text, l_start, l_end, l_key):  # noqa: ANN001, ANN201 - numba arrays
                 i += trailing_zeros(hit) >> 3
                 break
             i += 8
-        while i < size and text[i] != 0x0A:
+        while i < size and text[np.uint64(i)] != 0x0A:
             i += 1
         e = i
-        while e > line_start and text[e - 1] == 0x0D:
+        while e > line_start and text[np.uint64(e - 1)] == 0x0D:
             e -= 1
         if e > line_start:
             l_start[ln], l_end[ln] = line_start, e
