@@ -518,7 +518,7 @@ def distinct_tokens(ids, offsets):  # noqa: ANN001, ANN201 - numba arrays
         for d in range(n):
             count = 0
             for i in range(offsets[d], offsets[d + 1]):  # no branch: a mispredicted one per new id costs more
-                v = ids[i]
+                v = ids[np.uint64(i)]  # unsigned: no check for a negative index
                 count += seen[v] != d + 1
                 seen[v] = d + 1
             out[d] = count
