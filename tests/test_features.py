@@ -226,13 +226,13 @@ def test_long_words_alike_at_both_ends_get_different_keys():
 
 
 def test_the_lead_bytes_of_whitespace_beyond_ascii_are_all_known():
-    """Words of valid UTF-8 are cut byte by byte, decoding only characters whose first byte may start whitespace."""
+    """The empty rule (`prep.text.filters.blank`) decides by a text's first byte unless it may start whitespace."""
     import sys as _sys
 
-    from prep.text import _feature_kernel as kernel
+    from prep.text._codes import SPACE_LEADS
 
     leads = {chr(cp).encode()[0] for cp in range(0x80, _sys.maxunicode + 1) if chr(cp).isspace()}
-    assert leads == set(kernel.SPACE_LEADS)
+    assert leads == set(SPACE_LEADS)
 
 
 def test_unique_token_ratio_with_a_vocabulary_too_large_for_an_array():

@@ -1,14 +1,15 @@
-"""The features' compiled pass (numba): every text-derived feature of a batch, two walks over each text's bytes.
+"""The features' compiled pass (numba): every text-derived feature of a batch, one walk over each text's characters.
 
 Why compiled: the features need the character classes, the words, the lines and the repeats of
 words, lines and word n-grams of each text. As numpy these are a dozen full-length passes with
 temporaries and sorts of the whole batch (~40 ms per MiB); as loops per text, whose words and
-lines are grouped while they are still in the CPU's cache, a few. Each text is walked once to count
-its characters' classes (and learn whether it is valid UTF-8) and once to cut its words and lines,
-byte by byte and without a branch per word. Equality is exact: a word or line of at most 7 bytes is
-keyed by its bytes, a longer one by a hash, and equal hashes are compared byte for byte; n-grams
-are keyed by exact integer keys of the word ids. numba caches the machine code beside this file
-(`cache=True`), so a process pays only loading it.
+lines are grouped while they are still in the CPU's cache, a few. Each text is walked once,
+character by character, to count its characters' classes and cut its words without a branch per
+word; its lines are found 8 bytes at a time and keyed in a pass of their own, and its joined words
+(content_hash) are copied word by word, only for the features that need them. Equality is exact: a
+word or line of at most 7 bytes is keyed by its bytes, a longer one by a hash, and equal hashes are
+compared byte for byte; n-grams are keyed by exact integer keys of the word ids. numba caches the
+machine code beside this file (`cache=True`), so a process pays only loading it.
 
 Scratch arrays are sized for the longest text of the batch with `np.empty`, whose pages the
 kernel touches only as far as a text needs them.
@@ -18,8 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-
-from prep.text._codes import SPACE_LEADS
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 # The helpers allocate nothing, so they are compiled without numba's reference counts: a call would otherwise count
 # each array argument in and out atomically, which costs more than a short text's work (numba's `nrt` option).
@@ -31,13 +31,15 @@ COLUMNS = 16
 # What `text_stats` computes beyond the class counts; `flags` is a sum of these.
 WANT_WORDS, WANT_NGRAMS, WANT_LINES, WANT_JOINED = 1, 2, 4, 8
 
-_SPACE_BIT = 1 << 3  # prep.text.features._SPACE
+_SPACE_SHIFT, _NON_ASCII_SHIFT = 3, 5  # the bits of prep.text.features._SPACE and _NON_ASCII
 _FNV_PRIME = np.uint64(0x100000001B3)
 _FNV_SEED = np.uint64(0xCBF29CE484222325)
 _ALL_BITS = np.uint64(0xFFFFFFFFFFFFFFFF)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the high bits of key * MIX pick a slot
 _LONG = np.int64(8) << np.int64(56)  # top byte of a long string's key: short keys hold their length (0..7) there
 _LOW56 = np.uint64((1 << 56) - 1)
+_ONES, _HIGHS = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
+_NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
 
 
 @_helper
@@ -51,40 +53,58 @@ def _table_bits(m: int) -> int:
 
 @_helper
 def _fresh_table(m, marks):  # noqa: ANN001, ANN201 - numba arrays
-    """Size a table for m keys and mark its slots empty (-1 in `marks`): (slot mask, shift for `_slot`)."""
+    """Size a table for m keys and mark its slots empty (-1 in `marks`): (slot mask, shift for `_slot`), unsigned
+    as the slots (see `_load8`)."""
     bits = _table_bits(m)
     mask = (1 << bits) - 1
     marks[: mask + 1] = -1
-    return mask, np.uint64(64 - bits)
+    return np.uint64(mask), np.uint64(64 - bits)
 
 
 @_helper
 def _slot(h, shift):  # noqa: ANN001, ANN201
-    return np.int64((np.uint64(h) * _MIX) >> shift)
+    return (np.uint64(h) * _MIX) >> shift
 
 
 @_helper
 def _load8(text, at):  # noqa: ANN001, ANN201 - numba arrays
-    """text[at:at+8] as an integer, text[at + 7] lowest."""
-    return (np.uint64(text[at + 7]) | np.uint64(text[at + 6]) << np.uint64(8) | np.uint64(text[at + 5]) << np.uint64(16)
-            | np.uint64(text[at + 4]) << np.uint64(24) | np.uint64(text[at + 3]) << np.uint64(32)
-            | np.uint64(text[at + 2]) << np.uint64(40) | np.uint64(text[at + 1]) << np.uint64(48)
-            | np.uint64(text[at]) << np.uint64(56))
+    """text[at:at+8] as an integer, text[at + 7] lowest: one load (an unsigned index spares each byte numba's check
+    for a negative one, which keeps LLVM from merging the eight)."""
+    u = np.uint64(at)
+    return (np.uint64(text[u + np.uint64(7)]) | np.uint64(text[u + np.uint64(6)]) << np.uint64(8)
+            | np.uint64(text[u + np.uint64(5)]) << np.uint64(16) | np.uint64(text[u + np.uint64(4)]) << np.uint64(24)
+            | np.uint64(text[u + np.uint64(3)]) << np.uint64(32) | np.uint64(text[u + np.uint64(2)]) << np.uint64(40)
+            | np.uint64(text[u + np.uint64(1)]) << np.uint64(48) | np.uint64(text[u]) << np.uint64(56))
+
+
+@_helper
+def _load8_low(text, at):  # noqa: ANN001, ANN201 - numba arrays
+    """text[at:at+8] as an integer, text[at] lowest: one load, as `_load8`."""
+    u = np.uint64(at)
+    return (np.uint64(text[u]) | np.uint64(text[u + np.uint64(1)]) << np.uint64(8)
+            | np.uint64(text[u + np.uint64(2)]) << np.uint64(16) | np.uint64(text[u + np.uint64(3)]) << np.uint64(24)
+            | np.uint64(text[u + np.uint64(4)]) << np.uint64(32) | np.uint64(text[u + np.uint64(5)]) << np.uint64(40)
+            | np.uint64(text[u + np.uint64(6)]) << np.uint64(48) | np.uint64(text[u + np.uint64(7)]) << np.uint64(56))
 
 
 @_helper
 def _byte_hash(data, start, length):  # noqa: ANN001, ANN201 - numba arrays
-    """A 64-bit hash of data[start:start+length], eight bytes per multiply (equal hashes are compared anyway)."""
+    """A 64-bit hash of data[start:start+length], length >= 8 (equal hashes are compared anyway): two independent
+    lanes of 8 bytes per multiply, and the last 8 bytes loaded whole (overlapping those before), not byte by byte."""
     h = _FNV_SEED ^ np.uint64(length)
+    g = _MIX
     k, end = start, start + length
-    while k + 8 <= end:
+    while k + 16 <= end:
+        h = (h ^ _load8(data, k)) * _FNV_PRIME
+        g = (g ^ _load8(data, k + 8)) * _MIX
+        h ^= h >> np.uint64(29)
+        g ^= g >> np.uint64(29)
+        k += 16
+    if k + 8 <= end:
         h = (h ^ _load8(data, k)) * _FNV_PRIME
         h ^= h >> np.uint64(29)
-        k += 8
-    while k < end:
-        h = (h ^ np.uint64(data[k])) * _FNV_PRIME
-        k += 1
-    return h
+    h = (h ^ (g >> np.uint64(29)) ^ _load8(data, end - 8)) * _MIX
+    return h ^ (h >> np.uint64(32))
 
 
 @_helper
@@ -106,10 +126,23 @@ def _key(data, start, end, hash_mask=_ALL_BITS):  # noqa: ANN001, ANN201 - numba
     """The key of data[start:end] for `_exact_ids`."""
     if end - start > 7:
         return _long_key(data, start, end - start, hash_mask)
+    if end >= 8:
+        return _short_key(_load8(data, end - 8), end - start)
     last = np.uint64(0)
     for k in range(start, end):
         last = last << np.uint64(8) | np.uint64(data[k])
     return _short_key(last, end - start)
+
+
+@_helper
+def _same(data, a, b, length):  # noqa: ANN001, ANN201 - numba arrays
+    """Whether data[a:a+length] == data[b:b+length], length >= 8: 8 bytes at a time, the last 8 loaded whole."""
+    k = 0
+    while k + 8 < length:
+        if _load8(data, a + k) != _load8(data, b + k):
+            return False
+        k += 8
+    return _load8(data, a + length - 8) == _load8(data, b + length - 8)
 
 
 @_helper
@@ -135,19 +168,14 @@ def _exact_ids(data, starts, ends, keys, m, slot_keys, slot_ids, first, ids, cou
                 break
             if slot_keys[s] == key:
                 if key < _LONG:
-                    counts[g] += 1
+                    counts[np.uint64(g)] += 1
                     break
-                f = first[g]
+                f = first[np.uint64(g)]
                 length = ends[i] - starts[i]
-                if ends[f] - starts[f] == length:
-                    a, b = starts[f], starts[i]
-                    k = 0
-                    while k < length and data[a + k] == data[b + k]:
-                        k += 1
-                    if k == length:
-                        counts[g] += 1
-                        break
-            s = (s + 1) & mask
+                if ends[f] - starts[f] == length and _same(data, starts[f], starts[i], length):
+                    counts[np.uint64(g)] += 1
+                    break
+            s = (s + np.uint64(1)) & mask
         ids[i] = g
     return distinct
 
@@ -165,7 +193,7 @@ def _group(keys, m, slot_keys, slot_ids, ids, counts):  # noqa: ANN001, ANN201
             t = slot_keys[s]
             if t == k:
                 g = slot_ids[s]
-                counts[g] += 1
+                counts[np.uint64(g)] += 1
                 break
             if t < 0:
                 slot_keys[s] = k
@@ -174,7 +202,7 @@ def _group(keys, m, slot_keys, slot_ids, ids, counts):  # noqa: ANN001, ANN201
                 g = distinct
                 distinct += 1
                 break
-            s = (s + 1) & mask
+            s = (s + np.uint64(1)) & mask
         ids[i] = g
     return distinct
 
@@ -198,7 +226,7 @@ def _top(ids, counts, at, p, text, w_start, w_end, n):  # noqa: ANN001, ANN201, 
     times its words' characters; 0 when none repeats. Ties go to the first to occur."""
     best, where = 1, -1
     for q in range(p):
-        c = counts[ids[q]]
+        c = counts[np.uint64(ids[q])]
         if c > best:
             best, where = c, at[q]
     if where < 0:
@@ -222,18 +250,17 @@ def _top_ngrams(text, w_start, w_end, w_id, w_count, m, distinct_words, out_row,
     width = np.int64(distinct_words)
     p = 0
     for i in range(m - 1):  # branch-free: the entry is kept only if both words repeat
-        keys[p] = w_id[i] * width + w_id[i + 1]
-        at[p] = i
-        p += (w_count[w_id[i]] >= 2) & (w_count[w_id[i + 1]] >= 2)
+        keys[np.uint64(p)] = w_id[i] * width + w_id[i + 1]
+        at[np.uint64(p)] = i
+        p += (w_count[np.uint64(w_id[i])] >= 2) & (w_count[np.uint64(w_id[i + 1])] >= 2)
     for n in (2, 3, 4):
         if n > 2:
             q_new = 0
-            for q in range(p - 1):
+            for q in range(p - 1):  # branch-free, as above
                 i = at[q]
-                if at[q + 1] == i + 1 and counts[ids[q]] >= 2 and counts[ids[q + 1]] >= 2:
-                    keys[q_new] = ids[q] * width + w_id[i + n - 1]
-                    at[q_new] = i
-                    q_new += 1
+                keys[np.uint64(q_new)] = ids[q] * width + w_id[np.uint64(i + n - 1)]
+                at[np.uint64(q_new)] = i
+                q_new += (at[q + 1] == i + 1) & (counts[np.uint64(ids[q])] >= 2) & (counts[np.uint64(ids[q + 1])] >= 2)
             p = q_new
         _group(keys, p, slot_keys, slot_ids, ids, counts)
         out_row[TOP2 + n - 2] = _top(ids, counts, at, p, text, w_start, w_end, n)
@@ -260,77 +287,114 @@ def _char_at(text, i):  # noqa: ANN001, ANN201 - numba arrays
     return min(cp, 0x10FFFF), step
 
 
-@_helper
-def _count_classes(text, class_of, ascii_counts, class_counts):  # noqa: ANN001, ANN201 - numba arrays
-    """Count the text's ASCII characters by byte and the others by class (`class_of`); return whether the text is
-    valid UTF-8, so that `_cut` may walk it byte by byte."""
-    regular = True
-    i, size = 0, len(text)
-    while i < size:
-        c = text[i]
-        if c < 0x80:
-            ascii_counts[c] += 1
-            i += 1
-            continue
-        cp, step = _char_at(text, i)
-        if cp < 0:
-            regular = False
-        else:
-            class_counts[class_of[cp]] += 1
-            regular &= step == 2 + (c >= 0xE0) + (c >= 0xF0)
-            for k in range(i + 1, i + step):
-                regular &= (text[k] & 0xC0) == 0x80
-        i += step
-    return regular
-
-
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
-def _cut(text, kinds, class_of, masks, w_start, w_end, want_lines, l_start, l_end, want_joined, joined, j):  # noqa: ANN001, ANN201, PLR0913
-    """Where the text's words (and, if wanted, its non-empty lines, trailing "\\r" removed) start and end, and, if
-    wanted, its words joined by one space written to joined[j:]; return (words, non-empty lines, where the last line
-    starts, end of the joined words). `kinds` says of each byte: 0 not whitespace, 1 ASCII
-    whitespace, 2 decode the character it starts and look up its class (`_KINDS_UTF8` for valid UTF-8, where only
-    the lead bytes of whitespace outside ASCII need it, else `_KINDS_ANY`). No branch per word: each slot is
-    written at every character until its word starts (or ends) and the count moves on."""
+def _walk(text, packed, class_of, space_of, class_counts, row, want_cut, w_start, w_end):  # noqa: ANN001, ANN201, PLR0913
+    """One walk over the text, character by character: count its ASCII characters' class bits into `row` (through
+    `packed`) and its other characters by class into `class_counts`; if `want_cut`, also note where its words start
+    and end (w_start, w_end) and return how many there are.
+
+    `packed[c]` holds the class bits of ASCII byte c as one 8-bit counter each (bit k in bits 8k..8k+7; the
+    non-ASCII bit, which no ASCII byte has, counts the ASCII characters): one add per byte counts them all, with no
+    store and load through memory that a histogram pays where the same byte recurs; the counters are emptied into
+    `row` every 255 bytes. Counting and cutting in one walk decode each character above ASCII once. A lead byte
+    takes its sequence's length whatever follows (`_char_at`); a stray continuation byte is part of a word but no
+    character. No branch per word: each slot is written at every character until its word starts (or ends) and
+    the count moves on."""
     m = me = 0  # words started, words ended
     prev_space = np.int64(1)
-    line_start = 0
-    ln = 0
     i, size = 0, len(text)
     while i < size:
-        c = text[i]
-        step = 1
-        space = kinds[c]
-        if space > 1:
+        acc = np.uint64(0)
+        block_end = min(i + 255, size)
+        while i < block_end:
+            c = text[np.uint64(i)]  # unsigned indices: no check for a negative one (see `_load8`)
+            if c < 0x80:
+                bits = packed[c]
+                acc += bits
+                if want_cut:
+                    space = np.int64((bits >> np.uint64(8 * _SPACE_SHIFT)) & np.uint64(1))
+                    starts = (1 - space) & prev_space
+                    w_start[np.uint64(m)] = i
+                    m += starts
+                    w_end[np.uint64(me)] = i
+                    me += space & (1 - prev_space)
+                    prev_space = space
+                i += 1
+                continue
             cp, step = _char_at(text, i)
-            space = np.int64(cp >= 0 and (masks[class_of[cp]] & _SPACE_BIT) != 0)
-        starts = (1 - space) & prev_space
-        if want_joined:
-            joined[j] = 0x20
-            j += starts & (m > 0)
-            if step == 1:
-                joined[j] = c
-                j += 1 - space
-            elif not space:
-                for k in range(i, i + step):
-                    joined[j] = text[k]
-                    j += 1
-        w_start[m] = i
-        m += starts
-        w_end[me] = i
-        me += space & (1 - prev_space)
-        prev_space = space
-        if c == 0x0A and want_lines:
-            e = i
-            while e > line_start and text[e - 1] == 0x0D:
-                e -= 1
-            l_start[ln], l_end[ln] = line_start, e
-            ln += e > line_start
-            line_start = i + 1
-        i += step
-    if not prev_space:  # the end of the text ends its last word
+            space = np.int64(0)
+            if cp >= 0:
+                cls = class_of[cp]
+                class_counts[cls] += 1
+                space = np.int64(space_of[cls])
+            if want_cut:
+                starts = (1 - space) & prev_space
+                w_start[np.uint64(m)] = i
+                m += starts
+                w_end[np.uint64(me)] = i
+                me += space & (1 - prev_space)
+                prev_space = space
+            i += step
+        for bit in range(7):
+            row[CHARS if bit == _NON_ASCII_SHIFT else bit] += np.int64((acc >> np.uint64(8 * bit)) & np.uint64(0xFF))
+    if want_cut and not prev_space:  # the end of the text ends its last word
         w_end[me] = size
-    return m, ln, line_start, j
+    return m
+
+
+@_helper
+def _join(text, w_start, w_end, m, joined, j):  # noqa: ANN001, ANN201 - numba arrays
+    """Write the text's m words joined by one space to joined[j:]; return where they end. A word is copied 8 bytes
+    at a time where the text and `joined` have 8 bytes left: the bytes past its end are overwritten by what follows
+    (a space, the next word, the next text)."""
+    size, cap = len(text), len(joined)
+    for k in range(m):
+        if k:
+            joined[j] = 0x20
+            j += 1
+        a, e = w_start[k], w_end[k]
+        while a < e:
+            if a + 8 <= size and j + 8 <= cap:
+                for t in range(8):  # one load and one store: unsigned indices (see `_load8`)
+                    joined[np.uint64(j + t)] = text[np.uint64(a + t)]
+                step = min(8, e - a)
+            else:
+                joined[j] = text[a]
+                step = 1
+            a += step
+            j += step
+    return j
+
+
+@_helper
+def _lines(text, l_start, l_end, l_key):  # noqa: ANN001, ANN201 - numba arrays
+    """Where the text's non-empty lines (trailing "\\r" removed) start and end, and their `_exact_ids` keys; returns
+    (non-empty lines, lines). Newlines are found 8 bytes at a time (the lowest byte of a word equal to "\\n" is
+    the lowest one flagged by the zero-byte test of the word xor "\\n" * 8), apart from the walk over characters,
+    whose every byte would otherwise test for one."""
+    size = len(text)
+    ln = lines = 0
+    line_start = i = 0
+    while i < size:
+        while i + 8 <= size:
+            x = _load8_low(text, i) ^ _NEWLINES
+            hit = (x - _ONES) & ~x & _HIGHS
+            if hit:
+                i += trailing_zeros(hit) >> 3
+                break
+            i += 8
+        while i < size and text[np.uint64(i)] != 0x0A:
+            i += 1
+        e = i
+        while e > line_start and text[np.uint64(e - 1)] == 0x0D:
+            e -= 1
+        if e > line_start:
+            l_start[ln], l_end[ln] = line_start, e
+            l_key[ln] = _key(text, line_start, e)
+            ln += 1
+        lines += 1
+        line_start = i = i + 1
+    return ln, lines
 
 
 @_helper
@@ -360,7 +424,7 @@ def text_stats(data, offsets, class_of, masks, flags, joined, joined_offsets):  
     (`" ".join(text.split())`) go into `joined`, text i at joined[joined_offsets[i]:joined_offsets[i + 1]].
 
     Characters are counted at their first byte; a stray continuation byte is part of a word but no character.
-    Each text is walked twice while it is in cache: once to count classes, once to cut words and lines.
+    Each text's parts are computed one after another while it is in cache.
     """
     n = len(offsets) - 1
     out = np.zeros((n, COLUMNS), np.int64)
@@ -371,7 +435,7 @@ def text_stats(data, offsets, class_of, masks, flags, joined, joined_offsets):  
     longest = 0
     for d in range(n):
         longest = max(longest, offsets[d + 1] - offsets[d])
-    cap_w = longest // 2 + 2 if want_words or want_lines else 1  # a text of L bytes has at most L // 2 + 1 words
+    cap_w = longest // 2 + 2 if want_words else 1  # a text of L bytes has at most L // 2 + 1 words
     cap_n = cap_w if want_ngrams else 1
     cap_l = longest + 2 if want_lines else 1
     cap = max(cap_n, cap_l)
@@ -392,26 +456,28 @@ def text_stats(data, offsets, class_of, masks, flags, joined, joined_offsets):  
     slot_keys = np.empty(slots, np.int64)
     slot_ids = np.empty(slots, np.int32)
     first = np.empty(cap, np.int32)
-    ascii_counts = np.zeros(128, np.int64)
     class_counts = np.zeros(len(masks), np.int64)
-    kinds_utf8 = np.zeros(256, np.int64)  # see `_cut`
+    space_of = np.zeros(len(masks), np.int64)
+    for v in range(len(masks)):
+        space_of[v] = (masks[v] >> _SPACE_SHIFT) & 1
+    packed = np.zeros(128, np.uint64)  # see `_walk`
     for c in range(128):
-        kinds_utf8[c] = (masks[class_of[c]] & _SPACE_BIT) != 0
-    for c in SPACE_LEADS:
-        kinds_utf8[c] = 2
-    kinds_any = kinds_utf8.copy()
-    kinds_any[0x80:] = 2
+        for bit in range(7):
+            packed[c] += np.uint64((masks[class_of[c]] >> bit) & 1 or bit == _NON_ASCII_SHIFT) << np.uint64(8 * bit)
     j = 0
     for d in range(n):
         text = data[offsets[d] : offsets[d + 1]]
-        size = len(text)
-        class_counts[:] = 0
-        regular = _count_classes(text, class_of, ascii_counts, class_counts)
-        newlines = ascii_counts[0x0A]
         row = out[d]
-        for c in range(128):
-            class_counts[class_of[c]] += ascii_counts[c]
-        ascii_counts[:] = 0
+        class_counts[:] = 0
+        if want_joined:
+            joined_offsets[d] = j
+        # want_cut as a constant, so that the loop without it compiles without its work
+        if want_words:
+            m = _walk(text, packed, class_of, space_of, class_counts, row, True, w_start, w_end)
+        else:
+            m = _walk(text, packed, class_of, space_of, class_counts, row, False, w_start, w_end)
+        if want_joined:
+            j = _join(text, w_start, w_end, m, joined, j)
         for v in range(len(masks)):
             if class_counts[v]:
                 row[CHARS] += class_counts[v]
@@ -421,29 +487,10 @@ def text_stats(data, offsets, class_of, masks, flags, joined, joined_offsets):  
         row[WORD_CHARS] = row[CHARS] - row[3]
         if not (want_words or want_lines):
             continue
-        if want_joined:
-            joined_offsets[d] = j
-        kinds = kinds_utf8 if regular else kinds_any
-        # want_joined as a constant, so that the loop without it compiles without its work
-        if want_joined:
-            m, ln, line_start, j = _cut(text, kinds, class_of, masks, w_start, w_end, want_lines, l_start, l_end,
-                                        True, joined, j)
-        else:
-            m, ln, line_start, j = _cut(text, kinds, class_of, masks, w_start, w_end, want_lines, l_start, l_end,
-                                        False, joined, j)
         row[WORDS] = m
         if want_lines:
-            if size > line_start:  # the piece after the last newline
-                e = size
-                while e > line_start and text[e - 1] == 0x0D:
-                    e -= 1
-                l_start[ln], l_end[ln] = line_start, e
-                ln += e > line_start
-                newlines += 1
-            row[LINES] = newlines
+            ln, row[LINES] = _lines(text, l_start, l_end, l_key)
             row[NON_EMPTY_LINES] = ln
-            for k in range(ln):
-                l_key[k] = _key(text, l_start[k], l_end[k])
             if ln:
                 row[DUP_LINES] = ln - _exact_ids(text, l_start, l_end, l_key, ln, slot_keys, slot_ids, first, l_id,
                                                  l_count)
@@ -471,7 +518,7 @@ def distinct_tokens(ids, offsets):  # noqa: ANN001, ANN201 - numba arrays
         for d in range(n):
             count = 0
             for i in range(offsets[d], offsets[d + 1]):  # no branch: a mispredicted one per new id costs more
-                v = ids[i]
+                v = ids[np.uint64(i)]  # unsigned: no check for a negative index
                 count += seen[v] != d + 1
                 seen[v] = d + 1
             out[d] = count
