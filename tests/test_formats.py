@@ -387,17 +387,20 @@ def test_sample_tokenizer_small_vocab_round_trip(tmp_path):
 
 
 def test_parquet_dictionaries_only_where_values_repeat(tmp_path):
-    """Token ids and the columns with one value per document (`id`, `content_hash`) are written without a Parquet
-    dictionary, which Parquet would build and then give up; the per-document numbers keep theirs."""
-    docs = [{"id": f"d{i}", "text": f"line {i % 7}\nsame words here {i % 3}"} for i in range(3000)]
+    """Only strings kept from the input (labels, sources) are written with a Parquet dictionary: not token ids,
+    not `id`, `text` or `content_hash` (one value per document: Parquet would build it, then give it up), not the
+    numbers (zstd packs them tighter without one)."""
+    docs = [{"id": f"d{i}", "text": f"line {i % 7}\nsame words here {i % 3}", "lang": ["en", "zh"][i % 2],
+             "score": i % 5} for i in range(3000)]
     write_jsonl(tmp_path / "in.jsonl", docs)
     out = tmp_path / "out"
     prep_cmd("run", "--input", tmp_path / "in.jsonl", "--output", out, "--tokenizer", SAMPLE_TOKENIZER,
-             "--no-progress", check=True)
+             "--keep-text", "--keep-column", "lang", "--keep-column", "score", "--no-progress", check=True)
     meta = pq.ParquetFile(next(out.glob("part-*.parquet"))).metadata
     encodings = {meta.row_group(0).column(c).path_in_schema: set(meta.row_group(0).column(c).encodings)
                  for c in range(meta.num_columns)}
     dictionary = {name for name, used in encodings.items() if used & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}}
-    assert not dictionary & {"id", "content_hash", "input_ids.list.element"}, encodings
-    assert {"num_lines", "num_words", "num_tokens", "frac_digit"} <= dictionary, encodings
+    assert dictionary == {"lang"}, encodings
+    assert {"id", "text", "content_hash", "input_ids.list.element", "num_lines", "frac_digit", "score"} <= set(
+        encodings)
     assert pq.read_table(out).column("id").to_pylist() == [d["id"] for d in docs]

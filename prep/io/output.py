@@ -35,8 +35,9 @@ _FINGERPRINT_PARTS = (("tokenizer_sha256", "tokenizer"), ("config", "pipeline"),
 CHUNKING = 3  # how input is cut into chunks; 2: JSON Lines and CSV by their records' bytes, unparsed; 3: Parquet,
 # datasets and .txt by their metadata (row groups, text offsets, file sizes), unread
 FEATURES_VERSION = 2  # how prep.text.features computes them; 2: content_hash is XXH3-64 (it was BLAKE2b-64)
-ENCODING = 2  # how shards are encoded, the same settings aside; 2: a row group is written chunk by chunk, and id and
-# content_hash have no Parquet dictionary (shards of a resumed run must be the bytes the interrupted one would write)
+ENCODING = 3  # how shards are encoded, the same settings aside (shards of a resumed run must be the bytes the
+# interrupted one would write); 2: a row group is written chunk by chunk, and id and content_hash have no Parquet
+# dictionary; 3: only strings kept from the input have one
 
 
 def make_output_dir(out: Path) -> None:

@@ -367,10 +367,13 @@ def packing_summary(stats: list[dict]) -> dict:
 # ---------------------------------------------------------------------------------------------- shard
 
 
-# No Parquet dictionary for token columns (tens of thousands of distinct values) nor for the columns with a value per
-# document (`id`, `content_hash`): Parquet builds the dictionary, then gives it up. Without it, 10^5 one-line
-# documents are written in ~11 % less CPU and take ~8 % less space.
-_NO_DICTIONARY = {"input_ids", "position_ids", "id", "content_hash"}
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns written with a Parquet dictionary: strings and binaries kept from the input (labels, sources,
+    languages: few distinct values), not `id` or `text` (one value per document, so Parquet would build the
+    dictionary, then give it up). Numbers never: zstd packs them tighter without one, and faster (the features of
+    19,221 documents of the bench slice: 0.81-0.98 of the bytes each, writing ~1 CPU ms per MiB of text less)."""
+    text_like = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    return [f.name for f in schema if f.name not in ("id", "text") and any(is_(f.type) for is_ in text_like)]
 
 
 class ShardFiles:
@@ -414,9 +417,8 @@ class ShardFiles:
     def _write(self, table: pa.Table) -> None:
         if "parquet" in self.spec.formats:
             if self.parquet is None:
-                dictionary = [name for name in table.schema.names if name not in _NO_DICTIONARY]
                 self.parquet = pq.ParquetWriter(self._tmp("parquet"), table.schema, compression=self.compression,
-                                                write_statistics=True, use_dictionary=dictionary)
+                                                write_statistics=True, use_dictionary=_dictionary_columns(table.schema))
             elif table.schema != self.parquet.schema:
                 table = table.cast(self.parquet.schema)
             self.parquet.write_table(table, row_group_size=table.num_rows)

@@ -191,8 +191,8 @@ def raw_blocks(files: list[Path], block_bytes: int) -> list[tuple[Path, int, int
 
 
 def parquet_writer(path: Path) -> pq.ParquetWriter:
-    """zstd Parquet of id, input_ids, num_tokens, without a dictionary for the token ids (as prep writes them)."""
-    return pq.ParquetWriter(path, OUTPUT_SCHEMA, compression="zstd", use_dictionary=["id", "num_tokens"])
+    """zstd Parquet of id, input_ids, num_tokens, without a dictionary (as prep writes them)."""
+    return pq.ParquetWriter(path, OUTPUT_SCHEMA, compression="zstd", use_dictionary=False)
 
 
 def ids_table(ids: pa.Array, flat: np.ndarray, offsets: np.ndarray) -> pa.Table:
