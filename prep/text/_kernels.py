@@ -448,6 +448,15 @@ def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba 
 
 
 @_helper
+def _taken(hash_table, slot: int, key: np.uint64, now: np.uint64) -> bool:  # noqa: ANN001 - numba array
+    """Whether the slot holds another key than `key` in generation `now`: one test, not two, as the compiler would
+    branch twice (a hit or a new key, unpredictable) for `held == now and other != key`."""
+    stale = (hash_table[2 * slot + 1] >> np.uint64(32)) ^ now  # 0 in generation `now`
+    other = hash_table[2 * slot] ^ key  # 0 for `key`
+    return ((stale - np.uint64(1)) >> np.uint64(32)) & ((other | (other >> np.uint64(32))) & np.uint64(0xFFFFFFFF)) != 0
+
+
+@_helper
 def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
     """The hash table's next generation: all its slots empty again (cleared once every 2**31 uses)."""
     if gen + 1 < 1 << 31:
@@ -475,16 +484,28 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         cumulative[i + 1] = cumulative[i] + t_len[i]
     cur = 0
     count = max(m - 1, 0)
+    at, key_of = levels[cur, 0], keys[cur]
     for i in range(count):
-        levels[cur, 0, i] = i
-        keys[cur, i] = (t_hash[i] * HASH_BASE) ^ t_hash[i + 1]
+        at[i] = i
+        key_of[i] = (t_hash[i] * HASH_BASE) ^ t_hash[i + 1]
     for n in range(2, 11):
-        at, group, is_first = levels[cur, 0], levels[cur, 1], first[cur]
+        nxt = 1 - cur
+        at, group, is_first, key_of = levels[cur, 0], levels[cur, 1], first[cur], keys[cur]
+        next_at, next_key = levels[nxt, 0], keys[nxt]
         gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
+        mask = (1 << bits) - 1
+        now = np.uint64(gen)
+        tag = now << np.uint64(32)
         for x in range(count):  # a group is named by its first n-gram: no probe waits for the one before
+            key = key_of[x]
+            slot = _slot(key, bits)
+            while _taken(hash_table, slot, key, now):
+                slot = (slot + 1) & mask
+            held = hash_table[2 * slot + 1]
+            g = np.int64(held & np.uint64(0xFFFFFFFF)) if held >> np.uint64(32) == now else x
+            hash_table[2 * slot], hash_table[2 * slot + 1] = key, tag | np.uint64(g)  # no branch on a new group
             sizes[x] = 0
-            g = _group_of(keys[cur, x], bits, hash_table, gen, x)
             is_first[x] = g == x
             sizes[g] += 1
             group[x] = g
@@ -493,21 +514,24 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         best = 1
         allowed = -1  # the first token the scan of find_all_duplicate may count next
         total = 0
-        nxt = 1 - cur
         k = 0
+        repeats = count > 0 and sizes[group[0]] >= 2
         for x in range(count):
-            size = sizes[group[x]]
             i = at[x]
+            size = sizes[group[x]]
             if n <= 4 and size > best:
                 best = size
                 top = best * (cumulative[i + n] - cumulative[i] + n - 1)
-            if n > 4 and not is_first[x] and i >= allowed:
-                total += cumulative[i + n] - cumulative[i]
-                allowed = i + n
-            if size >= 2 and x + 1 < count and at[x + 1] == i + 1 and sizes[group[x + 1]] >= 2 and i + n < m:
-                levels[nxt, 0, k] = i
-                keys[nxt, k] = (np.uint64(group[x] + 1) * GROUP_MIX) ^ t_hash[i + n]
-                k += 1
+            if n > 4:
+                counted = not is_first[x] and i >= allowed
+                total += (cumulative[i + n] - cumulative[i]) * counted
+                allowed = i + n if counted else allowed
+            if x + 1 < count:
+                after = sizes[group[x + 1]] >= 2
+                next_at[k] = i
+                next_key[k] = (np.uint64(group[x] + 1) * GROUP_MIX) ^ t_hash[i + n]
+                k += repeats & after & (at[x + 1] == i + 1)
+                repeats = after
         row[TOP_2GRAM + n - 2] = top if n <= 4 else total  # the dup_n columns follow the top_n ones
         j, failed, v = _judge(row, checks, j, end, TOP_2GRAM + n - 1)
         if failed:
