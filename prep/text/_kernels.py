@@ -73,7 +73,7 @@ def layout(size: int) -> np.ndarray:
         4 * size, size, 4 * size, 4 * size,  # code points, classes, line breaks, one C4 line
         4 * size, 8 * size, size,  # tokens: lengths, hashes, flags
         8 * size, 8 * size, 8 * size, size,  # lines between newlines: first and end char, hash, B**length, content
-        16 * size, 16 * size, 2 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, first, sizes, chars
+        16 * size, 16 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, sizes, chars
     ])
     offsets = np.zeros(len(widths) + 1, np.int64)
     for k in range(len(widths)):
@@ -119,9 +119,8 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
     p_content = arena[o[12] : o[13]].view(np.bool_)
     levels = arena[o[13] : o[14]].view(np.int32).reshape(2, 2, (o[14] - o[13]) // 16)
     keys = arena[o[14] : o[15]].view(np.uint64).reshape(2, (o[15] - o[14]) // 16)
-    first = arena[o[15] : o[16]].view(np.bool_).reshape(2, (o[16] - o[15]) // 2)
-    sizes = arena[o[16] : o[17]].view(np.int32)
-    cumulative = arena[o[17] : o[18]].view(np.int64)
+    sizes = arena[o[15] : o[16]].view(np.int32)
+    cumulative = arena[o[16] : o[17]].view(np.int64)
     gen = last_gen[0]
     seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
     stop_table = _stop_table(stops)
@@ -166,8 +165,8 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
                 j, failed, v = _judge(row, checks, j, end, TOP_2GRAM)
                 if not failed:
                     m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
-                    gen, j, failed, v = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table,
-                                                gen, row, checks, j, end)
+                    gen, j, failed, v = _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen,
+                                                row, checks, j, end)
             else:
                 gen = _next_gen(hash_table, gen)
                 counts = _repeats(pieces, p_hash, p_content, k, CONTENT, hash_table, gen)
@@ -435,23 +434,25 @@ def _table_bits(items: int) -> int:
 @_helper
 def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba arrays
     """The value stored for `key` in generation `gen` of the hash table's first 2**bits slots, else `new`, now
-    stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line."""
+    stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line. Whether the key
+    was there is not branched on (it is as unpredictable as whether a text repeats itself): the slot is written
+    either way."""
     mask = (1 << bits) - 1
     slot = _slot(key, bits)
-    tag = np.uint64(gen) << np.uint64(32)
-    while hash_table[2 * slot + 1] >> np.uint64(32) == np.uint64(gen):
-        if hash_table[2 * slot] == key:
-            return np.int64(hash_table[2 * slot + 1] & np.uint64(0xFFFFFFFF))
+    now = np.uint64(gen)
+    while _taken(hash_table, slot, key, now):
         slot = (slot + 1) & mask
-    hash_table[2 * slot], hash_table[2 * slot + 1] = key, tag | np.uint64(new)
-    return new
+    held = hash_table[2 * slot + 1]
+    value = np.int64(held & np.uint64(0xFFFFFFFF)) if held >> np.uint64(32) == now else new
+    hash_table[2 * slot], hash_table[2 * slot + 1] = key, (now << np.uint64(32)) | np.uint64(value)
+    return value
 
 
 @_helper
 def _taken(hash_table, slot: int, key: np.uint64, now: np.uint64) -> bool:  # noqa: ANN001 - numba array
-    """Whether the slot holds another key than `key` in generation `now`: one test, not two, as the compiler would
-    branch twice (a hit or a new key, unpredictable) for `held == now and other != key`."""
-    stale = (hash_table[2 * slot + 1] >> np.uint64(32)) ^ now  # 0 in generation `now`
+    """Whether the slot holds another key than `key` in generation `now`, tested without a branch: the compiler
+    would branch twice for `held == now and other != key`, on a hit or a new key."""
+    stale = (hash_table[2 * slot + 1] >> np.uint64(32)) ^ now  # 0 in generation `now`, else below 2**32
     other = hash_table[2 * slot] ^ key  # 0 for `key`
     return ((stale - np.uint64(1)) >> np.uint64(32)) & ((other | (other >> np.uint64(32))) & np.uint64(0xFFFFFFFF)) != 0
 
@@ -466,7 +467,7 @@ def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
 
 
 @_helper
-def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row, checks, j, end):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+def _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen, row, checks, j, end):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10, each level judged by checks[j:end]
     (`_judge`) as soon as it is counted, up to the first failed; return the hash table's last generation and
     what `_judge` returned last.
@@ -489,53 +490,46 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
         at[i] = i
         key_of[i] = (t_hash[i] * HASH_BASE) ^ t_hash[i + 1]
     for n in range(2, 11):
-        nxt = 1 - cur
-        at, group, is_first, key_of = levels[cur, 0], levels[cur, 1], first[cur], keys[cur]
-        next_at, next_key = levels[nxt, 0], keys[nxt]
+        at, group, key_of = levels[cur, 0], levels[cur, 1], keys[cur]
         gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
-        mask = (1 << bits) - 1
-        now = np.uint64(gen)
-        tag = now << np.uint64(32)
-        for x in range(count):  # a group is named by its first n-gram: no probe waits for the one before
-            key = key_of[x]
-            slot = _slot(key, bits)
-            while _taken(hash_table, slot, key, now):
-                slot = (slot + 1) & mask
-            held = hash_table[2 * slot + 1]
-            g = np.int64(held & np.uint64(0xFFFFFFFF)) if held >> np.uint64(32) == now else x
-            hash_table[2 * slot], hash_table[2 * slot + 1] = key, tag | np.uint64(g)  # no branch on a new group
-            sizes[x] = 0
-            is_first[x] = g == x
-            sizes[g] += 1
-            group[x] = g
-        # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
-        top = cumulative[n] + n - 1 if m >= n else 0
-        best = 1
+        best, commonest = 1, 0  # the largest group and its name, the first to occur of the largest
         allowed = -1  # the first token the scan of find_all_duplicate may count next
         total = 0
-        k = 0
-        repeats = count > 0 and sizes[group[0]] >= 2
-        for x in range(count):
-            i = at[x]
-            size = sizes[group[x]]
-            if n <= 4 and size > best:
-                best = size
-                top = best * (cumulative[i + n] - cumulative[i] + n - 1)
-            if n > 4:
-                counted = not is_first[x] and i >= allowed
+        for x in range(count):  # a group is named by its first n-gram: no probe waits for the one before
+            g = _group_of(key_of[x], bits, hash_table, gen, x)
+            group[x] = g
+            sizes[x] = 0
+            sizes[g] += 1
+            if n <= 4:
+                size = sizes[g]
+                if size > best or (size == best and g < commonest):
+                    best, commonest = size, g
+            else:
+                i = at[x]
+                counted = (g != x) & (i >= allowed)
                 total += (cumulative[i + n] - cumulative[i]) * counted
                 allowed = i + n if counted else allowed
-            if x + 1 < count:
-                after = sizes[group[x + 1]] >= 2
-                next_at[k] = i
-                next_key[k] = (np.uint64(group[x] + 1) * GROUP_MIX) ^ t_hash[i + n]
-                k += repeats & after & (at[x + 1] == i + 1)
-                repeats = after
-        row[TOP_2GRAM + n - 2] = top if n <= 4 else total  # the dup_n columns follow the top_n ones
+        if n <= 4:  # with no repeat, the first n-gram once
+            i = at[commonest] if best > 1 else 0
+            row[TOP_2GRAM + n - 2] = best * (cumulative[i + n] - cumulative[i] + n - 1) if m >= n else 0
+        else:  # the dup_n columns follow the top_n ones
+            row[TOP_2GRAM + n - 2] = total
         j, failed, v = _judge(row, checks, j, end, TOP_2GRAM + n - 1)
-        if failed:
+        if failed or n == 10:
             return gen, j, failed, v
+        # the next level: where the n-grams at i and i + 1 both repeat
+        nxt = 1 - cur
+        next_at, next_key = levels[nxt, 0], keys[nxt]
+        k = 0
+        repeats = count > 0 and sizes[group[0]] >= 2
+        for x in range(count - 1):
+            i = at[x]
+            after = sizes[group[x + 1]] >= 2
+            next_at[k] = i
+            next_key[k] = (np.uint64(group[x] + 1) * GROUP_MIX) ^ t_hash[i + n]
+            k += repeats & after & (at[x + 1] == i + 1)
+            repeats = after
         cur, count = nxt, k
     return gen, j, False, np.nan
 
