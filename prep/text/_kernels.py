@@ -479,6 +479,8 @@ def _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen, 
     repeat, the first n-gram once, as datatrove's Counter.most_common(1)); dup_n: characters of repeated
     n-grams as datatrove's find_all_duplicate counts them (scanning the words, an n-gram seen before counts
     and the scan jumps past it).
+    The loops over a level branch only where the outcome is predictable (a new commonest group): whether a
+    position repeats, is counted or goes to the next level is arithmetic, as it flips from one to the next.
     """
     cumulative[0] = 0  # characters before each token
     for i in range(m):
@@ -493,43 +495,41 @@ def _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen, 
         at, group, key_of = levels[cur, 0], levels[cur, 1], keys[cur]
         gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
-        best, commonest = 1, 0  # the largest group and its name, the first to occur of the largest
-        allowed = -1  # the first token the scan of find_all_duplicate may count next
-        total = 0
         for x in range(count):  # a group is named by its first n-gram: no probe waits for the one before
             g = _group_of(key_of[x], bits, hash_table, gen, x)
             group[x] = g
             sizes[x] = 0
             sizes[g] += 1
-            if n <= 4:
-                size = sizes[g]
-                if size > best or (size == best and g < commonest):
-                    best, commonest = size, g
-            else:
-                i = at[x]
-                counted = (g != x) & (i >= allowed)
-                total += (cumulative[i + n] - cumulative[i]) * counted
-                allowed = i + n if counted else allowed
-        if n <= 4:  # with no repeat, the first n-gram once
-            i = at[commonest] if best > 1 else 0
-            row[TOP_2GRAM + n - 2] = best * (cumulative[i + n] - cumulative[i] + n - 1) if m >= n else 0
-        else:  # the dup_n columns follow the top_n ones
-            row[TOP_2GRAM + n - 2] = total
-        j, failed, v = _judge(row, checks, j, end, TOP_2GRAM + n - 1)
-        if failed or n == 10:
-            return gen, j, failed, v
-        # the next level: where the n-grams at i and i + 1 both repeat
+        # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
+        at[count], group[count] = -1, 0  # past the last position: not next to it
+        top = cumulative[n] + n - 1 if m >= n else 0  # with no repeat, the first n-gram once
+        best = 1
+        allowed = -1  # the first token the scan of find_all_duplicate may count next
+        total = 0
         nxt = 1 - cur
         next_at, next_key = levels[nxt, 0], keys[nxt]
         k = 0
-        repeats = count > 0 and sizes[group[0]] >= 2
-        for x in range(count - 1):
+        size = sizes[group[0]]
+        for x in range(count):
             i = at[x]
-            after = sizes[group[x + 1]] >= 2
+            g = group[x]
+            if n <= 4:
+                if size > best:
+                    best = size
+                    top = best * (cumulative[i + n] - cumulative[i] + n - 1)
+            else:
+                counted = (g != x) & (i >= allowed)
+                total += (cumulative[i + n] - cumulative[i]) * counted
+                allowed = i + n if counted else allowed
+            after = sizes[group[x + 1]]
             next_at[k] = i
-            next_key[k] = (np.uint64(group[x] + 1) * GROUP_MIX) ^ t_hash[i + n]
-            k += repeats & after & (at[x + 1] == i + 1)
-            repeats = after
+            next_key[k] = (np.uint64(g + 1) * GROUP_MIX) ^ t_hash[i + n]
+            k += (size >= 2) & (after >= 2) & (at[x + 1] == i + 1)
+            size = after
+        row[TOP_2GRAM + n - 2] = top if n <= 4 else total  # the dup_n columns follow the top_n ones
+        j, failed, v = _judge(row, checks, j, end, TOP_2GRAM + n - 1)
+        if failed:
+            return gen, j, failed, v
         cur, count = nxt, k
     return gen, j, False, np.nan
 
