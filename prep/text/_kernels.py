@@ -567,24 +567,32 @@ def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
     return _horner(cps, a, e, np.uint64(e - a))[0]
 
 
-_B2, _B3, _B4 = (np.uint64(int(HASH_BASE) ** n % (1 << 64)) for n in (2, 3, 4))
+_STEP = 8  # characters `_horner` hashes at a time
+# B**r, then per row r the weights of a step of r characters, B**(r - 1 - t) for the t-th, 0 past the r-th
+_POWERS = np.array([int(HASH_BASE) ** r % (1 << 64) for r in range(_STEP + 1)], np.uint64)
+_WEIGHTS = np.array([[int(_POWERS[r - 1 - t]) if t < r else 0 for t in range(_STEP)] for r in range(_STEP + 1)],
+                    np.uint64)
 
 
 @_helper
 def _horner(cps, a: int, e: int, h: np.uint64) -> tuple[np.uint64, np.uint64]:  # noqa: ANN001 - numba array
-    """(h * B**(e - a) + sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, mod 2**64: four
-    characters a step, so that each step waits for one multiplication of the step before, not four."""
+    """(h * B**(e - a) + sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, mod 2**64:
+    `_STEP` characters a step, so that each step waits for one multiplication of the step before, not eight;
+    the last step's weights are 0 past the end, so that no loop but this one ends on the length."""
     power = np.uint64(1)
-    i = a
-    while i + 4 <= e:
-        h = h * _B4 + (np.uint64(cps[i]) * _B3 + np.uint64(cps[i + 1]) * _B2 + np.uint64(cps[i + 2]) * HASH_BASE
-                       + np.uint64(cps[i + 3]))
-        power *= _B4
-        i += 4
-    while i < e:
-        h = h * HASH_BASE + np.uint64(cps[i])
-        power *= HASH_BASE
-        i += 1
+    while a < e:
+        r = np.uint64(min(e - a, _STEP))  # unsigned indices: no test for negative ones
+        at = np.uint64(a)
+        part = np.uint64(0)
+        if a + _STEP <= len(cps):
+            for t in range(_STEP):
+                part += np.uint64(cps[at + np.uint64(t)]) * _WEIGHTS[r, np.uint64(t)]
+        else:  # none read past the array
+            for t in range(r):
+                part += np.uint64(cps[at + np.uint64(t)]) * _WEIGHTS[r, np.uint64(t)]
+        h = h * _POWERS[r] + part
+        power *= _POWERS[r]
+        a += _STEP
     return h, power
 
 
