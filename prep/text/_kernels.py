@@ -567,8 +567,11 @@ def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
     return _horner(cps, a, e, np.uint64(e - a))[0]
 
 
-_STEP = 8  # characters `_horner` hashes at a time
-# B**r, then per row r the weights of a step of r characters, B**(r - 1 - t) for the t-th, 0 past the r-th
+# `_horner`'s steps: a block of _BLOCK characters, weighted B**(_BLOCK - 1 - t) for the t-th, and B**_BLOCK;
+# then steps of up to _STEP, B**r and per row r the weights of r characters, B**(r - 1 - t), 0 past the r-th
+_BLOCK, _STEP = 64, 8
+_BLOCK_WEIGHTS = np.array([int(HASH_BASE) ** (_BLOCK - 1 - t) % (1 << 64) for t in range(_BLOCK)], np.uint64)
+_BLOCK_POWER = np.uint64(int(HASH_BASE) ** _BLOCK % (1 << 64))
 _POWERS = np.array([int(HASH_BASE) ** r % (1 << 64) for r in range(_STEP + 1)], np.uint64)
 _WEIGHTS = np.array([[int(_POWERS[r - 1 - t]) if t < r else 0 for t in range(_STEP)] for r in range(_STEP + 1)],
                     np.uint64)
@@ -576,12 +579,22 @@ _WEIGHTS = np.array([[int(_POWERS[r - 1 - t]) if t < r else 0 for t in range(_ST
 
 @_helper
 def _horner(cps, a: int, e: int, h: np.uint64) -> tuple[np.uint64, np.uint64]:  # noqa: ANN001 - numba array
-    """(h * B**(e - a) + sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, mod 2**64:
-    `_STEP` characters a step, so that each step waits for one multiplication of the step before, not eight;
-    the last step's weights are 0 past the end, so that no loop but this one ends on the length."""
+    """(h * B**(e - a) + sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, mod 2**64, as
+    sums of products with constant powers of B, not a chain of multiplications from character to character: a
+    block of `_BLOCK` characters is one dot product (vectorized), the rest steps of `_STEP` whose last has
+    zero weights past the end (no loop but this one ends on the length). Indices are unsigned: no tests for
+    negative ones."""
     power = np.uint64(1)
+    while e - a >= _BLOCK:
+        at = np.uint64(a)
+        part = np.uint64(0)
+        for t in range(_BLOCK):
+            part += np.uint64(cps[at + np.uint64(t)]) * _BLOCK_WEIGHTS[np.uint64(t)]
+        h = h * _BLOCK_POWER + part
+        power *= _BLOCK_POWER
+        a += _BLOCK
     while a < e:
-        r = np.uint64(min(e - a, _STEP))  # unsigned indices: no test for negative ones
+        r = np.uint64(min(e - a, _STEP))
         at = np.uint64(a)
         part = np.uint64(0)
         if a + _STEP <= len(cps):
