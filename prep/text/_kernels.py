@@ -437,23 +437,24 @@ def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba 
     stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line. Whether the key
     was there is not branched on (it is as unpredictable as whether a text repeats itself): the slot is written
     either way."""
-    mask = (1 << bits) - 1
-    slot = _slot(key, bits)
+    one = np.uint64(1)
+    mask = np.uint64((1 << bits) - 1)
+    slot = np.uint64(_slot(key, bits))  # unsigned indices: no tests for negative ones
     now = np.uint64(gen)
-    while _taken(hash_table, slot, key, now):
-        slot = (slot + 1) & mask
-    held = hash_table[2 * slot + 1]
+    while _taken(hash_table, slot + slot, key, now):
+        slot = (slot + one) & mask
+    held = hash_table[slot + slot + one]
     value = np.int64(held & np.uint64(0xFFFFFFFF)) if held >> np.uint64(32) == now else new
-    hash_table[2 * slot], hash_table[2 * slot + 1] = key, (now << np.uint64(32)) | np.uint64(value)
+    hash_table[slot + slot], hash_table[slot + slot + one] = key, (now << np.uint64(32)) | np.uint64(value)
     return value
 
 
 @_helper
-def _taken(hash_table, slot: int, key: np.uint64, now: np.uint64) -> bool:  # noqa: ANN001 - numba array
-    """Whether the slot holds another key than `key` in generation `now`, tested without a branch: the compiler
-    would branch twice for `held == now and other != key`, on a hit or a new key."""
-    stale = (hash_table[2 * slot + 1] >> np.uint64(32)) ^ now  # 0 in generation `now`, else below 2**32
-    other = hash_table[2 * slot] ^ key  # 0 for `key`
+def _taken(hash_table, at: np.uint64, key: np.uint64, now: np.uint64) -> bool:  # noqa: ANN001 - numba array
+    """Whether the slot at word `at` holds another key than `key` in generation `now`, tested without a branch:
+    the compiler would branch twice for `held == now and other != key`, on a hit or a new key."""
+    stale = (hash_table[at + np.uint64(1)] >> np.uint64(32)) ^ now  # 0 in generation `now`, else below 2**32
+    other = hash_table[at] ^ key  # 0 for `key`
     return ((stale - np.uint64(1)) >> np.uint64(32)) & ((other | (other >> np.uint64(32))) & np.uint64(0xFFFFFFFF)) != 0
 
 
@@ -499,7 +500,7 @@ def _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen, 
             g = _group_of(key_of[x], bits, hash_table, gen, x)
             group[x] = g
             sizes[x] = 0
-            sizes[g] += 1
+            sizes[np.uint64(g)] += 1  # unsigned indices: no tests for negative ones
         # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
         at[count], group[count] = -1, 0  # past the last position: not next to it
         top = cumulative[n] + n - 1 if m >= n else 0  # with no repeat, the first n-gram once
@@ -508,29 +509,31 @@ def _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen, 
         total = 0
         nxt = 1 - cur
         next_at, next_key = levels[nxt, 0], keys[nxt]
-        k = 0
-        size = sizes[group[0]]
+        k = np.uint64(0)
+        size = sizes[np.uint64(group[0])]
+        span = np.uint64(n)
         for x in range(count):
             i = at[x]
             g = group[x]
+            a = np.uint64(i)
             if n <= 4:
                 if size > best:
                     best = size
-                    top = best * (cumulative[i + n] - cumulative[i] + n - 1)
+                    top = best * (cumulative[a + span] - cumulative[a] + n - 1)
             else:
                 counted = (g != x) & (i >= allowed)
-                total += (cumulative[i + n] - cumulative[i]) * counted
+                total += (cumulative[a + span] - cumulative[a]) * counted
                 allowed = i + n if counted else allowed
-            after = sizes[group[x + 1]]
+            after = sizes[np.uint64(group[x + 1])]
             next_at[k] = i
-            next_key[k] = (np.uint64(g + 1) * GROUP_MIX) ^ t_hash[i + n]
-            k += (size >= 2) & (after >= 2) & (at[x + 1] == i + 1)
+            next_key[k] = (np.uint64(g + 1) * GROUP_MIX) ^ t_hash[a + span]
+            k += np.uint64((size >= 2) & (after >= 2) & (at[x + 1] == i + 1))
             size = after
         row[TOP_2GRAM + n - 2] = top if n <= 4 else total  # the dup_n columns follow the top_n ones
         j, failed, v = _judge(row, checks, j, end, TOP_2GRAM + n - 1)
         if failed:
             return gen, j, failed, v
-        cur, count = nxt, k
+        cur, count = nxt, np.int64(k)
     return gen, j, False, np.nan
 
 
