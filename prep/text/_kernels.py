@@ -565,9 +565,12 @@ def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content): 
 
 
 @_helper
-def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
-    """The hash of cps[a:e] as `_pieces` hashes a piece."""
-    return _horner(cps, a, e, np.uint64(e - a))[0]
+def _piece_body(cps, pieces, p_hash, p_power, p: int, a: int, e: int) -> tuple[np.uint64, np.uint64]:  # noqa: ANN001, PLR0913 - numba arrays
+    """(sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, for cps[a:e] within the p-th piece:
+    from the piece's hash where that is the whole piece, else from the characters."""
+    if a == pieces[0, p] and e == pieces[1, p]:
+        return p_hash[p] - np.uint64(e - a) * p_power[p], p_power[p]
+    return _horner(cps, a, e, np.uint64(0))
 
 
 # `_horner`'s steps: a block of _BLOCK characters, weighted B**(_BLOCK - 1 - t) for the t-th, and B**_BLOCK;
@@ -617,9 +620,9 @@ def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # no
     """(paragraphs, repeated ones, their characters) as datatrove's find_duplicates counts the pieces of the
     stripped text between runs of two or more "\\n" (regex "\\n{2,}").
 
-    A paragraph is a run of `_pieces`'s pieces without an empty one (an empty piece is a "\\n\\n"), so the
-    hash of one in the middle of the text is composed from its pieces' hashes, not its characters; the first
-    and last, which the stripping may cut, are hashed from their characters.
+    A paragraph is a run of `_pieces`'s pieces without an empty one (an empty piece is a "\\n\\n"), so its hash
+    is composed from its pieces' hashes, not its characters; only of the first and last piece, which the
+    stripping may cut, are the characters hashed again (`_piece_body`).
     """
     a, e = _trim(cls, 0, size)
     if a == e:
@@ -639,16 +642,13 @@ def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # no
             end += 1
         start_char = a if g == first else pieces[0, g]
         end_char = e if end == last else pieces[1, end]
-        if g == first or end == last:
-            h = _hash(cps, start_char, end_char)
-        else:
-            power = p_power[g]
-            h = p_hash[g] - np.uint64(pieces[1, g] - pieces[0, g]) * power  # without the length term
-            for t in range(g + 1, end + 1):
-                body = p_hash[t] - np.uint64(pieces[1, t] - pieces[0, t]) * p_power[t]
-                h = (h * HASH_BASE + np.uint64(0x0A)) * p_power[t] + body
-                power *= HASH_BASE * p_power[t]
-            h += np.uint64(end_char - start_char) * power
+        h, power = _piece_body(cps, pieces, p_hash, p_power, g, start_char, end_char if end == g else pieces[1, g])
+        for t in range(g + 1, end + 1):
+            body, part = _piece_body(cps, pieces, p_hash, p_power, t, pieces[0, t],
+                                     end_char if t == end else pieces[1, t])
+            h = (h * HASH_BASE + np.uint64(0x0A)) * part + body
+            power *= HASH_BASE * part
+        h += np.uint64(end_char - start_char) * power
         count += 1
         if _group_of(h, bits, hash_table, gen, count) != count:
             dup += 1
