@@ -9,7 +9,10 @@ that fails one is measured no further (only the first rule it fails is counted, 
 per word or per line leaves the loop, and no array the size of the batch is built; a rule set that skips a
 text (by its share of CJK characters) costs nothing past decoding it. Repeats are found in one
 open-addressing hash table that every text reuses: a slot holds the generation (the number of the
-current use) that filled it, so a text neither allocates nor clears a table. The scratch (an arena
+current use) that filled it, so a text neither allocates nor clears a table. A lookup branches only where
+another key holds the slot, not on whether the key was found (as unpredictable as the text), and the loops
+over n-grams count with arithmetic, not branches, likewise; hashes of characters are sums of products with
+constant powers, not a chain from character to character. The scratch (an arena
 laid out by `layout`) is the caller's, kept from batch to batch.
 
 numba compiles once and caches the machine code beside this file (`cache=True`), so a process pays
