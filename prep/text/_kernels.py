@@ -529,7 +529,7 @@ def _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen, 
                 allowed = i + n if counted else allowed
             after = sizes[np.uint64(group[x + 1])]
             next_at[k] = i
-            next_key[k] = (np.uint64(g + 1) * GROUP_MIX) ^ t_hash[a + span]
+            next_key[k] = (np.uint64(g + 1) * GROUP_MIX) ^ t_hash[a + span]  # t_hash[m] (scratch) at the last
             k += np.uint64((size >= 2) & (after >= 2) & (at[x + 1] == i + 1))
             size = after
         row[TOP_2GRAM + n - 2] = top if n <= 4 else total  # the dup_n columns follow the top_n ones
