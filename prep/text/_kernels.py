@@ -9,7 +9,10 @@ that fails one is measured no further (only the first rule it fails is counted, 
 per word or per line leaves the loop, and no array the size of the batch is built; a rule set that skips a
 text (by its share of CJK characters) costs nothing past decoding it. Repeats are found in one
 open-addressing hash table that every text reuses: a slot holds the generation (the number of the
-current use) that filled it, so a text neither allocates nor clears a table. The scratch (an arena
+current use) that filled it, so a text neither allocates nor clears a table. A lookup branches only where
+another key holds the slot, not on whether the key was found (as unpredictable as the text), and the loops
+over n-grams count with arithmetic, not branches, likewise; hashes of characters are sums of products with
+constant powers, not a chain from character to character. The scratch (an arena
 laid out by `layout`) is the caller's, kept from batch to batch.
 
 numba compiles once and caches the machine code beside this file (`cache=True`), so a process pays
@@ -73,7 +76,7 @@ def layout(size: int) -> np.ndarray:
         4 * size, size, 4 * size, 4 * size,  # code points, classes, line breaks, one C4 line
         4 * size, 8 * size, size,  # tokens: lengths, hashes, flags
         8 * size, 8 * size, 8 * size, size,  # lines between newlines: first and end char, hash, B**length, content
-        16 * size, 16 * size, 2 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, first, sizes, chars
+        16 * size, 16 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, sizes, chars
     ])
     offsets = np.zeros(len(widths) + 1, np.int64)
     for k in range(len(widths)):
@@ -119,9 +122,8 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
     p_content = arena[o[12] : o[13]].view(np.bool_)
     levels = arena[o[13] : o[14]].view(np.int32).reshape(2, 2, (o[14] - o[13]) // 16)
     keys = arena[o[14] : o[15]].view(np.uint64).reshape(2, (o[15] - o[14]) // 16)
-    first = arena[o[15] : o[16]].view(np.bool_).reshape(2, (o[16] - o[15]) // 2)
-    sizes = arena[o[16] : o[17]].view(np.int32)
-    cumulative = arena[o[17] : o[18]].view(np.int64)
+    sizes = arena[o[15] : o[16]].view(np.int32)
+    cumulative = arena[o[16] : o[17]].view(np.int64)
     gen = last_gen[0]
     seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
     stop_table = _stop_table(stops)
@@ -166,8 +168,8 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
                 j, failed, v = _judge(row, checks, j, end, TOP_2GRAM)
                 if not failed:
                     m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
-                    gen, j, failed, v = _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table,
-                                                gen, row, checks, j, end)
+                    gen, j, failed, v = _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen,
+                                                row, checks, j, end)
             else:
                 gen = _next_gen(hash_table, gen)
                 counts = _repeats(pieces, p_hash, p_content, k, CONTENT, hash_table, gen)
@@ -435,16 +437,28 @@ def _table_bits(items: int) -> int:
 @_helper
 def _group_of(key, bits, hash_table, gen, new):  # noqa: ANN001, ANN201 - numba arrays
     """The value stored for `key` in generation `gen` of the hash table's first 2**bits slots, else `new`, now
-    stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line."""
-    mask = (1 << bits) - 1
-    slot = _slot(key, bits)
-    tag = np.uint64(gen) << np.uint64(32)
-    while hash_table[2 * slot + 1] >> np.uint64(32) == np.uint64(gen):
-        if hash_table[2 * slot] == key:
-            return np.int64(hash_table[2 * slot + 1] & np.uint64(0xFFFFFFFF))
-        slot = (slot + 1) & mask
-    hash_table[2 * slot], hash_table[2 * slot + 1] = key, tag | np.uint64(new)
-    return new
+    stored. A slot is two words, (key, generation << 32 | value): a probe reads one cache line. Whether the key
+    was there is not branched on (it is as unpredictable as whether a text repeats itself): the slot is written
+    either way."""
+    one = np.uint64(1)
+    mask = np.uint64((1 << bits) - 1)
+    slot = np.uint64(_slot(key, bits))  # unsigned indices: no tests for negative ones
+    now = np.uint64(gen)
+    while _taken(hash_table, slot + slot, key, now):
+        slot = (slot + one) & mask
+    held = hash_table[slot + slot + one]
+    value = np.int64(held & np.uint64(0xFFFFFFFF)) if held >> np.uint64(32) == now else new
+    hash_table[slot + slot], hash_table[slot + slot + one] = key, (now << np.uint64(32)) | np.uint64(value)
+    return value
+
+
+@_helper
+def _taken(hash_table, at: np.uint64, key: np.uint64, now: np.uint64) -> bool:  # noqa: ANN001 - numba array
+    """Whether the slot at word `at` holds another key than `key` in generation `now`, tested without a branch:
+    the compiler would branch twice for `held == now and other != key`, on a hit or a new key."""
+    stale = (hash_table[at + np.uint64(1)] >> np.uint64(32)) ^ now  # 0 in generation `now`, else below 2**32
+    other = hash_table[at] ^ key  # 0 for `key`
+    return ((stale - np.uint64(1)) >> np.uint64(32)) & ((other | (other >> np.uint64(32))) & np.uint64(0xFFFFFFFF)) != 0
 
 
 @_helper
@@ -457,7 +471,7 @@ def _next_gen(hash_table, gen: int) -> int:  # noqa: ANN001 - numba array
 
 
 @_helper
-def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table, gen, row, checks, j, end):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+def _ngrams(t_len, t_hash, m, levels, keys, sizes, cumulative, hash_table, gen, row, checks, j, end):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """gopher_repetition's n-gram numbers of one text's m tokens, n = 2..10, each level judged by checks[j:end]
     (`_judge`) as soon as it is counted, up to the first failed; return the hash table's last generation and
     what `_judge` returned last.
@@ -469,50 +483,60 @@ def _ngrams(t_len, t_hash, m, levels, keys, first, sizes, cumulative, hash_table
     repeat, the first n-gram once, as datatrove's Counter.most_common(1)); dup_n: characters of repeated
     n-grams as datatrove's find_all_duplicate counts them (scanning the words, an n-gram seen before counts
     and the scan jumps past it).
+    The loops over a level branch only where the outcome is predictable (a new commonest group): whether a
+    position repeats, is counted or goes to the next level is arithmetic, as it flips from one to the next.
     """
     cumulative[0] = 0  # characters before each token
     for i in range(m):
         cumulative[i + 1] = cumulative[i] + t_len[i]
     cur = 0
     count = max(m - 1, 0)
+    at, key_of = levels[cur, 0], keys[cur]
     for i in range(count):
-        levels[cur, 0, i] = i
-        keys[cur, i] = (t_hash[i] * HASH_BASE) ^ t_hash[i + 1]
+        at[i] = i
+        key_of[i] = (t_hash[i] * HASH_BASE) ^ t_hash[i + 1]
     for n in range(2, 11):
-        at, group, is_first = levels[cur, 0], levels[cur, 1], first[cur]
+        at, group, key_of = levels[cur, 0], levels[cur, 1], keys[cur]
         gen = _next_gen(hash_table, gen)
         bits = _table_bits(count)
         for x in range(count):  # a group is named by its first n-gram: no probe waits for the one before
-            sizes[x] = 0
-            g = _group_of(keys[cur, x], bits, hash_table, gen, x)
-            is_first[x] = g == x
-            sizes[g] += 1
+            g = _group_of(key_of[x], bits, hash_table, gen, x)
             group[x] = g
+            sizes[x] = 0
+            sizes[np.uint64(g)] += 1  # unsigned indices: no tests for negative ones
         # one pass for this level's numbers and the next level: where the n-grams at i and i + 1 both repeat
-        top = cumulative[n] + n - 1 if m >= n else 0
+        at[count], group[count] = -1, 0  # past the last position: not next to it
+        top = cumulative[n] + n - 1 if m >= n else 0  # with no repeat, the first n-gram once
         best = 1
         allowed = -1  # the first token the scan of find_all_duplicate may count next
         total = 0
         nxt = 1 - cur
-        k = 0
+        next_at, next_key = levels[nxt, 0], keys[nxt]
+        k = np.uint64(0)
+        size = sizes[np.uint64(group[0])]
+        span = np.uint64(n)
         for x in range(count):
-            size = sizes[group[x]]
             i = at[x]
-            if n <= 4 and size > best:
-                best = size
-                top = best * (cumulative[i + n] - cumulative[i] + n - 1)
-            if n > 4 and not is_first[x] and i >= allowed:
-                total += cumulative[i + n] - cumulative[i]
-                allowed = i + n
-            if size >= 2 and x + 1 < count and at[x + 1] == i + 1 and sizes[group[x + 1]] >= 2 and i + n < m:
-                levels[nxt, 0, k] = i
-                keys[nxt, k] = (np.uint64(group[x] + 1) * GROUP_MIX) ^ t_hash[i + n]
-                k += 1
+            g = group[x]
+            a = np.uint64(i)
+            if n <= 4:
+                if size > best:
+                    best = size
+                    top = best * (cumulative[a + span] - cumulative[a] + n - 1)
+            else:
+                counted = (g != x) & (i >= allowed)
+                total += (cumulative[a + span] - cumulative[a]) * counted
+                allowed = i + n if counted else allowed
+            after = sizes[np.uint64(group[x + 1])]
+            next_at[k] = i
+            next_key[k] = (np.uint64(g + 1) * GROUP_MIX) ^ t_hash[a + span]  # t_hash[m] (scratch) at the last
+            k += np.uint64((size >= 2) & (after >= 2) & (at[x + 1] == i + 1))
+            size = after
         row[TOP_2GRAM + n - 2] = top if n <= 4 else total  # the dup_n columns follow the top_n ones
         j, failed, v = _judge(row, checks, j, end, TOP_2GRAM + n - 1)
         if failed:
             return gen, j, failed, v
-        cur, count = nxt, k
+        cur, count = nxt, np.int64(k)
     return gen, j, False, np.nan
 
 
@@ -544,29 +568,53 @@ def _pieces(cps, cls, size, breaks, lines, pieces, p_hash, p_power, p_content): 
 
 
 @_helper
-def _hash(cps, a: int, e: int) -> np.uint64:  # noqa: ANN001 - numba array
-    """The hash of cps[a:e] as `_pieces` hashes a piece."""
-    return _horner(cps, a, e, np.uint64(e - a))[0]
+def _piece_body(cps, pieces, p_hash, p_power, p: int, a: int, e: int) -> tuple[np.uint64, np.uint64]:  # noqa: ANN001, PLR0913 - numba arrays
+    """(sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, for cps[a:e] within the p-th piece:
+    from the piece's hash where that is the whole piece, else from the characters."""
+    if a == pieces[0, p] and e == pieces[1, p]:
+        return p_hash[p] - np.uint64(e - a) * p_power[p], p_power[p]
+    return _horner(cps, a, e, np.uint64(0))
 
 
-_B2, _B3, _B4 = (np.uint64(int(HASH_BASE) ** n % (1 << 64)) for n in (2, 3, 4))
+# `_horner`'s steps: a block of _BLOCK characters, weighted B**(_BLOCK - 1 - t) for the t-th, and B**_BLOCK;
+# then steps of up to _STEP, B**r and per row r the weights of r characters, B**(r - 1 - t), 0 past the r-th
+_BLOCK, _STEP = 64, 8
+_BLOCK_WEIGHTS = np.array([int(HASH_BASE) ** (_BLOCK - 1 - t) % (1 << 64) for t in range(_BLOCK)], np.uint64)
+_BLOCK_POWER = np.uint64(int(HASH_BASE) ** _BLOCK % (1 << 64))
+_POWERS = np.array([int(HASH_BASE) ** r % (1 << 64) for r in range(_STEP + 1)], np.uint64)
+_WEIGHTS = np.array([[int(_POWERS[r - 1 - t]) if t < r else 0 for t in range(_STEP)] for r in range(_STEP + 1)],
+                    np.uint64)
 
 
 @_helper
 def _horner(cps, a: int, e: int, h: np.uint64) -> tuple[np.uint64, np.uint64]:  # noqa: ANN001 - numba array
-    """(h * B**(e - a) + sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, mod 2**64: four
-    characters a step, so that each step waits for one multiplication of the step before, not four."""
+    """(h * B**(e - a) + sum(cps[i] * B**(e - 1 - i), a <= i < e), B**(e - a)), B = HASH_BASE, mod 2**64, as
+    sums of products with constant powers of B, not a chain of multiplications from character to character: a
+    block of `_BLOCK` characters is one dot product (vectorized), the rest steps of `_STEP` whose last has
+    zero weights past the end (no loop but this one ends on the length). Indices are unsigned: no tests for
+    negative ones."""
     power = np.uint64(1)
-    i = a
-    while i + 4 <= e:
-        h = h * _B4 + (np.uint64(cps[i]) * _B3 + np.uint64(cps[i + 1]) * _B2 + np.uint64(cps[i + 2]) * HASH_BASE
-                       + np.uint64(cps[i + 3]))
-        power *= _B4
-        i += 4
-    while i < e:
-        h = h * HASH_BASE + np.uint64(cps[i])
-        power *= HASH_BASE
-        i += 1
+    while e - a >= _BLOCK:
+        at = np.uint64(a)
+        part = np.uint64(0)
+        for t in range(_BLOCK):
+            part += np.uint64(cps[at + np.uint64(t)]) * _BLOCK_WEIGHTS[np.uint64(t)]
+        h = h * _BLOCK_POWER + part
+        power *= _BLOCK_POWER
+        a += _BLOCK
+    while a < e:
+        r = np.uint64(min(e - a, _STEP))
+        at = np.uint64(a)
+        part = np.uint64(0)
+        if a + _STEP <= len(cps):
+            for t in range(_STEP):
+                part += np.uint64(cps[at + np.uint64(t)]) * _WEIGHTS[r, np.uint64(t)]
+        else:  # none read past the array
+            for t in range(r):
+                part += np.uint64(cps[at + np.uint64(t)]) * _WEIGHTS[r, np.uint64(t)]
+        h = h * _POWERS[r] + part
+        power *= _POWERS[r]
+        a += _STEP
     return h, power
 
 
@@ -575,9 +623,9 @@ def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # no
     """(paragraphs, repeated ones, their characters) as datatrove's find_duplicates counts the pieces of the
     stripped text between runs of two or more "\\n" (regex "\\n{2,}").
 
-    A paragraph is a run of `_pieces`'s pieces without an empty one (an empty piece is a "\\n\\n"), so the
-    hash of one in the middle of the text is composed from its pieces' hashes, not its characters; the first
-    and last, which the stripping may cut, are hashed from their characters.
+    A paragraph is a run of `_pieces`'s pieces without an empty one (an empty piece is a "\\n\\n"), so its hash
+    is composed from its pieces' hashes, not its characters; only of the first and last piece, which the
+    stripping may cut, are the characters hashed again (`_piece_body`).
     """
     a, e = _trim(cls, 0, size)
     if a == e:
@@ -597,16 +645,13 @@ def _paragraphs(cps, cls, size, pieces, p_hash, p_power, hash_table, gen):  # no
             end += 1
         start_char = a if g == first else pieces[0, g]
         end_char = e if end == last else pieces[1, end]
-        if g == first or end == last:
-            h = _hash(cps, start_char, end_char)
-        else:
-            power = p_power[g]
-            h = p_hash[g] - np.uint64(pieces[1, g] - pieces[0, g]) * power  # without the length term
-            for t in range(g + 1, end + 1):
-                body = p_hash[t] - np.uint64(pieces[1, t] - pieces[0, t]) * p_power[t]
-                h = (h * HASH_BASE + np.uint64(0x0A)) * p_power[t] + body
-                power *= HASH_BASE * p_power[t]
-            h += np.uint64(end_char - start_char) * power
+        h, power = _piece_body(cps, pieces, p_hash, p_power, g, start_char, end_char if end == g else pieces[1, g])
+        for t in range(g + 1, end + 1):
+            body, part = _piece_body(cps, pieces, p_hash, p_power, t, pieces[0, t],
+                                     end_char if t == end else pieces[1, t])
+            h = (h * HASH_BASE + np.uint64(0x0A)) * part + body
+            power *= HASH_BASE * part
+        h += np.uint64(end_char - start_char) * power
         count += 1
         if _group_of(h, bits, hash_table, gen, count) != count:
             dup += 1
