@@ -141,6 +141,26 @@ def test_the_key_starts_with_content_hash() -> None:
     assert np.frombuffer(keys[:, :8].tobytes(), "<u8").tolist() == features["content_hash"].to_pylist()
 
 
+def test_with_exact_dedup_content_hash_is_taken_from_the_key_not_computed_again(monkeypatch) -> None:
+    import xxhash
+
+    from prep.core import stage as stage_module
+
+    asked: list[list[str]] = []
+    compute = stage_module.compute_features
+    monkeypatch.setattr(stage_module, "compute_features",
+                        lambda t, i, names: asked.append(names) or compute(t, i, names))
+    texts = ["Hello  world\n", " x ", "héllo wörld 😀", "a\tb  c"]
+    batch = pa.RecordBatch.from_pydict({"id": [f"d{i}" for i in range(4)], "text": texts})
+    features = ["num_chars", "content_hash", "num_words"]
+    config = PipelineConfig(tokenizer=str(GPT2), backend="tokenizers", features=features, dedup_exact=True)
+    out, _ = Stage(config)(batch)
+    assert asked == [["num_chars", "num_words"]]  # the sharing happened
+    assert out.schema.names == ["id", "input_ids", "num_tokens", *features]  # in the asked order
+    assert out.column("content_hash").to_pylist() == [xxhash.xxh3_64_intdigest(" ".join(t.split()).encode())
+                                                      for t in texts]
+
+
 def test_spill_path_in_process_decides_as_in_memory() -> None:
     rng = random.Random(1)
     texts = pa.array([f"t{rng.randint(0, 300)}" for _ in range(2000)])

@@ -119,7 +119,13 @@ class Stage:
             offsets = offsets + np.arange(len(offsets), dtype=np.int64)
         input_ids = pa.ListArray.from_arrays(arrow_of(offsets, pa.int32()), arrow_of(ids, pa.uint32()))
         t1 = time.process_time()
-        features = compute_features(texts, input_ids, self.features + self.bound_only)
+        wanted = self.features + self.bound_only
+        if keys is not None and "content_hash" in wanted:  # the dedup key begins with it: not computed twice
+            features = compute_features(texts, input_ids, [f for f in wanted if f != "content_hash"])
+            features["content_hash"] = arrow_of(keys[:, :8].copy().view("<u8").ravel(), pa.uint64())
+            features = {name: features[name] for name in wanted}
+        else:
+            features = compute_features(texts, input_ids, wanted)
         stats.features_s = time.process_time() - t1
         stats.tokenize_s = t1 - t0
         stats.tokens = len(ids)
