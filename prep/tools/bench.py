@@ -1098,7 +1098,7 @@ def bench_command(
     tokenizer: Annotated[Path, typer.Option(help="tokenizer.json")] = DEFAULT_TOKENIZER,
     workers: Annotated[int | None, typer.Option(help="N: prep at 1..N workers, peers at N (default: CPUs)")] = None,
     repeats: Annotated[int, typer.Option(help="rounds over all variants, each in a different order")] = 3,
-    scenarios: Annotated[str, typer.Option(help="comma-separated: main, tiny, huge, memory")] = "main",
+    scenarios: Annotated[str, typer.Option(help="comma-separated: main, tiny, huge, memory, filters, feed")] = "main",
     routers: Annotated[str, typer.Option(help="routers to compare at N workers")] = ",".join(ROUTERS),
     backends: Annotated[str, typer.Option(help="tokenizer backends, each against its ceiling")] = ",".join(BACKENDS),
     peers: Annotated[str, typer.Option(help="other tools to compare with (empty: none)")] = ",".join(PEERS),
