@@ -236,13 +236,12 @@ def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 -
             cp = (((cp & 0x07) << 18) | ((np.int32(data[i + 1]) & 0x3F) << 12)
                   | ((np.int32(data[i + 2]) & 0x3F) << 6) | (np.int32(data[i + 3]) & 0x3F))
             i += 4
-        bits = table[cp]
-        cps[size] = cp
-        cls[size] = bits
-        if bits & (CJK | COUNTED):  # one test for the common character
-            if bits & CJK:
-                cjk += 1
-            elif cp == 0x2E:
+        bits = table[np.uint64(cp)]
+        cps[np.uint64(size)] = cp
+        cls[np.uint64(size)] = bits
+        cjk += (bits & CJK) != 0  # no branch: CJK and other characters mix unpredictably in some texts
+        if bits & COUNTED:
+            if cp == 0x2E:
                 dots = dots + 1 if last_dot == size - 1 else 1
                 last_dot = size
                 if dots == 3:
