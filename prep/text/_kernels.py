@@ -223,18 +223,18 @@ def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 -
     last_dot = -2
     i = a
     while i < e:
-        cp = np.int32(data[i])
+        cp = np.int32(data[np.uint64(i)])
         if cp < 0x80:
             i += 1
         elif cp < 0xE0:
-            cp = ((cp & 0x1F) << 6) | (np.int32(data[i + 1]) & 0x3F)
+            cp = ((cp & 0x1F) << 6) | _tail(data, i + 1)
             i += 2
         elif cp < 0xF0:
-            cp = ((cp & 0x0F) << 12) | ((np.int32(data[i + 1]) & 0x3F) << 6) | (np.int32(data[i + 2]) & 0x3F)
+            cp = ((cp & 0x0F) << 12) | (_tail(data, i + 1) << 6) | _tail(data, i + 2)
             i += 3
         else:
-            cp = (((cp & 0x07) << 18) | ((np.int32(data[i + 1]) & 0x3F) << 12)
-                  | ((np.int32(data[i + 2]) & 0x3F) << 6) | (np.int32(data[i + 3]) & 0x3F))
+            cp = (((cp & 0x07) << 18) | (_tail(data, i + 1) << 12)
+                  | (_tail(data, i + 2) << 6) | _tail(data, i + 3))
             i += 4
         bits = table[np.uint64(cp)]
         cps[np.uint64(size)] = cp
@@ -258,6 +258,12 @@ def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 -
         size += 1
     row[CHARS], row[CJK_CHARS], row[HASHES], row[ELLIPSES], row[NEWLINES] = size, cjk, hashes, ellipses, newlines
     return size, lines
+
+
+@_helper
+def _tail(data, i: int) -> np.int32:  # noqa: ANN001 - numba array
+    """The bits of the continuation byte data[i] (indexed unsigned: no check for a negative index)."""
+    return np.int32(data[np.uint64(i)]) & 0x3F
 
 
 @_helper
