@@ -12,7 +12,8 @@ open-addressing hash table that every text reuses: a slot holds the generation (
 current use) that filled it, so a text neither allocates nor clears a table. A lookup branches only where
 another key holds the slot, not on whether the key was found (as unpredictable as the text), and the loops
 over n-grams count with arithmetic, not branches, likewise; hashes of characters are sums of products with
-constant powers, not a chain from character to character. The scratch (an arena
+constant powers, not a chain from character to character. Where it measured faster (decoding), arrays are
+indexed with unsigned integers: numba checks a signed index for a negative value, and wraps it. The scratch (an arena
 laid out by `layout`) is the caller's, kept from batch to batch.
 
 numba compiles once and caches the machine code beside this file (`cache=True`), so a process pays
@@ -217,32 +218,32 @@ def _judge(row, checks, j: int, end: int, ready: int) -> tuple[int, bool, float]
 def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 - numba arrays
     """Decode data[a:e] into `cps` with each code point's class in `cls`, count CJK characters, "#",
     ellipses ("..." as str.count counts it, and "\u2026") and "\\n"; return the number of code points and
-    of line breaks (what str.splitlines() breaks at), whose positions go to `breaks`."""
+    of line breaks (what str.splitlines() breaks at), whose positions go to `breaks`. CJK characters are
+    counted without a branch (they mix with others unpredictably in some texts); only COUNTED ones branch."""
     size = lines = 0
     dots = cjk = hashes = ellipses = newlines = 0
     last_dot = -2
     i = a
     while i < e:
-        cp = np.int32(data[i])
+        cp = np.int32(data[np.uint64(i)])
         if cp < 0x80:
             i += 1
         elif cp < 0xE0:
-            cp = ((cp & 0x1F) << 6) | (np.int32(data[i + 1]) & 0x3F)
+            cp = ((cp & 0x1F) << 6) | _tail(data, i + 1)
             i += 2
         elif cp < 0xF0:
-            cp = ((cp & 0x0F) << 12) | ((np.int32(data[i + 1]) & 0x3F) << 6) | (np.int32(data[i + 2]) & 0x3F)
+            cp = ((cp & 0x0F) << 12) | (_tail(data, i + 1) << 6) | _tail(data, i + 2)
             i += 3
         else:
-            cp = (((cp & 0x07) << 18) | ((np.int32(data[i + 1]) & 0x3F) << 12)
-                  | ((np.int32(data[i + 2]) & 0x3F) << 6) | (np.int32(data[i + 3]) & 0x3F))
+            cp = (((cp & 0x07) << 18) | (_tail(data, i + 1) << 12)
+                  | (_tail(data, i + 2) << 6) | _tail(data, i + 3))
             i += 4
-        bits = table[cp]
-        cps[size] = cp
-        cls[size] = bits
-        if bits & (CJK | COUNTED):  # one test for the common character
-            if bits & CJK:
-                cjk += 1
-            elif cp == 0x2E:
+        bits = table[np.uint64(cp)]
+        cps[np.uint64(size)] = cp
+        cls[np.uint64(size)] = bits
+        cjk += (bits & CJK) != 0  # no branch: CJK and other characters mix unpredictably in some texts
+        if bits & COUNTED:
+            if cp == 0x2E:
                 dots = dots + 1 if last_dot == size - 1 else 1
                 last_dot = size
                 if dots == 3:
@@ -259,6 +260,12 @@ def _decode(data, a, e, table, cps, cls, breaks, row):  # noqa: ANN001, ANN201 -
         size += 1
     row[CHARS], row[CJK_CHARS], row[HASHES], row[ELLIPSES], row[NEWLINES] = size, cjk, hashes, ellipses, newlines
     return size, lines
+
+
+@_helper
+def _tail(data, i: int) -> np.int32:  # noqa: ANN001 - numba array
+    """The bits of the continuation byte data[i] (indexed unsigned: no check for a negative index)."""
+    return np.int32(data[np.uint64(i)]) & 0x3F
 
 
 @_helper
