@@ -344,9 +344,9 @@ def _walk(text, packed, class_of, space_of, class_counts, row, want_cut, w_start
 
 @_helper
 def _join(text, w_start, w_end, m, joined, j):  # noqa: ANN001, ANN201 - numba arrays
-    """Write the text's m words joined by one space to joined[j:]; return where they end. A word is copied 8 bytes
-    at a time where the text and `joined` have 8 bytes left: the bytes past its end are overwritten by what follows
-    (a space, the next word, the next text)."""
+    """Write the text's m words joined by one space to joined[j:]; return where they end. A word is copied in steps
+    of 8 bytes (no branch per byte) where the text and `joined` have 8 bytes left: the bytes past its end are
+    overwritten by what follows (a space, the next word, the next text)."""
     size, cap = len(text), len(joined)
     for k in range(m):
         if k:
@@ -355,7 +355,7 @@ def _join(text, w_start, w_end, m, joined, j):  # noqa: ANN001, ANN201 - numba a
         a, e = w_start[k], w_end[k]
         while a < e:
             if a + 8 <= size and j + 8 <= cap:
-                for t in range(8):  # one load and one store: unsigned indices (see `_load8`)
+                for t in range(8):  # 8 byte copies (the compiler cannot merge them: the arrays might overlap)
                     joined[np.uint64(j + t)] = text[np.uint64(a + t)]
                 step = min(8, e - a)
             else:
