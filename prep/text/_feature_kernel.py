@@ -288,6 +288,16 @@ def _char_at(text, i):  # noqa: ANN001, ANN201 - numba arrays
 
 
 @njit(cache=True, nogil=True, inline="always", _nrt=False)
+def _bound(i, space, prev_space, m, me, w_start, w_end):  # noqa: ANN001, ANN201, PLR0913 - numba arrays and scalars
+    """Note the character at i, a space or not, in the word bounds: the slots of the next word's start and end are
+    written at every character, and the counts move on where a word starts or ends (no branch per word). Returns
+    (words started, words ended, whether this was a space)."""
+    w_start[np.uint64(m)] = i
+    w_end[np.uint64(me)] = i
+    return m + ((1 - space) & prev_space), me + (space & (1 - prev_space)), space
+
+
+@njit(cache=True, nogil=True, inline="always", _nrt=False)
 def _walk(text, packed, class_of, space_of, class_counts, row, want_cut, w_start, w_end):  # noqa: ANN001, ANN201, PLR0913
     """One walk over the text, character by character: count its ASCII characters' class bits into `row` (through
     `packed`) and its other characters by class into `class_counts`; if `want_cut`, also note where its words start
@@ -313,12 +323,7 @@ def _walk(text, packed, class_of, space_of, class_counts, row, want_cut, w_start
                 acc += bits
                 if want_cut:
                     space = np.int64((bits >> np.uint64(8 * _SPACE_SHIFT)) & np.uint64(1))
-                    starts = (1 - space) & prev_space
-                    w_start[np.uint64(m)] = i
-                    m += starts
-                    w_end[np.uint64(me)] = i
-                    me += space & (1 - prev_space)
-                    prev_space = space
+                    m, me, prev_space = _bound(i, space, prev_space, m, me, w_start, w_end)
                 i += 1
                 continue
             cp, step = _char_at(text, i)
@@ -328,12 +333,7 @@ def _walk(text, packed, class_of, space_of, class_counts, row, want_cut, w_start
                 class_counts[cls] += 1
                 space = np.int64(space_of[cls])
             if want_cut:
-                starts = (1 - space) & prev_space
-                w_start[np.uint64(m)] = i
-                m += starts
-                w_end[np.uint64(me)] = i
-                me += space & (1 - prev_space)
-                prev_space = space
+                m, me, prev_space = _bound(i, space, prev_space, m, me, w_start, w_end)
             i += step
         for bit in range(7):
             row[CHARS if bit == _NON_ASCII_SHIFT else bit] += np.int64((acc >> np.uint64(8 * bit)) & np.uint64(0xFF))
