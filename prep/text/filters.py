@@ -188,7 +188,6 @@ def blank(texts: pa.Array) -> np.ndarray:
     return out
 
 
-
 # A check: (rule name, values, fails-when "<" or ">" the threshold, threshold)
 _Check = tuple[str, np.ndarray, str, float]
 

@@ -100,9 +100,10 @@ def _counter(tokenizer: str, backend: str) -> Callable[[list[str]], int]:
         return lambda batch: int(fast.encode_batch(batch)[1][-1])
     from prep.text.hf import hf_encode_ids, load_hf_tokenizer, tokenizers_major
 
+    if tokenizers_major() >= 1:  # prep's backend, a text at a time: 1.x's encode_batch runs two threads
+        encode = _encoder(tokenizer, backend)
+        return lambda batch: int(encode(batch)[1][-1])
     hf = load_hf_tokenizer(tokenizer)
-    if tokenizers_major() >= 1:  # a text at a time, as prep's backend: 1.x's encode_batch runs two threads
-        return lambda batch: sum(len(hf.encode(text, padding=None, truncation=None).ids_array) for text in batch)
     return lambda batch: sum(map(len, hf_encode_ids(hf, batch)))
 
 
