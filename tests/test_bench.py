@@ -58,6 +58,13 @@ def test_tiny_and_huge_documents(tmp_path: Path):
     assert doc["text"].startswith("one\n\n  two  \n" + "x" * 300 + "\n\nthree\nfour")
 
 
+def test_scaling_table_runs_powers_of_two_then_n():
+    variants = bench.plan(["main"], ["tokenizers"], ["random", "p2c"], [], 16, 4)
+    assert [v.workers for v in variants if v.kind == "prep" and not v.formats and v.features is None] == [
+        1, 2, 4, 8, 16, 16]
+    assert bench.scaling_workers(6) == [1, 2, 4] and bench.scaling_workers(1) == []
+
+
 def test_plan_covers_workers_routers_backends_peers_and_scenarios():
     variants = bench.plan(["main", "memory", "tiny"], ["tokenizers", "tiktoken"], ["random", "p2c"], ["pool"], 2, 4)
     names = [v.name for v in variants]

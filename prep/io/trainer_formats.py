@@ -18,16 +18,17 @@ import hashlib
 import os
 import re
 import struct
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from prep.errors import UserError
+from prep.io.parquet_join import JoinedParquetFile
 
 FORMATS = ("parquet", "megatron", "llmc")
 PACK_METHODS = ("concat", "bfd")
@@ -379,9 +380,15 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 class ShardFiles:
     """One shard's files while it is written; `commit` makes them all final."""
 
-    def __init__(self, spec: OutputSpec, out: Path, index: int, compression: str) -> None:
+    def __init__(self, spec: OutputSpec, out: Path, index: int, compression: str, encoders: Executor,
+                 encoder_threads: int) -> None:
         self.spec, self.out, self.index, self.compression = spec, out, index, compression
-        self.parquet: pq.ParquetWriter | None = None
+        # threads that encode Parquet row groups in parallel (prep/io/parquet_join.py); one more row group than
+        # they take may wait, encoded, for its turn to be written
+        self.encoders, self.max_pending = encoders, encoder_threads + 1
+        self.parquet: JoinedParquetFile | None = None
+        self.parquet_file: BinaryIO | None = None
+        self.schema: pa.Schema | None = None
         self.sinks: list[Any] = []
         if "megatron" in spec.formats:
             self.sinks.append(_MegatronSink(out, index, spec.megatron_dtype))
@@ -417,11 +424,12 @@ class ShardFiles:
     def _write(self, table: pa.Table) -> None:
         if "parquet" in self.spec.formats:
             if self.parquet is None:
-                self.parquet = pq.ParquetWriter(self._tmp("parquet"), table.schema, compression=self.compression,
-                                                write_statistics=True, use_dictionary=_dictionary_columns(table.schema))
-            elif table.schema != self.parquet.schema:
-                table = table.cast(self.parquet.schema)
-            self.parquet.write_table(table, row_group_size=table.num_rows)
+                self.schema, self.parquet_file = table.schema, open(self._tmp("parquet"), "wb")  # noqa: SIM115
+                self.parquet = JoinedParquetFile(self.parquet_file, self.encoders, self.compression,
+                                                 _dictionary_columns(table.schema), self.max_pending)
+            elif table.schema != self.schema:
+                table = table.cast(self.schema)
+            self.parquet.add(table)
         if self.sinks:
             ids, offsets = flat_ids(table.column("input_ids"))
             for sink in self.sinks:
@@ -438,6 +446,7 @@ class ShardFiles:
         moves = []
         if self.parquet is not None:
             self.parquet.close()
+            self.parquet_file.close()
             tmp = self._tmp("parquet")
             moves.append(("parquet", tmp, tmp.with_name(file_names("parquet", self.index)[0])))
         for sink in self.sinks:

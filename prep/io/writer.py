@@ -96,7 +96,7 @@ class ShardWriter:
 
     def __init__(self, out: Path, shard_bytes: int, compression: str, start_seq: int, entries: list[dict],
                  before_commit: Callable[[], None] | None = None, formats: OutputSpec | None = None,
-                 dedup: DedupSettings | None = None):
+                 dedup: DedupSettings | None = None, encoder_threads: int = 1):
         self.out, self.shard_bytes, self.compression = out, shard_bytes, compression
         self.formats = formats or OutputSpec()
         self.entries = list(entries)
@@ -111,6 +111,8 @@ class ShardWriter:
         self.deduped = False  # a part had dedup applied: tokens are counted from the rows kept
         self._encoder: ThreadPoolExecutor | None = None
         self._encoding: Future | None = None
+        self.encoder_threads = max(1, encoder_threads)  # Parquet row groups encoded at once (parquet_join.py)
+        self._row_group_encoders: ThreadPoolExecutor | None = None
         if dedup is not None:  # the index of the committed shards, as an uninterrupted run would hold it
             self.deduper = Deduper(dedup)
             self.deduper.load(out / INDEX_FILE, self.dedup_bytes)
@@ -222,13 +224,16 @@ class ShardWriter:
         # chunks' boundaries depend on the input only (see _append). Written piece by piece, the encoder's
         # buffers (levels, pages) are a chunk's size, not a row group's.
         table = pa.concat_tables(self.buffer)
-        if self.files is None:
-            self.files = ShardFiles(self.formats, self.out, self.shard_index, self.compression)
-        # Every format asked for, in one pass, encoded in a thread (pyarrow releases the GIL) while this one
-        # takes the next results in: one row group at a time, in order, so at most one more is held.
-        self._wait_encoding()
         if self._encoder is None:
             self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prep-encode")
+            self._row_group_encoders = ThreadPoolExecutor(self.encoder_threads, thread_name_prefix="prep-row-group")
+        if self.files is None:
+            self.files = ShardFiles(self.formats, self.out, self.shard_index, self.compression,
+                                    self._row_group_encoders, self.encoder_threads)
+        # Every format asked for, in one pass, in a thread (pyarrow releases the GIL) while this one takes the next
+        # results in: one table at a time, in order, so at most one more is held. Its Parquet row groups are
+        # encoded by `encoder_threads` threads at once, and written in order.
+        self._wait_encoding()
         self._encoding = self._encoder.submit(self.files.write, table)
         self.buffer, self.buffered = [], 0
 
@@ -315,6 +320,9 @@ class ShardWriter:
             manifest["packing"] = packing_summary(packed)
         manifest["timings"] = dict(manifest.get("timings", {}))
         write_atomic(self.out / MANIFEST, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode())
+        for pool in (self._encoder, self._row_group_encoders):
+            if pool is not None:
+                pool.shutdown()
         fpartial.unlink(missing_ok=True)  # after the manifest: until then, --resume rebuilds from it
         return manifest
 

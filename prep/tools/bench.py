@@ -197,6 +197,11 @@ class Variant:
         return self.base or self.corpus
 
 
+def scaling_workers(workers: int) -> list[int]:
+    """The worker counts of the scaling table below N (which every router runs at): powers of two."""
+    return [2**k for k in range(workers.bit_length()) if 2**k < workers]
+
+
 def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[str], peers: Sequence[str],
          workers: int, memory_factor: int) -> list[Variant]:
     """Every variant of the chosen scenarios, once each, in a stable order."""
@@ -227,7 +232,7 @@ def plan(scenarios: Sequence[str], backends: Sequence[str], routers: Sequence[st
                     ceiling(scenario, corpus, backend, workers, "pipeline")
         for backend in backends:
             if scenario == "main":
-                for w in range(1, workers):
+                for w in scaling_workers(workers):
                     prep(scenario, corpus, backend, w, routers[0])
                 for router in routers:
                     prep(scenario, corpus, backend, workers, router)
@@ -1096,7 +1101,7 @@ def bench_command(
     = None,
     mb: Annotated[float, typer.Option(help="MB of text to take, the same fraction of every file (more: all)")] = 50.0,
     tokenizer: Annotated[Path, typer.Option(help="tokenizer.json")] = DEFAULT_TOKENIZER,
-    workers: Annotated[int | None, typer.Option(help="N: prep at 1..N workers, peers at N (default: CPUs)")] = None,
+    workers: Annotated[int | None, typer.Option(help="N: prep at 1, 2, 4, ... and N workers, peers at N (default: CPUs)")] = None,
     repeats: Annotated[int, typer.Option(help="rounds over all variants, each in a different order")] = 3,
     scenarios: Annotated[str, typer.Option(help="comma-separated: main, tiny, huge, memory, filters, feed")] = "main",
     routers: Annotated[str, typer.Option(help="routers to compare at N workers")] = ",".join(ROUTERS),

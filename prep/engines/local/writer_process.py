@@ -24,7 +24,8 @@ from prep.io.writer import ShardWriter
 
 def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, compression: str,
                 start_seq: int, entries: list[dict], coordinator_pid: int | None = None,
-                formats: OutputSpec | None = None, dedup: DedupSettings | None = None) -> None:
+                formats: OutputSpec | None = None, dedup: DedupSettings | None = None,
+                encoder_threads: int = 1) -> None:
     """The writer process: messages in from the coordinator, shards out to disk.
 
     It commits nothing once its coordinator is gone: a run resumed after a SIGKILL must
@@ -48,7 +49,8 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
         pool = SlotPool.attach(out_spec)
     except FileNotFoundError:  # the run ended while this writer started
         return
-    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive, formats, dedup)
+    core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive, formats, dedup,
+                       encoder_threads)
     cpu0 = time.process_time()  # the writer's CPU from here (its encoding thread's too) is the run's, not its start's
     try:
         while True:
