@@ -449,3 +449,19 @@ print(loaded, cffi_utils.SUPPORTED, got["num_words"].to_pylist())
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[]", "False", "[3]"], out.stdout + out.stderr
+
+
+def test_numpy_dtype_of_every_numeric_arrow_type():
+    """prep's own type map (pyarrow 25's to_pandas_dtype imports pandas, which workers cannot)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from prep.text.arrow import arrow_of, numpy_dtype, numpy_of
+
+    for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64"):
+        type_ = getattr(pa, name)()
+        assert numpy_dtype(type_) == np.dtype(name)
+        values = np.arange(5).astype(name)
+        assert numpy_of(arrow_of(values, type_)).tolist() == values.tolist()
+    with pytest.raises(TypeError, match="not a numeric Arrow type"):
+        numpy_dtype(pa.string())

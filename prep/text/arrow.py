@@ -20,7 +20,7 @@ def numpy_of(values: pa.Array | pa.ChunkedArray, fill: float | None = None) -> n
     if pa.types.is_boolean(values.type):
         out = _bits(values.buffers()[1], offset, n) if n else np.zeros(0, bool)
     else:
-        dtype = np.dtype(values.type.to_pandas_dtype())
+        dtype = numpy_dtype(values.type)
         out = np.frombuffer(values.buffers()[1], dtype, n, offset * dtype.itemsize) if n else np.zeros(0, dtype)
     if values.null_count:
         if fill is None:
@@ -28,6 +28,15 @@ def numpy_of(values: pa.Array | pa.ChunkedArray, fill: float | None = None) -> n
         out = out.copy()
         out[~_bits(values.buffers()[0], offset, n)] = fill
     return out
+
+
+def numpy_dtype(type_: pa.DataType) -> np.dtype:
+    """The numpy dtype of a fixed-width integer or float type (pyarrow 25's `to_pandas_dtype` imports pandas)."""
+    for is_kind, kind in ((pa.types.is_floating, "f"), (pa.types.is_signed_integer, "i"),
+                          (pa.types.is_unsigned_integer, "u")):
+        if is_kind(type_):
+            return np.dtype(f"{kind}{type_.bit_width // 8}")
+    raise TypeError(f"not a numeric Arrow type: {type_}")
 
 
 def _bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:
@@ -54,7 +63,7 @@ def arrow_of(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     if pa.types.is_boolean(type_):
         data = np.packbits(np.asarray(values, bool), bitorder="little")
     else:
-        data = np.ascontiguousarray(values, type_.to_pandas_dtype())
+        data = np.ascontiguousarray(values, numpy_dtype(type_))
     return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(data)])
 
 
