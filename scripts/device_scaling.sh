@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The 16-core figures of the speed issue, as run on the lent device machine (no network there): prep with
-# tokenizers 1.x at 1, 2, 4, 8 and 16 workers against N one-core pipelines on ~580 MB of the shared corpus,
+# tokenizers 1.x at 1, 2, 4, 8 and 16 workers against N one-core pipelines on ~590 MB of the shared corpus (four copies),
 # a base commit against this one at 16 workers (whole command, alternating), the coordinator's feed rate, and
 # the fixed cost of a small run.
 # Prepare here first (all three folders are git-ignored through .git/info/exclude, carried by the device tool):
@@ -13,7 +13,7 @@
 #   PATH=<a folder whose python3 is .venv-fast's>:$PATH NO_WHEELS=1 WORKERS=2 COPIES=1 \
 #   INPUTS=".bench/en_fortunes.jsonl.gz" OUT=/tmp/device-out bash scripts/device_scaling.sh
 set -u
-WORKERS=${WORKERS:-16} COPIES=${COPIES:-2} INPUTS=${INPUTS:-.bench/*.jsonl.gz}
+WORKERS=${WORKERS:-16} COPIES=${COPIES:-4} INPUTS=${INPUTS:-.bench/*.jsonl.gz}
 [ -n "${NO_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
 SITE=/tmp/site
