@@ -438,9 +438,9 @@ class ShardFiles:
     def _tmp(self, fmt: str) -> Path:
         return self.out / f".{file_names(fmt, self.index)[0]}.tmp"
 
-    def commit(self) -> tuple[list[dict], dict | None]:
-        """fsync, checksum and rename every file (the caller fsyncs the directory, then journals them);
-        returns [{format, file, bytes, sha256}] and the packing statistics."""
+    def seal(self) -> tuple[list[tuple], dict | None]:
+        """Finish every file under its temp name, fsync and checksum it (any thread: the writer's main thread goes
+        on meanwhile); returns what `publish` renames, and the packing statistics."""
         if self.packer is not None:
             self._hold(self.packer.finish(), final=True)
         moves = []
@@ -451,15 +451,24 @@ class ShardFiles:
             moves.append(("parquet", tmp, tmp.with_name(file_names("parquet", self.index)[0])))
         for sink in self.sinks:
             moves.extend(sink.close())
-        files = []
+        sealed = []
         for fmt, tmp, final in moves:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
                 f.seek(0)
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
+                sealed.append((fmt, tmp, final, digest, f.tell()))
+        return sealed, (dict(self.packer.stats) if self.packer is not None else None)
+
+    @staticmethod
+    def publish(sealed: list[tuple]) -> list[dict]:
+        """Rename the sealed files (the caller fsyncs the directory, then journals them); returns
+        [{format, file, bytes, sha256}]."""
+        files = []
+        for fmt, tmp, final, digest, size in sealed:
             os.replace(tmp, final)
-            files.append({"format": fmt, "file": final.name, "bytes": final.stat().st_size, "sha256": digest})
-        return files, (dict(self.packer.stats) if self.packer is not None else None)
+            files.append({"format": fmt, "file": final.name, "bytes": size, "sha256": digest})
+        return files
 
 
 # ---------------------------------------------------------------------------------------------- inspect
