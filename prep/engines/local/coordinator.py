@@ -126,7 +126,11 @@ class LocalEngine:
         self.on_progress = plan.on_progress
         self.slow_workers = plan.slow_workers
         self.manifest_base = plan.manifest_base
-        self.window = max(4, 4 * self.workers_n)
+        self.window = max(4, 4 * self.workers_n)  # chunks in shared memory at once (input and output slots)
+        # How far past the first chunk not yet written a chunk may be admitted: what the writer may hold to put its
+        # results in order. At the window itself, one late chunk (behind a long queue, on a slowed worker) stopped
+        # the intake; on 16 cores the workers then idled half the time.
+        self.ahead = 4 * self.window
         self.prefix: str | None = None
         self._backend_blob: bytes | None = None
 
@@ -271,6 +275,7 @@ class LocalEngine:
         self._start_writer(self.start_seq, self.journal_entries)
         self.t0 = self.book.t0 = time.perf_counter()
         self.cpu0 = time.process_time()  # the coordinator's CPU from here on is the engine's, not its start's
+        self.waiting_s = 0.0  # in wait(), for any message: the run waits for the coordinator when this is ~0
         self.workers = [self._start_worker(j) for j in range(self.workers_n)]
 
         self.free_in = list(range(self.window))
@@ -292,7 +297,7 @@ class LocalEngine:
                         source_done = True
                         break
                 chunk = pending_chunk
-                if chunk.seq >= self.written_upto + self.window:
+                if chunk.seq >= self.written_upto + self.ahead:
                     break
                 pending_chunk = None
                 self._admit(chunk)
@@ -361,7 +366,10 @@ class LocalEngine:
         for w in self.workers:
             objects += [w.conn, w.process.sentinel]
         timeout = self._check_timeouts()
-        for ready in wait(objects, timeout=timeout):
+        t = time.perf_counter()
+        readies = wait(objects, timeout=timeout)
+        self.waiting_s += time.perf_counter() - t
+        for ready in readies:
             if ready is self.writer_conn:
                 self._on_writer()
             elif ready is self.writer.sentinel:
@@ -570,7 +578,8 @@ class LocalEngine:
         extra["routing"] = routing_summary(self.router, self.book.accounts, len(self.book.routing["seq"]))
         extra["routing"]["writer_restarts"] = self.writer_restarts
         extra["timings"] = {"wall_s": round(end - self.t0, 4),
-                            "coordinator_cpu_s": round(time.process_time() - self.cpu0, 4)}
+                            "coordinator_cpu_s": round(time.process_time() - self.cpu0, 4),
+                            "coordinator_waiting_s": round(self.waiting_s, 4)}
         self.finished = None
         self.finish_message = ("finish", extra, self.book.routing)
         self._send_writer(self.finish_message)

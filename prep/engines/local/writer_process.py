@@ -52,9 +52,12 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
     core = ShardWriter(Path(out), shard_bytes, compression, start_seq, entries, coordinator_alive, formats, dedup,
                        encoder_threads)
     cpu0 = time.process_time()  # the writer's CPU from here (its encoding thread's too) is the run's, not its start's
+    main_cpu0, waited = time.thread_time(), 0.0  # this thread's CPU, and its time waiting for a message
     try:
         while True:
+            t = time.perf_counter()
             message = conn.recv()
+            waited += time.perf_counter() - t
             kind = message[0]
             if kind == "chunk":
                 _, seq, info = message
@@ -68,11 +71,14 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
                     conn.send(("received", seq, loc.slot))
                 committed = core.add_part(seq, start, stop, table, stats)
             elif kind == "flush":  # the last chunk came: commit the last shard now, while workers remain
-                committed = [core.commit()] if core.current["last_seq"] is not None else []
+                committed = core.commit()
             elif kind == "finish":
                 t0 = time.perf_counter()
                 _, extra, routing_rows = message
-                extra.setdefault("timings", {})["writer_cpu_s"] = round(time.process_time() - cpu0, 4)
+                extra.setdefault("timings", {}).update(
+                    writer_cpu_s=round(time.process_time() - cpu0, 4),
+                    # the one thread that takes every result in order: the run waits for it when it never waits
+                    writer_main_cpu_s=round(time.thread_time() - main_cpu0, 4), writer_waiting_s=round(waited, 4))
                 manifest = core.finish(extra, routing_rows)
                 conn.send(("finished", manifest, time.perf_counter() - t0))
                 return
