@@ -53,6 +53,7 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
                        encoder_threads)
     cpu0 = time.process_time()  # the writer's CPU from here (its encoding thread's too) is the run's, not its start's
     main_cpu0, waited = time.thread_time(), 0.0  # this thread's CPU, and its time waiting for a message
+    told = start_seq
     try:
         while True:
             t = time.perf_counter()
@@ -86,7 +87,9 @@ def writer_main(conn: Connection, out: str, out_spec: tuple, shard_bytes: int, c
                 raise RuntimeError(f"writer: unknown message {kind!r}")
             for entry in committed:
                 conn.send(("shard", entry["shard"], entry["rows"], entry["last_seq"]))
-            conn.send(("written", core.next_seq))
+            if core.next_seq != told:  # how far the chunks are written in order: the coordinator admits by it
+                told = core.next_seq
+                conn.send(("written", told))
     except EOFError:  # the coordinator is gone
         pass
     except OSError as exc:  # disk full, permission denied, a vanished directory: say it in one line
