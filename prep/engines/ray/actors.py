@@ -128,8 +128,7 @@ class WriterActor:
                         writer.add_part(seq, start, stop, table, stats)
             if lost:
                 return {"lost": lost}
-            if writer.current["last_seq"] is not None:
-                writer.commit()
+            writer.commit()  # the shard, whether its last chunk ended it (then it is sealing) or not
             if len(writer.entries) != 1:
                 raise RuntimeError(f"shard {index}: boundaries differ from the driver's plan")
             entry = writer.entries[0]
