@@ -66,7 +66,7 @@ fi
 
 echo "== prep bench: 1, 2, 4, ... $WORKERS workers against $WORKERS pipelines (whole output: bench.txt)"
 timeout ${BENCH_TIMEOUT:-400} python3 -m prep bench --corpus /tmp/corpus --mb 100000 --tokenizer $TOK --workers $WORKERS \
-  --repeats 1 --routers p2c --backends tokenizers --peers pool --scenarios main,feed --json-out "$OUT/bench.json" \
+  --repeats 1 --routers p2c --backends tokenizers --peers pool-batch --scenarios main,feed --json-out "$OUT/bench.json" \
   --html-out "$OUT/bench.html" --timeout 120 > "$OUT/bench.txt" 2>&1
 sed -n '/^== feed/,/^== peak RSS/p' "$OUT/bench.txt" | cut -c1-330
 sed -n '/^== issue 12/,$p' "$OUT/bench.txt"
