@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prep.config import PipelineConfig
+from prep.core.chunk import Chunk
 from prep.core.router import Router
 from prep.text.tokenizer import TokenizerInfo
 
@@ -37,3 +38,5 @@ class Plan:
     on_progress: Callable[[int, int], None] = lambda _bytes, _docs: None
     slow_workers: dict[int, float] = field(default_factory=dict)
     manifest_base: dict = field(default_factory=dict)
+    # the chunk stream again, from a seq on (the input cut anew: the same chunks); None: chunks stay in memory
+    replay: Callable[[int], Iterator[Chunk]] | None = None

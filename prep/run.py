@@ -9,10 +9,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prep.core.accounting import EngineResult
-from prep.core.chunk import sample_texts
+from prep.core.chunk import Chunk, sample_texts
 from prep.core.router import make_router
 from prep.core.stage import selected_features
 from prep.engines.local.coordinator import LocalEngine, remove_recorded_leftovers
@@ -70,9 +70,12 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
         raise UserError(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
     start_seq = entries[-1]["last_seq"] + 1 if entries else 0
 
-    chunks = iter_chunks(files, text_field=config.text_field, id_field=config.id_field,
-                         keep_columns=config.keep_columns, chunk_bytes=config.chunk_bytes, strict=config.strict,
-                         max_document_bytes=config.max_document_bytes, raw=True)
+    def cut() -> Iterator[Chunk]:
+        return iter_chunks(files, text_field=config.text_field, id_field=config.id_field,
+                           keep_columns=config.keep_columns, chunk_bytes=config.chunk_bytes, strict=config.strict,
+                           max_document_bytes=config.max_document_bytes, raw=True)
+
+    chunks = cut()
     first = next(chunks, None)
     wanted = first is not None and wants_sample(config.backend)
     sample = sample_texts(parse_chunk(first, ReadOptions.of(config))) if wanted else []
@@ -92,7 +95,8 @@ def _run_locked(request: RunRequest, files, info, on_start, on_progress) -> Engi
     if on_progress and skipped_bytes:
         on_progress(skipped_bytes, 0)
     plan = Plan(config, info, router, start_seq, entries, on_progress or Plan.on_progress,
-                request.slow_workers or {}, manifest_base)
+                request.slow_workers or {}, manifest_base,
+                replay=lambda seq: itertools.dropwhile(lambda chunk: chunk.seq < seq, cut()))
     engine = LocalEngine(plan, out)
     return engine.run(stream)
 

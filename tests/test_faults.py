@@ -1025,3 +1025,55 @@ def test_poison_documents_in_parquet_dataset_and_txt_pieces(tmp_path, fault, rea
         named = [f"a.parquet, document {docs[333]['id']} (row 333)", f"b_saved, document {docs[611]['id']} (row 111)",
                  "c/poison.txt"]
         assert [n for n in named if n in err.strip().splitlines()[-1]] in ([n] for n in named), err
+
+
+def test_a_chunk_let_go_is_read_again_from_the_input(tmp_path):
+    """The coordinator lets a chunk's input go once every result is out; after a writer's death it cuts the input
+    again and takes the same chunk, proved by its digest, in whatever order asked. An input changed meanwhile
+    stops the run in one line."""
+    from types import SimpleNamespace
+
+    from prep.engines.local.coordinator import LocalEngine
+    from prep.errors import RunFailed
+    from prep.io.records import raw_data
+    from prep.io.sources import expand_inputs, iter_chunks
+    from prep.io.verify import chunk_digest
+
+    path = write_jsonl(tmp_path / "in" / "a.jsonl", corpus_docs("en_fortunes", 400))
+    files = expand_inputs([str(path)])
+
+    def cut():
+        return iter_chunks(files, chunk_bytes=8192, raw=True)
+
+    original = list(cut())
+    assert len(original) >= 6
+    engine = SimpleNamespace(replay=lambda seq: itertools.dropwhile(lambda c: c.seq < seq, cut()), _replay=None,
+                             _replay_next=0, kept={c.seq: SimpleNamespace(info={"digest": chunk_digest(c),
+                                                                                 "source": c.source})
+                                                   for c in original})
+    for seq in (2, 5, 1):  # forward, then back: a new pass over the input
+        again = LocalEngine._reread(engine, seq)
+        assert again.seq == seq and raw_data(again.batch) == raw_data(original[seq].batch)
+    docs = corpus_docs("en_fortunes", 400)
+    docs[1] = dict(docs[1], text=docs[1]["text"] + " changed")
+    write_jsonl(path, docs)
+    engine._replay = None
+    with pytest.raises(RunFailed, match=r"^the input changed while prep ran: chunk 0 \(a.jsonl\)"):
+        LocalEngine._reread(engine, 0)
+
+
+def test_the_coordinators_memory_stays_flat_in_the_input_size(tmp_path):
+    """One shard for all the input (nothing committed before the end): the coordinator does not hold it."""
+    peaks = {}
+    for copies in (1, 8):
+        docs = corpus_docs("en_gutenberg_nltk", 60) * copies  # ~0.9 MiB a copy
+        inp = write_jsonl(tmp_path / f"in{copies}" / "a.jsonl", [dict(d, id=f"{i}") for i, d in enumerate(docs)])
+        out = tmp_path / f"out{copies}"
+        done = prep_cmd("run", "--input", inp, "--output", out, "--tokenizer", SAMPLE_TOKENIZER, "--workers", "1",
+                        "--features", "none", "--shard-bytes", "1GiB", "--chunk-bytes", "64KiB")
+        assert done.returncode == 0, done.stderr
+        manifest = json.loads((out / "_manifest.json").read_text())
+        peaks[copies] = (manifest["timings"]["coordinator_peak_rss_mb"], manifest["counts"]["bytes_in"] / 2**20)
+    (small, small_mib), (big, big_mib) = peaks[1], peaks[8]
+    assert big_mib - small_mib > 4, peaks  # the larger input is larger by several MiB
+    assert big - small < 0.5 * (big_mib - small_mib), peaks  # holding the input grew it by at least as much

@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import pickle
 import re
+import resource
 import secrets
 import signal
 import time
@@ -80,6 +81,12 @@ def remove_recorded_leftovers(out: Path) -> list[str]:
     return removed
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: the coordinator's stays flat in the input's size (it lets a chunk's
+    input go once every result is out)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def writer_threads(workers: int) -> int:
     """Threads that encode the writer's Parquet row groups: a worker tokenizes ~35 MB/s with tokenizers 1.x and
     a thread encodes ~100 MB/s, so one per two workers keeps up, within the CPUs there are."""
@@ -109,7 +116,7 @@ class _Kept:
     """What a new writer needs of a chunk the dead one had not committed: its input facts, the bad records
     already decided, and which rows' results must be computed again (they went to the dead writer)."""
 
-    chunk: Chunk
+    chunk: Chunk | None  # None once every row's result went out: the input is cut again if a writer dies
     info: dict
     quarantined: list = field(default_factory=list)  # ("part", ...) messages without results: sent again as-is
     computed: list = field(default_factory=list)  # (start, stop) of the results sent to the writer
@@ -125,6 +132,9 @@ class LocalEngine:
         self.journal_entries = plan.journal_entries
         self.on_progress = plan.on_progress
         self.slow_workers = plan.slow_workers
+        self.replay = plan.replay
+        self._replay: Iterator[Chunk] | None = None  # the input cut again, for chunks a dead writer took along
+        self._replay_next = 0  # the seq it yields next
         self.manifest_base = plan.manifest_base
         self.window = max(4, 4 * self.workers_n)  # chunks in shared memory at once (input and output slots)
         # How far past the first chunk not yet written a chunk may be admitted: what the writer may hold to put its
@@ -341,10 +351,25 @@ class LocalEngine:
 
     def _admit_again(self, seq: int, ranges: list[tuple[int, int]]) -> None:
         """Put a chunk whose results died with a writer back in an input slot and compute those rows again."""
-        chunk = self.kept[seq].chunk
+        chunk = self.kept[seq].chunk or self._reread(seq)
         slot = self.free_in.pop()
         self.chunks[seq] = _ChunkState(chunk, self._write_input(slot, chunk), slot, again=True)
         self.book.admit(seq, chunk.units, chunk.text_bytes, parts=ranges)
+
+    def _reread(self, seq: int) -> Chunk:
+        """A chunk whose input was let go, cut again from the input files (chunks depend on the input bytes only)
+        and proved the same by its digest. Holding every uncommitted chunk's input instead held up to a shard of
+        it (256 MiB by default) in the coordinator."""
+        if self._replay is None or self._replay_next > seq:
+            self._replay, self._replay_next = self.replay(seq), seq
+        for chunk in self._replay:
+            self._replay_next = chunk.seq + 1
+            if chunk.seq == seq and chunk_digest(chunk) == self.kept[seq].info["digest"]:
+                return chunk
+            if chunk.seq >= seq:
+                break
+        raise RunFailed(f"the input changed while prep ran: chunk {seq} ({self.kept[seq].info['source']}) is not what "
+                        "was read before; committed shards are kept: continue with --resume once it stays put")
 
     def _dispatch(self) -> None:
         """Route what waits to live workers, as far as free output slots allow."""
@@ -455,6 +480,8 @@ class LocalEngine:
         self.book.forget(seq)
         self.free_in.append(state.slot)
         release(state.loc)
+        if self.replay is not None and seq in self.kept:  # every result went out: a writer's death re-reads it
+            self.kept[seq].chunk = None
         if not state.again:
             self.on_progress(state.chunk.input_bytes, state.chunk.documents_in + state.parsed_in)
 
@@ -500,7 +527,7 @@ class LocalEngine:
         busy = set(self.out_slots.values())
         self.free_out = [slot for slot in range(self.window) if slot not in busy]
         self.again = deque((seq, ranges) for seq, ranges in self.again if seq in self.kept)
-        redo = 0
+        redo = reread = 0
         for seq in sorted(self.kept):
             kept = self.kept.get(seq)
             if kept is None:  # committed meanwhile (a shard of bad records only)
@@ -517,10 +544,12 @@ class LocalEngine:
                     self.book.reopen(seq, start, stop)
             else:
                 self.again.append((seq, ranges))
+                reread += kept.chunk is None
         self.flush_sent = False
         self.writer_restarts += 1
         self.book.faults.append(f"{reason}: a new writer continues after {len(entries)} committed shard(s); "
-                           f"{len(self.kept)} chunk(s) sent again, {redo} part(s) computed again")
+                           f"{len(self.kept)} chunk(s) sent again, {redo} part(s) computed again, {reread} chunk(s) "
+                           "read again from the input")
         if self.finish_message is not None:
             self._resend(self.finish_message)
 
@@ -579,7 +608,8 @@ class LocalEngine:
         extra["routing"]["writer_restarts"] = self.writer_restarts
         extra["timings"] = {"wall_s": round(end - self.t0, 4),
                             "coordinator_cpu_s": round(time.process_time() - self.cpu0, 4),
-                            "coordinator_waiting_s": round(self.waiting_s, 4)}
+                            "coordinator_waiting_s": round(self.waiting_s, 4),
+                            "coordinator_peak_rss_mb": round(peak_rss_mb(), 1)}
         self.finished = None
         self.finish_message = ("finish", extra, self.book.routing)
         self._send_writer(self.finish_message)
