@@ -9,9 +9,9 @@ tasks can be routed again, retried, bisected and, for a poison document, quarant
 
 A worker's death is seen at once (its process sentinel); a hung task is killed after
 `chunk_timeout_s` per `chunk_bytes` of its text. The writer may die too: the coordinator
-keeps each chunk's input and what it sent the writer until the shard holding the chunk is
-committed, so a new writer resumes from the journal and the uncommitted chunks are sent
-again (recomputed where their results went to the dead writer). A dead forkserver is
+keeps what it sent the writer until the shard holding the chunk is committed, so a new writer
+resumes from the journal and the uncommitted chunks are sent again (recomputed where their
+results went to the dead writer, from the input cut again where it was let go). A dead forkserver is
 started again before the next process is. The children die with the coordinator, however
 it ends; segment names are unpredictable and recorded in the output directory
 (`.prep-shm`), so the next run there removes what a killed one left in /dev/shm.
