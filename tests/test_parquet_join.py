@@ -84,7 +84,7 @@ def test_joined_file_reads_back_in_every_reader(tmp_path):
 
 
 def test_footer_round_trips_through_thrift_unchanged():
-    footer = _footer(encode_row_group(_tables(1, seed=9)[0], "zstd", ["label"]))
+    footer = _footer(encode_row_group(_tables(1, seed=9)[0], "zstd", ["label"]).to_pybytes())
     fields = read_footer(footer)
     assert write_footer(fields) == footer
     assert {fid for fid, _type, _value in fields} >= {1, 2, 3, 4}  # version, schema, num_rows, row_groups

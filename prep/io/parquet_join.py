@@ -191,22 +191,23 @@ def _moved_row_group(row_group: Fields, shift: int, ordinal: int) -> Fields:
                                 _RG_FILE_OFFSET: move, _RG_ORDINAL: lambda _old: ordinal})
 
 
-def encode_row_group(table: pa.Table, compression: str, use_dictionary: list[str] | bool) -> bytes:
+def encode_row_group(table: pa.Table, compression: str, use_dictionary: list[str] | bool) -> pa.Buffer:
     """The table as a file of one row group, in memory (run in any thread: pyarrow releases the GIL)."""
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema, compression=compression, write_statistics=True,
                           use_dictionary=use_dictionary) as writer:
         writer.write_table(table, row_group_size=max(1, table.num_rows))
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
-def _split(blob: bytes) -> tuple[memoryview, Fields]:
-    """(the data between the magic and the footer, the footer's fields) of a one-row-group file."""
-    if blob[:4] != MAGIC or blob[-4:] != MAGIC:
+def _split(blob: pa.Buffer | bytes) -> tuple[memoryview, Fields]:
+    """(the data between the magic and the footer, the footer's fields) of a one-row-group file, read in place."""
+    view = memoryview(blob)
+    if view[:4] != MAGIC or view[-4:] != MAGIC:
         raise ValueError("not a Parquet file")
-    (length,) = struct.unpack("<I", blob[-8:-4])
-    start = len(blob) - 8 - length
-    return memoryview(blob)[4:start], read_footer(blob[start:-8])
+    (length,) = struct.unpack("<I", view[-8:-4])
+    start = len(view) - 8 - length
+    return view[4:start], read_footer(view[start:-8].tobytes())
 
 
 class JoinedParquetFile:
@@ -230,7 +231,7 @@ class JoinedParquetFile:
         while self.pending and (self.pending[0].done() or len(self.pending) > self.max_pending):
             self._append(self.pending.popleft().result())
 
-    def _append(self, blob: bytes) -> None:
+    def _append(self, blob: pa.Buffer) -> None:
         data, footer = _split(blob)
         self.footer = self.footer or footer
         (row_group,) = _get(footer, _FILE_ROW_GROUPS)[1]
