@@ -103,6 +103,14 @@ def test_sample_data_accounting_and_datasets_load(tmp_path):
     assert sum(s["rows"] for s in manifest["shards"]) == counts["documents_out"]
     timings = manifest["timings"]  # the engine's own CPU, which `prep bench` reports apart from start and finish
     assert timings["coordinator_cpu_s"] > 0 and 0 < timings["writer_cpu_s"] < timings["wall_s"] * 4
+    # where the run waited: the coordinator within the engine's time, the writer's main thread within its CPU
+    assert 0 <= timings["coordinator_waiting_s"] <= timings["wall_s"]
+    assert 0 < timings["writer_main_cpu_s"] <= timings["writer_cpu_s"] and timings["writer_waiting_s"] >= 0
+    assert 30 < timings["coordinator_peak_rss_mb"] < 4000
+    from prep.tools.summary import format_summary
+
+    assert (f"coordinator    CPU {timings['coordinator_cpu_s']:.2f} s, waited {timings['coordinator_waiting_s']:.2f} s"
+            in format_summary(manifest))
 
     import datasets
 

@@ -63,6 +63,12 @@ def format_summary(manifest: dict) -> str:
             for w in routing["workers"]
         ]
         lines += ["", _table(rows, ["", "chunks", "bytes", "docs", "busy", "idle", "queue wait", "restarts"])]
+    if "coordinator_waiting_s" in timings:  # the local engine's: a process that never waits is the one waited for
+        t = timings
+        lines += [f"coordinator    CPU {t['coordinator_cpu_s']:.2f} s, waited {t['coordinator_waiting_s']:.2f} s for "
+                  f"messages, peak RSS {t['coordinator_peak_rss_mb']:.0f} MB",
+                  f"writer         CPU {t['writer_cpu_s']:.2f} s; its main thread {t['writer_main_cpu_s']:.2f} s, "
+                  f"waited {t['writer_waiting_s']:.2f} s for messages"]
     if packing := manifest.get("packing"):
         lines.append(packing_line(packing))
     shards = manifest.get("shards", [])
