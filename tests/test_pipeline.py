@@ -263,3 +263,22 @@ def test_parquet_datasets_and_txt_pieces_byte_identical_across_workers_and_route
     assert [r["id"] for r in written] == [e["id"] for e in expected if e["text"].strip()]
     if "text" in written[0]:
         assert [r["text"] for r in written] == [e["text"] for e in expected if e["text"].strip()]
+
+
+def test_a_slowed_worker_does_not_stop_the_intake(tmp_path):
+    """Chunks are admitted up to four windows past the first one not yet written. While the slowed worker holds
+    a chunk, the other takes chunks more than a window (8 with 2 workers) past it. Bound to one window, as
+    before, no chunk was dispatched before every chunk a window or more before it had finished."""
+    docs = [dict(d, id=f"d{i}") for i, d in enumerate(corpus_docs("en_fortunes", 3000))]
+    inp = write_jsonl(tmp_path / "in" / "a.jsonl", docs)
+    out = tmp_path / "out"
+    run_ok("--input", inp, "--output", out, "--tokenizer", SAMPLE_TOKENIZER, "--workers", "2", "--router",
+           "round-robin", "--chunk-bytes", "8KiB", "--debug-slow-worker", "1:20", "--features", "none")
+    tasks = pq.read_table(out / "_routing.parquet").to_pylist()
+    assert all(t["stop"] - t["start"] > 0 for t in tasks) and len({t["seq"] for t in tasks}) == len(tasks) > 40
+    finished = {t["seq"]: t["finished_at"] for t in tasks}
+    window = 8
+    early = [t["seq"] for t in tasks
+             if t["queued_at"] < max((f for s, f in finished.items() if s <= t["seq"] - window), default=-1.0)]
+    assert early, "no chunk was admitted past a chunk a window before it that was still being computed"
+    assert sorted(r["id"] for r in read_rows(out)) == sorted(d["id"] for d in docs)  # nothing lost or doubled
