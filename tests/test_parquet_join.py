@@ -1,4 +1,5 @@
-"""Row groups encoded apart and joined (prep/io/parquet_join.py): the same bytes as pyarrow's own writer."""
+"""Row groups encoded apart and joined (prep/io/parquet_join.py): the same bytes as pyarrow's own writer; and the
+writer's threads around it (a shard sealed while the next one is taken in)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,38 @@ def test_shard_writer_files_do_not_depend_on_its_encoder_threads(tmp_path, monke
         assert pq.read_table(shard).equals(pa.concat_tables(tables))
         written.append(shard.read_bytes())
     assert written[0] == written[1]
+
+
+def test_a_shards_end_does_not_hold_the_writers_main_thread(tmp_path, monkeypatch):
+    """Shard 0 is sealed (last row groups, fsync, checksum) in a thread: the next shard's results are taken in
+    meanwhile, nothing is committed before it is sealed, and the journal lists the shards in order. Before, the
+    seal ran in the main thread, which could not go on to shard 1 until it ended."""
+    import json
+    import threading
+
+    from prep.io import trainer_formats, writer
+
+    went_on = threading.Event()  # set by this thread once it took shard 1's results in
+    seen_by_seal = []
+    seal = trainer_formats.ShardFiles.seal
+
+    def slow_seal(files):
+        seen_by_seal.append(went_on.wait(timeout=10))
+        return seal(files)
+
+    monkeypatch.setattr(trainer_formats.ShardFiles, "seal", slow_seal)
+    tables = _tables(2, seed=7)
+    core = writer.ShardWriter(tmp_path, shard_bytes=1, compression="zstd", start_seq=0, entries=[])
+    for seq, table in enumerate(tables):  # each chunk fills a shard
+        core.add_chunk(seq, {"rows": table.num_rows, "text_bytes": 1, "documents_in": table.num_rows,
+                             "quarantine": []})
+        committed = core.add_part(seq, 0, table.num_rows, table, {"documents": table.num_rows, "filtered": 0,
+                                                                  "tokens": 0})
+        assert committed == [] and core.entries == []  # shard 0 is still sealing
+    went_on.set()
+    core.finish({}, None)
+    assert seen_by_seal == [True, True]
+    journal = [json.loads(line) for line in (tmp_path / "_journal.jsonl").read_text().splitlines()]
+    assert [(e["shard"], e["first_seq"], e["rows"]) for e in journal] == [(0, 0, tables[0].num_rows),
+                                                                         (1, 1, tables[1].num_rows)]
+    assert pq.read_table(tmp_path / journal[1]["file"]).equals(tables[1])
