@@ -3,13 +3,8 @@
 # with the manifest's waits (the coordinator's and the writer's main thread's time waiting for a message: ~0
 # means the run waits for that thread) and the workers' idle time. Prepared and carried like device_scaling.sh.
 set -u
-[ -n "${NO_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-WORKERS=${WORKERS:-16} COPIES=${COPIES:-4} INPUTS=${INPUTS:-.bench/*.jsonl.gz} ROUNDS=${ROUNDS:-2}
-rm -rf /tmp/corpus && mkdir -p /tmp/corpus
-for i in $(seq "$COPIES"); do for f in $INPUTS; do zcat "$f" > "/tmp/corpus/$(basename "$f" .jsonl.gz)-$i.jsonl"; done; done
-du -sh /tmp/corpus
+ROUNDS=${ROUNDS:-2}
+source "$(dirname "$0")/device_setup.sh"
 python3 -m prep run --input sample_data/corpus --output /tmp/warm --tokenizer sample_data/tokenizer.json --workers 2 \
     --overwrite > /dev/null 2>&1 || echo "warm-up run failed"
 half=$((WORKERS * 3 / 4))
@@ -17,7 +12,7 @@ run() {  # name, environment, prep run arguments
   local name=$1 env=$2; shift 2
   local start end
   start=$(date +%s.%N)
-  env $env timeout 120 python3 -m prep run --input /tmp/corpus --output /tmp/prep-probe-out --tokenizer .bench/gpt2.tokenizer.json \
+  env $env timeout 120 python3 -m prep run --input /tmp/corpus --output /tmp/prep-probe-out --tokenizer "$TOK" \
       --overwrite --no-progress "$@" > /tmp/probe.log 2>&1 || { echo "$name FAILED"; tail -3 /tmp/probe.log; return; }
   end=$(date +%s.%N)
   python3 - "$name" "$start" "$end" <<'EOF'

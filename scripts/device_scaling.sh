@@ -13,18 +13,7 @@
 #   PATH=<a folder whose python3 is .venv-fast's>:$PATH NO_WHEELS=1 WORKERS=2 COPIES=1 \
 #   INPUTS=".bench/en_fortunes.jsonl.gz" OUT=/tmp/device-out bash scripts/device_scaling.sh
 set -u
-WORKERS=${WORKERS:-16} COPIES=${COPIES:-4} INPUTS=${INPUTS:-.bench/*.jsonl.gz}
-[ -n "${NO_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-SITE=/tmp/site
-export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1
-python3 -c "import tokenizers, pyarrow, numpy, numba, isal; print('tokenizers', tokenizers.__version__, 'pyarrow', \
-pyarrow.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__)"
-nproc
-rm -rf /tmp/corpus && mkdir -p /tmp/corpus
-for i in $(seq "$COPIES"); do for f in $INPUTS; do zcat "$f" > "/tmp/corpus/$(basename "$f" .jsonl.gz)-$i.jsonl"; done; done
-du -sh /tmp/corpus
-TOK=.bench/gpt2.tokenizer.json
+source "$(dirname "$0")/device_setup.sh"
 
 echo "== fixed cost: prep run on sample_data (whole command, then the engine's wall time from the manifest)"
 for i in 1 2 3; do  # the first compiles and caches the kernels

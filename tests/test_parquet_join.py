@@ -50,7 +50,7 @@ def _sequential(tables: list[pa.Table], dictionary: list[str]) -> bytes:
 def _joined(tables: list[pa.Table], dictionary: list[str], threads: int) -> bytes:
     sink = io.BytesIO()
     with ThreadPoolExecutor(threads) as pool:
-        joined = JoinedParquetFile(sink, pool, "zstd", dictionary, max_pending=threads + 1)
+        joined = JoinedParquetFile(sink, tables[0].schema, pool, "zstd", dictionary, max_pending=threads + 1)
         for table in tables:
             joined.add(table)
         joined.close()
@@ -93,7 +93,7 @@ def test_footer_round_trips_through_thrift_unchanged():
 
 def test_an_empty_join_is_refused():
     with ThreadPoolExecutor(1) as pool:
-        joined = JoinedParquetFile(io.BytesIO(), pool, "zstd", False, max_pending=2)
+        joined = JoinedParquetFile(io.BytesIO(), pa.schema([("x", pa.int64())]), pool, "zstd", False, max_pending=2)
         with pytest.raises(ValueError, match="at least one row group"):
             joined.close()
 

@@ -214,9 +214,9 @@ class JoinedParquetFile:
     """One Parquet file from row groups encoded in parallel: `add` hands a table to the executor and writes
     the encoded row groups that are ready, in order; `close` writes the rest and the footer."""
 
-    def __init__(self, sink: BinaryIO, executor: Executor, compression: str,
+    def __init__(self, sink: BinaryIO, schema: pa.Schema, executor: Executor, compression: str,
                  use_dictionary: list[str] | bool, max_pending: int) -> None:
-        self.sink, self.executor = sink, executor
+        self.sink, self.schema, self.executor = sink, schema, executor
         self.compression, self.use_dictionary = compression, use_dictionary
         self.max_pending = max(1, max_pending)
         self.pending: deque[Future] = deque()
@@ -227,6 +227,9 @@ class JoinedParquetFile:
         self.position = len(MAGIC)
 
     def add(self, table: pa.Table) -> None:
+        """One row group: the table, cast to the file's schema where it differs (every row group has the file's)."""
+        if table.schema != self.schema:
+            table = table.cast(self.schema)
         self.pending.append(self.executor.submit(encode_row_group, table, self.compression, self.use_dictionary))
         while self.pending and (self.pending[0].done() or len(self.pending) > self.max_pending):
             self._append(self.pending.popleft().result())

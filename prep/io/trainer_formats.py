@@ -378,7 +378,7 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 
 
 class ShardFiles:
-    """One shard's files while it is written; `commit` makes them all final."""
+    """One shard's files while it is written; `seal` finishes them under temp names, `publish` makes them final."""
 
     def __init__(self, spec: OutputSpec, out: Path, index: int, compression: str, encoders: Executor,
                  encoder_threads: int) -> None:
@@ -388,7 +388,6 @@ class ShardFiles:
         self.encoders, self.max_pending = encoders, encoder_threads + 1
         self.parquet: JoinedParquetFile | None = None
         self.parquet_file: BinaryIO | None = None
-        self.schema: pa.Schema | None = None
         self.sinks: list[Any] = []
         if "megatron" in spec.formats:
             self.sinks.append(_MegatronSink(out, index, spec.megatron_dtype))
@@ -424,11 +423,9 @@ class ShardFiles:
     def _write(self, table: pa.Table) -> None:
         if "parquet" in self.spec.formats:
             if self.parquet is None:
-                self.schema, self.parquet_file = table.schema, open(self._tmp("parquet"), "wb")  # noqa: SIM115
-                self.parquet = JoinedParquetFile(self.parquet_file, self.encoders, self.compression,
+                self.parquet_file = open(self._tmp("parquet"), "wb")  # noqa: SIM115 - closed by seal
+                self.parquet = JoinedParquetFile(self.parquet_file, table.schema, self.encoders, self.compression,
                                                  _dictionary_columns(table.schema), self.max_pending)
-            elif table.schema != self.schema:
-                table = table.cast(self.schema)
             self.parquet.add(table)
         if self.sinks:
             ids, offsets = flat_ids(table.column("input_ids"))

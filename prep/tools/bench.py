@@ -1101,7 +1101,7 @@ def bench_command(
     = None,
     mb: Annotated[float, typer.Option(help="MB of text to take, the same fraction of every file (more: all)")] = 50.0,
     tokenizer: Annotated[Path, typer.Option(help="tokenizer.json")] = DEFAULT_TOKENIZER,
-    workers: Annotated[int | None, typer.Option(help="N: prep at 1, 2, 4, .. and N workers, peers at N")] = None,
+    workers: Annotated[int | None, typer.Option(help="N (default: CPUs): prep at 1, 2, 4, .. and N workers")] = None,
     repeats: Annotated[int, typer.Option(help="rounds over all variants, each in a different order")] = 3,
     scenarios: Annotated[str, typer.Option(help="comma-separated: main, tiny, huge, memory, filters, feed")] = "main",
     routers: Annotated[str, typer.Option(help="routers to compare at N workers")] = ",".join(ROUTERS),
