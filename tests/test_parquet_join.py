@@ -155,3 +155,32 @@ def test_a_shards_end_does_not_hold_the_writers_main_thread(tmp_path, monkeypatc
     assert [(e["shard"], e["first_seq"], e["rows"]) for e in journal] == [(0, 0, tables[0].num_rows),
                                                                          (1, 1, tables[1].num_rows)]
     assert pq.read_table(tmp_path / journal[1]["file"]).equals(tables[1])
+
+
+def test_shards_waiting_to_be_sealed_are_bounded(tmp_path, monkeypatch):
+    """A slow disk (each seal 0.2 s) under many small shards: no more than MAX_SEALING ended shards wait, each
+    holding row groups in memory; then the writer waits for the sealer. All are committed, in order."""
+    import time
+
+    from prep.io import trainer_formats, writer
+
+    seal = trainer_formats.ShardFiles.seal
+
+    def slow_seal(files):
+        time.sleep(0.2)
+        return seal(files)
+
+    monkeypatch.setattr(trainer_formats.ShardFiles, "seal", slow_seal)
+    monkeypatch.setattr(writer, "MAX_SEALING", 2)
+    tables = _tables(12, seed=11)
+    core = writer.ShardWriter(tmp_path, shard_bytes=1, compression="zstd", start_seq=0, entries=[])
+    waiting = []
+    for seq, table in enumerate(tables):  # each chunk fills a shard
+        core.add_chunk(seq, {"rows": table.num_rows, "text_bytes": 1, "documents_in": table.num_rows,
+                             "quarantine": []})
+        core.add_part(seq, 0, table.num_rows, table, {"documents": table.num_rows, "filtered": 0, "tokens": 0})
+        waiting.append(len(core.closing))
+    core.finish({}, None)
+    assert max(waiting) <= 2 and len(waiting) == 12, waiting  # unbounded: all 12 waited (each seal took 0.2 s)
+    assert [e["first_seq"] for e in core.entries] == list(range(12))
+    assert pq.read_table(tmp_path).equals(pa.concat_tables(tables))

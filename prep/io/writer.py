@@ -35,6 +35,7 @@ QUARANTINE_PARTIAL = QUARANTINE + ".partial"  # committed shards' records, while
 FILTERED = "_filtered.parquet"  # --keep-filtered: id, rule, value, threshold of each filtered document
 FILTERED_PARTIAL = "_filtered.jsonl.partial"  # committed shards' filtered documents, while the run goes on
 ROUTING = "_routing.parquet"
+MAX_SEALING = 4  # ended shards waiting for the sealer thread, each holding up to a few row groups, at most
 ROW_GROUP_BYTES = 16 * 2**20  # a row group of ~16 MiB in memory: sensible for readers, small for the writer
 
 
@@ -166,15 +167,18 @@ class ShardWriter:
 
     def _drain(self) -> list[dict]:
         """Write every chunk that is complete and next in order; return the shards committed."""
+        committed = []
         while True:
             pending = self.pending.get(self.next_seq)
             if pending is None or pending.info is None or pending.covered < pending.info["rows"]:
-                return self._publish(wait=False)
+                return committed + self._publish(wait=False)
             del self.pending[self.next_seq]
             self._append(self.next_seq, pending)
             self.next_seq += 1
             if self.weight >= self.shard_bytes:
                 self._close()
+                if len(self.closing) > MAX_SEALING:  # the sealer is behind (a slow disk): memory stays bounded
+                    committed += self._publish(wait=True)
 
     def _append(self, seq: int, pending: _Pending) -> None:
         cur, info = self.current, pending.info
