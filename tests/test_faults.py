@@ -718,6 +718,9 @@ def test_sigkill_the_writer_or_the_forkserver_is_survived(corpus, reference, tmp
     # up may die in its start too (counted as one more restart), so at least two.
     assert restarts >= 2 if role == "forkserver" else restarts == 0
     assert "faults survived" in stdout
+    if role == "writer":  # chunks whose results went to the dead writer were cut again from the input
+        reread = re.search(r"(\d+) chunk\(s\) read again from the input", stdout)
+        assert reread and int(reread.group(1)) >= 1, stdout
 
 
 def test_sigkill_the_resource_tracker_is_survived(corpus, reference, tmp_path):
