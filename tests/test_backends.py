@@ -146,6 +146,27 @@ def test_vocab_size_and_eos_id(path: Path) -> None:
         eos_id(path, "<nope>")
 
 
+@pytest.mark.parametrize("backend", PICKABLE["gpt2"])
+def test_truncation_and_padding_in_the_tokenizer_file_are_ignored(tmp_path: Path, backend: str) -> None:
+    """A tokenizer.json that truncates to 8 ids and pads to 64 (as files saved for training often do) still gives a
+    document's whole ids, with no padding: those of the same tokenizer without them, by a direct tokenizers call."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads(GPT2.read_text(encoding="utf-8"))
+    spec["truncation"] = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+    spec["padding"] = {"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 50256,
+                       "pad_type_id": 0, "pad_token": "<|endoftext|>"}
+    path = tmp_path / "gpt2-truncating.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    texts = ["A sentence long enough to be cut after eight of its tokens, had truncation been left on.", "Short."]
+    configured = [Tokenizer.from_file(str(path)).encode(t) for t in texts]  # the file does both
+    assert [(len(e.ids), sum(e.attention_mask)) for e in configured] == [(64, 8), (64, 2)]
+    expected = [Tokenizer.from_file(str(GPT2)).encode(t).ids for t in texts]
+    ids, offsets = load_backend(path, backend).encode_batch(texts)
+    assert [ids[a:b].tolist() for a, b in itertools.pairwise(offsets.tolist())] == expected
+    assert len(expected[0]) > 8
+
+
 def test_a_bad_tokenizer_file_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
