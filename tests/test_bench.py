@@ -232,6 +232,7 @@ def test_summary_of_made_up_runs():
     assert result["ceilings"]["main"]["tokenizers"]["pipeline_mb_s"] == pytest.approx(10 / 8)
     assert result["ceilings"]["main"]["tokenizers"]["pipeline_processes_2_mb_s"] == pytest.approx(together)
     assert w2["fraction_of_parallel_pipelines"]["median"] == pytest.approx(2.0 / together)
+    assert w2["engine_fraction_of_parallel_pipelines"]["median"] == pytest.approx(10 / 4.0 / together)  # engine: 4 s
     assert s["prep tokenizers w1 random"]["fraction_of_parallel_pipelines"]["median"] == pytest.approx((10 / 11) / 1.25)
     assert s["pipeline tokenizers 2 processes"]["fraction_of_parallel_pipelines"] is None
     assert s["pipeline tokenizers 2 processes"]["tokens_ok"] is True
@@ -318,6 +319,24 @@ def test_pool_batch_peer_writes_the_tokenizers_ids(sample_slice, tmp_path: Path)
     assert files[0].metadata.row_group(0).column(0).compression == "ZSTD"
 
 
+def test_datatrove_peer_writes_the_tokenizers_ids(sample_slice, tmp_path: Path):
+    """The peer runs (its reader's imports are there: `bench` leaves it out, saying why, where they are not)."""
+    slice_dir, expected = sample_slice
+    assert bench_peers.datatrove_missing() == []
+    _run_peer("datatrove", slice_dir, tmp_path, 2)
+    tables = [pq.read_table(p) for p in sorted((tmp_path / "data").glob("*.parquet"))]
+    by_id = {i: ids for t in tables for i, ids in zip(t.column("id").to_pylist(), t.column("input_ids").to_pylist(),
+                                                       strict=True)}
+    assert by_id == expected and sum(t.num_rows for t in tables) == len(expected)
+
+
+def test_a_peer_that_cannot_run_here_is_left_out_with_what_it_needs(monkeypatch):
+    monkeypatch.setattr(bench, "datatrove_missing", lambda: ["orjson"])
+    _, peers, notes = bench._available(bench.BenchOptions(backends=("tokenizers",), peers=("pool", "datatrove")))
+    assert peers == ["pool"]
+    assert notes == ["datatrove peer left out: orjson not installed (pip install orjson to include it)"]
+
+
 def _made_up(version: str, **variants: dict) -> dict:
     """A result dict with just what `targets` reads: variants by name, each with its summary."""
     def stat(x: float) -> dict:
@@ -325,8 +344,9 @@ def _made_up(version: str, **variants: dict) -> dict:
 
     out = []
     for name, v in variants.items():
-        summary = {k: None for k in ("fraction_of_parallel_pipelines", "fraction_of_parallel_ceiling",
-                                     "fraction_of_ceiling", "fixed_cost_s", "peak_rss_mb_runs")}
+        summary = {k: None for k in ("fraction_of_parallel_pipelines", "engine_fraction_of_parallel_pipelines",
+                                     "fraction_of_parallel_ceiling", "fraction_of_ceiling", "fixed_cost_s",
+                                     "peak_rss_mb_runs")}
         summary |= {k: stat(x) for k, x in v.pop("summary", {}).items()}
         summary["vs_peers_runs"] = {p: stat(x) for p, x in v.pop("vs", {}).items()}
         summary["memory_vs_1x"] = v.pop("memory_vs_1x", None)
@@ -339,9 +359,10 @@ def test_targets_are_met_at_the_threshold_and_left_out_when_not_measured():
     result = _made_up(
         "1.0.0-rc.3",
         **{"prep tokenizers w2 random": {"summary": {"fraction_of_parallel_pipelines": 0.8, "fixed_cost_s": 0.4,
+                                                     "engine_fraction_of_parallel_pipelines": 0.79,
                                                      "peak_rss_mb_runs": 500.5}, "vs": {"pool-batch": 1.49}},
-           "prep tokenizers w2 random --features none": {"features": "none",
-                                                         "summary": {"fraction_of_parallel_pipelines": 0.9}},
+           "prep tokenizers w2 random --features none": {"features": "none", "summary": {
+               "fraction_of_parallel_pipelines": 0.9, "engine_fraction_of_parallel_pipelines": 0.95}},
            "prep tokenizers w2 random x4": {"scenario": "memory", "scale": 4, "summary": {"peak_rss_mb_runs": 480},
                                             "memory_vs_1x": {"peak_rss_mb_ratio": 1.1}},
            "prep tokenizers w2 random tiny": {"scenario": "tiny", "summary": {"fraction_of_ceiling": 0.4999}},
@@ -354,8 +375,10 @@ def test_targets_are_met_at_the_threshold_and_left_out_when_not_measured():
     met = {k: t["met"] for k, t in rows.items()}
     assert met == {
         ("prep[fast], all features", "prep tokenizers w2 random"): True,  # 0.8 >= 0.8
+        ("prep[fast], all features, engine", "prep tokenizers w2 random"): False,  # 0.79 < 0.8
         ("prep[fast], all features, whole command", "prep tokenizers w2 random"): False,  # 1.49 < 1.5
         ("prep[fast], --features none", "prep tokenizers w2 random --features none"): True,  # 0.9 >= 0.9
+        ("prep[fast], --features none, engine", "prep tokenizers w2 random --features none"): True,  # 0.95
         ("fixed cost", "prep tokenizers w2 random"): True,  # 0.4 <= 0.4
         ("10^6 one-line documents", "prep tokenizers w2 random tiny"): False,  # 0.4999 < 0.5
         ("feed rate (--scenarios feed), GB/s", "feed"): True,  # 1.5 >= 1.5

@@ -47,7 +47,7 @@ import typer
 
 from prep.core.router import ROUTERS
 from prep.errors import UserError
-from prep.tools.bench_peers import PEERS, datatrove_available, output_tokens
+from prep.tools.bench_peers import PEERS, datatrove_missing, output_tokens
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"  # beside the checkout
 DEFAULT_CORPUS = SHARED / "corpus"
@@ -488,8 +488,9 @@ def _available(opts: BenchOptions) -> tuple[list[str], list[str], list[str]]:
                 continue
         backends.append(backend)
     for peer in opts.peers:
-        if peer == "datatrove" and not datatrove_available():
-            notes.append("datatrove peer left out: not installed (pip install datatrove to include it)")
+        if peer == "datatrove" and (missing := datatrove_missing()):
+            notes.append(f"datatrove peer left out: {' and '.join(missing)} not installed (pip install "
+                         f"{' '.join(missing)} to include it)")
             continue
         peers.append(peer)
     return backends, peers, notes
@@ -742,6 +743,11 @@ def summarize(variants: list[Variant], runs: dict[str, list[dict]], corpora: dic
             summary["fixed_cost_s"] = _stat([r["seconds"] - r["engine_wall_s"] for r in ok])  # start and finish
             summary["engine_fraction_of_ceiling"] = _stat(
                 [c.text_bytes / r["engine_wall_s"] / 1e6 / (cores * ceiling) for r in ok]) if ceiling else None
+            # the engine alone against N pipelines, as issue 12 measured it ("prep's engine reaches 11.9 MB/s on 2
+            # cores (0.16 of 2 x 37)"): the pipeline ceilings are timed once their tokenizer is loaded
+            summary["engine_fraction_of_parallel_pipelines"] = _stat(
+                [c.text_bytes / r["engine_wall_s"] / 1e6 / pipelines_together for r in ok]
+            ) if pipelines_together else None
             summary["workers"] = _median_split(ok)
             summary["engine_cpu_s"] = {role: statistics.median(r["engine_cpu_s"][role] for r in ok)
                                        for role in ("coordinator", "writer")
@@ -820,12 +826,16 @@ def targets(result: dict) -> list[dict]:
             if v.get("features") is None:
                 add("prep[fast], all features: x N pipeline ceilings at once", name,
                     s.get("fraction_of_parallel_pipelines"), PIPELINE_TARGET)
+                add("prep[fast], all features, engine: x N pipeline ceilings at once", name,
+                    s.get("engine_fraction_of_parallel_pipelines"), PIPELINE_TARGET)
                 if any(p["peer"] == POOL_BATCH_PEER for p in result["variants"]):
                     add("prep[fast], all features, whole command: x the Pool + tokenizers 1.x peer", name,
                         s.get("vs_peers_runs", {}).get(POOL_BATCH_PEER), PEER_TARGET)
             elif v.get("features") == "none":
                 add("prep[fast], --features none: x N pipeline ceilings at once", name,
                     s.get("fraction_of_parallel_pipelines"), NO_FEATURES_PIPELINE_TARGET)
+                add("prep[fast], --features none, engine: x N pipeline ceilings at once", name,
+                    s.get("engine_fraction_of_parallel_pipelines"), NO_FEATURES_PIPELINE_TARGET)
         if at_n and v.get("features") is None and v["backend"] == "tokenizers" and not fast and version:
             add("tokenizers 0.2x: x N one-thread ceilings at once", name, parallel(s), TOKENIZERS_0_TARGET)
         if at_n and v.get("features") is None and v["backend"] == "tiktoken":

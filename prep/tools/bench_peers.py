@@ -354,11 +354,12 @@ def _datatrove_adapter(_writer: object, document: object) -> dict:
     return {"id": document.id, "input_ids": document.metadata["input_ids"]}
 
 
-def datatrove_available() -> bool:
-    """Whether the datatrove peer can run (it is not a dependency of prep)."""
+def datatrove_missing() -> list[str]:
+    """What the datatrove peer needs and this environment lacks (neither is a dependency of prep): datatrove, and
+    orjson, which datatrove's JsonlReader imports when it runs (datatrove does not install it)."""
     import importlib.util
 
-    return importlib.util.find_spec("datatrove") is not None
+    return [name for name in ("datatrove", "orjson") if importlib.util.find_spec(name) is None]
 
 
 def datatrove(files: list[Path], tokenizer: str, workers: int, out: Path) -> dict:
