@@ -130,6 +130,34 @@ def test_c4_lines_and_documents() -> None:
     assert verdict([prose(4)], c4={"min_sentences": 4}) == [None]
 
 
+def test_c4_substrings_and_sentences_agree_with_python_and_arrow() -> None:
+    """C4's compiled line checks on random lines dense with near misses: which substrings a line holds, against
+    Python's `in`; its sentences, against Arrow's count_substring_regex of the regex they stand for."""
+    import random
+
+    import pyarrow.compute as pc
+
+    from prep.text import _kernels
+    from prep.text.filters import POLICY_SUBSTRINGS, _build, _classes
+
+    args = _build({"c4": RULE_SETS["c4"]}).args
+    needles, needle_ends = args[8], args[9]
+    shift = _kernels._shift_table(needles, needle_ends)
+    words = ["lorem ipsum", "javascript", *POLICY_SUBSTRINGS]
+    pieces = [w[:k] for w in words for k in range(1, len(w) + 1)] + [
+        " ", "  ", "\t", ".", "!", "?", "...", "\"", ")", "(", "a", "x", "é", "中", "。", "-", "Ab", "e.g."]
+    rng = random.Random(14)
+    lines = ["".join(rng.choices(pieces, k=rng.randint(0, 40))) for _ in range(3000)] + words + ["", "use of cookie"]
+    regex = r"(?:^|[^.!?])[.!?][\pP]*\s+\pP*[^\s\pP]"
+    sentences = pc.count_substring_regex(pa.array(lines), regex).to_pylist()
+    for line, expected in zip(lines, sentences, strict=True):
+        chars = np.array([ord(c) for c in line], np.int32)
+        stops = np.flatnonzero(np.isin(chars, [0x21, 0x2E, 0x3F])).astype(np.int32)
+        found = _kernels._find(chars, len(chars), needles, needle_ends, shift)
+        assert [bool(found >> w & 1) for w in range(len(words))] == [w in line for w in words], line
+        assert _kernels._sentence_breaks(chars, len(chars), _classes(), stops, len(stops)) == expected, line
+
+
 def test_fineweb_rules() -> None:
     assert verdict([prose(10)], fineweb={}) == [None]
     no_punct = "\n".join(sentence(i)[:-1] + " more words follow here" for i in range(10))

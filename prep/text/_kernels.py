@@ -74,7 +74,7 @@ def layout(size: int) -> np.ndarray:
         capacity *= 2
     widths = np.array([
         8, 16 * capacity,  # last generation; hash table slots: (key, generation << 32 | value)
-        4 * size, size, 4 * size, 4 * size,  # code points, classes, line breaks, one C4 line
+        4 * size, size, 4 * size, 8 * size,  # code points, classes, line breaks, one C4 line and its stops
         4 * size, 8 * size, size,  # tokens: lengths, hashes, flags
         8 * size, 8 * size, 8 * size, size,  # lines between newlines: first and end char, hash, B**length, content
         16 * size, 16 * size, 4 * size, 8 * (size + 1),  # n-grams: levels, keys, sizes, chars
@@ -113,7 +113,7 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
     cps = arena[o[2] : o[3]].view(np.int32)
     cls = arena[o[3] : o[4]]
     breaks = arena[o[4] : o[5]].view(np.int32)
-    line = arena[o[5] : o[6]].view(np.int32)
+    line = arena[o[5] : o[6]].view(np.int32).reshape(2, (o[6] - o[5]) // 8)
     t_len = arena[o[6] : o[7]].view(np.int32)
     t_hash = arena[o[7] : o[8]].view(np.uint64)
     t_flags = arena[o[8] : o[9]]
@@ -126,6 +126,7 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
     sizes = arena[o[15] : o[16]].view(np.int32)
     cumulative = arena[o[16] : o[17]].view(np.int64)
     gen = last_gen[0]
+    search = (needles, needle_ends, _shift_table(needles, needle_ends))  # C4's substrings
     seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
     stop_table = _stop_table(stops)
     every = len(COLUMNS)
@@ -153,12 +154,10 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
                 m = _words(cps, cls, chars, t_len, t_hash, t_flags, m, row)
                 _word_counts(t_len, t_hash, t_flags, m, stops, stop_table, seen, row)
                 if not lined:
-                    _lines(cps, cls, chars, breaks, lines, table, False, c4_limits, c4_flags, needles, needle_ends,
-                           line, row)
+                    _lines(cps, cls, chars, breaks, lines, table, False, c4_limits, c4_flags, search, line, row)
                     lined = 1
             elif bit == C4:
-                _lines(cps, cls, chars, breaks, lines, table, True, c4_limits, c4_flags, needles, needle_ends,
-                       line, row)
+                _lines(cps, cls, chars, breaks, lines, table, True, c4_limits, c4_flags, search, line, row)
                 lined = 2
             elif bit == GOPHER_REPETITION:
                 gen = _next_gen(hash_table, gen)
@@ -706,7 +705,7 @@ def _ends_in_dots(cps, a: int, e: int) -> bool:  # noqa: ANN001 - numba array
 
 
 @_helper
-def _lines(cps, cls, size, breaks, lines, table, c4, c4_limits, c4_flags, needles, needle_ends, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+def _lines(cps, cls, size, breaks, lines, table, c4, c4_limits, c4_flags, search, line, row):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """The lines of cps[:size] as str.splitlines() gives them (no empty line after a final break, none in an
     empty text), cut at its `lines` `breaks`: gopher_quality's counts of lines, of lines whose first
     non-space character is "•" or "-", and of lines that end in "..." or "\u2026" before trailing whitespace;
@@ -725,7 +724,7 @@ def _lines(cps, cls, size, breaks, lines, table, c4, c4_limits, c4_flags, needle
             if cps[e - 1] == 0x2026 or _ends_in_dots(cps, s, e):
                 ellipses += 1
         if c4:
-            verdict = _c4_line(cps, cls, s, e, table, c4_limits, c4_flags, needles, needle_ends, line)
+            verdict = _c4_line(cps, cls, s, e, table, c4_limits, c4_flags, search, line)
             if verdict & 6:
                 row[LOREM], row[CURLY] = (verdict & 2) != 0, (verdict & 4) != 0
                 break
@@ -777,9 +776,10 @@ def _lower(cp: int) -> int:
 
 
 @_helper
-def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, line):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
+def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, search, line):  # noqa: ANN001, ANN201, PLR0913 - numba arrays
     """C4's checks of the trimmed line cps[a:e], as bits: 1 kept, 2 "lorem ipsum", 4 "{" (once
-    "javascript" lines are out); the line's sentences above them (bits 3 on)."""
+    "javascript" lines are out); the line's sentences above them (bits 3 on). `search`: the substrings
+    (`_find`); `line`: scratch for the line's copy (row 0) and where its ".", "!" and "?" are (row 1)."""
     remove_citations, terminal_punct, lorem_ipsum, javascript, curly_bracket, policy = c4_flags
     if terminal_punct:  # first: the cheapest check, and the one most lines that go fail
         # citation marks hold no brackets inside, so those at the end are the last ones the regex removes
@@ -800,9 +800,10 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
     # words between whitespace, and the copy the other checks see: the line without its citation marks (regex,
     # leftmost, not overlapping), lower-cased (the substrings are lower-case ASCII, and lowering moves no
     # character in or out of the sentence regex's classes)
-    words = longest = run = size = 0
+    words = longest = run = size = stops = 0
     curly = False
     copy_from = a
+    copy, stop_at = line[0], line[1]
     for j in range(a, e):
         c = cps[j]
         in_word = np.int64((cls[j] & SPACE) == 0)  # no branch on it: words are short, it would be mispredicted
@@ -816,11 +817,13 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
             if copy_from > j:
                 continue
         curly |= c == 0x7B
-        line[size] = _lower(c)
+        copy[size] = _lower(c)
+        stop_at[stops] = size  # kept when it is a stop: listed without a branch
+        stops += _stop(c)
         size += 1
     if longest > c4_limits[0] or words < c4_limits[1]:
         return 0
-    found = _find(line, size, needles, needle_ends)
+    found = _find(copy, size, *search)
     verdict = 1
     if lorem_ipsum and found & 1:
         verdict |= 2
@@ -830,7 +833,7 @@ def _c4_line(cps, cls, a, e, table, c4_limits, c4_flags, needles, needle_ends, l
         verdict |= 4
     if policy and found >> 2:
         return verdict & 6
-    return verdict | ((_sentence_breaks(line, size, table) + 1) << 3)
+    return verdict | ((_sentence_breaks(copy, size, table, stop_at, stops) + 1) << 3)
 
 
 @_helper
@@ -840,55 +843,78 @@ def _in_set(c, lo, hi):  # noqa: ANN001, ANN201 - numba scalars
     return ((hi if c >= 0x40 else lo) >> np.uint64(c & 63)) & np.uint64(c < 0x80)
 
 
-@_helper
-def _find(line, size: int, needles, needle_ends) -> int:  # noqa: ANN001 - numba arrays
-    """Which needles (lower-case ASCII, two characters or more, as bits) line[:size] contains: one pass, in
-    which a character pair that starts none of them (by the sets of their first and of their second
-    characters) is ruled out without a branch."""
-    first_lo = first_hi = second_lo = second_hi = np.uint64(0)
-    one = np.uint64(1)
+@njit(cache=True, nogil=True)
+def _shift_table(needles, needle_ends):  # noqa: ANN001, ANN201 - numba arrays
+    """`_find`'s shifts (Wu and Manber's, with blocks of two characters): for each pair of characters (`_block`),
+    how far a window as long as the shortest needle may move on when the pair ends it, so that no needle's start
+    is passed by: the least distance from the pair to the end of that many first characters of a needle, or all
+    but one of them when no needle has the pair there."""
+    shortest = np.min(np.diff(np.concatenate((np.zeros(1, np.int64), needle_ends.astype(np.int64)))))
+    shift = np.full(_BLOCKS, shortest - 1, np.int64)
     for w in range(len(needle_ends)):
         a = needle_ends[w - 1] if w else 0
-        c, d = needles[a], needles[a + 1]
-        first_lo |= (one << np.uint64(c & 63)) * np.uint64(c < 0x40)
-        first_hi |= (one << np.uint64(c & 63)) * np.uint64(c >= 0x40)
-        second_lo |= (one << np.uint64(d & 63)) * np.uint64(d < 0x40)
-        second_hi |= (one << np.uint64(d & 63)) * np.uint64(d >= 0x40)
+        for j in range(shortest - 1):
+            block = _block(needles[a + j], needles[a + j + 1])
+            shift[block] = min(shift[block], shortest - 2 - j)
+    return shift
+
+
+_BLOCKS = 128 * 128  # pairs of ASCII characters; any other character counts as 0x7F, which no needle has
+
+
+@_helper
+def _block(c, d) -> int:  # noqa: ANN001 - numba scalars
+    return (min(c, 0x7F) << 7) | min(d, 0x7F)
+
+
+@_helper
+def _find(line, size: int, needles, needle_ends, shift) -> int:  # noqa: ANN001 - numba arrays
+    """Which needles (lower-case ASCII, two characters or more, as bits) line[:size] contains. A window as long as
+    the shortest needle moves along the line by the `_shift_table` of the two characters that end it: ~1/7 of
+    the positions are looked at, and only where those two characters end some needle's first ones (rare) are the
+    needles compared from the window's start."""
+    shortest = shift[_BLOCKS - 1] + 1  # 0x7F 0x7F ends no needle's start
     found = 0
-    for i in range(size - 1):
-        if not _in_set(line[i], first_lo, first_hi) & _in_set(line[i + 1], second_lo, second_hi):
+    end = shortest - 1  # the window's last character
+    while end < size:
+        step = shift[_block(line[end - 1], line[end])]
+        if step:
+            end += step
             continue
-        c = line[i]
+        start = end - shortest + 1
         for w in range(len(needle_ends)):
             a = needle_ends[w - 1] if w else 0
             length = needle_ends[w] - a
-            if found & (1 << w) or needles[a] != c or i + length > size:
+            if found & (1 << w) or start + length > size:
                 continue
-            j = 1
-            while j < length and line[i + j] == needles[a + j]:
+            j = 0
+            while j < length and line[start + j] == needles[a + j]:
                 j += 1
             if j == length:
                 found |= 1 << w
+        end += 1
     return found
 
 
 @_helper
-def _sentence_breaks(line, size, table) -> int:  # noqa: ANN001 - numba arrays
+def _sentence_breaks(line, size, table, stop_at, stops) -> int:  # noqa: ANN001 - numba arrays
     """Matches of the regex (?:^|[^.!?])[.!?][\\pP]*\\s+\\pP*[^\\s\\pP] in line[:size] as Arrow's
     count_substring_regex counts them (RE2, leftmost, not overlapping, each search starting where the last
     match ended, which is a new "^"; \\s is ASCII whitespace): a lone . ! or ? ending a sentence before a word.
 
     The quantified classes are disjoint, so a match from a given start is unique: each run is taken whole.
     A failed start inside the first run of punctuation fails the same way, so the search skips past it.
+    The stops are looked up in their list (`stop_at[:stops]`, in order), not searched for character by character.
     """
     count = 0
     s = begin = 0
+    k = 0  # the first listed stop not before s
     while s < size:
-        p = s  # the next stop: a match can start only at it (at the text's start) or just before it
-        while p < size and not _stop(line[p]):
-            p += 1
-        if p == size:
+        while k < stops and stop_at[k] < s:
+            k += 1
+        if k == stops:
             break
+        p = stop_at[k]  # the next stop: a match can start only at it (at the text's start) or just before it
         if p > s:
             s, t = p - 1, p + 1
         elif s == begin:
