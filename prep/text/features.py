@@ -254,8 +254,8 @@ class _Batch:
         columns = {"chars": kernel.CHARS, "words": kernel.WORDS, "word_chars": kernel.WORD_CHARS,
                    "lines": kernel.LINES, "non_empty_lines": kernel.NON_EMPTY_LINES, "dup_lines": kernel.DUP_LINES,
                    "top2": kernel.TOP2, "top3": kernel.TOP3, "top4": kernel.TOP4}
-        stats = {**{name: counts[:, bit.bit_length() - 1] for name, bit in _CLASS_BITS.items()},
-                 **{name: counts[:, index] for name, index in columns.items()}}
+        stats = {**{name: counts[bit.bit_length() - 1] for name, bit in _CLASS_BITS.items()},
+                 **{name: counts[index] for name, index in columns.items()}}
         return stats, joined, joined_offsets
 
     @property
