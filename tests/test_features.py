@@ -273,6 +273,28 @@ def test_content_hash():
     assert len(set(hashes[3:])) == 3
 
 
+def test_content_hash_is_the_librarys_xxh3_at_every_length():
+    """Short texts are hashed by prep's compiled XXH3 (up to 240 bytes), longer ones by the library: both must be
+    `xxhash.xxh3_64_intdigest` of the normalised text, for every length of XXH3's paths and past them, with bytes
+    of every value (random multilingual words)."""
+    import random
+
+    rng = random.Random(3)
+    alphabet = ["a", "Z", "é", "中", "😀", "\x00", "\x7f", "ÿ", "-", ".", " "]
+    texts = []
+    for length in [*range(0, 260), 511, 1024, 4099]:
+        normalised = ""
+        while len(normalised.encode()) < length:  # one space between words, none at the ends, `length` bytes
+            c = rng.choice(alphabet)
+            if len((normalised + c).encode()) > length or (c == " " and normalised[-1:] in ("", " ")):
+                c = "a"
+            normalised += c if len(normalised.encode()) + 1 < length or c != " " else "a"
+        texts.append(("\n " if length % 3 else "") + normalised.replace(" ", "  \t"))
+    hashes = compute_features(*arrays(texts, [[]] * len(texts)), ["content_hash"])["content_hash"].to_pylist()
+    assert hashes == [xxhash.xxh3_64_intdigest(" ".join(t.split()).encode()) for t in texts]
+    assert {len(" ".join(t.split()).encode()) for t in texts} >= set(range(0, 241))  # every short length, hit
+
+
 def test_names_order_types_and_empty_batch():
     names = ["content_hash", "num_words", "frac_cjk", "num_words"]
     got = compute_features(*arrays(["a b"], [[1]]), names)
