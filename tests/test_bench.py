@@ -233,6 +233,7 @@ def test_summary_of_made_up_runs():
     assert result["ceilings"]["main"]["tokenizers"]["pipeline_processes_2_mb_s"] == pytest.approx(together)
     assert w2["fraction_of_parallel_pipelines"]["median"] == pytest.approx(2.0 / together)
     assert w2["engine_fraction_of_parallel_pipelines"]["median"] == pytest.approx(10 / 4.0 / together)  # engine: 4 s
+    assert w2["engine_fraction_of_parallel_ceiling"]["median"] == pytest.approx(10 / 4.0 / (10 / 6))
     assert s["prep tokenizers w1 random"]["fraction_of_parallel_pipelines"]["median"] == pytest.approx((10 / 11) / 1.25)
     assert s["pipeline tokenizers 2 processes"]["fraction_of_parallel_pipelines"] is None
     assert s["pipeline tokenizers 2 processes"]["tokens_ok"] is True
@@ -345,7 +346,8 @@ def _made_up(version: str, **variants: dict) -> dict:
     out = []
     for name, v in variants.items():
         summary = {k: None for k in ("fraction_of_parallel_pipelines", "engine_fraction_of_parallel_pipelines",
-                                     "fraction_of_parallel_ceiling", "fraction_of_ceiling", "fixed_cost_s",
+                                     "fraction_of_parallel_ceiling", "engine_fraction_of_parallel_ceiling",
+                                     "fraction_of_ceiling", "engine_fraction_of_ceiling", "fixed_cost_s",
                                      "peak_rss_mb_runs")}
         summary |= {k: stat(x) for k, x in v.pop("summary", {}).items()}
         summary["vs_peers_runs"] = {p: stat(x) for p, x in v.pop("vs", {}).items()}
@@ -392,10 +394,13 @@ def test_targets_are_met_at_the_threshold_and_left_out_when_not_measured():
     assert "500 [500–501]" in table  # MB without decimals (500.5 rounds to even)
 
     # under tokenizers 0.2x the prep[fast] targets go and the 0.2x one comes; a missing value is not met
-    plain = _made_up("0.23.3", **{"prep tokenizers w2 random": {"summary": {"fraction_of_parallel_ceiling": 0.95}},
+    plain = _made_up("0.23.3", **{"prep tokenizers w2 random": {"summary": {
+        "fraction_of_parallel_ceiling": 0.95, "engine_fraction_of_parallel_ceiling": 0.97}},
                                   "prep tiktoken w2 random": {"backend": "tiktoken"}})
     assert {(t["target"].split(":")[0], t["variant"], t["met"]) for t in bench.targets(plain)} == {
         ("tokenizers 0.2x", "prep tokenizers w2 random", True), ("tiktoken", "prep tiktoken w2 random", False),
+        ("tokenizers 0.2x, engine", "prep tokenizers w2 random", True),
+        ("tiktoken, engine", "prep tiktoken w2 random", False),
         ("fixed cost", "prep tokenizers w2 random", False), ("fixed cost", "prep tiktoken w2 random", False),
         ("summed peak RSS of the process tree, 2 workers, MB", "prep tokenizers w2 random", False),
         ("summed peak RSS of the process tree, 2 workers, MB", "prep tiktoken w2 random", False)}
