@@ -90,6 +90,17 @@ def test_plan_covers_workers_routers_backends_peers_and_scenarios():
         ("prep tokenizers w2 random --features none", "none")]
 
 
+def test_the_default_router_leads_so_the_scaling_rows_and_targets_measure_it():
+    """The first router runs at 1, 2, 4, .. workers and gives the target rows: by default, `prep run`'s own."""
+    from prep.config import PipelineConfig
+
+    assert bench.BenchOptions().routers[0] == PipelineConfig().router == "p2c"
+    assert sorted(bench.BenchOptions().routers) == sorted(("random", "p2c", "weighted", "round-robin"))
+    names = [v.name for v in bench.plan(["main"], ["tokenizers"], list(bench.BenchOptions().routers), [], 4, 4)]
+    assert [n for n in names if n.startswith("prep") and " w4 " not in n and "+" not in n] == [
+        "prep tokenizers w1 p2c", "prep tokenizers w2 p2c"]
+
+
 def test_measure_sums_memory_over_the_process_tree():
     code = ("import subprocess, sys, time; b = bytearray(150 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
             "subprocess.run([sys.executable, '-c', \"b = bytearray(150 * 2**20); b[::4096] = b'x' * len(b[::4096]);"

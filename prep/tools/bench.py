@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import typer
 
+from prep.config import PipelineConfig
 from prep.core.router import ROUTERS
 from prep.errors import UserError
 from prep.tools.bench_peers import PEERS, datatrove_missing, output_tokens
@@ -52,6 +53,9 @@ from prep.tools.bench_peers import PEERS, datatrove_missing, output_tokens
 SHARED = Path(__file__).resolve().parents[3] / "shared"  # beside the checkout
 DEFAULT_CORPUS = SHARED / "corpus"
 DEFAULT_TOKENIZER = SHARED / "tokenizers" / "gpt2.tokenizer.json"
+# prep run's default router first: the scaling rows (1, 2, 4, .. workers) and the targets use the first router, so
+# they measure what a user's run does; the others are compared at N workers
+BENCH_ROUTERS = (PipelineConfig.router, *(r for r in ROUTERS if r != PipelineConfig.router))
 SCENARIOS = ("main", "tiny", "huge", "memory", "filters", "feed")
 FEED_TARGET_GB_S = 1.5  # enough uncompressed JSON Lines for 32 workers at 50 MB/s
 BACKENDS = ("tokenizers", "tiktoken")
@@ -462,7 +466,7 @@ class BenchOptions:
     workers: int = 0  # 0: the CPU count
     repeats: int = 3
     scenarios: tuple[str, ...] = ("main",)
-    routers: tuple[str, ...] = ROUTERS
+    routers: tuple[str, ...] = BENCH_ROUTERS
     backends: tuple[str, ...] = BACKENDS
     peers: tuple[str, ...] = PEERS
     tiny_docs: int = 1_000_000
@@ -1122,7 +1126,8 @@ def bench_command(
     workers: Annotated[int | None, typer.Option(help="N (default: CPUs): prep at 1, 2, 4, .. and N workers")] = None,
     repeats: Annotated[int, typer.Option(help="rounds over all variants, each in a different order")] = 3,
     scenarios: Annotated[str, typer.Option(help="comma-separated: main, tiny, huge, memory, filters, feed")] = "main",
-    routers: Annotated[str, typer.Option(help="routers to compare at N workers")] = ",".join(ROUTERS),
+    routers: Annotated[str, typer.Option(help="routers to compare at N workers; the first also runs at 1, 2, 4, "
+                                               "..")] = ",".join(BENCH_ROUTERS),
     backends: Annotated[str, typer.Option(help="tokenizer backends, each against its ceiling")] = ",".join(BACKENDS),
     peers: Annotated[str, typer.Option(help="other tools to compare with (empty: none)")] = ",".join(PEERS),
     tiny_docs: Annotated[int, typer.Option(help="documents in the tiny scenario")] = 1_000_000,
