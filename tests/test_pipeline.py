@@ -282,3 +282,43 @@ def test_a_slowed_worker_does_not_stop_the_intake(tmp_path):
              if t["queued_at"] < max((f for s, f in finished.items() if s <= t["seq"] - window), default=-1.0)]
     assert early, "no chunk was admitted past a chunk a window before it that was still being computed"
     assert sorted(r["id"] for r in read_rows(out)) == sorted(d["id"] for d in docs)  # nothing lost or doubled
+
+
+FORKSERVER_THREADS = """
+import multiprocessing as mp
+import os
+from multiprocessing import forkserver
+
+from prep.engines.local.forkserver import start_forkserver
+
+
+def nothing():
+    pass
+
+
+if __name__ == "__main__":
+    start_forkserver(True)
+    child = mp.get_context("forkserver").Process(target=nothing)  # once a child ran, the preload is done
+    child.start()
+    child.join()
+    tasks = f"/proc/{forkserver._forkserver._forkserver_pid}/task"
+    names = sorted(open(f"{tasks}/{task}/comm").read().strip() for task in os.listdir(tasks))
+    print("threads", *names, "child", child.exitcode)
+"""
+
+
+def test_the_forkserver_holds_no_thread_when_it_forks(tmp_path):
+    """Every worker and writer is forked from the forkserver, so it must hold no thread whose locks a child could
+    inherit held: e.g. a tokenizer loaded there starts tokenizers' rayon pool (1.x loads on it), and a worker
+    forked after that hung at its next use of the pool (round 8's attempt at one tokenizer load per run). pyarrow's
+    jemalloc keeps a background thread, which jemalloc's own fork handlers make safe."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(FORKSERVER_THREADS, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    threads = proc.stdout.split()
+    assert threads[0] == "threads" and threads[-2:] == ["child", "0"]
+    assert len([name for name in threads[1:-2] if name != "jemalloc_bg_thd"]) == 1, threads  # its main thread
