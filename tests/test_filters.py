@@ -140,9 +140,7 @@ def test_c4_substrings_and_sentences_agree_with_python_and_arrow() -> None:
     from prep.text import _kernels
     from prep.text.filters import POLICY_SUBSTRINGS, _build, _classes
 
-    args = _build({"c4": RULE_SETS["c4"]}).args
-    needles, needle_ends = args[8], args[9]
-    shift = _kernels._shift_table(needles, needle_ends)
+    needles, needle_ends, shift = _build({"c4": RULE_SETS["c4"]}).args[8:11]
     words = ["lorem ipsum", "javascript", *POLICY_SUBSTRINGS]
     pieces = [w[:k] for w in words for k in range(1, len(w) + 1)] + [
         " ", "  ", "\t", ".", "!", "?", "...", "\"", ")", "(", "a", "x", "é", "中", "。", "-", "Ab", "e.g."]

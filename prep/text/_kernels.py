@@ -87,7 +87,7 @@ def layout(size: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stops, c4_limits, c4_flags, needles,  # noqa: ANN001, ANN201, PLR0913 - numba arrays
-            needle_ends, short_line, arena, size):
+            needle_ends, shift, short_line, arena, size):
     """Judge each text (`data[starts[d]:ends[d]]`, UTF-8) by the rule sets of `order` (bits, in the order they
     are judged), but for those that skip it: whose `skip_cjk` (one per bit) its fraction of CJK characters
     exceeds. Return, per text, the numbers of `COLUMNS` (those it was judged by; the others stay 0), the first
@@ -99,7 +99,8 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
 
     `stops`: token hashes of gopher_quality's stop words, no two equal; `c4_limits`: (longest word, fewest
     words) of a line C4 keeps, `c4_flags`: C4's switches (`C4_FLAGS`), `needles`: code points of "lorem
-    ipsum", "javascript", then the policy substrings, each ending at its `needle_ends`; `short_line`:
+    ipsum", "javascript", then the policy substrings, each ending at its `needle_ends`, and their
+    `_shift_table` (made once per rule settings, by the caller); `short_line`:
     fineweb's short line length. `arena`: bytes laid out by `layout(size)`, `size` more than any text's
     characters (its bytes will do); kept from call to call, so that no call allocates or clears scratch.
     """
@@ -126,7 +127,7 @@ def measure(data, starts, ends, table, order, skip_cjk, checks, check_ends, stop
     sizes = arena[o[15] : o[16]].view(np.int32)
     cumulative = arena[o[16] : o[17]].view(np.int64)
     gen = last_gen[0]
-    search = (needles, needle_ends, _shift_table(needles, needle_ends))  # C4's substrings
+    search = (needles, needle_ends, shift)  # C4's substrings
     seen = np.zeros(len(stops), np.bool_)  # which stop words a text has
     stop_table = _stop_table(stops)
     every = len(COLUMNS)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from prep.text._feature_kernel import _load8_low as _read64  # the little-endian 64-bit word at data[at]
+
 # What this module hashes; a longer input is the library's.
 SHORT_MAX = 240
 
@@ -76,38 +78,43 @@ def _hash(data, at, size):  # noqa: ANN001, ANN201 - numba array and scalars
         acc += _mix16(data, at + size - 16, 16)
         return _avalanche(acc)
     if size > 8:
-        low = _read(data, at, 8) ^ (_secret(24) ^ _secret(32))
-        high = _read(data, at + size - 8, 8) ^ (_secret(40) ^ _secret(48))
+        low = _read64(data, at) ^ (_secret64(24) ^ _secret64(32))
+        high = _read64(data, at + size - 8) ^ (_secret64(40) ^ _secret64(48))
         return _avalanche(length + _swap64(low) + high + _mul_fold(low, high))
     if size >= 4:
-        first, last = _read(data, at, 4), _read(data, at + size - 4, 4)
-        keyed = (last + (first << np.uint64(32))) ^ (_secret(8) ^ _secret(16))
+        first, last = _read32(data, at), _read32(data, at + size - 4)
+        keyed = (last + (first << np.uint64(32))) ^ (_secret64(8) ^ _secret64(16))
         return _rrmxmx(keyed, length)
     if size:
         c1, c2, c3 = np.uint64(data[at]), np.uint64(data[at + (size >> 1)]), np.uint64(data[at + size - 1])
         combined = (c1 << np.uint64(16)) | (c2 << np.uint64(24)) | c3 | (length << np.uint64(8))
-        return _xxh64_avalanche(combined ^ (_secret(0, 4) ^ _secret(4, 4)))
-    return _xxh64_avalanche(_secret(56) ^ _secret(64))
+        return _xxh64_avalanche(combined ^ (_secret32(0) ^ _secret32(4)))
+    return _xxh64_avalanche(_secret64(56) ^ _secret64(64))
 
 
 @_helper
-def _read(data, at, width):  # noqa: ANN001, ANN201 - numba array and scalars
-    """The little-endian word of `width` bytes (4 or 8) at data[at]."""
+def _read32(data, at):  # noqa: ANN001, ANN201 - numba array and scalar
+    """The little-endian 32-bit word at data[at] (its 64-bit twin is the features' `_load8_low`)."""
     value = np.uint64(0)
-    for t in range(width):
+    for t in range(4):
         value |= np.uint64(data[at + t]) << np.uint64(8 * t)
     return value
 
 
 @_helper
-def _secret(at, width=8):  # noqa: ANN001, ANN201 - numba scalars
-    return _read(_SECRET, at, width)
+def _secret64(at):  # noqa: ANN001, ANN201 - numba scalar
+    return _read64(_SECRET, at)
+
+
+@_helper
+def _secret32(at):  # noqa: ANN001, ANN201 - numba scalar
+    return _read32(_SECRET, at)
 
 
 @_helper
 def _mix16(data, at, secret_at):  # noqa: ANN001, ANN201 - numba array and scalars
     """XXH3_mix16B with seed 0."""
-    return _mul_fold(_read(data, at, 8) ^ _secret(secret_at), _read(data, at + 8, 8) ^ _secret(secret_at + 8))
+    return _mul_fold(_read64(data, at) ^ _secret64(secret_at), _read64(data, at + 8) ^ _secret64(secret_at + 8))
 
 
 @_helper

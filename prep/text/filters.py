@@ -335,11 +335,13 @@ def _build(rule_sets: Mapping[str, Mapping[str, Any]]) -> _Program:
     c4 = rule_sets.get("c4", RULE_SETS["c4"])
     longest_word = np.inf if c4["max_word_length"] == -1 else c4["max_word_length"]
     needles = ["lorem ipsum", "javascript", *POLICY_SUBSTRINGS]
+    needle_chars = np.array([ord(ch) for ch in "".join(needles)], np.int32)
+    needle_ends = np.cumsum([len(w) for w in needles])
     args = (
         _classes(), order, skip_cjk, checks, np.cumsum([len(r) for r in rules], dtype=np.int64),
         stops, np.array([longest_word, c4["min_words_per_line"]], np.float64),
         np.array([c4[flag] for flag in _kernels.C4_FLAGS], np.bool_),
-        np.array([ord(ch) for ch in "".join(needles)], np.int32), np.cumsum([len(w) for w in needles]),
+        needle_chars, needle_ends, _kernels._shift_table(needle_chars, needle_ends),
         float(rule_sets.get("fineweb", RULE_SETS["fineweb"])["short_line_length"]),
     )
     return _Program(
