@@ -18,8 +18,8 @@ kernel touches only as far as a text needs them.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-from numba.cpython.unsafe.numbers import trailing_zeros
+
+from prep.text._numba import njit, trailing_zeros
 
 # The helpers allocate nothing, so they are compiled without numba's reference counts: a call would otherwise count
 # each array argument in and out atomically, which costs more than a short text's work (numba's `nrt` option).

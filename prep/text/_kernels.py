@@ -23,9 +23,9 @@ only loading it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from prep.text._codes import ALPHA, CJK, COUNTED, DIGIT, GROUP_MIX, HASH_BASE, PUNCT, SPACE, TERMINAL, UNICODE_PUNCT
+from prep.text._numba import njit
 
 # The rule sets, as bits (`measure`'s `order` lists them in the order they are judged).
 GOPHER_QUALITY, GOPHER_REPETITION, C4, FINEWEB = 1, 2, 4, 8

@@ -11,9 +11,9 @@ checked against the library on every length from 0 to 240 (tests/test_features.p
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from prep.text._feature_kernel import _load8_low as _read64  # the little-endian 64-bit word at data[at]
+from prep.text._numba import njit
 
 # What this module hashes; a longer input is the library's.
 SHORT_MAX = 240

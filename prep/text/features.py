@@ -161,7 +161,7 @@ _BITS_OF_CATEGORY = {
 
 def prepare() -> None:
     """Build the lookup tables and load the compiled pass now, e.g. once in the forkserver before workers fork
-    (numba: ~0.3 s to import and load from its cache; compiling after an install or an edit takes seconds once)."""
+    (numba: ~0.25 s to import and load from its cache; compiling after an install or an edit takes seconds once)."""
     _char_classes()
     ids = pa.ListArray.from_arrays(arrow_of(np.array([0, 1, 1]), pa.int32()), arrow_of(np.ones(1), pa.uint32()))
     compute_features(binary_array([b"a b\na b", b""], pa.string()), ids, list(FEATURES))
