@@ -23,6 +23,7 @@ for _name in _blocked:
 try:
     from numba import njit
     from numba.core import caching
+    from numba.core.cpu import CPUContext
     from numba.core.runtime import rtsys
     from numba.cpython.unsafe.numbers import trailing_zeros
 finally:
@@ -33,7 +34,10 @@ __all__ = ["njit", "trailing_zeros"]
 
 
 def _load_overload(self: caching.Cache, sig: object, target_context: object) -> object:
-    """numba's `Cache.load_overload` without its refresh of the target context (see the module's doc)."""
+    """numba's `Cache.load_overload` without its refresh of the target context (see the module's doc), for the
+    CPU target that prep compiles for; another target (a user's CUDA kernels, say) loads as numba loads it."""
+    if not isinstance(target_context, CPUContext):
+        return _numbas_load(self, sig, target_context)
     rtsys.initialize(target_context)
     with self._guard_against_spurious_io_errors():  # noqa: SLF001 - numba's own load, as it calls it
         return self._load_overload(sig, target_context)  # noqa: SLF001
@@ -41,5 +45,6 @@ def _load_overload(self: caching.Cache, sig: object, target_context: object) -> 
 
 # Only where numba's cache loads as this module expects (as 0.68 does): else numba's own load stays.
 _NEEDED = ("load_overload", "_load_overload", "_guard_against_spurious_io_errors")
+_numbas_load = caching.Cache.load_overload
 if all(hasattr(caching.Cache, name) for name in _NEEDED):
     caching.Cache.load_overload = _load_overload
