@@ -120,7 +120,7 @@ def run(
         from prep.engines.local.forkserver import start_forkserver
 
         with contextlib.suppress(UserError):  # a bad pipeline is said below
-            start_forkserver(apply_overrides(load_pipeline(pipeline), features=features_asked).uses_compiled_code())
+            start_forkserver(apply_overrides(load_pipeline(pipeline), features=features_asked).compiled_code())
         from prep.core.allocator import reuse_freed_buffers
 
         reuse_freed_buffers()  # this process cuts the input: after the forkserver's start, which must not inherit it

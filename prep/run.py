@@ -40,7 +40,7 @@ def run_pipeline(request: RunRequest, on_start: Callable[[dict], None] | None = 
         raise UserError(f"unknown engine {request.engine!r}; choose local or ray")
     config, out = request.config, request.output
     with interruptible():
-        start_forkserver(config.uses_compiled_code())  # its imports run while the request is checked
+        start_forkserver(config.compiled_code())  # its imports run while the request is checked
         if not config.tokenizer:
             raise UserError("no tokenizer: pass --tokenizer PATH or a pipeline file that names one")
         files = expand_inputs(request.inputs)

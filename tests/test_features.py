@@ -425,7 +425,8 @@ def test_writable_and_read_only_batches_share_one_compiled_pass():
 
 def test_only_pipelines_that_run_compiled_code_load_it(monkeypatch):
     """The forkserver loads numba and the compiled features only for a pipeline that computes them: num_tokens
-    and num_bytes alone need none, and neither does a bound on them; any other feature or rule set does."""
+    and num_bytes alone need none, and neither does a bound on them; any other feature, bound or exact dedup does.
+    The rules' compiled loop is loaded for a pipeline with a rule set, and only then."""
     from multiprocessing import forkserver
 
     from prep.config import PipelineConfig
@@ -434,23 +435,25 @@ def test_only_pipelines_that_run_compiled_code_load_it(monkeypatch):
     def config(features, filters=None):
         return PipelineConfig(features=features, filters=filters or {})
 
-    assert not config(["none"]).uses_compiled_code()
-    assert not config(["num_tokens", "num_bytes"], {"bounds": {"num_tokens": {"min": 3}}}).uses_compiled_code()
-    assert config(["all"]).uses_compiled_code()
-    assert config(["num_chars"]).uses_compiled_code()
-    assert config(["none"], {"bounds": {"frac_alpha": {"min": 0.5}}}).uses_compiled_code()
-    assert config(["none"], {"c4": {}}).uses_compiled_code()
-    assert PipelineConfig(features=["none"], dedup_exact=True).uses_compiled_code()
+    assert config(["none"]).compiled_code() == ()
+    assert config(["num_tokens", "num_bytes"], {"bounds": {"num_tokens": {"min": 3}}}).compiled_code() == ()
+    assert config(["all"]).compiled_code() == ("features",)
+    assert config(["num_chars"]).compiled_code() == ("features",)
+    assert config(["none"], {"bounds": {"frac_alpha": {"min": 0.5}}}).compiled_code() == ("features",)
+    assert config(["none"], {"c4": {}}).compiled_code() == ("rules",)
+    assert config(["all"], {"c4": {}, "bounds": {"num_tokens": {"min": 3}}}).compiled_code() == ("features", "rules")
+    assert PipelineConfig(features=["none"], dedup_exact=True).compiled_code() == ("features",)
 
     preloads = []
     monkeypatch.setattr(forkserver, "ensure_running", lambda: None)
     monkeypatch.setattr(prep_forkserver.mp.get_context("forkserver"), "set_forkserver_preload", preloads.append)
-    monkeypatch.setattr(prep_forkserver, "_compiled", [True])
-    prep_forkserver.start_forkserver(False)
+    monkeypatch.setattr(prep_forkserver, "_compiled", [("features",)])
+    prep_forkserver.start_forkserver(())
     prep_forkserver.start_forkserver()  # a restart (the forkserver died) keeps the first choice
-    prep_forkserver.start_forkserver(True)
-    assert preloads == [["prep.cli", "prep.engines.local.preload"]] * 2 + [
-        ["prep.cli", "prep.engines.local.preload", "prep.engines.local.preload_compiled"]]
+    prep_forkserver.start_forkserver(("features", "rules"))
+    base = ["prep.cli", "prep.engines.local.preload"]
+    assert preloads == [base] * 2 + [
+        base + ["prep.engines.local.preload_features", "prep.engines.local.preload_rules"]]
 
 
 def test_a_cached_kernel_loads_without_numbas_refresh_and_a_missed_one_compiles(tmp_path):
@@ -490,22 +493,29 @@ print(got, refreshed, probed == [], kernel.total.stats.cache_hits.__len__())
     assert run() == ["45", "False", "True", "1"]  # loaded from the cache: neither refreshed nor probed
 
 
-def test_the_forkservers_compiled_preload_loads_the_features_without_numbas_refresh():
-    """The features' kernels, loaded from the cache as every run's forkserver loads them, compute; numba's context
-    was not refreshed (run twice: the first may compile, after an edit or in a fresh clone)."""
+def test_the_forkservers_compiled_preloads_load_without_numbas_optional_probes():
+    """The features' and the rules' kernels, loaded from the cache as every run's forkserver loads them, compute;
+    loading the rules' loop (whose code refers to numba's array functions, and so imports numba's linear algebra)
+    did not import scipy.linalg for numba's BLAS probe, nor cffi (~0.2 s and ~0.04 s), which stay importable.
+    Run twice: the first may compile (after an edit, or in a fresh clone)."""
     import subprocess
 
     code = """
 import sys
-import prep.engines.local.preload_compiled
+import prep.engines.local.preload_features, prep.engines.local.preload_rules
 from prep.text.features import compute_features
+from prep.text.filters import check_filters, text_verdict
 import pyarrow as pa
+probed = [m for m in ("cffi", "scipy.linalg") if m in sys.modules]
 got = compute_features(pa.array(["a b a"]), pa.array([[1, 2]], pa.list_(pa.uint32())), ["num_words", "top_2gram_frac"])
-print("numba.np.linalg" in sys.modules, got["num_words"].to_pylist(), got["top_2gram_frac"].to_pylist())
+verdict = text_verdict(pa.array(["one two", "This is one. This is two. This is three. This is four. This is five."]),
+                       check_filters({"c4": {}}, {}))
+import cffi, scipy.linalg.cython_blas  # still importable afterwards
+print(probed, got["num_words"].to_pylist(), verdict.keep.tolist())
 """
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "[3]", "[0.0]"], out.stdout + out.stderr
+    assert out.stdout.split() == ["[]", "[3]", "[False,", "True]"], out.stdout + out.stderr
 
 
 def test_numpy_dtype_of_every_numeric_arrow_type():

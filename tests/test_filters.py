@@ -408,3 +408,33 @@ def test_the_empty_rule_agrees_with_arrows_trim_on_every_code_point_and_random_b
             array = pa.array(texts, type_)
             array = array.slice(1, n - 2) if n > 2 else array
             assert (blank(array) == trimmed_empty(array)).all(), texts
+
+
+def test_the_rules_class_table_comes_from_the_cache_and_equals_a_fresh_build(tmp_path, monkeypatch):
+    """The rules' lookup table is kept in prep's cache directory (building it cost each worker ~0.07 s): the cached
+    one must be the table a fresh build gives, a damaged file is built again, and the bits agree with Python's
+    and Arrow's own classes."""
+    import pyarrow.compute as pc
+
+    from prep.text import _codes, features, filters
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    filters._classes.cache_clear()
+    class_ids, masks = features._char_classes()
+    fresh = filters._build_classes(masks[class_ids])
+    assert np.array_equal(filters._classes(), fresh)
+    (cached,) = (tmp_path / "prep").glob("filter-classes-*.npy")
+    assert np.array_equal(np.load(cached), fresh)
+    filters._classes.cache_clear()
+    assert np.array_equal(filters._classes(), fresh)  # read back
+    cached.write_bytes(b"not a numpy file")
+    filters._classes.cache_clear()
+    assert np.array_equal(filters._classes(), fresh)
+    chars = "a5 .$。«\n中"
+    regex_punct = pc.match_substring_regex(pa.array(list(chars)), r"^\pP$").to_pylist()
+    for ch, is_punct in zip(chars, regex_punct, strict=True):
+        bits = fresh[ord(ch)]
+        assert bool(bits & _codes.SPACE) == ch.isspace()
+        assert bool(bits & _codes.ALPHA) == ch.isalpha()
+        assert bool(bits & _codes.UNICODE_PUNCT) == is_punct
+        assert bool(bits & _codes.TERMINAL) == (ch in filters.TERMINAL_PUNCTUATION)

@@ -16,10 +16,7 @@ size with every feature (32 bytes a word and 12 a hash-table slot), paid only as
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import os
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
@@ -31,7 +28,7 @@ import xxhash
 
 from prep.errors import UserError
 from prep.text.arrow import arrow_of, binary_array, numpy_of, string_scalar, utf8_of
-from prep.text.cache import cache_dir
+from prep.text.cache import cached_table
 
 _F32, _I64 = pa.float32(), pa.int64()
 
@@ -188,11 +185,10 @@ def _code_point_bits() -> np.ndarray:
     (walking 1.1 M code points costs ~0.4 s, paid by every run's forkserver otherwise)."""
     recipe = repr((unicodedata.unidata_version, sorted(_BITS_OF_CATEGORY.items()), _CJK_BLOCKS,
                    (_ALPHA, _DIGIT, _UPPER, _SPACE, _PUNCT, _NON_ASCII, _CJK)))
-    path = cache_dir() / f"code-point-classes-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.npy"
-    with contextlib.suppress(OSError, ValueError):
-        bits = np.load(path)
-        if bits.shape == (0x110000,) and bits.dtype == np.uint8:
-            return bits
+    return cached_table("code-point-classes", recipe, _walk_code_points)
+
+
+def _walk_code_points() -> np.ndarray:
     bits = np.fromiter(
         (_BITS_OF_CATEGORY.get(unicodedata.category(chr(c)), 0) for c in range(0x110000)), np.uint8, 0x110000
     )
@@ -200,12 +196,6 @@ def _code_point_bits() -> np.ndarray:
     bits[0x80:] |= _NON_ASCII
     for first, last in _CJK_BLOCKS:
         bits[first : last + 1] |= _CJK
-    with contextlib.suppress(OSError):  # a read-only home: computed again next time
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, bits)
-        os.replace(tmp, path)
     return bits
 
 

@@ -20,8 +20,10 @@ those documents are counted as skipped, not dropped.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -42,6 +44,7 @@ from prep.text._codes import (
     UNICODE_PUNCT,
 )
 from prep.text.arrow import arrow_of, binary_array, numpy_of, utf8_of
+from prep.text.cache import cached_table
 
 # datatrove.utils.text.TERMINAL_PUNCTUATION (Unicode's Terminal_Punctuation characters), FineWeb's stop_chars
 TERMINAL_PUNCTUATION = (
@@ -235,11 +238,22 @@ def merge(first: Verdict, second: Verdict) -> Verdict:
 def _classes() -> np.ndarray:
     """Class bits of every code point: Python's isspace/isalpha, Unicode Nd, CJK as frac_cjk (all from the
     feature tables); punctuation as datatrove's PUNCTUATION_SET approximately: Unicode P*, the ASCII symbols
-    and the control characters, whitespace excepted."""
-    from prep.text import features
+    and the control characters, whitespace excepted. Kept in prep's cache directory (building it costs ~0.07 s
+    in each process that judges texts), keyed by the feature table, pyarrow's version (its regex engine's
+    classes) and this module's and the class bits' code."""
+    from prep.text import _codes, features
 
     class_ids, masks = features._char_classes()
     bits = masks[class_ids]
+    recipe = hashlib.sha256(bits.tobytes())
+    for module in (__file__, _codes.__file__):
+        recipe.update(Path(module).read_bytes())
+    return cached_table("filter-classes", f"{recipe.hexdigest()} {pa.__version__}", lambda: _build_classes(bits))
+
+
+def _build_classes(bits: np.ndarray) -> np.ndarray:
+    from prep.text import features
+
     space = (bits & features._SPACE) > 0
     punct = (bits & features._PUNCT) > 0
     punct[:0x20] = punct[0x7F:0xA0] = True

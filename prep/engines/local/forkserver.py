@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import signal
 import warnings
+from collections.abc import Sequence
 from multiprocessing import forkserver
 
 from prep.core.threads import single_thread_env
@@ -19,22 +20,23 @@ TRACKER_WARNING = "resource_tracker: process died unexpectedly"  # a new one is 
 
 
 _PRELOAD = ["prep.cli", "prep.engines.local.preload"]
-_compiled = [True]  # whether the forkserver also loads the compiled code: the first start decides, restarts follow
+_PRELOAD_COMPILED = {"features": "prep.engines.local.preload_features", "rules": "prep.engines.local.preload_rules"}
+_compiled = [("features",)]  # the compiled code the forkserver loads too: the first start decides, restarts follow
 
 
-def start_forkserver(compiled: bool | None = None) -> None:
+def start_forkserver(compiled: Sequence[str] | None = None) -> None:
     """Start the forkserver (unless it runs), with its preload, while SIGINT is ignored: the disposition passes
     through its exec to every worker and writer from birth, so a Ctrl-C to the process group (a terminal's)
     reaches only the coordinator, even while a child is still starting. A dead resource tracker is started again
     on the way, with a warning that does not apply: no segment of ours is tracked. `prep run` calls it as soon as
     it knows its pipeline, so that the forkserver imports the heavy modules while the coordinator checks the
-    request. `compiled`: whether it loads the features' compiled code too (when the pipeline computes them)."""
+    request. `compiled`: which compiled code it loads too (`PipelineConfig.compiled_code`: what the pipeline runs)."""
     single_thread_env()  # inherited by every worker: one tokenizer thread each
     # Every child runs the main script again (multiprocessing's preparation; Python 3.11's forkserver cannot preload
     # "__main__" itself): for the `prep` command that imports the CLI and typer, imported once here instead.
     if compiled is not None:
-        _compiled[0] = compiled
-    extra = ["prep.engines.local.preload_compiled"] if _compiled[0] else []
+        _compiled[0] = tuple(compiled)
+    extra = [_PRELOAD_COMPILED[part] for part in _compiled[0]]
     mp.get_context("forkserver").set_forkserver_preload(_PRELOAD + extra)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -1,8 +1,8 @@
 """Imported once by the forkserver, before any worker forks from it.
 
 Workers (and their replacements after a crash) then start with the heavy modules imported instead of paying
-for them on their critical path. The features' compiled code is `preload_compiled`'s, loaded only for a pipeline
-that runs it.
+for them on their critical path. Compiled code is `preload_features`'s and `preload_rules`'s, each loaded only for
+a pipeline that runs it.
 """
 
 import sys
