@@ -297,7 +297,7 @@ def nothing():
 
 
 if __name__ == "__main__":
-    start_forkserver(True)
+    start_forkserver(("features", "rules"))
     child = mp.get_context("forkserver").Process(target=nothing)  # once a child ran, the preload is done
     child.start()
     child.join()
