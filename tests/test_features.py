@@ -493,6 +493,27 @@ print(got, refreshed, probed == [], kernel.total.stats.cache_hits.__len__())
     assert run() == ["45", "False", "True", "1"]  # loaded from the cache: neither refreshed nor probed
 
 
+def test_numbas_import_through_prep_leaves_out_scipy_and_yaml_unless_a_numba_config_needs_it(tmp_path):
+    """prep.text._numba imports numba without scipy (numba imports it only to check its version) and without yaml
+    (read only for a .numba_config.yaml in the working directory); with such a file there, yaml is imported as
+    numba needs it. Both stay importable afterwards."""
+    import subprocess
+
+    code = """
+import sys
+import prep.text._numba
+print("scipy" in sys.modules, "yaml" in sys.modules)
+import scipy, yaml
+"""
+    def run(cwd) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd)
+        return out.stdout.split()
+
+    assert run(tmp_path) == ["False", "False"]
+    (tmp_path / ".numba_config.yaml").write_text("")
+    assert run(tmp_path) == ["False", "True"]
+
+
 def test_the_forkservers_compiled_preloads_load_without_numbas_optional_probes():
     """The features' and the rules' kernels, loaded from the cache as every run's forkserver loads them, compute;
     loading the rules' loop (whose code refers to numba's array functions, and so imports numba's linear algebra)
