@@ -444,16 +444,17 @@ def test_only_pipelines_that_run_compiled_code_load_it(monkeypatch):
     assert config(["all"], {"c4": {}, "bounds": {"num_tokens": {"min": 3}}}).compiled_code() == ("features", "rules")
     assert PipelineConfig(features=["none"], dedup_exact=True).compiled_code() == ("features",)
 
-    preloads = []
+    told = []
     monkeypatch.setattr(forkserver, "ensure_running", lambda: None)
-    monkeypatch.setattr(prep_forkserver.mp.get_context("forkserver"), "set_forkserver_preload", preloads.append)
+    monkeypatch.setattr(prep_forkserver, "forkserver_alive", lambda: False)  # every call starts one
+    monkeypatch.setattr(prep_forkserver, "_tell", told.append)
     monkeypatch.setattr(prep_forkserver, "_compiled", [("features",)])
     prep_forkserver.start_forkserver(())
     prep_forkserver.start_forkserver()  # a restart (the forkserver died) keeps the first choice
     prep_forkserver.start_forkserver(("features", "rules"))
-    base = ["prep.cli", "prep.engines.local.preload"]
-    assert preloads == [base] * 2 + [
-        base + ["prep.engines.local.preload_features", "prep.engines.local.preload_rules"]]
+    assert told == [(), (), ("features", "rules")]
+    assert [prep_forkserver.PRELOAD_COMPILED[part] for part in ("features", "rules")] == [
+        "prep.engines.local.preload_features", "prep.engines.local.preload_rules"]
 
 
 def test_a_cached_kernel_loads_without_numbas_refresh_and_a_missed_one_compiles(tmp_path):

@@ -322,3 +322,63 @@ def test_the_forkserver_holds_no_thread_when_it_forks(tmp_path):
     threads = proc.stdout.split()
     assert threads[0] == "threads" and threads[-2:] == ["child", "0"]
     assert len([name for name in threads[1:-2] if name != "jemalloc_bg_thd"]) == 1, threads  # its main thread
+
+
+EARLY_FORKSERVER = """
+import multiprocessing as mp
+import os
+import sys
+import time
+
+from prep.engines.local.forkserver import CHOICE_ENV, start_forkserver
+
+
+def loaded():
+    print(*(name in sys.modules for name in ("prep.text._kernels", "prep.text._feature_kernel", "typer")))
+
+
+if __name__ == "__main__":
+    start_forkserver(early=True)
+    time.sleep(float(sys.argv[1]))  # `prep run` parses its command line and reads the pipeline meanwhile
+    start_forkserver(("rules",))
+    child = mp.get_context("forkserver").Process(target=loaded)
+    child.start()
+    child.join()
+    print("choice left", os.path.exists(os.environ[CHOICE_ENV]))
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 2.0])
+def test_a_forkserver_started_early_loads_the_compiled_code_it_is_told_later(tmp_path, delay):
+    """`prep run` starts its forkserver before its command line is parsed (prep.launch): the forkserver waits
+    for the choice of compiled code after its other imports, then loads that (here the rules', not the
+    features'), whether it is told before it gets there or after (2 s: it waits). The command line's typer is
+    not in the children, and the file that carried the choice is gone."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(EARLY_FORKSERVER, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script), str(delay)], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["True False False", "choice left False"], proc.stdout
+
+
+def test_the_command_line_starts_a_forkserver_early_only_for_a_local_run(tmp_path, monkeypatch):
+    """prep.launch's guess from the raw arguments; and a choice told to a forkserver killed before it read it is
+    removed with it."""
+    from prep.engines.local import forkserver
+    from prep.launch import _local_run
+
+    assert _local_run(["run", "--input", "x", "--output", "y"])
+    assert _local_run(["run", "--engine", "local"]) and _local_run(["run", "--engine=local"])
+    assert not _local_run(["run", "--engine", "ray"]) and not _local_run(["run", "--engine=ray"])
+    assert not _local_run(["run", "--help"]) and not _local_run(["inspect", "out"]) and not _local_run([])
+    path = tmp_path / "choice"
+    monkeypatch.setenv(forkserver.CHOICE_ENV, str(path))
+    monkeypatch.setattr(forkserver, "_told", [False])
+    forkserver._tell(("features",))
+    assert path.read_text() == "features\n"
+    forkserver.kill_forkserver()
+    assert not path.exists()

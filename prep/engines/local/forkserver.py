@@ -9,35 +9,47 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import secrets
 import signal
+import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from multiprocessing import forkserver
+from pathlib import Path
 
 from prep.core.threads import single_thread_env
 
 TRACKER_WARNING = "resource_tracker: process died unexpectedly"  # a new one is started; it tracks nothing of ours
 
 
-_PRELOAD = ["prep.cli", "prep.engines.local.preload"]
-_PRELOAD_COMPILED = {"features": "prep.engines.local.preload_features", "rules": "prep.engines.local.preload_rules"}
-_compiled = [("features",)]  # the compiled code the forkserver loads too: the first start decides, restarts follow
+_PRELOAD = ["prep.engines.local.preload", "prep.engines.local.preload_compiled"]
+PRELOAD_COMPILED = {"features": "prep.engines.local.preload_features", "rules": "prep.engines.local.preload_rules"}
+CHOICE_ENV = "PREP_FORKSERVER_COMPILED"  # the file in which a starting forkserver finds the compiled code to load
+_compiled = [("features",)]  # the compiled code the forkserver loads: the first start decides, restarts follow
+_told = [True]  # whether the running forkserver was told it (one started early waits for it)
 
 
-def start_forkserver(compiled: Sequence[str] | None = None) -> None:
+def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = False) -> None:
     """Start the forkserver (unless it runs), with its preload, while SIGINT is ignored: the disposition passes
     through its exec to every worker and writer from birth, so a Ctrl-C to the process group (a terminal's)
     reaches only the coordinator, even while a child is still starting. A dead resource tracker is started again
-    on the way, with a warning that does not apply: no segment of ours is tracked. `prep run` calls it as soon as
-    it knows its pipeline, so that the forkserver imports the heavy modules while the coordinator checks the
-    request. `compiled`: which compiled code it loads too (`PipelineConfig.compiled_code`: what the pipeline runs)."""
+    on the way, with a warning that does not apply: no segment of ours is tracked.
+
+    `compiled`: which compiled code it loads too (`PipelineConfig.compiled_code`: what the pipeline runs). `early`:
+    `prep run` starts it before its command line is parsed (`prep.launch`), when that is not known yet; the
+    forkserver imports the rest meanwhile and waits for it, which the next call that passes `compiled` gives."""
     single_thread_env()  # inherited by every worker: one tokenizer thread each
-    # Every child runs the main script again (multiprocessing's preparation; Python 3.11's forkserver cannot preload
-    # "__main__" itself): for the `prep` command that imports the CLI and typer, imported once here instead.
     if compiled is not None:
         _compiled[0] = tuple(compiled)
-    extra = [_PRELOAD_COMPILED[part] for part in _compiled[0]]
-    mp.get_context("forkserver").set_forkserver_preload(_PRELOAD + extra)
+    if not forkserver_alive():
+        _told[0] = False
+    _choice_path()  # named in the environment before the forkserver inherits it
+    if not _told[0] and not early:
+        _tell(_compiled[0])
+    # Every child runs the main script again (multiprocessing's preparation): for the `prep` command that is
+    # `prep.launch`, which imports nothing heavy. Python 3.11's forkserver cannot preload "__main__" itself.
+    mp.get_context("forkserver").set_forkserver_preload(_PRELOAD)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with warnings.catch_warnings():
@@ -45,6 +57,39 @@ def start_forkserver(compiled: Sequence[str] | None = None) -> None:
             forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _choice_path() -> Path:
+    """Where this process tells its forkserver the compiled code to load (named in the environment it inherits)."""
+    if CHOICE_ENV not in os.environ:
+        name = f"prep-{os.getpid()}-{secrets.token_hex(8)}.compiled"
+        os.environ[CHOICE_ENV] = str(Path(tempfile.gettempdir()) / name)
+    return Path(os.environ[CHOICE_ENV])
+
+
+def _tell(parts: Sequence[str]) -> None:
+    """Write the choice whole, then give it its name: the forkserver never reads half of it."""
+    path = _choice_path()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(" ".join(parts) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    _told[0] = True
+
+
+def await_choice(timeout: float = 60.0) -> tuple[str, ...]:
+    """In the forkserver: the compiled code to load, once its starter has said (the file is then removed). Nothing
+    if its starter died first, or took over `timeout` seconds: the workers then load what they run themselves."""
+    path = Path(os.environ.get(CHOICE_ENV, ""))
+    starter, deadline = os.getppid(), time.monotonic() + timeout
+    while path.name:
+        with contextlib.suppress(FileNotFoundError):
+            parts = path.read_text(encoding="utf-8").split()
+            path.unlink(missing_ok=True)
+            return tuple(part for part in parts if part in PRELOAD_COMPILED)
+        if os.getppid() != starter or time.monotonic() > deadline:
+            break
+        time.sleep(0.001)
+    return ()
 
 
 def _forkserver_pid() -> int | None:
@@ -59,6 +104,8 @@ def kill_forkserver() -> None:
     if pid is not None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    if CHOICE_ENV in os.environ:  # told, but killed before it read it
+        _choice_path().unlink(missing_ok=True)
 
 
 def forkserver_alive() -> bool:
