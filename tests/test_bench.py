@@ -169,6 +169,24 @@ def test_tiny_bench_checks_tokens_and_computes_fractions(tmp_path: Path, monkeyp
     assert page.count("<svg") >= 3
 
 
+def test_the_warm_up_compiles_preps_bytecode_and_fills_numbas_cache_before_timing(tmp_path: Path, monkeypatch):
+    """The bench times what a user's second run finds: prep's modules compiled to bytecode (this sandbox sets
+    PYTHONDONTWRITEBYTECODE, under which every timed process compiled them again) and numba's cache of the
+    features' and the rules' compiled code filled, by a process of the interpreter the runs use."""
+    import compileall
+
+    import prep
+
+    compiled, ran = [], []
+    monkeypatch.setattr(compileall, "compile_dir", lambda path, quiet: compiled.append(Path(path)))
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kwargs: ran.append((cmd, kwargs)))
+    bench.warm_up(tmp_path / "warm")
+    assert compiled == [Path(prep.__file__).resolve().parent]
+    ((cmd, kwargs),) = ran
+    assert cmd[:2] == [sys.executable, "-c"] and kwargs["check"] is True
+    assert "features.prepare()" in cmd[2] and "filters.prepare(compiled=True)" in cmd[2]
+
+
 def test_a_wrong_token_count_is_flagged_and_fails_the_command(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(bench, "read_prep_tokens", lambda out: 1 + json.loads(
         (out / "_manifest.json").read_text())["counts"]["tokens"])
