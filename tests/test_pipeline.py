@@ -366,8 +366,11 @@ def test_a_forkserver_started_early_loads_the_compiled_code_it_is_told_later(tmp
 
 
 def test_the_command_line_starts_a_forkserver_early_only_for_a_local_run(tmp_path, monkeypatch):
-    """prep.launch's guess from the raw arguments; and a choice told to a forkserver killed before it read it is
-    removed with it."""
+    """prep.launch's guess from the raw arguments; a process tells its own forkserver in a file of its own, not in
+    one named in the environment it inherited (a test or tool that started `prep run` itself, then runs the
+    command); and a choice told to a forkserver killed before it read it is removed with it."""
+    import os
+
     from prep.engines.local import forkserver
     from prep.launch import _local_run
 
@@ -375,10 +378,13 @@ def test_the_command_line_starts_a_forkserver_early_only_for_a_local_run(tmp_pat
     assert _local_run(["run", "--engine", "local"]) and _local_run(["run", "--engine=local"])
     assert not _local_run(["run", "--engine", "ray"]) and not _local_run(["run", "--engine=ray"])
     assert not _local_run(["run", "--help"]) and not _local_run(["inspect", "out"]) and not _local_run([])
-    path = tmp_path / "choice"
-    monkeypatch.setenv(forkserver.CHOICE_ENV, str(path))
+    inherited = tmp_path / "inherited"
+    monkeypatch.setenv(forkserver.CHOICE_ENV, str(inherited))
+    monkeypatch.setattr(forkserver, "_choice", [None])
     monkeypatch.setattr(forkserver, "_told", [False])
     forkserver._tell(("features",))
+    path = forkserver._choice[0]
+    assert path != inherited and os.environ[forkserver.CHOICE_ENV] == str(path) and not inherited.exists()
     assert path.read_text() == "features\n"
     forkserver.kill_forkserver()
     assert not path.exists()

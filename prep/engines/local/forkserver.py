@@ -28,6 +28,7 @@ PRELOAD_COMPILED = {"features": "prep.engines.local.preload_features", "rules": 
 CHOICE_ENV = "PREP_FORKSERVER_COMPILED"  # the file in which a starting forkserver finds the compiled code to load
 _compiled = [("features",)]  # the compiled code the forkserver loads: the first start decides, restarts follow
 _told = [True]  # whether the running forkserver was told it (one started early waits for it)
+_choice: list[Path | None] = [None]  # the file that tells it (`_choice_path`)
 
 
 def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = False) -> None:
@@ -60,11 +61,12 @@ def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = Fal
 
 
 def _choice_path() -> Path:
-    """Where this process tells its forkserver the compiled code to load (named in the environment it inherits)."""
-    if CHOICE_ENV not in os.environ:
-        name = f"prep-{os.getpid()}-{secrets.token_hex(8)}.compiled"
-        os.environ[CHOICE_ENV] = str(Path(tempfile.gettempdir()) / name)
-    return Path(os.environ[CHOICE_ENV])
+    """Where this process tells its forkserver the compiled code to load: a name of its own (not one inherited from a
+    process that started `prep run` itself), put in the environment the forkserver inherits."""
+    if _choice[0] is None:
+        _choice[0] = Path(tempfile.gettempdir()) / f"prep-{os.getpid()}-{secrets.token_hex(8)}.compiled"
+    os.environ[CHOICE_ENV] = str(_choice[0])
+    return _choice[0]
 
 
 def _tell(parts: Sequence[str]) -> None:
@@ -104,8 +106,8 @@ def kill_forkserver() -> None:
     if pid is not None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    if CHOICE_ENV in os.environ:  # told, but killed before it read it
-        _choice_path().unlink(missing_ok=True)
+    if _choice[0] is not None:  # told, but killed before it read it
+        _choice[0].unlink(missing_ok=True)
 
 
 def forkserver_alive() -> bool:
