@@ -444,10 +444,10 @@ def test_only_pipelines_that_run_compiled_code_load_it(monkeypatch):
     assert config(["all"], {"c4": {}, "bounds": {"num_tokens": {"min": 3}}}).compiled_code() == ("features", "rules")
     assert PipelineConfig(features=["none"], dedup_exact=True).compiled_code() == ("features",)
 
-    told = []
-    monkeypatch.setattr(forkserver, "ensure_running", lambda: None)
+    told = []  # what each forkserver started finds in its environment, and would load
+    monkeypatch.setenv(prep_forkserver.CHOICE_ENV, "")
+    monkeypatch.setattr(forkserver, "ensure_running", lambda: told.append(prep_forkserver.await_choice()))
     monkeypatch.setattr(prep_forkserver, "forkserver_alive", lambda: False)  # every call starts one
-    monkeypatch.setattr(prep_forkserver, "_tell", told.append)
     monkeypatch.setattr(prep_forkserver, "_compiled", [("features",)])
     prep_forkserver.start_forkserver(())
     prep_forkserver.start_forkserver()  # a restart (the forkserver died) keeps the first choice

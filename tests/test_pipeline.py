@@ -330,7 +330,7 @@ import os
 import sys
 import time
 
-from prep.engines.local.forkserver import CHOICE_ENV, start_forkserver
+from prep.engines.local import forkserver
 
 
 def loaded():
@@ -338,39 +338,43 @@ def loaded():
 
 
 if __name__ == "__main__":
-    start_forkserver(early=True)
+    forkserver.start_forkserver(early=True)
+    first = forkserver._forkserver_pid()
+    choice = forkserver._choice_file()
+    if sys.argv[2] == "unwritable":
+        forkserver._choice[0] = choice.parent / "no-such-directory" / choice.name
     time.sleep(float(sys.argv[1]))  # `prep run` parses its command line and reads the pipeline meanwhile
-    start_forkserver(("rules",))
+    forkserver.start_forkserver(("rules",))
     child = mp.get_context("forkserver").Process(target=loaded)
     child.start()
     child.join()
-    print("choice left", os.path.exists(os.environ[CHOICE_ENV]))
+    print("choice left", os.path.exists(choice), "replaced", forkserver._forkserver_pid() != first)
 """
 
 
-@pytest.mark.parametrize("delay", [0.0, 2.0])
-def test_a_forkserver_started_early_loads_the_compiled_code_it_is_told_later(tmp_path, delay):
+@pytest.mark.parametrize(("delay", "choice"), [(0.0, "written"), (2.0, "written"), (0.0, "unwritable")])
+def test_a_forkserver_started_early_loads_the_compiled_code_it_is_told_later(tmp_path, delay, choice):
     """`prep run` starts its forkserver before its command line is parsed (prep.launch): the forkserver waits
     for the choice of compiled code after its other imports, then loads that (here the rules', not the
     features'), whether it is told before it gets there or after (2 s: it waits). The command line's typer is
-    not in the children, and the file that carried the choice is gone."""
+    not in the children, and the file that carried the choice is gone. Where the choice cannot be written, the
+    waiting forkserver is replaced by one told at its start, which loads the same."""
     import subprocess
     import sys
 
     script = tmp_path / "script.py"
     script.write_text(EARLY_FORKSERVER, encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(script), str(delay)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    proc = subprocess.run([sys.executable, str(script), str(delay), choice], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[:2] == ["True False False", "choice left False"], proc.stdout
+    replaced = choice == "unwritable"
+    assert proc.stdout.split("\n")[:2] == ["True False False", f"choice left False replaced {replaced}"], proc.stdout
 
 
 def test_the_command_line_starts_a_forkserver_early_only_for_a_local_run(tmp_path, monkeypatch):
     """prep.launch's guess from the raw arguments; a process tells its own forkserver in a file of its own, not in
     one named in the environment it inherited (a test or tool that started `prep run` itself, then runs the
     command); and a choice told to a forkserver killed before it read it is removed with it."""
-    import os
-
     from prep.engines.local import forkserver
     from prep.launch import _local_run
 
@@ -384,7 +388,7 @@ def test_the_command_line_starts_a_forkserver_early_only_for_a_local_run(tmp_pat
     monkeypatch.setattr(forkserver, "_told", [False])
     forkserver._tell(("features",))
     path = forkserver._choice[0]
-    assert path != inherited and os.environ[forkserver.CHOICE_ENV] == str(path) and not inherited.exists()
+    assert path != inherited and not inherited.exists()
     assert path.read_text() == "features\n"
     forkserver.kill_forkserver()
     assert not path.exists()

@@ -25,10 +25,11 @@ TRACKER_WARNING = "resource_tracker: process died unexpectedly"  # a new one is 
 
 _PRELOAD = ["prep.engines.local.preload", "prep.engines.local.preload_compiled"]
 PRELOAD_COMPILED = {"features": "prep.engines.local.preload_features", "rules": "prep.engines.local.preload_rules"}
-CHOICE_ENV = "PREP_FORKSERVER_COMPILED"  # the file in which a starting forkserver finds the compiled code to load
+# What a starting forkserver loads besides: the compiled code's names, or (started early) a file that will hold them.
+CHOICE_ENV = "PREP_FORKSERVER_COMPILED"
 _compiled = [("features",)]  # the compiled code the forkserver loads: the first start decides, restarts follow
 _told = [True]  # whether the running forkserver was told it (one started early waits for it)
-_choice: list[Path | None] = [None]  # the file that tells it (`_choice_path`)
+_choice: list[Path | None] = [None]  # the file that tells one started early (`_choice_file`)
 
 
 def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = False) -> None:
@@ -39,15 +40,27 @@ def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = Fal
 
     `compiled`: which compiled code it loads too (`PipelineConfig.compiled_code`: what the pipeline runs). `early`:
     `prep run` starts it before its command line is parsed (`prep.launch`), when that is not known yet; the
-    forkserver imports the rest meanwhile and waits for it, which the next call that passes `compiled` gives."""
+    forkserver imports the rest meanwhile and waits for it, which the next call that passes `compiled` gives
+    (through a file: where none can be written, it is not started early)."""
     single_thread_env()  # inherited by every worker: one tokenizer thread each
     if compiled is not None:
         _compiled[0] = tuple(compiled)
-    if not forkserver_alive():
-        _told[0] = False
-    _choice_path()  # named in the environment before the forkserver inherits it
-    if not _told[0] and not early:
-        _tell(_compiled[0])
+    alive = forkserver_alive()
+    if alive and not _told[0] and compiled is not None:
+        try:
+            _tell(_compiled[0])
+        except OSError:  # it would wait in vain: one that is told at its start replaces it
+            _kill_and_wait()
+            alive = False
+    if not alive:
+        if early:
+            try:
+                os.environ[CHOICE_ENV] = str(_choice_file())
+            except OSError:  # no file to tell it through: it starts later, told at its start
+                return
+        else:
+            os.environ[CHOICE_ENV] = " ".join(_compiled[0])
+        _told[0] = not early
     # Every child runs the main script again (multiprocessing's preparation): for the `prep` command that is
     # `prep.launch`, which imports nothing heavy. Python 3.11's forkserver cannot preload "__main__" itself.
     mp.get_context("forkserver").set_forkserver_preload(_PRELOAD)
@@ -60,38 +73,43 @@ def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = Fal
         signal.signal(signal.SIGINT, previous)
 
 
-def _choice_path() -> Path:
-    """Where this process tells its forkserver the compiled code to load: a name of its own (not one inherited from a
-    process that started `prep run` itself), put in the environment the forkserver inherits."""
+def _choice_file() -> Path:
+    """The file in which this process tells a forkserver it started early the compiled code to load: a name of its
+    own, not yet there."""
     if _choice[0] is None:
         _choice[0] = Path(tempfile.gettempdir()) / f"prep-{os.getpid()}-{secrets.token_hex(8)}.compiled"
-    os.environ[CHOICE_ENV] = str(_choice[0])
     return _choice[0]
 
 
 def _tell(parts: Sequence[str]) -> None:
     """Write the choice whole, then give it its name: the forkserver never reads half of it."""
-    path = _choice_path()
+    path = _choice_file()
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(" ".join(parts) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(" ".join(parts) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     _told[0] = True
 
 
 def await_choice(timeout: float = 60.0) -> tuple[str, ...]:
-    """In the forkserver: the compiled code to load, once its starter has said (the file is then removed). Nothing
-    if its starter died first, or took over `timeout` seconds: the workers then load what they run themselves."""
-    path = Path(os.environ.get(CHOICE_ENV, ""))
-    starter, deadline = os.getppid(), time.monotonic() + timeout
-    while path.name:
-        with contextlib.suppress(FileNotFoundError):
-            parts = path.read_text(encoding="utf-8").split()
-            path.unlink(missing_ok=True)
-            return tuple(part for part in parts if part in PRELOAD_COMPILED)
-        if os.getppid() != starter or time.monotonic() > deadline:
-            break
-        time.sleep(0.001)
-    return ()
+    """In the forkserver: the compiled code to load, as its starter said, at the start or (started early) once it
+    says it (the file is then removed). Nothing if its starter died first, or took over `timeout` seconds: the
+    workers then load what they run themselves."""
+    said = os.environ.get(CHOICE_ENV, "")
+    if os.path.isabs(said):
+        path, said = Path(said), ""
+        starter, deadline = os.getppid(), time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                said = path.read_text(encoding="utf-8")
+                path.unlink(missing_ok=True)
+                break
+            if os.getppid() != starter or time.monotonic() > deadline:
+                break
+            time.sleep(0.001)
+    return tuple(part for part in said.split() if part in PRELOAD_COMPILED)
 
 
 def _forkserver_pid() -> int | None:
@@ -108,6 +126,16 @@ def kill_forkserver() -> None:
             os.kill(pid, signal.SIGKILL)
     if _choice[0] is not None:  # told, but killed before it read it
         _choice[0].unlink(missing_ok=True)
+
+
+def _kill_and_wait() -> None:
+    """Kill the forkserver and wait until it is dead, leaving it for multiprocessing to reap when it starts the
+    next (which would otherwise take a dying one for alive)."""
+    pid = _forkserver_pid()
+    kill_forkserver()
+    if pid is not None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
 
 
 def forkserver_alive() -> bool:
