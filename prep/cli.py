@@ -116,7 +116,7 @@ def run(
     from prep.config import apply_overrides, load_pipeline
 
     features_asked = [f.strip() for f in features.split(",") if f.strip()] if features else None
-    if engine == "local":  # as soon as the pipeline is known: the forkserver's imports then overlap this command's
+    if engine == "local":  # as soon as the pipeline is known: the forkserver (started by prep.launch) is told it
         from prep.engines.local.forkserver import start_forkserver
 
         with contextlib.suppress(UserError):  # a bad pipeline is said below

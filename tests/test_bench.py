@@ -184,7 +184,10 @@ def test_the_warm_up_compiles_preps_bytecode_and_fills_numbas_cache_before_timin
     assert compiled == [Path(prep.__file__).resolve().parent]
     ((cmd, kwargs),) = ran
     assert cmd[:2] == [sys.executable, "-c"] and kwargs["check"] is True
-    assert "features.prepare()" in cmd[2] and "filters.prepare(compiled=True)" in cmd[2]
+    from prep.engines.local.forkserver import PRELOAD_COMPILED
+
+    assert set(PRELOAD_COMPILED) == {"features", "rules"}  # the features' and the rules' compiled code, both
+    assert cmd[2] == "import " + ", ".join(PRELOAD_COMPILED.values())
 
 
 def test_a_wrong_token_count_is_flagged_and_fails_the_command(tmp_path: Path, monkeypatch):
