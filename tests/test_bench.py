@@ -437,3 +437,29 @@ def test_targets_are_met_at_the_threshold_and_left_out_when_not_measured():
         ("summed peak RSS of the process tree, 2 workers, MB", "prep tokenizers w2 random", False),
         ("summed peak RSS of the process tree, 2 workers, MB", "prep tiktoken w2 random", False)}
     assert bench.targets(_made_up("1.0.0-rc.3")) == [] and bench.format_targets([]) == []
+
+
+def test_the_filters_scenario_times_decoding_alone_and_each_group_of_features():
+    """The rows that show what every rule set shares and what each group of features costs: "decoding alone" must
+    judge nothing (each rule set skips each text, English or Chinese, so only the decoding is left), and every
+    text feature must be in exactly one group, so that the groups account for the features' whole cost."""
+    from prep.text.features import FEATURES
+    from prep.text.filters import RULE_SETS, text_verdict
+
+    texts = pa.array(["", "Short.", "中文的句子。", "The cat sat on the mat. " * 40, "x" * 3000])
+    verdict = text_verdict(texts, bench.decoding_only())
+    assert verdict.keep.all() and verdict.counts() == {}
+    assert verdict.skipped == dict.fromkeys(RULE_SETS, len(texts))
+
+    grouped = [name for names in bench.FEATURE_GROUPS.values() for name in names]
+    text_features = [f for f in FEATURES if f not in ("num_tokens", "chars_per_token", "unique_token_ratio")]
+    assert sorted(grouped) == sorted(set(text_features) - {"num_bytes"})  # num_bytes: Arrow's offsets, no pass
+
+    costs = bench.filter_costs([pa.table({"text": texts})], repeats=1)
+    assert set(costs["cpu_ms_per_mib"]) == {
+        *RULE_SETS, "all rule sets", "decoding alone (every rule set skips every text)", "features (text ones)",
+        *(f"features: {group}" for group in bench.FEATURE_GROUPS)}
+    result = _made_up("1.0.0-rc.3") | {"notes": [], "corpora": {}, "problems": [], "filters": costs}
+    result["machine"] |= {"cpus": 2, "cpu_model": "x", "note": ""}
+    report = bench.format_report(result)
+    assert "features: top n-grams" in report and "decoding alone" in report
