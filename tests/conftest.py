@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import itertools
 import json
 import os
@@ -21,6 +22,14 @@ BERT_ZH = SHARED / "tokenizers" / "bert-base-chinese.tokenizer.json"
 QWEN2 = SHARED / "tokenizers" / "qwen2.tokenizer.reconstructed.json"
 SAMPLE = ROOT / "sample_data"
 SAMPLE_TOKENIZER = SAMPLE / "tokenizer.json"
+
+
+def load_script(name: str):  # noqa: ANN201 - a module
+    """scripts/NAME.py as a module: what a script measures or generates, the tests check with its own code."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 NO_SKIP = os.environ.get("PREP_NO_SKIP") == "1" or os.environ.get("CI", "").lower() in ("1", "true")

@@ -318,13 +318,9 @@ def test_every_feature_has_a_one_line_definition():
 
 def test_readme_feature_table_is_the_code_s_definitions():
     """One definition per feature: the README's table is generated from prep.text.features.FEATURES."""
-    import importlib.util
+    from conftest import ROOT, load_script
 
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("feature_table", ROOT / "scripts" / "feature_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("feature_table")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert module.table() in readme, "README's feature table differs: run python scripts/feature_table.py"
     for name in FEATURES:

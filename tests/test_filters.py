@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import CORPUS, GPT2, ROOT, corpus_docs, prep_cmd, shard_bytes_of, write_jsonl
+from conftest import GPT2, ROOT, corpus_docs, load_script, prep_cmd, shard_bytes_of, write_jsonl
 
 from prep.config import load_pipeline
 from prep.errors import UserError
@@ -352,30 +351,18 @@ def test_resume_refused_when_filters_differ(tmp_path: Path) -> None:
     check_resumable(tmp_path, recorded, dict(fingerprint, config=old.output_fingerprint()))
 
 
-def english_docs(step: int) -> list[tuple[str, str]]:
-    """Every `step`-th document of every English file of the shared corpus (empty texts left out)."""
-    docs = []
-    for path in sorted(CORPUS.glob("en_*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            docs += [(path.name, json.loads(line)["text"]) for i, line in enumerate(f) if i % step == 0]
-    return [d for d in docs if d[1].strip()]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RULE_SETS))
 def test_agrees_with_datatrove_on_the_english_corpus(name: str) -> None:
     """datatrove's own filter (English words by spaCy's blank tokenizer: nothing is downloaded) against
-    ours, keep/drop per document, on every third document of every English file of the shared corpus."""
-    from datatrove.data import Document
-    from datatrove.pipeline import filters
-
-    theirs = {"gopher_quality": filters.GopherQualityFilter, "gopher_repetition": filters.GopherRepetitionFilter,
-              "c4": filters.C4QualityFilter, "fineweb": filters.FineWebQualityFilter}[name]()
-    docs = english_docs(3)
-    ours = text_verdict(pa.array([t for _, t in docs], pa.large_string()), check_filters({name: {}}, FEATURES)).keep
-    kept = np.array([theirs.filter(Document(text=t, id=str(i))) is True for i, (_, t) in enumerate(docs)])
+    ours, keep/drop per document, on every third document of every English file of the shared corpus (the
+    documents and datatrove's decisions as scripts/word_split_agreement.py takes them)."""
+    datatrove = load_script("word_split_agreement")
+    texts = datatrove.english_docs(3)
+    ours = text_verdict(pa.array(texts, pa.large_string()), check_filters({name: {}}, FEATURES)).keep
+    kept = datatrove.decisions(texts, (name,))[name]
     agreement = float((kept == ours).mean())
-    assert agreement >= 0.98, f"{name}: {agreement:.4f} of {len(docs)} documents"
+    assert agreement >= 0.98, f"{name}: {agreement:.4f} of {len(texts)} documents"
     assert 0.02 < kept.mean() < 0.98  # the rules do decide something on this corpus
 
 
