@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -340,15 +341,19 @@ def loaded():
 if __name__ == "__main__":
     forkserver.start_forkserver(early=True)
     first = forkserver._forkserver_pid()
-    choice = forkserver._choice_file()
     if sys.argv[2] == "unwritable":
-        forkserver._choice[0] = choice.parent / "no-such-directory" / choice.name
+        os.close(forkserver._choice_fd())  # the write fails
+    if sys.argv[2] == "killed":  # told while it still imports, then the whole job is killed (by the test)
+        forkserver.start_forkserver(("rules",))
+        print("told", first, flush=True)
+        time.sleep(60)
     time.sleep(float(sys.argv[1]))  # `prep run` parses its command line and reads the pipeline meanwhile
     forkserver.start_forkserver(("rules",))
     child = mp.get_context("forkserver").Process(target=loaded)
     child.start()
     child.join()
-    print("choice left", os.path.exists(choice), "replaced", forkserver._forkserver_pid() != first)
+    ours = [name for name in os.listdir(os.environ["TMPDIR"]) if not name.startswith("pymp-")]  # multiprocessing's
+    print("temp files", ours, "replaced", forkserver._forkserver_pid() != first)
 """
 
 
@@ -357,24 +362,49 @@ def test_a_forkserver_started_early_loads_the_compiled_code_it_is_told_later(tmp
     """`prep run` starts its forkserver before its command line is parsed (prep.launch): the forkserver waits
     for the choice of compiled code after its other imports, then loads that (here the rules', not the
     features'), whether it is told before it gets there or after (2 s: it waits). The command line's typer is
-    not in the children, and the file that carried the choice is gone. Where the choice cannot be written, the
-    waiting forkserver is replaced by one told at its start, which loads the same."""
+    not in the children, and the choice left no file in the temp directory. Where the choice cannot be written,
+    the waiting forkserver is replaced by one told at its start, which loads the same."""
     import subprocess
     import sys
 
     script = tmp_path / "script.py"
     script.write_text(EARLY_FORKSERVER, encoding="utf-8")
+    (tmp_path / "tmp").mkdir()
     proc = subprocess.run([sys.executable, str(script), str(delay), choice], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+                          timeout=120, cwd=tmp_path, env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")))
     assert proc.returncode == 0, proc.stderr
     replaced = choice == "unwritable"
-    assert proc.stdout.split("\n")[:2] == ["True False False", f"choice left False replaced {replaced}"], proc.stdout
+    assert proc.stdout.split("\n")[:2] == ["True False False", f"temp files [] replaced {replaced}"], proc.stdout
+
+
+def test_a_job_killed_whole_while_its_forkserver_starts_leaves_no_file_behind(tmp_path):
+    """A scheduler that ends a job SIGKILLs its whole process group, maybe while the early forkserver still imports
+    and has not read the choice yet: nothing of it may stay in the temp directory (a named choice file did)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script, tmp = tmp_path / "script.py", tmp_path / "tmp"
+    script.write_text(EARLY_FORKSERVER, encoding="utf-8")
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), "0.0", "killed"], stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=dict(os.environ, TMPDIR=str(tmp)), start_new_session=True)
+    told, pid = proc.stdout.readline().split()
+    assert told == "told" and os.getpgid(int(pid)) == proc.pid  # its forkserver runs, in the job's group
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):  # reaped by init: gone
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}")  # the fault landed on both
+    assert [name for name in os.listdir(tmp) if not name.startswith("pymp-")] == []
 
 
 def test_the_command_line_starts_a_forkserver_early_only_for_a_local_run(tmp_path, monkeypatch):
-    """prep.launch's guess from the raw arguments; a process tells its own forkserver in a file of its own, not in
-    one named in the environment it inherited (a test or tool that started `prep run` itself, then runs the
-    command); and a choice told to a forkserver killed before it read it is removed with it."""
+    """prep.launch's guess from the raw arguments; a process tells its own forkserver in an anonymous file of its
+    own, not in one named in the environment it inherited (a test or tool that started `prep run` itself, then
+    runs the command), and leaves no file in the temp directory, whatever becomes of its forkserver."""
     from prep.engines.local import forkserver
     from prep.launch import _local_run
 
@@ -384,11 +414,16 @@ def test_the_command_line_starts_a_forkserver_early_only_for_a_local_run(tmp_pat
     assert not _local_run(["run", "--help"]) and not _local_run(["inspect", "out"]) and not _local_run([])
     inherited = tmp_path / "inherited"
     monkeypatch.setenv(forkserver.CHOICE_ENV, str(inherited))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(forkserver, "_choice", [None])
     monkeypatch.setattr(forkserver, "_told", [False])
     forkserver._tell(("features",))
-    path = forkserver._choice[0]
-    assert path != inherited and not inherited.exists()
-    assert path.read_text() == "features\n"
-    forkserver.kill_forkserver()
-    assert not path.exists()
+    path = forkserver._choice_path()
+    assert path != str(inherited) and not inherited.exists()
+    with open(path, encoding="utf-8") as f:  # as the forkserver reads it
+        assert f.read() == "features\n"
+    monkeypatch.setenv(forkserver.CHOICE_ENV, path)
+    assert forkserver.await_choice(timeout=1) == ("features",)
+    os.close(forkserver._choice[0])  # as when its starter is gone: the forkserver stops waiting, told nothing
+    assert forkserver.await_choice(timeout=5) == () and os.listdir(tmp_path / "tmp") == []

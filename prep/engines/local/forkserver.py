@@ -9,14 +9,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import secrets
 import signal
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
 from multiprocessing import forkserver
-from pathlib import Path
 
 from prep.core.threads import single_thread_env
 
@@ -25,11 +22,12 @@ TRACKER_WARNING = "resource_tracker: process died unexpectedly"  # a new one is 
 
 _PRELOAD = ["prep.engines.local.preload", "prep.engines.local.preload_compiled"]
 PRELOAD_COMPILED = {"features": "prep.engines.local.preload_features", "rules": "prep.engines.local.preload_rules"}
-# What a starting forkserver loads besides: the compiled code's names, or (started early) a file that will hold them.
+# What a starting forkserver loads besides: the compiled code's names, or (started early) where its starter will
+# write them: the /proc path of the starter's anonymous file (`_choice_path`).
 CHOICE_ENV = "PREP_FORKSERVER_COMPILED"
 _compiled = [("features",)]  # the compiled code the forkserver loads: the first start decides, restarts follow
 _told = [True]  # whether the running forkserver was told it (one started early waits for it)
-_choice: list[Path | None] = [None]  # the file that tells one started early (`_choice_file`)
+_choice: list[int | None] = [None]  # the anonymous file that tells one started early (`_choice_fd`)
 
 
 def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = False) -> None:
@@ -41,7 +39,7 @@ def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = Fal
     `compiled`: which compiled code it loads too (`PipelineConfig.compiled_code`: what the pipeline runs). `early`:
     `prep run` starts it before its command line is parsed (`prep.launch`), when that is not known yet; the
     forkserver imports the rest meanwhile and waits for it, which the next call that passes `compiled` gives
-    (through a file: where none can be written, it is not started early)."""
+    (through an anonymous file of this process: where there can be none, it is not started early)."""
     single_thread_env()  # inherited by every worker: one tokenizer thread each
     if compiled is not None:
         _compiled[0] = tuple(compiled)
@@ -55,8 +53,8 @@ def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = Fal
     if not alive:
         if early:
             try:
-                os.environ[CHOICE_ENV] = str(_choice_file())
-            except OSError:  # no file to tell it through: it starts later, told at its start
+                os.environ[CHOICE_ENV] = _choice_path()
+            except OSError:  # no anonymous file to tell it through: it starts later, told at its start
                 return
         else:
             os.environ[CHOICE_ENV] = " ".join(_compiled[0])
@@ -73,40 +71,41 @@ def start_forkserver(compiled: Sequence[str] | None = None, *, early: bool = Fal
         signal.signal(signal.SIGINT, previous)
 
 
-def _choice_file() -> Path:
-    """The file in which this process tells a forkserver it started early the compiled code to load: a name of its
-    own, not yet there."""
+def _choice_fd() -> int:
+    """This process's anonymous file (memfd) in which it tells a forkserver it started early the compiled code to
+    load, which reads it through /proc. It has no name in any directory, so nothing is left behind however the two
+    die: a named file in the temp directory was, when a job's whole process group was SIGKILLed during its start."""
     if _choice[0] is None:
-        _choice[0] = Path(tempfile.gettempdir()) / f"prep-{os.getpid()}-{secrets.token_hex(8)}.compiled"
+        _choice[0] = os.memfd_create("prep-forkserver-choice")  # close-on-exec: read through /proc, not inherited
     return _choice[0]
 
 
+def _choice_path() -> str:
+    return f"/proc/{os.getpid()}/fd/{_choice_fd()}"
+
+
 def _tell(parts: Sequence[str]) -> None:
-    """Write the choice whole, then give it its name: the forkserver never reads half of it."""
-    path = _choice_file()
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(" ".join(parts) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """One write that ends in a newline: the forkserver takes the choice only once it reads the newline."""
+    os.pwrite(_choice_fd(), (" ".join(parts) + "\n").encode(), 0)
     _told[0] = True
 
 
 def await_choice(timeout: float = 60.0) -> tuple[str, ...]:
     """In the forkserver: the compiled code to load, as its starter said, at the start or (started early) once it
-    says it (the file is then removed). Nothing if its starter died first, or took over `timeout` seconds: the
+    writes it. Nothing if its starter is gone first (its /proc entry with it), or took over `timeout` seconds: the
     workers then load what they run themselves."""
     said = os.environ.get(CHOICE_ENV, "")
     if os.path.isabs(said):
-        path, said = Path(said), ""
-        starter, deadline = os.getppid(), time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(FileNotFoundError):
-                said = path.read_text(encoding="utf-8")
-                path.unlink(missing_ok=True)
+        path, said = said, ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    written = f.read()
+            except OSError:  # the starter is gone, or its file cannot be read from here
                 break
-            if os.getppid() != starter or time.monotonic() > deadline:
+            if written.endswith("\n"):
+                said = written
                 break
             time.sleep(0.001)
     return tuple(part for part in said.split() if part in PRELOAD_COMPILED)
@@ -124,8 +123,6 @@ def kill_forkserver() -> None:
     if pid is not None:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    if _choice[0] is not None:  # told, but killed before it read it
-        _choice[0].unlink(missing_ok=True)
 
 
 def _kill_and_wait() -> None:
